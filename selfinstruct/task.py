@@ -1,0 +1,225 @@
+"""The task record and its file formats.
+
+One record type, :class:`Task`, flows through the whole library; raw dicts exist only where files are read
+or written. Three on-disk shapes are understood:
+
+* the **seed schema** of the Self-Instruct repository, one task per JSONL line::
+
+      {"id": "seed_task_0", "name": "...", "instruction": "...", "is_classification": false,
+       "instances": [{"input": "", "output": "..."}]}
+
+  Machine-generated tasks use the same schema plus provenance fields (``source``, ``round``, ...), which
+  are kept in :attr:`Task.meta` and written back unchanged;
+* **Alpaca** records (``instruction``, ``input``, ``output``), as JSONL or one JSON array: each record is a
+  task with one instance;
+* anything else with an ``instruction`` field, for ``selfinstruct filter`` (see :func:`read_records`).
+
+Errors name the file, the line (for JSONL; the array index for a JSON array) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.errors import InputError
+
+# Fields of the seed schema; anything else on a record is provenance and goes to Task.meta.
+_CORE_FIELDS = ("id", "name", "instruction", "instances", "is_classification")
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One input/output example of a task. ``input`` is "" when the instruction is self-contained."""
+
+    input: str
+    output: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"input": self.input, "output": self.output}
+
+
+@dataclass(slots=True)
+class Task:
+    """An instruction with its instances.
+
+    ``is_classification`` is None until known (Alpaca records do not say). ``meta`` holds every other
+    field of the record: for machine tasks the provenance written by the bootstrap loop.
+    """
+
+    instruction: str
+    instances: list[Instance] = field(default_factory=list)
+    is_classification: bool | None = None
+    id: str = ""
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_machine(self) -> bool:
+        return self.meta.get("source") == "machine"
+
+    def to_record(self) -> dict[str, Any]:
+        """The seed-schema dict, core fields first, then ``meta`` in its own order."""
+        record: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "instruction": self.instruction,
+            "instances": [inst.to_dict() for inst in self.instances],
+            "is_classification": self.is_classification,
+        }
+        record.update(self.meta)
+        return record
+
+    def to_alpaca(self) -> list[dict[str, str]]:
+        """One Alpaca record (``instruction``, ``input``, ``output``) per instance."""
+        return [
+            {"instruction": self.instruction, "input": inst.input, "output": inst.output}
+            for inst in self.instances
+        ]
+
+
+def _require_str(record: dict[str, Any], key: str, path: object, line: int, *, allow_empty: bool) -> str:
+    if key not in record:
+        raise InputError(path, line, f"missing field {key!r}")
+    value = record[key]
+    if not isinstance(value, str):
+        raise InputError(path, line, f"field {key!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise InputError(path, line, f"field {key!r} is empty")
+    return value
+
+
+def task_from_record(record: Any, path: object = "<record>", line: int = 0) -> Task:
+    """Build a :class:`Task` from a seed-schema or Alpaca record; raise :class:`InputError` on bad fields."""
+    if not isinstance(record, dict):
+        raise InputError(path, line, f"expected a JSON object, got {type(record).__name__}")
+    instruction = _require_str(record, "instruction", path, line, allow_empty=False).strip()
+
+    if "instances" in record:
+        raw_instances = record["instances"]
+        if not isinstance(raw_instances, list):
+            raise InputError(path, line, "field 'instances' must be a list of {input, output} objects")
+        instances = []
+        for i, raw in enumerate(raw_instances):
+            if not isinstance(raw, dict):
+                raise InputError(path, line, f"instances[{i}] must be an object with 'input' and 'output'")
+            inp = raw.get("input", "")
+            if not isinstance(inp, str):
+                raise InputError(path, line, f"instances[{i}].input must be a string")
+            out = raw.get("output")
+            if not isinstance(out, str):
+                raise InputError(path, line, f"instances[{i}].output is missing or not a string")
+            instances.append(Instance(inp, out))
+        meta = {k: v for k, v in record.items() if k not in _CORE_FIELDS}
+    elif "output" in record:  # Alpaca
+        inp = record.get("input", "")
+        if inp is None:
+            inp = ""
+        if not isinstance(inp, str):
+            raise InputError(path, line, "field 'input' must be a string")
+        out = _require_str(record, "output", path, line, allow_empty=True)
+        instances = [Instance(inp, out)]
+        meta = {k: v for k, v in record.items() if k not in (*_CORE_FIELDS, "input", "output")}
+    else:
+        raise InputError(path, line, "record has neither 'instances' (seed schema) nor 'output' (Alpaca)")
+
+    is_clf = record.get("is_classification")
+    if is_clf is not None and not isinstance(is_clf, bool):
+        raise InputError(path, line, "field 'is_classification' must be true, false or absent")
+    task_id = record.get("id", "")
+    name = record.get("name", "")
+    return Task(
+        instruction=instruction,
+        instances=instances,
+        is_classification=is_clf,
+        id=str(task_id) if task_id is not None else "",
+        name=str(name) if name is not None else "",
+        meta=meta,
+    )
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, value)`` for every record of a JSONL file or a JSON array file.
+
+    JSONL is the default; a file whose first non-blank character is ``[`` is read as one JSON array, and the
+    "line" is then the 1-based index in the array. Blank lines are skipped. Malformed JSON raises
+    :class:`InputError` naming the line.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(p, None, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(p, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(p, None, f"cannot read: {exc.strerror}") from None
+
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(p, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(data, list):
+            raise InputError(p, None, "expected a JSON array of records")
+        yield from enumerate(data, start=1)
+        return
+
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(p, lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def load_tasks(path: str | os.PathLike[str], *, what: str = "task file") -> list[Task]:
+    """Read every task of a seed-schema or Alpaca file. Raises :class:`InputError` if the file holds none."""
+    tasks = [task_from_record(rec, path, line) for line, rec in read_records(path)]
+    if not tasks:
+        raise InputError(path, None, f"the {what} holds no tasks")
+    return tasks
+
+
+def load_seed_tasks(path: str | os.PathLike[str]) -> list[Task]:
+    """Load seed tasks and give each an id and name if it lacks them (Alpaca seeds have neither)."""
+    tasks = load_tasks(path, what="seed file")
+    for i, task in enumerate(tasks):
+        if not task.id:
+            task.id = f"seed_task_{i}"
+        if not task.name:
+            task.name = f"seed_task_{i}"
+        task.meta.setdefault("source", "seed")
+    return tasks
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
+    """Write records as JSONL to a temporary file beside ``path``, fsync it, then rename it into place.
+
+    A crash or an exception mid-way leaves ``path`` as it was. Returns the number of records written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return count
