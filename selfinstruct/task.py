@@ -19,15 +19,21 @@ Errors name the file, the line (for JSONL; the array index for a JSON array) and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import jsonlines
 
 from selfinstruct.errors import InputError
+
+_dumps = functools.partial(json.dumps, ensure_ascii=False)
 
 # Fields of the seed schema; anything else on a record is provenance and goes to Task.meta.
 _CORE_FIELDS = ("id", "name", "instruction", "instances", "is_classification")
@@ -170,7 +176,9 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
         yield from enumerate(data, start=1)
         return
 
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a line: str.splitlines() would also split on U+2028, U+0085, ... which JSON written
+    # with ensure_ascii=False (write_jsonl_atomic) holds raw inside strings.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -199,27 +207,38 @@ def load_seed_tasks(path: str | os.PathLike[str]) -> list[Task]:
     return tasks
 
 
-def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
-    """Write records as JSONL to a temporary file beside ``path``, fsync it, then rename it into place.
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[TextIO]:
+    """Open a temporary file beside ``path`` for writing; on success fsync it and rename it into place.
 
-    A crash or an exception mid-way leaves ``path`` as it was. Returns the number of records written.
+    A crash or an exception inside the ``with`` block leaves ``path`` as it was, and no temporary file.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
+        Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
+    """Write records as JSONL, atomically (see :func:`atomic_writer`). Returns the number written."""
+    count = 0
+    with atomic_writer(path) as fh, jsonlines.Writer(fh, dumps=_dumps) as writer:
+        for record in records:
+            writer.write(record)
+            count += 1
     return count
+
+
+def write_json_atomic(path: str | os.PathLike[str], value: Any) -> None:
+    """Write one JSON value (an array of records, a config), atomically."""
+    with atomic_writer(path) as fh:
+        json.dump(value, fh, ensure_ascii=False, indent=1)
+        fh.write("\n")

@@ -1,0 +1,5 @@
+"""``python -m selfinstruct`` runs the command line."""
+
+from selfinstruct.cli import main
+
+main()

@@ -1,0 +1,569 @@
+"""The ``selfinstruct`` command line: a thin typer shell over the library.
+
+Each command parses its options, calls the library, and renders what comes back with rich: a progress bar
+on a terminal, plain timestamped lines otherwise (cron, CI, ``| tee``). A :class:`SelfInstructError` becomes
+its message on stderr and its exit code; nothing else lives here.
+
+Exit codes: 0 done (a budget or the target ended the run), 1 unexpected error, 2 bad input or options,
+3 backend failure, 4 pool problem, 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from selfinstruct import __version__
+from selfinstruct.errors import SelfInstructError
+
+app = typer.Typer(
+    name="selfinstruct",
+    help=(
+        "Bootstrap an instruction-tuning dataset from a few seed tasks and a base language model "
+        "(Self-Instruct), served by vLLM in-process or by any OpenAI-compatible server."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+EXIT_INTERRUPTED = 130
+
+
+def _fail(exc: SelfInstructError) -> NoReturn:
+    prefix = "[bold red]error:[/] " if err.is_terminal else "error: "
+    err.print(prefix, end="", markup=err.is_terminal)
+    err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except SelfInstructError as exc:
+        _fail(exc)
+
+
+def _stamp() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"selfinstruct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Bootstrap an instruction-tuning dataset from seed tasks with a base LM (Self-Instruct)."""
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+GEN = "Generation"
+LOOP = "Loop and budgets"
+SAMP = "Sampling"
+VLLM = "vLLM backend"
+OAI = "OpenAI-compatible backend"
+
+
+@app.command()
+def generate(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model name or path. With --base-url it may be omitted if the server serves one model."
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vllm serve, llama.cpp, Ollama, "
+            "SGLang). API key from $SELFINSTRUCT_API_KEY or $OPENAI_API_KEY."
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="vllm or openai. Default: openai when --base-url is given, else vllm.")
+    ] = None,
+    seeds: Annotated[
+        Path | None, typer.Option(help="Seed tasks: seed-schema JSONL or Alpaca records. Default: ours.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Pool directory (tasks.jsonl, runs.jsonl, ...). [default: outputs/pool]"),
+    ] = None,
+    num_instructions: Annotated[
+        int | None, typer.Option(help="Stop when the pool holds this many machine tasks. [default: 100]")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Instruction-generation prompts per round. [default: 16]", rich_help_panel=LOOP),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Random seed; the same seed and pool replay the same prompts. [default: random]"),
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Directory with your copy of the prompt templates.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with any of these options (flags on the command line win).")
+    ] = None,
+    max_rounds: Annotated[
+        int | None, typer.Option(help="Stop after this many rounds.", rich_help_panel=LOOP)
+    ] = None,
+    max_new: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many tasks accepted in this run.", rich_help_panel=LOOP),
+    ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Finish the round in progress and stop after e.g. 50m, 2h, 1h30m.", rich_help_panel=LOOP
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Reject when ROUGE-L F > this against any instruction. [default: 0.7]"),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Instruction sampling temperature. [default: 0.7]", rich_help_panel=SAMP),
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Instruction top_p. [default: 0.5]", rich_help_panel=SAMP)
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Instruction max tokens. [default: 1024]", rich_help_panel=SAMP)
+    ] = None,
+    presence_penalty: Annotated[
+        float | None, typer.Option(help="Instruction presence penalty. [default: 2.0]", rich_help_panel=SAMP)
+    ] = None,
+    instance_temperature: Annotated[
+        float | None,
+        typer.Option(help="Instance sampling temperature. [default: 0, greedy]", rich_help_panel=SAMP),
+    ] = None,
+    instance_max_tokens: Annotated[
+        int | None, typer.Option(help="Instance max tokens. [default: 350]", rich_help_panel=SAMP)
+    ] = None,
+    tensor_parallel_size: Annotated[
+        int | None, typer.Option(help="GPUs to shard the model over. [default: 1]", rich_help_panel=VLLM)
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(help="Share of GPU memory vLLM may take. [default: 0.9]", rich_help_panel=VLLM),
+    ] = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(help="Context length to allocate. [default: the model's]", rich_help_panel=VLLM),
+    ] = None,
+    request_batch_size: Annotated[
+        int | None, typer.Option(help="Prompts per HTTP request. [default: 16]", rich_help_panel=OAI)
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="HTTP requests in flight. [default: 8]", rich_help_panel=OAI)
+    ] = None,
+    keep_rejected: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-rejected/--no-keep-rejected", help="Write rejected candidates to rejected.jsonl."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")
+    ] = False,
+    repair: Annotated[
+        bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")
+    ] = False,
+) -> None:
+    """Grow a pool of instruction tasks by bootstrapping a base LM from seed tasks.
+
+    Each round samples 6 seed and 2 pool instructions as demonstrations, asks the model for new ones,
+    filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
+    generates input/output instances, and appends the accepted tasks to OUT/tasks.jsonl. Rerunning on
+    the same --out resumes.
+    """
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.runner import Terminated, run_generate
+
+    overrides: dict[str, Any] = {
+        "model": model, "base_url": base_url, "backend": backend,
+        "seeds": str(seeds) if seeds else None, "out": str(out_dir) if out_dir else None,
+        "num_instructions": num_instructions, "batch_size": batch_size, "seed": seed,
+        "prompts": str(prompts) if prompts else None, "max_rounds": max_rounds, "max_new": max_new,
+        "time_limit": time_limit, "threshold": threshold, "temperature": temperature, "top_p": top_p,
+        "max_tokens": max_tokens, "presence_penalty": presence_penalty,
+        "instance_temperature": instance_temperature, "instance_max_tokens": instance_max_tokens,
+        "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len, "request_batch_size": request_batch_size, "concurrency": concurrency,
+        "keep_rejected": keep_rejected,
+    }  # fmt: skip
+    with _user_errors():
+        cfg = GenerateConfig.from_sources(config, overrides)
+
+    view = _GenerateView(quiet=quiet, target=cfg.num_instructions)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with _user_errors(), view:
+            outcome = run_generate(cfg, force=force, repair=repair, on_event=view.event)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    view.summary(outcome)
+    if outcome.exit_reason in ("interrupted", "terminated"):
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+class _GenerateView:
+    """Renders run events: a rich progress bar on a terminal, timestamped plain lines otherwise."""
+
+    def __init__(self, *, quiet: bool, target: int) -> None:
+        self.quiet = quiet
+        self.target = target
+        self.live = err.is_terminal and not quiet
+        self.progress: Progress | None = None
+        self.task_id: Any = None
+        self.rejected = 0
+        self.accepted = 0
+        self.started = time.monotonic()
+
+    def __enter__(self) -> _GenerateView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            err.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def event(self, kind: str, payload: Any) -> None:
+        if kind == "warning":
+            if self.progress is not None:
+                self.progress.console.print(f"[yellow]warning:[/] {payload}")
+            elif not self.quiet:
+                err.print(f"{_stamp()} warning: {payload}", markup=False, soft_wrap=True)
+        elif kind == "start":
+            info = payload
+            self.line(
+                f"run {info.run_id}: {info.backend} backend, model {info.model}, seed {info.seed}, "
+                f"pool {info.pool_dir} holds {info.pool_size}/{info.target}, {info.seeds} seed tasks"
+            )
+            if self.live:
+                self.progress = Progress(
+                    TextColumn("[bold]round {task.fields[round]}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("accepted {task.fields[accepted]} · rejected {task.fields[rejected]}"),
+                    TextColumn("{task.fields[rate]} tasks/min"),
+                    TimeElapsedColumn(),
+                    TextColumn("ETA"),
+                    TimeRemainingColumn(),
+                    console=err,
+                    transient=False,
+                )
+                self.progress.start()
+                self.task_id = self.progress.add_task(
+                    "pool",
+                    total=info.target,
+                    completed=info.pool_size,
+                    round="-",
+                    accepted=0,
+                    rejected=0,
+                    rate="-",
+                )
+        elif kind == "round":
+            report = payload
+            self.accepted += len(report.accepted)
+            self.rejected += sum(report.rejected.values())
+            minutes = max(time.monotonic() - self.started, 1e-9) / 60
+            rate = f"{self.accepted / minutes:.1f}"
+            if self.progress is not None:
+                self.progress.update(
+                    self.task_id, completed=report.pool_size, round=report.round, accepted=self.accepted,
+                    rejected=self.rejected, rate=rate,
+                )  # fmt: skip
+            else:
+                reasons = ", ".join(f"{k} {v}" for k, v in report.rejected.most_common()) or "none"
+                self.line(
+                    f"round {report.round}: {report.candidates} candidates, {len(report.accepted)} accepted, "
+                    f"pool {report.pool_size}/{self.target}, rejected: {reasons}, {report.seconds:.1f}s, "
+                    f"{rate} tasks/min"
+                )
+
+    def summary(self, outcome: Any) -> None:
+        totals = outcome.totals
+        if not self.quiet:
+            table = Table(title=f"run {outcome.info.run_id}", show_header=True, header_style="bold")
+            table.add_column("")
+            table.add_column("count", justify="right")
+            table.add_row("rounds", str(totals.rounds))
+            table.add_row("candidate instructions", str(totals.candidates))
+            table.add_row("[green]accepted[/]", str(totals.accepted))
+            for reason, n in totals.rejected.most_common():
+                table.add_row(f"rejected: {reason}", str(n))
+            for note, n in sorted(totals.notes.items()):
+                table.add_row(f"[dim]note: {note}[/]", str(n))
+            table.add_row("prompt tokens", f"{totals.prompt_tokens:,}")
+            table.add_row("completion tokens", f"{totals.completion_tokens:,}")
+            table.add_row("time", f"{outcome.seconds:.1f} s")
+            err.print(table)
+        rejected = sum(totals.rejected.values())
+        final = (
+            f"selfinstruct generate: {outcome.exit_reason}; run {outcome.info.run_id}; "
+            f"accepted {totals.accepted}, rejected {rejected}, rounds {totals.rounds}; "
+            f"pool {outcome.pool_size}/{outcome.info.target} in {outcome.info.pool_dir}; "
+            f"{outcome.seconds:.1f}s"
+        )
+        err.print(f"{_stamp()} {final}", markup=False, highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(
+    directory: Annotated[Path, typer.Argument(help="Pool directory.")] = Path("outputs/pool"),
+    runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
+) -> None:
+    """Show a pool: size and target, recent runs and why they ended, acceptance trend, rejection reasons,
+    and whether a run holds the lock now. Never takes the lock."""
+    from selfinstruct.status import pool_status
+
+    with _user_errors():
+        report = pool_status(directory, last_runs=runs)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    holder = report["lock_holder"]
+    out.print(f"[bold]{report['directory']}[/]")
+    target = report.get("target")
+    out.print(f"pool: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
+    out.print(
+        "lock: "
+        + (
+            f"held by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started_at')}"
+            if holder
+            else "free"
+        )
+    )
+    if report["runs"]:
+        table = Table(title="recent runs", header_style="bold")
+        for col in ("run", "started", "exit", "rounds", "accepted", "candidates", "accept rate", "seconds"):
+            table.add_column(col, justify="right" if col not in ("run", "started", "exit") else "left")
+        for r in report["runs"]:
+            table.add_row(
+                str(r.get("run_id")), str(r.get("started_at")), str(r.get("exit_reason")), str(r.get("rounds")),
+                str(r.get("accepted")), str(r.get("candidates")), f"{r.get('acceptance_rate', 0):.1%}",
+                f"{r.get('seconds', 0):.0f}",
+            )  # fmt: skip
+        out.print(table)
+    if report["rejected"]:
+        table = Table(title="rejections by reason (all runs)", header_style="bold")
+        table.add_column("reason")
+        table.add_column("count", justify="right")
+        for reason, n in Counter(report["rejected"]).most_common():
+            table.add_row(reason, str(n))
+        out.print(table)
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    directory: Annotated[Path, typer.Argument(help="Pool directory.")] = Path("outputs/pool"),
+    output: Annotated[Path, typer.Option("--out", "-o", help="File to write (.json or .jsonl).")] = Path(
+        "outputs/alpaca.json"
+    ),
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="alpaca (instruction/input/output), sharegpt, or seed (our schema)."),
+    ] = "alpaca",
+    include_seeds: Annotated[
+        Path | None, typer.Option(help="Also export the tasks of this seed file first.")
+    ] = None,
+) -> None:
+    """Write the pool in a format fine-tuning tools load directly (one record per instance for alpaca and
+    sharegpt). A .json name gives one JSON array; .jsonl gives one record per line. Never takes the lock."""
+    from selfinstruct.export import export_pool
+
+    with _user_errors():
+        n = export_pool(directory, output, fmt=fmt, include_seeds=include_seeds)
+    err.print(f"wrote {n} records to {output}", markup=False)
+
+
+# ----------------------------------------------------------------------------------------------- filter
+
+
+@app.command("filter")
+def filter_command(
+    source: Annotated[
+        Path, typer.Argument(help="Candidates: JSONL or a JSON array of records with 'instruction'.")
+    ],
+    kept_out: Annotated[Path, typer.Option("--out", "-o", help="Where kept records go (.jsonl, or .json).")],
+    rejected_out: Annotated[
+        Path | None, typer.Option("--rejected", help="Where rejected records go, with reject_reason.")
+    ] = None,
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Compare with the instructions of these files or pool directories too (repeatable)."
+        ),
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Reject when ROUGE-L F > this.")] = 0.7,
+    no_heuristics: Annotated[
+        bool, typer.Option("--no-heuristics", help="Apply only the novelty check.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
+) -> None:
+    """Filter candidate tasks with the generation loop's heuristics and ROUGE-L novelty.
+
+    Candidates are taken in file order; each is compared with every instruction of the --against files
+    and with the candidates kept before it, and rejected when ROUGE-L F > --threshold. Kept records are
+    written unchanged, in input order. Outputs appear whole or not at all.
+    """
+    from selfinstruct.filtering import DEFAULT_HEURISTICS, filter_file
+
+    show_bar = err.is_terminal and not quiet
+    with _user_errors(), Progress(
+        TextColumn("filtering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, disable=not show_bar,
+    ) as bar:  # fmt: skip
+        task_id = bar.add_task("filter", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        result = filter_file(
+            source, kept_out, rejected_out=rejected_out, against=against or [], threshold=threshold,
+            heuristics=None if no_heuristics else DEFAULT_HEURISTICS, progress=progress,
+        )  # fmt: skip
+    if quiet:
+        return
+    table = Table(title=f"filter {source}", header_style="bold")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("candidates", str(result.total))
+    table.add_row("compared against", str(result.against))
+    table.add_row("[green]kept[/]", str(result.kept))
+    for reason, n in result.rejected.most_common():
+        table.add_row(f"rejected: {reason}", str(n))
+    err.print(table)
+    err.print(
+        f"selfinstruct filter: kept {result.kept} of {result.total}, rejected {result.total - result.kept}; "
+        f"wrote {kept_out}" + (f" and {rejected_out}" if rejected_out else ""),
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+seeds_app = typer.Typer(help="Check and describe seed task files.", no_args_is_help=True)
+app.add_typer(seeds_app, name="seeds")
+
+
+@seeds_app.command("check")
+def seeds_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Seed file (JSONL or JSON array). Default: ours.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
+    pairs: Annotated[int, typer.Option(help="How many most-similar pairs to list.")] = 5,
+) -> None:
+    """Validate a seed file (schema, unique ids and names, empty fields, label sets of classification
+    tasks) and summarise it: counts, shares, instruction lengths, leading words, most similar pairs.
+    Exits 2 when the file is invalid."""
+    from selfinstruct.paths import default_seeds_path
+    from selfinstruct.seedcheck import check_seed_file
+
+    with _user_errors():
+        report = check_seed_file(path or default_seeds_path(), top_pairs=pairs)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        _render_seed_report(report)
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def _render_seed_report(report: Any) -> None:
+    for finding in report.problems:
+        out.print(f"[red]problem[/] {finding.render(report.path)}", soft_wrap=True)
+    for finding in report.warnings:
+        out.print(f"[yellow]warning[/] {finding.render(report.path)}", soft_wrap=True)
+    if not report.tasks:
+        return
+    n = report.tasks
+    table = Table(title=f"{report.path}: {n} tasks", header_style="bold", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("classification", f"{report.classification} ({report.classification / n:.0%})")
+    table.add_row("with an input", f"{report.with_input} ({report.with_input / n:.0%})")
+    table.add_row("instances", str(report.instances))
+    lw = report.length_words
+    table.add_row(
+        "instruction words", f"min {lw['min']} · median {lw['median']:g} · p90 {lw['p90']} · max {lw['max']}"
+    )
+    table.add_row("distinct leading words", str(report.distinct_leading_words))
+    table.add_row("most common", ", ".join(f"{w} {c}" for w, c in report.leading_words[:8]))
+    out.print(table)
+    if report.similar_pairs:
+        sim = Table(title="most similar pairs (ROUGE-L F)", header_style="bold")
+        sim.add_column("line", justify="right")
+        sim.add_column("instruction")
+        sim.add_column("most similar earlier instruction")
+        sim.add_column("F", justify="right")
+        for p in report.similar_pairs:
+            sim.add_row(str(p["line"]), p["instruction"], p["similar_to"], f"{p['score']:.3f}")
+        out.print(sim)
+    verdict = "[green]valid[/]" if report.ok else f"[red]invalid: {len(report.problems)} problems[/]"
+    out.print(f"{report.path}: {verdict}, {len(report.warnings)} warnings")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a run (e.g. while loading): no traceback
+        err.print("interrupted", markup=False)
+        sys.exit(EXIT_INTERRUPTED)

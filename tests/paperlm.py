@@ -1,0 +1,199 @@
+"""A scripted "base model" for the loopback server that answers each stage in the shapes of the paper.
+
+``PaperLM()`` is a ``respond(prompt, body)`` function for :class:`fakelm.FakeLM`. It recognises the stage
+from the prompt (a numbered list ending in ``N.``, the ``Is it classification?`` question, an instance
+prompt ending in ``Task: ...``) and replies like a base model would, including the mess a real one makes:
+too-short items, blocked keywords, copies of a demonstration, a list cut off at ``max_tokens``,
+unparseable classification answers and instance blocks without an output.
+
+Replies depend only on the prompt and the request's ``seed``, never on call order, so runs are
+deterministic whatever the thread scheduling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from typing import Any
+
+WORDS = [
+    "river",
+    "mountain",
+    "budget",
+    "recipe",
+    "garden",
+    "engine",
+    "letter",
+    "memory",
+    "planet",
+    "market",
+    "window",
+    "teacher",
+    "harbor",
+    "signal",
+    "lantern",
+    "orchard",
+    "puzzle",
+    "ticket",
+    "castle",
+    "meadow",
+    "canyon",
+    "violin",
+    "pepper",
+    "rocket",
+    "bridge",
+    "desert",
+    "island",
+    "forest",
+    "candle",
+    "mirror",
+    "pocket",
+    "silver",
+    "marble",
+    "thunder",
+    "velvet",
+    "copper",
+    "meadow",
+    "falcon",
+    "glacier",
+    "harvest",
+    "compass",
+    "anchor",
+    "basket",
+    "cabinet",
+    "dolphin",
+    "feather",
+    "granite",
+    "hammer",
+    "jungle",
+    "kettle",
+    "ladder",
+    "magnet",
+    "needle",
+    "oyster",
+    "parrot",
+    "quartz",
+    "saddle",
+    "tunnel",
+    "umbrella",
+    "wagon",
+    "yogurt",
+    "zipper",
+    "blanket",
+    "cactus",
+    "diamond",
+    "elbow",
+    "fountain",
+    "gravel",
+    "helmet",
+    "iceberg",
+    "jacket",
+    "koala",
+    "lemon",
+    "mango",
+    "nectar",
+    "olive",
+    "pillow",
+    "quiver",
+    "ribbon",
+    "saucer",
+    "tablet",
+    "utensil",
+    "vacuum",
+    "walnut",
+]
+VERBS = [
+    "Explain",
+    "Describe",
+    "Summarize",
+    "Compare",
+    "Suggest",
+    "List",
+    "Classify",
+    "Rewrite",
+    "Outline",
+    "Recommend",
+    "Estimate",
+    "Translate",
+    "Critique",
+    "Rank",
+    "Propose",
+    "Convert",
+    "Identify",
+    "Evaluate",
+    "Contrast",
+    "Sketch",
+]
+
+
+def _rng(prompt: str, body: dict[str, Any], salt: str = "") -> random.Random:
+    digest = hashlib.sha256(f"{salt}|{body.get('seed')}|{prompt}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def novel_instruction(rng: random.Random) -> str:
+    verb = rng.choice(VERBS)
+    words = rng.sample(WORDS, 9)
+    return f"{verb} the {words[0]} {words[1]} of a {words[2]} near the {words[3]} {words[4]} and {words[5]} {words[6]} {words[7]} {words[8]}."
+
+
+class PaperLM:
+    """Callable responder. ``cut_every``: every n-th list ends cut off at max_tokens (0: never)."""
+
+    def __init__(self, *, cut_every: int = 3, garbage: bool = True, items: int = 6) -> None:
+        self.cut_every = cut_every
+        self.garbage = garbage
+        self.items = items
+
+    def __call__(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if prompt.rstrip().endswith("Is it classification?"):
+            return self.classify(prompt, body)
+        if re.search(r"\n\d+\.$", prompt):
+            return self.instructions(prompt, body)
+        if prompt.endswith("\n") and "\nTask: " in prompt:
+            return self.instances(prompt, body)
+        return "I do not know what to say.", "stop"
+
+    def instructions(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        rng = _rng(prompt, body, "instructions")
+        start = int(re.search(r"\n(\d+)\.$", prompt).group(1))  # type: ignore[union-attr]
+        demos = re.findall(r"^\d+\. (.+)$", prompt, flags=re.MULTILINE)
+        items = [novel_instruction(rng) for _ in range(self.items)]
+        if self.garbage:
+            items[1] = "Say hi."  # too short
+            items[2] = f"Describe the {rng.choice(WORDS)} in this picture of a {rng.choice(WORDS)} please."
+            if demos:
+                items[3] = demos[0]  # a copy of a demonstration: too similar
+        lines = [f" {items[0]}"] + [f"{start + i}. {text}" for i, text in enumerate(items[1:], start=1)]
+        text = "\n".join(lines)
+        if self.cut_every and rng.randrange(self.cut_every) == 0:
+            return text + f"\n{start + len(items)}. Explain the differ", "length"
+        return text + "\n\n", "stop"
+
+    def classify(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        instruction = prompt.rstrip().rsplit("Task: ", 1)[1]
+        if self.garbage and _rng(prompt, body, "clf").randrange(10) == 0:
+            return " Perhaps", "stop"
+        return (" Yes" if instruction.startswith(("Classify", "Rank")) else " No"), "stop"
+
+    def instances(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        rng = _rng(prompt, body, "instances")
+        instruction = prompt.rstrip("\n").rsplit("Task: ", 1)[1]
+        if self.garbage and rng.randrange(12) == 0:
+            return "Example 1\nInput: nothing useful here\n\n", "stop"  # no output: no valid instance
+        if "Class label:" in prompt:
+            labels = ["Alpha", "Beta", "Gamma"]
+            blocks = [
+                f"Class label: {lab}\nInput: a {lab.lower()} case of {rng.choice(WORDS)}" for lab in labels
+            ]
+            return "\n\n".join(blocks) + "\n\n", "stop"
+        blocks = []
+        for n in range(1, rng.randrange(2, 5)):
+            a, b = rng.sample(WORDS, 2)
+            blocks.append(
+                f"Example {n}\nInput: {a} and {b}\nOutput: For '{instruction[:30]}': the {a} meets the {b}."
+            )
+        if self.garbage and rng.randrange(4) == 0:
+            blocks.append(blocks[0])  # an exact duplicate instance
+        return "\n\n".join(blocks) + "\n\n", "stop"

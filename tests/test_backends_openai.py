@@ -1,0 +1,438 @@
+"""OpenAIBackend against a loopback server (tests/fakelm.py): batching, order, retries, errors, secrets."""
+
+from __future__ import annotations
+
+import socket
+import time
+import traceback
+from typing import Any
+
+import httpx
+import pytest
+from fakelm import FakeLM
+
+from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling
+from selfinstruct.backends.openai import OpenAIBackend, normalize_base_url
+from selfinstruct.errors import BackendError, ConfigError
+
+FAST = {"retry_wait_initial": 0.01, "retry_wait_max": 0.05}
+SAMPLING = Sampling(max_tokens=50)
+SECRET = "sk-test-0123456789-very-secret"
+
+
+def backend(lm: FakeLM, **kwargs: Any) -> OpenAIBackend:
+    return OpenAIBackend(lm.base_url, **{"model": "fake-model", **FAST, **kwargs})
+
+
+def dead_url() -> str:
+    """The URL of a port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def prompts(n: int) -> list[str]:
+    return [f"prompt number {i}" for i in range(n)]
+
+
+# -- batching and order ----------------------------------------------------------------------------
+
+
+def test_is_a_backend(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b:
+        assert isinstance(b, Backend)
+
+
+@pytest.mark.parametrize(("n", "batch", "sizes"), [(10, 4, [2, 4, 4]), (3, 16, [3]), (5, 1, [1] * 5)])
+def test_prompts_are_chunked_into_requests(fake_lm: FakeLM, n: int, batch: int, sizes: list[int]) -> None:
+    with backend(fake_lm, request_batch_size=batch) as b:
+        out = b.generate(prompts(n), SAMPLING)
+    assert [c.text for c in out] == [f"echo: {p}" for p in prompts(n)]
+    assert sorted(len(r["prompt"]) for r in fake_lm.requests) == sizes
+    assert all(isinstance(r["prompt"], list) for r in fake_lm.requests)
+
+
+def test_empty_batch_sends_nothing(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b:
+        assert b.generate([], SAMPLING) == []
+    assert fake_lm.requests == []
+
+
+def test_shuffled_choices_are_put_back_in_prompt_order() -> None:
+    with FakeLM(shuffle_choices=True) as lm, backend(lm, request_batch_size=8) as b:
+        out = b.generate(prompts(20), SAMPLING)
+    assert [c.text for c in out] == [f"echo: {p}" for p in prompts(20)]
+    # the server really does shuffle
+    with FakeLM(shuffle_choices=True) as lm:
+        reply = httpx.post(f"{lm.base_url}/completions", json={"prompt": prompts(20)}).json()
+    indexes = [c["index"] for c in reply["choices"]]
+    assert indexes != sorted(indexes)
+
+
+def test_concurrency_bounds_requests_in_flight() -> None:
+    with FakeLM(delay=0.15) as lm, backend(lm, request_batch_size=1, concurrency=3) as b:
+        started = time.monotonic()
+        out = b.generate(prompts(9), SAMPLING)
+        elapsed = time.monotonic() - started
+    assert [c.text for c in out] == [f"echo: {p}" for p in prompts(9)]
+    assert 2 <= lm.max_in_flight <= 3
+    assert elapsed < 9 * 0.15  # not one after the other
+
+
+# -- request fields ----------------------------------------------------------------------------------
+
+
+def test_request_body_carries_sampling_fields(fake_lm: FakeLM) -> None:
+    sampling = Sampling(
+        max_tokens=77,
+        temperature=0.7,
+        top_p=0.5,
+        stop=("\n\n", "16."),
+        presence_penalty=1.5,
+        frequency_penalty=0.25,
+        top_k=40,
+    )
+    with backend(fake_lm, extra={"repetition_penalty": 1.1}) as b:
+        b.generate(["a"], sampling, seeds=[1234])
+    (body,) = fake_lm.requests
+    assert body == {
+        "model": "fake-model",
+        "prompt": ["a"],
+        "max_tokens": 77,
+        "temperature": 0.7,
+        "top_p": 0.5,
+        "stop": ["\n\n", "16."],
+        "presence_penalty": 1.5,
+        "frequency_penalty": 0.25,
+        "n": 1,
+        "top_k": 40,
+        "seed": 1234,
+        "repetition_penalty": 1.1,
+    }
+
+
+def test_empty_stop_and_unset_top_k_are_omitted(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b:
+        b.generate(["a"], Sampling(max_tokens=5))
+    (body,) = fake_lm.requests
+    assert "stop" not in body
+    assert "top_k" not in body
+
+
+def test_each_request_carries_the_seed_of_its_first_prompt(fake_lm: FakeLM) -> None:
+    with backend(fake_lm, request_batch_size=3) as b:
+        b.generate(prompts(7), SAMPLING, seeds=[100, 101, 102, 103, 104, 105, 106])
+    seeds = {r["prompt"][0]: r["seed"] for r in fake_lm.requests}
+    assert seeds == {"prompt number 0": 100, "prompt number 3": 103, "prompt number 6": 106}
+
+
+def test_derived_seeds_replay_across_runs_and_differ_between_calls(fake_lm: FakeLM) -> None:
+    def run() -> list[int]:
+        fake_lm.requests.clear()
+        with backend(fake_lm, seed=7, concurrency=1, request_batch_size=2) as b:
+            b.generate(prompts(4), SAMPLING)
+            b.generate(prompts(4), SAMPLING)
+        return [r["seed"] for r in fake_lm.requests]
+
+    first = run()
+    assert first == run()
+    assert len(set(first)) == 4
+
+
+def test_seeds_must_match_prompts(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b, pytest.raises(ValueError, match="2 seeds for 3 prompts"):
+        b.generate(prompts(3), SAMPLING, seeds=[1, 2])
+
+
+# -- completions ------------------------------------------------------------------------------------
+
+
+def test_usage_goes_on_the_first_completion_of_each_request(fake_lm: FakeLM) -> None:
+    with backend(fake_lm, request_batch_size=2) as b:
+        out = b.generate(["one two", "three", "four five six"], SAMPLING)
+    # echo adds one word ("echo:") to each prompt
+    assert [(c.prompt_tokens, c.completion_tokens) for c in out] == [(3, 5), (0, 0), (3, 4)]
+    assert sum(c.prompt_tokens for c in out) == 6
+
+
+def test_missing_usage_counts_zero() -> None:
+    with FakeLM(include_usage=False) as lm, backend(lm) as b:
+        out = b.generate(["a b"], SAMPLING)
+    assert out == [Completion("echo: a b", "stop", 0, 0)]
+
+
+def test_finish_reason_is_passed_through() -> None:
+    with FakeLM(respond=lambda p, body: ("w " * 10, "stop")) as lm, backend(lm) as b:
+        out = b.generate(["x"], Sampling(max_tokens=3))
+    assert out[0].finish_reason == "length"
+    assert out[0].text == "w w w"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"choices": [{"index": 0, "text": "a"}]}', "server returned 1 choices for 2 prompts"),
+        (
+            '{"choices": [{"index": 0, "text": "a"}, {"index": 0, "text": "b"}]}',
+            "server returned 2 choices for 2 prompts",
+        ),
+        ('{"choices": [{"index": 0, "text": "a"}, {"index": 2, "text": "b"}]}', "2 choices for 2 prompts"),
+        ('{"choices": [{"index": "0", "text": "a"}]}', "malformed choice"),
+        ('{"result": "hello"}', "without a list of choices"),
+        ("<html>gateway</html>", "not JSON"),
+    ],
+)
+def test_malformed_replies_fail_without_retry(fake_lm: FakeLM, body: str, expected: str) -> None:
+    fake_lm.fail_next(200, body=body)
+    with backend(fake_lm) as b, pytest.raises(BackendError, match=expected):
+        b.generate(["p", "q"], SAMPLING)
+    assert len(fake_lm.log) == 1
+
+
+# -- model detection --------------------------------------------------------------------------------
+
+
+def test_single_served_model_is_detected(fake_lm: FakeLM) -> None:
+    with OpenAIBackend(fake_lm.base_url) as b:
+        assert b.model == "fake-model"
+        b.generate(["x"], SAMPLING)
+    assert fake_lm.requests[0]["model"] == "fake-model"
+
+
+def test_several_models_need_an_explicit_choice() -> None:
+    with FakeLM(models=["llama-3-8b", "qwen2-7b"]) as lm, pytest.raises(ConfigError) as info:
+        OpenAIBackend(lm.base_url)
+    message = str(info.value)
+    assert "llama-3-8b" in message and "qwen2-7b" in message and "--model" in message
+
+
+def test_no_models_listed_needs_an_explicit_choice() -> None:
+    with FakeLM(models=[]) as lm, pytest.raises(ConfigError, match="lists no models; pass --model"):
+        OpenAIBackend(lm.base_url)
+
+
+def test_model_detection_retries_transient_failures(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(503)
+    with OpenAIBackend(fake_lm.base_url, **FAST) as b:
+        assert b.model == "fake-model"
+
+
+def test_unknown_model_is_a_clear_error(fake_lm: FakeLM) -> None:
+    with backend(fake_lm, model="nope") as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert "HTTP 404" in str(info.value)
+    assert "The model `nope` does not exist" in str(info.value)
+    assert "--model" in str(info.value)
+
+
+# -- retries ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(fake_lm: FakeLM, status: int) -> None:
+    fake_lm.fail_next(status, times=2)
+    with backend(fake_lm) as b:
+        out = b.generate(["x"], SAMPLING)
+    assert out[0].text == "echo: x"
+    assert [o for _, _, o in fake_lm.log] == [status, status, 200]
+
+
+def test_retry_after_is_honoured(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(429, retry_after="0.3")
+    with backend(fake_lm) as b:
+        started = time.monotonic()
+        b.generate(["x"], SAMPLING)
+        assert time.monotonic() - started >= 0.3
+
+
+def test_retry_after_is_capped(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(429, retry_after="3600")
+    with backend(fake_lm, retry_after_max=0.05) as b:
+        started = time.monotonic()
+        b.generate(["x"], SAMPLING)
+        assert time.monotonic() - started < 2
+
+
+def test_dropped_connections_are_retried(fake_lm: FakeLM) -> None:
+    fake_lm.drop_next(2)
+    with backend(fake_lm) as b:
+        assert b.generate(["x"], SAMPLING)[0].text == "echo: x"
+    assert [o for _, _, o in fake_lm.log] == ["dropped", "dropped", 200]
+
+
+def test_giving_up_says_what_happened(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(503, times=10, body='{"message": "the engine is overloaded"}')
+    with backend(fake_lm, max_retries=2) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    message = str(info.value)
+    assert f"{fake_lm.base_url}/completions" in message
+    assert "after 3 attempts" in message
+    assert "HTTP 503: the engine is overloaded" in message
+    assert "vllm serve" in message and "--base-url" in message
+    assert len(fake_lm.log) == 3
+
+
+def test_one_failed_request_fails_the_batch_and_stops_the_others(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(503, times=1000)
+    b = backend(fake_lm, request_batch_size=1, concurrency=4, max_retries=3)
+    with b, pytest.raises(BackendError, match="after 4 attempts"):
+        b.generate(prompts(40), SAMPLING)
+    assert len(fake_lm.log) < 40 * 4  # queued requests were cancelled, not all retried
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_are_not_retried(fake_lm: FakeLM, status: int) -> None:
+    fake_lm.fail_next(status, body='{"object": "error", "message": "unknown field: top_k"}')
+    with backend(fake_lm) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert f"HTTP {status}: unknown field: top_k" in str(info.value)
+    assert len(fake_lm.log) == 1
+
+
+def test_long_server_messages_are_truncated(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(400, body="x" * 5000)
+    with backend(fake_lm) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert 450 < len(str(info.value)) < 700
+
+
+def test_dead_server_reports_the_connection_failure() -> None:
+    url = dead_url()
+    with OpenAIBackend(url, "m", max_retries=1, **FAST) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    message = str(info.value)
+    assert "connection" in message.lower()
+    assert url in message and "after 2 attempts" in message and "--base-url" in message
+
+
+def test_dead_server_fails_model_detection_with_a_backend_error() -> None:
+    with pytest.raises(BackendError, match="connection"):
+        OpenAIBackend(dead_url(), max_retries=0, **FAST)
+
+
+def test_slow_server_times_out() -> None:
+    with (
+        FakeLM(delay=1.0) as lm,
+        backend(lm, timeout=0.1, max_retries=1) as b,
+        pytest.raises(BackendError, match=r"no reply within 0.1s"),
+    ):
+        b.generate(["x"], SAMPLING)
+
+
+# -- API key --------------------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_as_bearer_and_kept_out_of_repr() -> None:
+    with FakeLM(required_api_key=SECRET) as lm, backend(lm, api_key=SECRET) as b:
+        assert b.generate(["x"], SAMPLING)[0].text == "echo: x"
+        assert lm.headers[-1]["Authorization"] == f"Bearer {SECRET}"
+        assert SECRET not in repr(b) and SECRET not in str(b)
+        assert "api_key=set" in repr(b)
+
+
+def test_wrong_api_key_error_never_shows_the_key() -> None:
+    with (
+        FakeLM(required_api_key="the-right-one") as lm,
+        backend(lm, api_key=SECRET) as b,
+        pytest.raises(BackendError) as info,
+    ):
+        b.generate(["x"], SAMPLING)
+    assert "HTTP 401" in str(info.value) and "API key" in str(info.value)
+    rendered = "".join(traceback.format_exception(info.value))
+    assert SECRET not in rendered
+
+
+def test_a_server_echoing_the_key_is_redacted(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(400, body=f"bad header: Bearer {SECRET}")
+    with backend(fake_lm, api_key=SECRET) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert SECRET not in str(info.value) and "<redacted>" in str(info.value)
+
+
+def test_transport_errors_never_show_the_key() -> None:
+    b = OpenAIBackend(dead_url(), "m", api_key=SECRET, max_retries=0, **FAST)
+    with b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    rendered = "".join(traceback.format_exception(info.value))
+    assert isinstance(info.value.__cause__, httpx.TransportError)
+    assert SECRET not in rendered
+
+
+def test_credentials_in_the_url_stay_out_of_messages() -> None:
+    url = dead_url().replace("http://", "http://user:hunter2@")
+    with OpenAIBackend(url, "m", max_retries=0, **FAST) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert "hunter2" not in str(info.value) and "hunter2" not in repr(b)
+
+
+def test_from_options_reads_the_key_from_the_environment(fake_lm: FakeLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "second-choice")
+    monkeypatch.setenv("SELFINSTRUCT_API_KEY", SECRET)
+    options = BackendOptions(base_url=fake_lm.base_url, request_batch_size=3, seed=5)
+    with OpenAIBackend.from_options(options) as b:
+        assert (b.model, b.request_batch_size, b.seed) == ("fake-model", 3, 5)
+        b.generate(["x"], SAMPLING)
+    assert fake_lm.headers[-1]["Authorization"] == f"Bearer {SECRET}"
+
+
+def test_without_a_key_no_authorization_header(fake_lm: FakeLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("SELFINSTRUCT_API_KEY", raising=False)
+    with OpenAIBackend.from_options(BackendOptions(base_url=fake_lm.base_url)) as b:
+        b.generate(["x"], SAMPLING)
+    assert "Authorization" not in fake_lm.headers[-1]
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://host:8000/v1", "http://host:8000/v1"),
+        ("http://host:8000/v1/", "http://host:8000/v1"),
+        ("http://host:8000", "http://host:8000/v1"),
+        ("http://host:8000/", "http://host:8000/v1"),
+        ("  HTTPS://host/api/v1  ", "https://host/api/v1"),
+        ("http://127.0.0.1:11434/v1", "http://127.0.0.1:11434/v1"),
+    ],
+)
+def test_base_url_normalisation(given: str, expected: str) -> None:
+    assert normalize_base_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("host:8000/v1", "needs a scheme"),
+        ("ftp://host/v1", "http:// or https://"),
+        ("http:///v1", "no host"),
+        ("http://host:8000/v1?x=1", "query"),
+        ("http://host:8000/v1/completions", "not the /completions endpoint"),
+    ],
+)
+def test_bad_base_urls_are_config_errors(given: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        normalize_base_url(given)
+
+
+@pytest.mark.parametrize("kwargs", [{"request_batch_size": 0}, {"concurrency": 0}, {"timeout": 0}, {"max_retries": -1}])
+def test_bad_numbers_are_config_errors(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        OpenAIBackend("http://127.0.0.1:1/v1", "m", **kwargs)
+
+
+def test_close_releases_the_client(fake_lm: FakeLM) -> None:
+    b = backend(fake_lm)
+    b.close()
+    assert b._client.is_closed
+
+
+def test_transport_can_be_injected() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/completions"
+        return httpx.Response(200, json={"choices": [{"index": 0, "text": "hi", "finish_reason": "stop"}]})
+
+    with OpenAIBackend("http://mock/v1", "m", transport=httpx.MockTransport(handler)) as b:
+        assert b.generate(["x"], SAMPLING) == [Completion("hi", "stop")]

@@ -1,0 +1,219 @@
+"""VLLMBackend against a stand-in ``vllm`` module (and, where a GPU and vLLM exist, a tiny real model)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling
+from selfinstruct.backends.vllm import VLLMBackend
+from selfinstruct.errors import BackendError, ConfigError
+
+
+@dataclass
+class FakeCompletionOutput:
+    text: str
+    finish_reason: str | None
+    token_ids: list[int]
+
+
+@dataclass
+class FakeRequestOutput:
+    prompt: str
+    prompt_token_ids: list[int] | None
+    outputs: list[FakeCompletionOutput]
+
+
+@dataclass
+class Recorder:
+    llm_kwargs: list[dict[str, Any]] = field(default_factory=list)
+    params: list[dict[str, Any]] = field(default_factory=list)
+    generate_calls: list[tuple[list[str], list[Any], dict[str, Any]]] = field(default_factory=list)
+
+
+def make_fake_vllm(recorder: Recorder, fail_load: Exception | None = None) -> types.ModuleType:
+    """A module shaped like vllm: ``LLM(**kwargs).generate(prompts, params, use_tqdm=...)``."""
+
+    class SamplingParams:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+            recorder.params.append(kwargs)
+
+    class LLM:
+        def __init__(self, **kwargs: Any) -> None:
+            recorder.llm_kwargs.append(kwargs)
+            if fail_load is not None:
+                raise fail_load
+
+        def generate(self, prompts: list[str], params: list[SamplingParams], **kwargs: Any) -> list[FakeRequestOutput]:
+            recorder.generate_calls.append((prompts, params, kwargs))
+            outputs = []
+            for prompt, p in zip(prompts, params, strict=True):
+                words = f"seed {p.kwargs.get('seed')} says {prompt}".split()[: p.kwargs["max_tokens"]]
+                finish = "length" if len(words) == p.kwargs["max_tokens"] else "stop"
+                outputs.append(
+                    FakeRequestOutput(
+                        prompt,
+                        list(range(len(prompt.split()))),
+                        [FakeCompletionOutput(" ".join(words), finish, list(range(len(words))))],
+                    )
+                )
+            return outputs
+
+    module = types.ModuleType("vllm")
+    module.LLM = LLM  # type: ignore[attr-defined]
+    module.SamplingParams = SamplingParams  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec))
+    return rec
+
+
+def test_llm_is_built_with_the_options(recorder: Recorder) -> None:
+    options = BackendOptions(
+        model="org/tiny", seed=3, tensor_parallel_size=2, gpu_memory_utilization=0.5, max_model_len=4096
+    )
+    backend = VLLMBackend.from_options(options)
+    assert isinstance(backend, Backend)
+    assert backend.model == "org/tiny"
+    assert recorder.llm_kwargs == [
+        {
+            "model": "org/tiny",
+            "seed": 3,
+            "tensor_parallel_size": 2,
+            "gpu_memory_utilization": 0.5,
+            "max_model_len": 4096,
+            "dtype": "auto",
+        }
+    ]
+
+
+def test_unset_max_model_len_is_left_to_vllm(recorder: Recorder) -> None:
+    VLLMBackend("org/tiny", extra={"enforce_eager": True})
+    (kwargs,) = recorder.llm_kwargs
+    assert "max_model_len" not in kwargs
+    assert kwargs["enforce_eager"] is True
+
+
+def test_one_generate_call_with_one_params_per_prompt(recorder: Recorder) -> None:
+    backend = VLLMBackend("org/tiny")
+    sampling = Sampling(max_tokens=64, temperature=0.7, top_p=0.9, stop=("\n\n",), presence_penalty=0.5)
+    out = backend.generate(["a b", "c", "d e f"], sampling, seeds=[10, 11, 12])
+
+    assert len(recorder.generate_calls) == 1
+    prompts, params, kwargs = recorder.generate_calls[0]
+    assert prompts == ["a b", "c", "d e f"]
+    assert len(params) == 3
+    assert kwargs == {"use_tqdm": False}
+    assert recorder.params == [
+        {
+            "n": 1,
+            "temperature": 0.7,
+            "top_p": 0.9,
+            "max_tokens": 64,
+            "stop": ["\n\n"],
+            "presence_penalty": 0.5,
+            "frequency_penalty": 0.0,
+            "seed": seed,
+        }
+        for seed in (10, 11, 12)
+    ]
+    assert out == [
+        Completion("seed 10 says a b", "stop", prompt_tokens=2, completion_tokens=5),
+        Completion("seed 11 says c", "stop", prompt_tokens=1, completion_tokens=4),
+        Completion("seed 12 says d e f", "stop", prompt_tokens=3, completion_tokens=6),
+    ]
+
+
+def test_without_seeds_and_with_top_k(recorder: Recorder) -> None:
+    backend = VLLMBackend("org/tiny")
+    out = backend.generate(["x"], Sampling(max_tokens=2, top_k=40))
+    (params,) = recorder.params
+    assert "seed" not in params
+    assert params["top_k"] == 40
+    assert params["max_tokens"] == 2
+    assert params["stop"] == []
+    assert out[0].finish_reason == "length"
+
+
+def test_unset_top_k_is_omitted(recorder: Recorder) -> None:
+    VLLMBackend("org/tiny").generate(["x"], Sampling(max_tokens=5))
+    assert "top_k" not in recorder.params[0]
+
+
+def test_each_generate_is_one_call(recorder: Recorder) -> None:
+    backend = VLLMBackend("org/tiny")
+    backend.generate(["a", "b"], Sampling(max_tokens=5))
+    backend.generate(["c"], Sampling(max_tokens=5))
+    assert [call[0] for call in recorder.generate_calls] == [["a", "b"], ["c"]]
+
+
+def test_empty_batch_does_not_call_vllm(recorder: Recorder) -> None:
+    assert VLLMBackend("org/tiny").generate([], Sampling(max_tokens=5)) == []
+    assert recorder.generate_calls == []
+
+
+def test_seeds_must_match_prompts(recorder: Recorder) -> None:
+    with pytest.raises(ValueError, match="1 seeds for 2 prompts"):
+        VLLMBackend("org/tiny").generate(["a", "b"], Sampling(max_tokens=5), seeds=[1])
+
+
+def test_missing_token_ids_count_zero(recorder: Recorder) -> None:
+    class NoIds:
+        def generate(self, prompts: list[str], params: list[Any], **kwargs: Any) -> list[FakeRequestOutput]:
+            return [FakeRequestOutput(p, None, [FakeCompletionOutput("t", None, [])]) for p in prompts]
+
+    out = VLLMBackend("org/tiny", llm=NoIds()).generate(["a"], Sampling(max_tokens=5))
+    assert out == [Completion("t", None, 0, 0)]
+    assert recorder.llm_kwargs == []  # an engine given is not rebuilt
+
+
+def test_output_count_mismatch_is_a_backend_error(recorder: Recorder) -> None:
+    class Short:
+        def generate(self, prompts: list[str], params: list[Any], **kwargs: Any) -> list[Any]:
+            return []
+
+    with pytest.raises(BackendError, match="0 outputs for 1 prompts"):
+        VLLMBackend("org/tiny", llm=Short()).generate(["a"], Sampling(max_tokens=5))
+
+
+def test_model_is_required(recorder: Recorder) -> None:
+    with pytest.raises(ConfigError, match="--model is required with the vllm backend"):
+        VLLMBackend.from_options(BackendOptions())
+
+
+def test_missing_vllm_says_how_to_install_or_use_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(BackendError) as info:
+        VLLMBackend("org/tiny")
+    assert "pip install 'selfinstruct[vllm]'" in str(info.value)
+    assert "--base-url" in str(info.value)
+
+
+def test_model_load_failure_is_a_backend_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = make_fake_vllm(Recorder(), fail_load=RuntimeError("CUDA out of memory"))
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    with pytest.raises(BackendError, match=r"could not load model 'org/tiny'.*CUDA out of memory"):
+        VLLMBackend("org/tiny")
+
+
+@pytest.mark.gpu
+def test_tiny_real_model_generates() -> None:
+    """Runs only with a CUDA GPU and vLLM; the model is $SELFINSTRUCT_TEST_MODEL (a small one by default)."""
+    model = os.environ.get("SELFINSTRUCT_TEST_MODEL", "facebook/opt-125m")
+    backend = VLLMBackend(model, gpu_memory_utilization=0.3, max_model_len=512, seed=0)
+    sampling = Sampling(max_tokens=8, temperature=0.8)
+    first = backend.generate(["The capital of France is", "1. Write a poem"], sampling, seeds=[1, 2])
+    again = backend.generate(["The capital of France is", "1. Write a poem"], sampling, seeds=[1, 2])
+    assert [c.text for c in first] == [c.text for c in again]
+    assert all(c.finish_reason in ("stop", "length") for c in first)
+    assert all(c.prompt_tokens > 0 and 0 < c.completion_tokens <= 8 for c in first)

@@ -1,0 +1,338 @@
+"""End-to-end tests of ``selfinstruct generate`` against a real OpenAI-compatible server on 127.0.0.1.
+
+The server (:mod:`fakelm`) answers with :class:`paperlm.PaperLM`, which replies in the paper's shapes and
+makes a base model's typical mess, so every stage of the loop and every rejection path runs for real.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakelm import FakeLM
+from paperlm import PaperLM
+from seedsets import write_alpaca_seeds, write_seeds
+from typer.testing import CliRunner
+
+from selfinstruct.backends import Completion, Sampling
+from selfinstruct.bootstrap import Bootstrap
+from selfinstruct.cli import app
+from selfinstruct.config import GenerateConfig
+from selfinstruct.pool import Pool
+from selfinstruct.prompts import PromptTemplates
+from selfinstruct.task import load_seed_tasks
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+
+
+@pytest.fixture
+def paper_lm() -> Any:
+    with FakeLM(respond=PaperLM()) as lm:
+        yield lm
+
+
+@pytest.fixture
+def seeds(tmp_path: Path) -> Path:
+    return write_seeds(tmp_path / "seeds.jsonl")
+
+
+def run_cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def gen(lm: FakeLM, seeds: Path, out: Path, *extra: str) -> Any:
+    return run_cli(
+        "generate", "--base-url", lm.base_url, "--seeds", str(seeds), "--out", str(out),
+        "--prompts", str(PROMPTS), "--batch-size", "3", *extra,
+    )  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_pool_reaches_target_with_instances_and_provenance(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--num-instructions", "25", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert len(tasks) == 25
+    assert [t["id"] for t in tasks] == [f"machine_task_{i:06d}" for i in range(25)]
+    assert len({t["instruction"] for t in tasks}) == 25
+    for task in tasks:
+        assert task["instances"] and all(inst["output"].strip() for inst in task["instances"])
+        assert len(task["instances"]) <= 5
+        assert task["source"] == "machine" and task["model"] == "fake-model"
+        assert isinstance(task["is_classification"], bool)
+        assert {"run_id", "round", "created_at", "max_similarity", "most_similar", "demonstrations"} <= task.keys()
+        assert 0 <= task["max_similarity"] <= 0.7
+    assert "target_reached" in result.output
+    # Classification tasks got output-first instances whose outputs are labels.
+    clf = [t for t in tasks if t["is_classification"]]
+    assert clf and all(t["instance_format"] == "output_first" for t in clf)
+    assert {i["output"] for t in clf for i in t["instances"]} <= {"Alpha", "Beta", "Gamma"}
+
+
+def test_rejections_are_counted_by_reason_and_written(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--num-instructions", "15", "--seed", "1").exit_code == 0
+    (run,) = read_jsonl(out / "runs.jsonl")
+    assert run["exit_reason"] == "target_reached"
+    assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
+    rejected = read_jsonl(out / "rejected.jsonl")
+    assert Counter(r["reject_reason"] for r in rejected) == Counter(run["rejected"])
+    similar = [r for r in rejected if r["reject_reason"] == "too_similar"]
+    assert all(r["max_similarity"] > 0.7 and r["most_similar"] for r in similar)
+    keyword = [r for r in rejected if r["reject_reason"] == "blocked_keyword"]
+    assert all(r["keyword"] == "picture" for r in keyword)
+    # Cut-off lists lost their last item and nothing else.
+    assert run["notes"].get("cut_off", 0) > 0
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert not any("differ" in t["instruction"] for t in tasks)
+
+
+def test_resume_continues_ids_without_duplicates(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--num-instructions", "10", "--seed", "3").exit_code == 0
+    first = (out / "tasks.jsonl").read_bytes()
+    # The same seed again: the pool state differs, so the prompts differ and the run goes on.
+    assert gen(paper_lm, seeds, out, "--num-instructions", "22", "--seed", "3").exit_code == 0
+    assert (out / "tasks.jsonl").read_bytes().startswith(first)
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert len(tasks) == 22
+    assert [t["id"] for t in tasks] == [f"machine_task_{i:06d}" for i in range(22)]
+    assert len({t["instruction"].lower() for t in tasks}) == 22
+    runs = read_jsonl(out / "runs.jsonl")
+    assert [r["pool_before"] for r in runs] == [0, 10]
+    rounds = [t["round"] for t in tasks]
+    assert rounds == sorted(rounds) and min(t["round"] for t in tasks[10:]) > max(t["round"] for t in tasks[:10])
+    # A third run at the target does nothing and says so.
+    result = gen(paper_lm, seeds, out, "--num-instructions", "22")
+    assert result.exit_code == 0 and "target_reached" in result.output
+    assert len(read_jsonl(out / "tasks.jsonl")) == 22
+
+
+def test_bad_seed_file_names_the_line_and_writes_nothing(paper_lm: FakeLM, tmp_path: Path) -> None:
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text('{"instruction": "Name three rivers in Africa.", "instances": []}\n{"instances": []}\n')
+    out = tmp_path / "pool"
+    result = gen(paper_lm, bad, out, "--num-instructions", "5")
+    assert result.exit_code == 2
+    assert f"{bad}:2: missing field 'instruction'" in result.output
+    assert not out.exists()
+    assert paper_lm.completion_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "holds no tasks"),
+        ("not json\n", ":1: not valid JSON"),
+        ('{"instruction": "Say something kind.", "output": 5}\n', ":1: field 'output' must be a string"),
+    ],
+)
+def test_bad_seed_files(paper_lm: FakeLM, tmp_path: Path, content: str, expected: str) -> None:
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text(content)
+    result = gen(paper_lm, bad, tmp_path / "pool", "--num-instructions", "5")
+    assert result.exit_code == 2 and expected in result.output
+    assert not (tmp_path / "pool").exists()
+
+
+def test_alpaca_seeds_load_and_run(paper_lm: FakeLM, tmp_path: Path) -> None:
+    seeds = write_alpaca_seeds(tmp_path / "alpaca.json")
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--num-instructions", "6", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    assert "no seed task is marked is_classification" in result.output
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert len(tasks) == 6 and not any(t["is_classification"] for t in tasks)
+
+
+def test_original_seed_schema_loads(tmp_path: Path) -> None:
+    # The shape of the original repository's seed file, field for field (our own text).
+    path = tmp_path / "seed_tasks.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "id": "seed_task_0",
+                "name": "weekend_chores",
+                "instruction": "Plan a weekend of chores for two flatmates.",
+                "instances": [{"input": "", "output": "Saturday: laundry and bathroom. Sunday: shopping."}],
+                "is_classification": False,
+            }
+        )
+        + "\n"
+    )
+    (task,) = load_seed_tasks(path)
+    assert task.id == "seed_task_0" and task.name == "weekend_chores" and task.is_classification is False
+
+
+def test_budgets_end_the_run_with_reason(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--num-instructions", "1000", "--max-rounds", "2")
+    assert result.exit_code == 0 and "max_rounds" in result.output
+    result = gen(paper_lm, seeds, out, "--num-instructions", "1000", "--max-new", "4")
+    assert result.exit_code == 0 and "max_new" in result.output
+    runs = read_jsonl(out / "runs.jsonl")
+    assert [r["exit_reason"] for r in runs] == ["max_rounds", "max_new"]
+    assert runs[0]["rounds"] == 2 and runs[1]["accepted"] == 4
+
+
+def test_saturation_stops_a_model_that_only_repeats(seeds: Path, tmp_path: Path) -> None:
+    def parrot(prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        # Repeat the first demonstration of the list: always too similar.
+        first = prompt.split("\n1. ", 1)[1].split("\n", 1)[0]
+        return f" {first}\n", "stop"
+
+    with FakeLM(respond=parrot) as lm:
+        result = gen(lm, seeds, tmp_path / "pool", "--num-instructions", "50", "--config", str(_toml(tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "saturated" in result.output
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["rounds"] == 3 and run["accepted"] == 0
+
+
+def _toml(tmp_path: Path) -> Path:
+    path = tmp_path / "selfinstruct.toml"
+    path.write_text("saturation-window = 3\nsaturation_min_rate = 0.05\n[generate]\nbatch_size = 2\n")
+    return path
+
+
+def test_garbage_model_output_is_counted_not_fatal(seeds: Path, tmp_path: Path) -> None:
+    def garbage(prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        return random.Random(prompt).choice(["", "\x00\x01", "}{][", "9. 9. 9.", "Output: Input:"]), "stop"
+
+    with FakeLM(respond=garbage) as lm:
+        result = gen(lm, seeds, tmp_path / "pool", "--num-instructions", "5", "--config", str(_toml(tmp_path)))
+    assert result.exit_code == 0, result.output
+    assert "saturated" in result.output
+    assert Pool(tmp_path / "pool").read_tasks() == []
+
+
+def test_dead_server_fails_clearly_and_is_recorded(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM() as lm:
+        url = lm.base_url  # the server stops at the end of the block: nothing listens there any more
+    result = run_cli(
+        "generate", "--base-url", url, "--model", "m", "--seeds", str(seeds), "--out", str(tmp_path / "pool"),
+        "--prompts", str(PROMPTS), "--config", str(_retry_toml(tmp_path)),
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert "127.0.0.1" in result.output and "Traceback" not in result.output
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["exit_reason"] == "error" and run["error"]
+
+
+def _retry_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "retry.toml"
+    path.write_text("max_retries = 1\ntimeout = 5\n")
+    return path
+
+
+def test_pool_made_with_another_model_is_refused_unless_forced(seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    with FakeLM(respond=PaperLM(), models=["model-a"]) as lm:
+        assert gen(lm, seeds, out, "--num-instructions", "3").exit_code == 0
+    with FakeLM(respond=PaperLM(), models=["model-b"]) as lm:
+        refused = gen(lm, seeds, out, "--num-instructions", "6")
+        assert refused.exit_code == 4
+        assert "model: stored 'model-a', now 'model-b'" in refused.output
+        forced = gen(lm, seeds, out, "--num-instructions", "6", "--force")
+        assert forced.exit_code == 0, forced.output
+    assert len(read_jsonl(out / "tasks.jsonl")) == 6
+
+
+def test_locked_pool_exits_75_naming_the_holder(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    pool = Pool(tmp_path / "pool")
+    with pool.lock("generate"):
+        result = gen(paper_lm, seeds, tmp_path / "pool", "--num-instructions", "3")
+    assert result.exit_code == 75
+    assert "pid" in result.output and str(__import__("os").getpid()) in result.output
+
+
+def test_plain_lines_without_a_terminal(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    result = gen(paper_lm, seeds, tmp_path / "pool", "--num-instructions", "8", "--seed", "5")
+    lines = result.output.splitlines()
+    assert any(line.split(" ", 1)[1].startswith("round 1:") for line in lines if line[:4].isdigit())
+    assert lines[-1].split(" ", 1)[1].startswith("selfinstruct generate: target_reached;")
+    quiet = gen(paper_lm, seeds, tmp_path / "pool2", "--num-instructions", "8", "--quiet")
+    assert quiet.output.count("\n") == 1 and "selfinstruct generate:" in quiet.output
+
+
+def test_same_seed_and_pool_replay_the_same_requests(seeds: Path, tmp_path: Path) -> None:
+    bodies = []
+    for name in ("a", "b"):
+        with FakeLM(respond=PaperLM()) as lm:
+            assert gen(lm, seeds, tmp_path / name, "--num-instructions", "12", "--seed", "11").exit_code == 0
+            bodies.append(sorted(json.dumps(b, sort_keys=True) for b in lm.requests))
+    assert bodies[0] == bodies[1]
+    strip = [json.loads(line) for line in (tmp_path / "a" / "tasks.jsonl").read_text().splitlines()]
+    again = [json.loads(line) for line in (tmp_path / "b" / "tasks.jsonl").read_text().splitlines()]
+    assert [t["instruction"] for t in strip] == [t["instruction"] for t in again]
+
+
+def test_config_file_and_flags(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'num-instructions = 4\nseed = 9\nout = "{tmp_path / "from_toml"}"\n')
+    result = gen(paper_lm, seeds, tmp_path / "from_flag", "--config", str(cfg))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "from_toml").exists()  # --out on the command line wins
+    (run,) = read_jsonl(tmp_path / "from_flag" / "runs.jsonl")
+    assert run["seed"] == 9 and run["target"] == 4
+    bad = tmp_path / "bad.toml"
+    bad.write_text("num-instruction = 4\n")
+    result = gen(paper_lm, seeds, tmp_path / "x", "--config", str(bad))
+    assert result.exit_code == 2 and "did you mean 'num-instructions'" in result.output
+
+
+def test_status_and_export(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--num-instructions", "6").exit_code == 0
+    status = run_cli("status", str(out), "--json")
+    report = json.loads(status.output)
+    assert report["pool_size"] == 6 and report["target"] == 6 and report["lock_holder"] is None
+    assert report["runs"][-1]["exit_reason"] == "target_reached"
+    assert 0 < report["runs"][-1]["acceptance_rate"] <= 1
+    assert run_cli("status", str(out)).exit_code == 0
+    alpaca = tmp_path / "alpaca.json"
+    assert run_cli("export", str(out), "--out", str(alpaca)).exit_code == 0
+    records = json.loads(alpaca.read_text())
+    assert records and set(records[0]) == {"instruction", "input", "output"}
+    sharegpt = tmp_path / "sharegpt.jsonl"
+    assert run_cli("export", str(out), "--out", str(sharegpt), "--format", "sharegpt").exit_code == 0
+    assert read_jsonl(sharegpt)[0]["conversations"][0]["from"] == "human"
+
+
+def test_bootstrap_round_with_an_in_process_backend(tmp_path: Path) -> None:
+    """The loop as a library: a backend is any object with ``generate``; nothing is printed or written."""
+    lm = PaperLM(cut_every=0)
+
+    class Scripted:
+        model = "scripted"
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[list[str], Sampling]] = []
+
+        def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+            self.calls.append((list(prompts), sampling))
+            return [Completion(*lm(p, {"seed": s})) for p, s in zip(prompts, seeds, strict=True)]
+
+    backend = Scripted()
+    seeds = load_seed_tasks(write_seeds(tmp_path / "seeds.jsonl"))
+    cfg = GenerateConfig(num_instructions=5, batch_size=2, seeds=str(tmp_path / "seeds.jsonl"))
+    loop = Bootstrap(
+        cfg, backend, seeds, [], PromptTemplates.load(PROMPTS), rng=random.Random(0), run_id="test"
+    )
+    reports = list(loop.rounds())
+    assert loop.stop_reason == "target_reached"
+    assert sum(len(r.accepted) for r in reports) == 5
+    # Stages in order per round: instructions, classification, instances; sampling per stage as configured.
+    first_round = backend.calls[:3]
+    assert [c[1].max_tokens for c in first_round] == [1024, 3, 350]
+    assert first_round[0][1].temperature == 0.7 and first_round[0][1].presence_penalty == 2.0
+    assert all(p.endswith("\n9.") for p in first_round[0][0])
+    assert all(p.endswith("Is it classification?") for p in first_round[1][0])
