@@ -92,7 +92,8 @@ class GenerateConfig:
         if config_file is not None:
             values.update(read_toml(config_file))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        config = cls(**values)
+        source = str(config_file) if config_file is not None else "options"
+        config = cls(**{k: _check_type(k, v, source) for k, v in values.items()})
         config.validate()
         return config
 
@@ -159,6 +160,35 @@ class GenerateConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_TYPE_NAMES = {
+    "str": "a string",
+    "str | None": "a string",
+    "int": "an integer",
+    "int | None": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "bool | None": "true or false",
+    "list[str]": "a list of strings",
+}
+
+
+def _check_type(name: str, value: Any, source: str) -> Any:
+    """Check one value against its field's annotation; TOML can hold anything, the loop cannot."""
+    annotation = str(GenerateConfig.__dataclass_fields__[name].type)
+    base = annotation.removesuffix(" | None")
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }.get(base, True)
+    if not ok:
+        option = name.replace("_", "-")
+        raise ConfigError(f"{source}: {option} must be {_TYPE_NAMES.get(annotation, annotation)}, got {value!r}")
+    return float(value) if base == "float" else value
 
 
 def field_names() -> list[str]:

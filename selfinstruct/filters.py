@@ -83,7 +83,7 @@ class InstructionHeuristics:
     def reason(self, instruction: str) -> str | None:
         text = instruction.strip()
         n_words = len(text.split())
-        if n_words < self.min_words:
+        if n_words < self.min_words or not text:
             return TOO_SHORT
         if n_words > self.max_words:
             return TOO_LONG

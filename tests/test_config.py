@@ -341,3 +341,27 @@ def test_backend_options() -> None:
     opts = cfg.backend_options()
     assert opts == BackendOptions(model="m", base_url="http://localhost:8000/v1", seed=0, concurrency=3)
     assert GenerateConfig(seed=1234).backend_options().seed == 1234
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('threshold = "0.7"', "threshold must be a number, got '0.7'"),
+        ('blocked-keywords = "image"', "blocked-keywords must be a list of strings, got 'image'"),
+        ("num-instructions = true", "num-instructions must be an integer, got True"),
+        ("keep-rejected = 1", "keep-rejected must be true or false, got 1"),
+        ("model = 3", "model must be a string, got 3"),
+    ],
+)
+def test_toml_values_of_the_wrong_type_name_the_file_and_option(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        GenerateConfig.from_sources(path, {})
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_toml_integer_where_a_float_is_expected_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("threshold = 1\n")
+    assert GenerateConfig.from_sources(path, {}).threshold == 1.0
