@@ -17,6 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -121,7 +122,7 @@ def run_generate(
     backend_name = "custom" if backend is not None else resolve_backend_name(config.backend, config.base_url)
 
     pool = Pool(config.out)
-    with pool.lock("generate"):
+    with ExitStack() as cleanup, pool.lock("generate"):
         machine = pool.load(repair=repair)
         for message in pool.warnings:
             warn(message)
@@ -130,6 +131,9 @@ def run_generate(
                 warn(f"--force: adding to a pool made with another setup: {diff}")
         if backend is None:
             backend = make_backend(backend_name, config.backend_options())
+            close = getattr(backend, "close", None)
+            if callable(close):
+                cleanup.callback(close)  # the backend we made, we close (HTTP connections)
         identity = _identity(config, backend.model, templates)
         if config.model is None:
             for diff in _check_identity(pool, identity, force):
