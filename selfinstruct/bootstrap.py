@@ -153,6 +153,8 @@ class Bootstrap:
         self.index = NoveltyIndex(
             [t.instruction for t in self.seeds] + [t.instruction for t in self.machine],
             threshold=config.threshold,
+            report_floor=config.similarity_floor,
+            top_k=5,
         )
         self.totals = RunTotals()
         self.stop_reason: str | None = None
@@ -214,9 +216,7 @@ class Bootstrap:
         def call(prompts: list[str], sampling: Any) -> list[Completion]:
             completions = self.backend.generate(prompts, sampling, self._seeds_for(len(prompts)))
             if len(completions) != len(prompts):
-                raise RuntimeError(
-                    f"backend returned {len(completions)} completions for {len(prompts)} prompts"
-                )
+                raise RuntimeError(f"backend returned {len(completions)} completions for {len(prompts)} prompts")
             for c in completions:
                 tokens[0] += c.prompt_tokens
                 tokens[1] += c.completion_tokens
@@ -263,9 +263,7 @@ class Bootstrap:
         novel: list[_Candidate] = []
         for cand, res in zip(survivors, results, strict=True):
             cand.novelty_score = res.max_score
-            cand.most_similar = [
-                {"instruction": m.instruction, "score": round(m.score, 4)} for m in res.top[:5]
-            ]
+            cand.most_similar = [{"instruction": m.instruction, "score": round(m.score, 4)} for m in res.top[:5]]
             if res.max_score > cfg.threshold:
                 reject(
                     cand.instruction,

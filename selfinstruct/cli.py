@@ -101,9 +101,7 @@ OAI = "OpenAI-compatible backend"
 def generate(
     model: Annotated[
         str | None,
-        typer.Option(
-            help="Model name or path. With --base-url it may be omitted if the server serves one model."
-        ),
+        typer.Option(help="Model name or path. With --base-url it may be omitted if the server serves one model."),
     ] = None,
     base_url: Annotated[
         str | None,
@@ -133,24 +131,18 @@ def generate(
         int | None,
         typer.Option(help="Random seed; the same seed and pool replay the same prompts. [default: random]"),
     ] = None,
-    prompts: Annotated[
-        Path | None, typer.Option(help="Directory with your copy of the prompt templates.")
-    ] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Directory with your copy of the prompt templates.")] = None,
     config: Annotated[
         Path | None, typer.Option(help="TOML file with any of these options (flags on the command line win).")
     ] = None,
-    max_rounds: Annotated[
-        int | None, typer.Option(help="Stop after this many rounds.", rich_help_panel=LOOP)
-    ] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Stop after this many rounds.", rich_help_panel=LOOP)] = None,
     max_new: Annotated[
         int | None,
         typer.Option(help="Stop after this many tasks accepted in this run.", rich_help_panel=LOOP),
     ] = None,
     time_limit: Annotated[
         str | None,
-        typer.Option(
-            help="Finish the round in progress and stop after e.g. 50m, 2h, 1h30m.", rich_help_panel=LOOP
-        ),
+        typer.Option(help="Finish the round in progress and stop after e.g. 50m, 2h, 1h30m.", rich_help_panel=LOOP),
     ] = None,
     threshold: Annotated[
         float | None,
@@ -160,9 +152,7 @@ def generate(
         float | None,
         typer.Option(help="Instruction sampling temperature. [default: 0.7]", rich_help_panel=SAMP),
     ] = None,
-    top_p: Annotated[
-        float | None, typer.Option(help="Instruction top_p. [default: 0.5]", rich_help_panel=SAMP)
-    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Instruction top_p. [default: 0.5]", rich_help_panel=SAMP)] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Instruction max tokens. [default: 1024]", rich_help_panel=SAMP)
     ] = None,
@@ -195,19 +185,11 @@ def generate(
     ] = None,
     keep_rejected: Annotated[
         bool | None,
-        typer.Option(
-            "--keep-rejected/--no-keep-rejected", help="Write rejected candidates to rejected.jsonl."
-        ),
+        typer.Option("--keep-rejected/--no-keep-rejected", help="Write rejected candidates to rejected.jsonl."),
     ] = None,
-    force: Annotated[
-        bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")
-    ] = False,
-    repair: Annotated[
-        bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")
-    ] = False,
+    force: Annotated[bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")] = False,
+    repair: Annotated[bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
 ) -> None:
     """Grow a pool of instruction tasks by bootstrapping a base LM from seed tasks.
 
@@ -419,9 +401,7 @@ def export(
         str,
         typer.Option("--format", help="alpaca (instruction/input/output), sharegpt, or seed (our schema)."),
     ] = "alpaca",
-    include_seeds: Annotated[
-        Path | None, typer.Option(help="Also export the tasks of this seed file first.")
-    ] = None,
+    include_seeds: Annotated[Path | None, typer.Option(help="Also export the tasks of this seed file first.")] = None,
 ) -> None:
     """Write the pool in a format fine-tuning tools load directly (one record per instance for alpaca and
     sharegpt). A .json name gives one JSON array; .jsonl gives one record per line. Never takes the lock."""
@@ -437,23 +417,17 @@ def export(
 
 @app.command("filter")
 def filter_command(
-    source: Annotated[
-        Path, typer.Argument(help="Candidates: JSONL or a JSON array of records with 'instruction'.")
-    ],
+    source: Annotated[Path, typer.Argument(help="Candidates: JSONL or a JSON array of records with 'instruction'.")],
     kept_out: Annotated[Path, typer.Option("--out", "-o", help="Where kept records go (.jsonl, or .json).")],
     rejected_out: Annotated[
         Path | None, typer.Option("--rejected", help="Where rejected records go, with reject_reason.")
     ] = None,
     against: Annotated[
         list[Path] | None,
-        typer.Option(
-            help="Compare with the instructions of these files or pool directories too (repeatable)."
-        ),
+        typer.Option(help="Compare with the instructions of these files or pool directories too (repeatable)."),
     ] = None,
     threshold: Annotated[float, typer.Option(help="Reject when ROUGE-L F > this.")] = 0.7,
-    no_heuristics: Annotated[
-        bool, typer.Option("--no-heuristics", help="Apply only the novelty check.")
-    ] = False,
+    no_heuristics: Annotated[bool, typer.Option("--no-heuristics", help="Apply only the novelty check.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
     """Filter candidate tasks with the generation loop's heuristics and ROUGE-L novelty.
@@ -504,9 +478,7 @@ app.add_typer(seeds_app, name="seeds")
 
 @seeds_app.command("check")
 def seeds_check(
-    path: Annotated[
-        Path | None, typer.Argument(help="Seed file (JSONL or JSON array). Default: ours.")
-    ] = None,
+    path: Annotated[Path | None, typer.Argument(help="Seed file (JSONL or JSON array). Default: ours.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")] = False,
     pairs: Annotated[int, typer.Option(help="How many most-similar pairs to list.")] = 5,
 ) -> None:
@@ -541,9 +513,7 @@ def _render_seed_report(report: Any) -> None:
     table.add_row("with an input", f"{report.with_input} ({report.with_input / n:.0%})")
     table.add_row("instances", str(report.instances))
     lw = report.length_words
-    table.add_row(
-        "instruction words", f"min {lw['min']} · median {lw['median']:g} · p90 {lw['p90']} · max {lw['max']}"
-    )
+    table.add_row("instruction words", f"min {lw['min']} · median {lw['median']:g} · p90 {lw['p90']} · max {lw['max']}")
     table.add_row("distinct leading words", str(report.distinct_leading_words))
     table.add_row("most common", ", ".join(f"{w} {c}" for w, c in report.leading_words[:8]))
     out.print(table)

@@ -52,6 +52,9 @@ class GenerateConfig:
     instance_demos: int = 6
     # filters
     threshold: float = 0.7
+    # Provenance: each accepted task records its most similar instructions with F above this floor. 0.0
+    # makes max_similarity exact for every task; a higher floor makes queries on huge pools cheaper.
+    similarity_floor: float = 0.0
     blocked_keywords: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_KEYWORDS))
     max_instances: int = 5
     # budgets
@@ -105,6 +108,7 @@ class GenerateConfig:
         need(self.num_instructions >= 1, "--num-instructions must be at least 1")
         need(self.batch_size >= 1, "--batch-size must be at least 1")
         need(0.0 <= self.threshold <= 1.0, "--threshold must be between 0 and 1")
+        need(0.0 <= self.similarity_floor <= self.threshold, "similarity-floor must be between 0 and --threshold")
         need(self.num_seed_demos + self.num_machine_demos >= 1, "at least one demonstration is needed")
         need(self.num_seed_demos >= 0 and self.num_machine_demos >= 0, "demonstration counts must be >= 0")
         need(self.max_instances >= 1, "--max-instances must be at least 1")

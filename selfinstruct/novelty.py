@@ -10,45 +10,52 @@ gives the **same decisions and the same floats** (bit for bit) as
 
     rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(target, prediction)["rougeL"].fmeasure
 
-without scoring every pair:
+without scoring most pairs.
 
 * :func:`rouge_tokens` is rouge-score's default tokenizer without stemming: ``text.lower()``, every run of
   characters outside ``[a-z0-9]`` is a separator, the tokens are the maximal ``[a-z0-9]+`` runs (so
   accented and non-Latin letters vanish: ``"café"`` → ``["caf"]``).
 * :func:`rouge_l_f` computes the score in rouge-score's float order: ``p = lcs / len(prediction)``,
-  ``r = lcs / len(target)``, ``f = 2 * p * r / (p + r)`` (0.0 when ``p + r == 0``, and 0 when either
-  token list is empty, as rouge-score returns). The LCS comes from rapidfuzz's bit-parallel kernel over
-  token ids mapped to one code point each.
-* Orientation: the pair is scored as Self-Instruct does (``_score_lcs(new_tokens, existing_tokens)``):
+  ``r = lcs / len(target)``, ``f = 2 * p * r / (p + r)`` (0.0 when ``p + r == 0``; 0 when either token
+  list is empty, where rouge-score returns the int 0, equal to 0.0). The LCS length comes from
+  rapidfuzz's bit-parallel kernel over token ids mapped to one code point each.
+* Orientation: pairs are scored as Self-Instruct does (``_score_lcs(new_tokens, existing_tokens)``):
   **target = the candidate, prediction = the existing instruction**. The F-measure is exactly symmetric
   in floating point (``(2*p)*r`` and ``(2*r)*p`` round the same exact product, ``p + r`` commutes), so the
-  other orientation yields the identical float; the tests check both.
-* :class:`NoveltyIndex` never scores most pairs. ``F = 2·LCS/(m+n)`` and ``LCS <=`` the multiset overlap
-  of the two token lists, so ``F > floor`` needs an overlap of more than ``floor·m/(2-floor)`` tokens
-  (pigeonhole over the candidate's tokens, with a ``1e-9`` safety margin on ``floor``). The index keeps
-  a posting list per (token, occurrence number) key; a query probes only its rarest keys (enough that
-  any instruction above the floor must appear in at least one), bounds each hit's overlap by the number
-  of probed lists it appears in plus the unprobed keys, and verifies the survivors with the exact LCS
-  and the exact rouge-score float. No instruction whose true F exceeds the floor is ever pruned.
+  other orientation gives the identical float; the tests check both.
+
+How the index avoids scoring every pair
+---------------------------------------
+``F = 2·LCS/(m+n)`` for token counts ``m`` (candidate) and ``n`` (existing), and ``LCS`` is at most the
+multiset overlap of the two token lists. So ``F > floor`` needs ``n`` within a length window and an
+overlap of more than ``floor·(m+n)/2`` tokens. The index keeps one posting list per (token, occurrence
+number) key; a list that grows long is split into one list per instruction length class (token counts
+growing by a factor 1.5). By pigeonhole, an instruction sharing ``need`` tokens with the candidate holds
+at least one of *any* ``m - need + 1`` of the candidate's keys, so a query reads the short lists whole and,
+per length class in the window, only as many of the split lists as pigeonhole requires for that class
+(the shortest ones, plus a few more to tighten the bound). It bounds each hit's overlap by the lists it
+appears in plus the lists not read, and verifies the survivors with the exact LCS and the exact
+rouge-score float. All bounds use ``floor - 1e-9`` and round towards keeping, so an instruction whose
+true F (the float rouge-score computes) exceeds the floor is never pruned.
 
 What a query returns
 --------------------
-A query has a *report floor* ``report_floor`` (``NoveltyIndex(report_floor=...)``; default: the
-threshold, which is what keeps the speed targets; it must be ``<= threshold``):
+A query has a *report floor* (``NoveltyIndex(report_floor=...)``, default: the threshold, which is what
+keeps the speed targets; it must be ``<= threshold``):
 
 * ``max_score`` is the **exact** maximum F over the index whenever that maximum exceeds ``report_floor``
-  (so in particular whenever it exceeds the threshold: the accept/reject decision is always exact).
-  When the true maximum is ``<= report_floor``, ``max_score`` is the largest exact score among the
-  instructions the query happened to verify (0.0 when none), i.e. a lower bound of the true maximum that
-  is itself ``<= report_floor``. With ``report_floor=0.0`` the maximum is always exact (every instruction
-  sharing a token is verified; the rest score 0.0), at a higher query cost.
+  (in particular whenever it exceeds the threshold, so the accept/reject decision is always exact). When
+  the true maximum is ``<= report_floor``, ``max_score`` is the largest exact score among the
+  instructions the query happened to verify (0.0 when none): a lower bound of the true maximum, itself
+  ``<= report_floor``. With ``report_floor=0.0`` the maximum is always exact (every instruction sharing a
+  token is verified; the others score 0.0), at a higher query cost.
 * ``top`` is exact: the ``top_k`` instructions with the highest F **among those with F > report_floor**
-  (all of them are verified), score descending, ties by insertion order. It is empty when nothing in the
-  index scores above the floor.
+  (all of which are verified), score descending, ties by insertion order. It is empty when nothing in
+  the index scores above the floor (with the default floor: whenever the candidate is novel).
 
-The index stores, per instruction, the text, one compact code-point string of token ids, its token count
-(numpy) and one 4-byte entry per token in the posting lists (``array('i')``); no per-instruction Python
-lists of tokens.
+The index holds per instruction a reference to its text, one compact code-point string of its token ids,
+its token count and length class (numpy), and one 4-byte posting entry per token (``array('i')``): no
+per-instruction Python lists of tokens.
 """
 
 from __future__ import annotations
@@ -59,60 +66,62 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
 
-__all__ = ["Match", "NoveltyIndex", "NoveltyResult", "rouge_l_f", "rouge_tokens"]
+__all__ = ["DEFAULT_THRESHOLD", "Match", "NoveltyIndex", "NoveltyResult", "rouge_l_f", "rouge_tokens"]
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_TOP_K = 10
 
 # Pruning bounds are computed against ``floor - _EPS``: a pair is dropped only if even the exact rational
-# 2·LCS/(m+n) (let alone its float, within a few ulps of it) cannot exceed the floor.
+# 2·LCS/(m+n), let alone its float (within a few ulps of it), cannot exceed the floor.
 _EPS = 1e-9
 
 # rouge-score: lowercase, replace [^a-z0-9]+ by a space, split on whitespace, keep ^[a-z0-9]+$ tokens;
 # the tokens that survive are exactly the maximal [a-z0-9]+ runs of the lowercased text.
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 
-# Token ids become code points so an instruction is a short str that rapidfuzz compares natively. Ids skip
-# the surrogate block; the last code point is a placeholder for ids beyond the code-point space.
+# Token ids become code points, so an instruction is a short str that rapidfuzz compares natively. Ids
+# skip the surrogate block; the last code point is a placeholder for ids beyond the code-point space.
 _SURROGATE_START = 0xD800
 _SURROGATE_SIZE = 0x800
 _PLACEHOLDER = chr(0x10FFFF)
 _CODE_CAPACITY = 0x10FFFF - _SURROGATE_SIZE  # token ids 0 .. _CODE_CAPACITY-1 get their own code point
 
-# Posting lists are split by instruction length class (geometric, ratio ~1.2), so a query probes, per
-# class, only as many keys as instructions of that length need. Posting key = token id << _KEY_SHIFT |
-# occurrence number << _CLASS_BITS | length class.
-_CLASS_BITS = 8
-_KEY_SHIFT = 32 + _CLASS_BITS
+# Posting key = token id << _KEY_SHIFT | occurrence number (0 for a token's first occurrence in the
+# instruction, 1 for its second, ...): keys per occurrence make the multiset overlap a set overlap.
+_KEY_SHIFT = 32
+# Instruction length classes (for split posting lists) grow by this factor.
+_CLASS_RATIO = 1.5
 
 
 def _class_starts() -> list[int]:
+    """First token count of each instruction length class: 0, 1, 2, 3, 4, 6, 9, 13, 19, ... (ratio 1.5)."""
     starts = [0, 1]
     while starts[-1] < 2**31:
-        starts.append(max(starts[-1] + 1, int(starts[-1] * 1.2)))
+        starts.append(max(starts[-1] + 1, int(starts[-1] * _CLASS_RATIO)))
     return starts
 
 
 _CLASS_STARTS = _class_starts()
-_CLASS_STARTS_NP = np.asarray(_CLASS_STARTS, dtype=np.int64)
-assert len(_CLASS_STARTS) <= 1 << _CLASS_BITS
+if len(_CLASS_STARTS) > 256:  # pragma: no cover - classes are stored as uint8
+    raise AssertionError("too many length classes")
 
-
-def _length_class(n: int) -> int:
-    return bisect.bisect_right(_CLASS_STARTS, n) - 1
-
-
-def _length_classes(n: np.ndarray) -> np.ndarray:
-    return np.searchsorted(_CLASS_STARTS_NP, n, side="right") - 1
-
-
-# Above this many verification pairs, rapidfuzz's cdist (one C++ call) beats a Python loop.
+# A query reads, per length class, the lists pigeonhole requires, then further lists (shortest first)
+# while their total length stays within _EXTRA_READ times what the required ones held: more lists read
+# means a tighter overlap bound and fewer pairs to verify.
+_EXTRA_READ = 2.0
+# A posting list is split by length class once it holds this many positions.
+_SPLIT_AT = 2048
+# From this many pairs to verify on, one rapidfuzz cdist call beats a Python loop.
 _CDIST_MIN = 24
+# Hits are counted with np.bincount when they are at least 1/_BINCOUNT_RATIO of the index size, by sorting
+# otherwise.
+_BINCOUNT_RATIO = 5
 
 
 def rouge_tokens(text: str) -> list[str]:
@@ -131,27 +140,6 @@ def _fmeasure(lcs: int, target_len: int, prediction_len: int) -> float:
     return 0.0
 
 
-def _lcs_tokens(a: Sequence[str], b: Sequence[str]) -> int:
-    """LCS length of two token lists (any hashable items), via rapidfuzz."""
-    if not a or not b:
-        return 0
-    ids: dict[str, int] = {}
-    ca = "".join(_code(ids.setdefault(t, len(ids))) for t in a)
-    cb = "".join(_code(ids[t]) if t in ids else _PLACEHOLDER for t in b)
-    return int(LCSseq.similarity(ca, cb))
-
-
-def rouge_l_f(candidate: str, existing: str) -> float:
-    """ROUGE-L F-measure of ``candidate`` (target) against ``existing`` (prediction), as rouge-score.
-
-    Identical float to ``RougeScorer(["rougeL"]).score(candidate, existing)["rougeL"].fmeasure`` (and, the
-    F-measure being symmetric, to ``.score(existing, candidate)``).
-    """
-    target = rouge_tokens(candidate)
-    prediction = rouge_tokens(existing)
-    return _fmeasure(_lcs_tokens(target, prediction), len(target), len(prediction))
-
-
 def _code(token_id: int) -> str:
     """The code point standing for ``token_id`` (valid for ids below ``_CODE_CAPACITY``)."""
     return chr(token_id if token_id < _SURROGATE_START else token_id + _SURROGATE_SIZE)
@@ -163,12 +151,46 @@ def _decode(char: str) -> int:
     return point if point < _SURROGATE_START else point - _SURROGATE_SIZE
 
 
+def _lcs_tokens(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists."""
+    if not a or not b:
+        return 0
+    ids: dict[str, int] = {}
+    for token in a:
+        ids.setdefault(token, len(ids))
+    if len(ids) >= _CODE_CAPACITY:  # pragma: no cover - over a million distinct tokens
+        return int(LCSseq.similarity(a, b))
+    # Tokens of b that a lacks match nothing: they all share the placeholder, which a never contains.
+    code_a = "".join([_code(ids[t]) for t in a])
+    code_b = "".join([_code(ids[t]) if t in ids else _PLACEHOLDER for t in b])
+    return int(LCSseq.similarity(code_a, code_b))
+
+
+def rouge_l_f(candidate: str, existing: str) -> float:
+    """ROUGE-L F-measure of ``candidate`` (target) against ``existing`` (prediction), as rouge-score.
+
+    The same float as ``RougeScorer(["rougeL"]).score(candidate, existing)["rougeL"].fmeasure`` and, the
+    F-measure being symmetric, as ``.score(existing, candidate)``.
+    """
+    target = rouge_tokens(candidate)
+    prediction = rouge_tokens(existing)
+    return _fmeasure(_lcs_tokens(target, prediction), len(target), len(prediction))
+
+
+def _length_class(n: int) -> int:
+    return bisect.bisect_right(_CLASS_STARTS, n) - 1
+
+
+def _need(g: float, m: int, n: int) -> int:
+    """Fewest shared tokens for 2·L/(m+n) > g (rounded down with a margin: never above the truth)."""
+    if g <= 0:
+        return 1
+    return max(1, math.floor(g * (m + n) / 2.0 - _EPS) + 1)
+
+
 @dataclass(frozen=True)
 class Match:
-    """One indexed instruction and its ROUGE-L F against the query.
-
-    ``index`` is the instruction's insertion position in the index (0-based).
-    """
+    """An indexed instruction, its ROUGE-L F against the query and its insertion position (0-based)."""
 
     instruction: str
     score: float
@@ -177,10 +199,11 @@ class Match:
 
 @dataclass(frozen=True)
 class NoveltyResult:
-    """The result of one query: see the module docstring for the exact meaning of both fields.
+    """One query's answer (the module docstring defines both fields exactly).
 
-    ``max_score`` is exact whenever it exceeds the index's ``report_floor`` (hence whenever it exceeds
-    the threshold); ``top`` is the exact top-k among the instructions scoring above ``report_floor``.
+    ``max_score`` is exact whenever it exceeds the index's ``report_floor`` (hence whenever it exceeds the
+    threshold); ``top`` is the exact top-k, score descending then insertion order, among the
+    instructions scoring above ``report_floor``.
     """
 
     max_score: float
@@ -190,14 +213,14 @@ class NoveltyResult:
 class NoveltyIndex:
     """A growing pool of instructions answering "max ROUGE-L F of this candidate against the pool".
 
-    ``threshold``: a candidate is novel when its max F is ``<= threshold`` (Self-Instruct: 0.7).
-    ``top_k``: how many most similar instructions a query reports. ``report_floor`` (default: the
-    threshold, must be ``<= threshold``): queries find every instruction scoring above it exactly; see
-    the module docstring. Scores are ``rouge_l_f(candidate, existing)``.
+    Scores are ``rouge_l_f(candidate, existing)``, bit-identical to rouge-score. ``threshold``: a
+    candidate is novel when its max F is ``<= threshold`` (Self-Instruct: 0.7). ``top_k``: how many most
+    similar instructions a query reports. ``report_floor`` (default: the threshold; ``<= threshold``):
+    queries find every instruction scoring above it, exactly (see the module docstring).
     """
 
-    # Token ids at or beyond this get the placeholder code point and exact per-pair verification
-    # (class attribute so tests can exercise the fallback with a tiny vocabulary).
+    # Token ids from here on share the placeholder code point and get exact per-pair verification
+    # (a class attribute so that tests can exercise the fallback with a small vocabulary).
     _code_capacity: int = _CODE_CAPACITY
 
     def __init__(
@@ -219,15 +242,16 @@ class NoveltyIndex:
         self.threshold = threshold
         self.report_floor = floor
         self._vocab: dict[str, int] = {}
-        self._chars: list[str] = []  # token id -> its code point (placeholder beyond capacity)
-        # (token id, occurrence number) -> insertion positions of the instructions holding it; the key is
-        # the token id for a first occurrence, token_id + occurrence * 2**32 after that.
-        self._postings: dict[int, array[int]] = {}
+        self._chars: list[str] = []  # token id -> its code point (the placeholder beyond capacity)
+        # Posting key -> positions, ascending: one list while short, then a dict of one list per class.
+        self._postings: dict[int, array[int] | dict[int, array[int]]] = {}
         self._texts: list[str] = []
-        self._codes: list[str] = []
-        self._lengths = np.zeros(1024, dtype=np.int32)
+        self._codes: list[str] = []  # position -> token ids as code points
+        self._lengths = np.zeros(1024, dtype=np.int32)  # position -> token count
+        self._classes = np.zeros(1024, dtype=np.uint8)  # position -> length class
+        self._class_sizes = [0] * len(_CLASS_STARTS)
         self._max_length = 0
-        self._overflow: dict[int, list[int]] = {}  # position -> token ids, for codes with placeholders
+        self._overflow: dict[int, list[int]] = {}  # position -> token ids, when its code has placeholders
         for text in instructions:
             self.add(text)
 
@@ -245,130 +269,173 @@ class NoveltyIndex:
 
     @staticmethod
     def _keys(ids: list[int]) -> list[int]:
-        """Posting keys of token ids, one per (token, occurrence number), shifted for the class bits."""
+        """Posting keys of token ids: one per (token, occurrence number), in no particular order."""
         if len(set(ids)) == len(ids):
             return [i << _KEY_SHIFT for i in ids]
-        seen: dict[int, int] = {}
         keys = []
-        for token_id in ids:
-            occurrence = seen.get(token_id, 0)
-            seen[token_id] = occurrence + 1
-            keys.append((token_id << _KEY_SHIFT) | (occurrence << _CLASS_BITS))
+        previous = -1
+        occurrence = 0
+        for token_id in sorted(ids):
+            if token_id == previous:
+                occurrence += 1
+            else:
+                previous = token_id
+                occurrence = 0
+            keys.append((token_id << _KEY_SHIFT) | occurrence)
         return keys
 
     def add(self, instruction: str) -> None:
-        """Append ``instruction`` to the index (no novelty check; see :meth:`filter_batch` for that)."""
-        token_id = self._token_id
-        ids = [token_id(t) for t in rouge_tokens(instruction)]
+        """Append ``instruction`` to the index (no novelty check: see :meth:`filter_batch`)."""
+        self._add(instruction, rouge_tokens(instruction))
+
+    def _add(self, instruction: str, tokens: list[str]) -> None:
+        found = list(map(self._vocab.get, tokens))
+        ids = [self._token_id(t) for t in tokens] if None in found else cast("list[int]", found)
         position = len(self._texts)
         n = len(ids)
+        length_class = _length_class(n)
+        # Lengths first: splitting a list that grows long reads the classes of its positions.
+        if position == len(self._lengths):
+            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
+            self._classes = np.concatenate([self._classes, np.zeros_like(self._classes)])
+        self._lengths[position] = n
+        self._classes[position] = length_class
         if n:
-            length_class = _length_class(n)
             postings = self._postings
             for key in self._keys(ids):
-                key |= length_class
-                posting = postings.get(key)
-                if posting is None:
-                    posting = postings[key] = array("i")
-                posting.append(position)
+                entry = postings.get(key)
+                if entry is None:
+                    postings[key] = array("i", (position,))
+                elif isinstance(entry, array):
+                    entry.append(position)
+                    if len(entry) >= _SPLIT_AT:
+                        self._split_list(key, entry)
+                else:
+                    posting = entry.get(length_class)
+                    if posting is None:
+                        entry[length_class] = array("i", (position,))
+                    else:
+                        posting.append(position)
         chars = self._chars
         code = "".join([chars[i] for i in ids])
         if _PLACEHOLDER in code:
             self._overflow[position] = ids
-        if position == len(self._lengths):
-            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
-        self._lengths[position] = n
+        self._class_sizes[length_class] += 1
         self._max_length = max(self._max_length, n)
         self._texts.append(instruction)
         self._codes.append(code)
 
+    def _split_list(self, key: int, posting: array[int]) -> None:
+        """Replace the long posting list of ``key`` by one list per length class."""
+        positions = np.frombuffer(posting, dtype=np.intc)
+        classes = self._classes[positions]
+        self._postings[key] = {c: array("i", positions[classes == c].tobytes()) for c in np.unique(classes).tolist()}
+
     def _truncate(self, size: int) -> None:
-        """Drop every instruction at position >= ``size`` (used to roll back a non-adding batch)."""
+        """Drop every instruction at position >= ``size`` (rolls back a non-adding batch)."""
         for position in range(len(self._texts) - 1, size - 1, -1):
-            code = self._codes[position]
-            ids = self._overflow.pop(position, None) or [_decode(c) for c in code]
-            if not ids:
-                continue
+            ids = self._overflow.pop(position, None) or [_decode(c) for c in self._codes[position]]
             length_class = _length_class(len(ids))
-            for key in self._keys(ids):
-                posting = self._postings[key | length_class]
-                posting.pop()
-                if not posting:
-                    del self._postings[key | length_class]
+            self._class_sizes[length_class] -= 1
+            for key in self._keys(ids) if ids else ():
+                entry = self._postings[key]
+                if isinstance(entry, array):
+                    entry.pop()
+                    if not entry:
+                        del self._postings[key]
+                else:
+                    posting = entry[length_class]
+                    posting.pop()
+                    if not posting:
+                        del entry[length_class]
         del self._texts[size:]
         del self._codes[size:]
         self._lengths[size:] = 0
+        self._classes[size:] = 0
         self._max_length = int(self._lengths[:size].max()) if size else 0
 
     # ---------------------------------------------------------------------------------------- searching
 
-    def _search(self, instruction: str, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, tokens: list[str], floor: float) -> tuple[np.ndarray, np.ndarray]:
         """Positions and exact scores of a superset of the instructions scoring above ``floor``.
 
-        Every instruction whose F against ``instruction`` exceeds ``floor`` is in the result; the result
-        may hold others (with their exact scores too).
+        Every instruction whose F against the instruction of ``tokens`` exceeds ``floor`` is in the
+        result; the result may hold others (also with their exact scores).
         """
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
-        tokens = rouge_tokens(instruction)
         m = len(tokens)
         if m == 0 or not self._texts:
             return empty
-        vocab = self._vocab
-        ids = [vocab.get(t, -1) for t in tokens]
-        known = [i for i in ids if i >= 0]
+        known = [i for i in map(self._vocab.get, tokens) if i is not None]
         if not known:
             return empty
-        n_unknown = m - len(known)
         keys = self._keys(known)
         g = floor - _EPS
-        # Lengths n an instruction needs for F > floor against m tokens: LCS <= min(m, n).
+        # F > floor needs L > g·(m+n)/2 with L <= min(m, n): n_lo <= n <= n_hi.
         if g > 0:
             n_lo = max(1, math.floor(g * m / (2.0 - g) - _EPS) + 1)
             n_hi = min(self._max_length, math.floor(m * (2.0 - g) / g + _EPS))
         else:
             n_lo, n_hi = 1, self._max_length
-        postings = self._postings
-        lists: list[array[int]] = []
-        unprobed = np.zeros(len(_CLASS_STARTS), dtype=np.int64)
+        if n_hi < n_lo:
+            return empty
+        # Short lists are read whole; long ones are split by length class and read class by class.
+        found = list(map(self._postings.get, keys))
+        lists: list[array[int]] = [entry for entry in found if isinstance(entry, array)]
+        split_keys: list[dict[int, array[int]]] = [entry for entry in found if isinstance(entry, dict)]
+        # Keys no instruction holds (and tokens no instruction holds) are empty lists, "read" for free.
+        covered = m - len(split_keys)
+        class_sizes = self._class_sizes
+        unread = np.zeros(len(_CLASS_STARTS), dtype=np.int64)
+        min_count = m
         for length_class in range(_length_class(n_lo), _length_class(n_hi) + 1):
-            # F > floor against n >= shortest tokens needs overlap >= need (pigeonhole over our keys):
-            # of any m - need + 1 of our keys, one is shared. Probe the rarest ones in this class.
-            shortest = max(_CLASS_STARTS[length_class], n_lo)
-            need = max(1, math.floor(g * (m + shortest) / 2.0 - _EPS) + 1) if g > 0 else 1
+            if not class_sizes[length_class]:
+                continue
+            need = _need(g, m, max(_CLASS_STARTS[length_class], n_lo))
             if need > m:
                 break
-            probes = m - need + 1 - n_unknown  # unknown tokens are empty lists: probed for free
-            if probes <= 0:
-                continue
-            found = [postings.get(key | length_class) for key in keys]
-            if len(found) - found.count(None) > probes:
-                present = sorted((p for p in found if p is not None), key=len)
-                # keys absent from this class are empty lists, the rarest of all
-                present = present[: max(0, probes - (len(found) - len(present)))]
-            else:
-                present = [p for p in found if p is not None]
-                probes = len(present) + (len(found) - len(present))
-            lists.extend(present)
-            unprobed[length_class] = m - n_unknown - probes
+            in_class = [by_class.get(length_class) for by_class in split_keys]
+            present = sorted([p for p in in_class if p is not None], key=len)
+            # Of any m - need + 1 of our keys, an instruction of this class sharing `need` holds one;
+            # keys read whole or absent from this class come first (shortest).
+            read = max(0, m - need + 1 - covered - (len(in_class) - len(present)))
+            required = read
+            budget = _EXTRA_READ * sum(map(len, present[:required]))
+            while read < len(present) and len(present[read]) <= budget:
+                budget -= len(present[read])
+                read += 1
+            lists.extend(present[:read])
+            unread[length_class] = len(present) - read
+            min_count = min(min_count, need - (len(present) - read))
         if not lists:
             return empty
-        hits = np.frombuffer(b"".join(lists), dtype=np.int32)
+        hits = np.frombuffer(b"".join(lists), dtype=np.intc)  # array("i") holds C ints
+        min_count = max(1, min_count)
         size = len(self._texts)
-        if len(hits) * 8 >= size:
+        if len(hits) * _BINCOUNT_RATIO >= size:
             counts_all = np.bincount(hits, minlength=size)
-            cand = np.flatnonzero(counts_all)
+            cand: np.ndarray = np.flatnonzero(counts_all >= min_count)
             counts = counts_all[cand]
         else:
-            cand, counts = np.unique(hits, return_counts=True)
+            hits = np.sort(hits)
+            starts = np.flatnonzero(np.concatenate(([True], hits[1:] != hits[:-1])))
+            counts = np.diff(np.append(starts, len(hits)))
+            cand = hits[starts]
+            if min_count > 1:
+                keep = counts >= min_count
+                cand, counts = cand[keep], counts[keep]
+        if len(cand) == 0:
+            return empty
         n = self._lengths[cand]
-        upper = np.minimum(np.minimum(counts + unprobed[_length_classes(n)], n), m)
+        # Shared tokens <= lists it appears in + lists not read (in its class); and <= min(m, n).
+        upper = np.minimum(np.minimum(counts + unread[self._classes[cand]], n), m)
         keep = 2 * upper > g * (m + n)
         cand = cand[keep]
         if len(cand) == 0:
             return empty
         n = n[keep]
         lcs = self._verify(known, cand)
-        # rouge-score's float order, vectorised (IEEE double ops, identical to the scalar formula).
+        # rouge-score's float order, vectorised: the same IEEE double operations as the scalar formula.
         lcs_f = lcs.astype(np.float64)
         precision = lcs_f / n
         recall = lcs_f / m
@@ -378,18 +445,21 @@ class NoveltyIndex:
         return cand.astype(np.int64), scores
 
     def _verify(self, known: list[int], cand: np.ndarray) -> np.ndarray:
-        """Exact LCS lengths between the query's token ids and the instructions at ``cand``."""
+        """Exact LCS lengths between the query's known token ids and the instructions at ``cand``."""
         codes = self._codes
+        positions: list[int] = cand.tolist()
+        overflow = self._overflow
         capacity = self._code_capacity
-        positions = cand.tolist()
-        if any(i >= capacity for i in known) or any(p in self._overflow for p in positions):
+        if (overflow and any(p in overflow for p in positions)) or (
+            len(self._vocab) > capacity and any(i >= capacity for i in known)
+        ):
             # Some ids share the placeholder code point: compare exact id sequences instead.
             out = []
             for p in positions:
-                seq = self._overflow.get(p) or [_decode(c) for c in codes[p]]
-                out.append(LCSseq.similarity(known, seq) if seq else 0)
+                seq = overflow.get(p) or [_decode(c) for c in codes[p]]
+                out.append(LCSseq.similarity(known, seq))
             return np.asarray(out, dtype=np.int64)
-        # Unknown tokens match nothing, so dropping them leaves every LCS unchanged.
+        # Tokens no instruction holds match nothing, so leaving them out changes no LCS.
         chars = self._chars
         query = "".join([chars[i] for i in known])
         choices = [codes[p] for p in positions]
@@ -405,45 +475,45 @@ class NoveltyIndex:
         above = np.flatnonzero(scores > self.report_floor)
         if len(above) == 0 or self.top_k == 0:
             return NoveltyResult(max_score, [])
-        order = np.lexsort((positions[above], -scores[above]))[: self.top_k]
+        order = above[np.lexsort((positions[above], -scores[above]))[: self.top_k]]
         texts = self._texts
-        top = [
-            Match(texts[int(positions[j])], float(scores[j]), int(positions[j]))
-            for j in above[order].tolist()
-        ]
+        top = [Match(texts[p], s, p) for p, s in zip(positions[order].tolist(), scores[order].tolist(), strict=True)]
         return NoveltyResult(max_score, top)
 
+    # ----------------------------------------------------------------------------------------------- API
+
     def query(self, instruction: str) -> NoveltyResult:
-        """Max F of ``instruction`` against the index and its most similar instructions (module docs)."""
-        return self._result(*self._search(instruction, self.report_floor))
+        """Max F of ``instruction`` against the index, and its most similar instructions (module docs)."""
+        return self._result(*self._search(rouge_tokens(instruction), self.report_floor))
 
     def max_similarity(self, instruction: str) -> tuple[float, list[tuple[str, float]]]:
-        """``(max_score, [(instruction, score), ...])``: :meth:`query` as plain tuples."""
+        """:meth:`query` as plain tuples: ``(max_score, [(instruction, score), ...])``."""
         result = self.query(instruction)
-        return result.max_score, [(m.instruction, m.score) for m in result.top]
+        return result.max_score, [(match.instruction, match.score) for match in result.top]
 
     def is_novel(self, instruction: str) -> bool:
-        """True when ``instruction``'s max F against the index is ``<= threshold`` (exact decision)."""
-        _, scores = self._search(instruction, self.threshold)
+        """True when ``instruction``'s max F against the index is ``<= threshold`` (an exact decision)."""
+        _, scores = self._search(rouge_tokens(instruction), self.threshold)
         return not bool((scores > self.threshold).any())
 
     def filter_batch(self, candidates: Sequence[str], *, add: bool = True) -> list[NoveltyResult]:
         """Resolve a round's candidates in order; one :class:`NoveltyResult` per candidate.
 
-        Candidate ``i`` is scored against the index **and** the earlier candidates of this batch that
-        were accepted (``max_score <= threshold``); an accepted candidate is added to the index at once
-        (its :attr:`Match.index` is its position there). With ``add=False`` the index is left as it was
-        afterwards (accepted candidates still count within the batch, at the positions they would have
-        had). The caller decides with ``result.max_score > threshold``.
+        Candidate ``i`` is scored against the index **and** the earlier candidates of this batch that were
+        accepted (``max_score <= threshold``); an accepted candidate joins the index at once (its
+        :attr:`Match.index` is its position there). With ``add=False`` the index is left as it was
+        (accepted candidates still count within the batch, at the positions they would have had). The
+        caller decides with ``result.max_score > threshold``.
         """
         size = len(self._texts)
         results = []
         try:
             for text in candidates:
-                result = self.query(text)
+                tokens = rouge_tokens(text)
+                result = self._result(*self._search(tokens, self.report_floor))
                 results.append(result)
                 if result.max_score <= self.threshold:
-                    self.add(text)
+                    self._add(text, tokens)
         finally:
             if not add:
                 self._truncate(size)

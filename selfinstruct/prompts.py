@@ -78,9 +78,7 @@ class PromptTemplates:
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
-                raise ConfigError(
-                    f"{path}: prompt template missing (expected {filename} in {root})"
-                ) from None
+                raise ConfigError(f"{path}: prompt template missing (expected {filename} in {root})") from None
             for placeholder in _REQUIRED_PLACEHOLDERS[key]:
                 if placeholder not in text:
                     raise ConfigError(f"{path}: the template must contain the placeholder {placeholder}")
@@ -246,10 +244,7 @@ def parse_output_first(text: str, *, truncated: bool) -> ParsedInstances:
     """
     marks = list(_LABEL_MARK.finditer(text))
     bad = 1 if not marks and text.strip() else 0
-    blocks = [
-        text[m.end() : (marks[i + 1].start() if i + 1 < len(marks) else len(text))]
-        for i, m in enumerate(marks)
-    ]
+    blocks = [text[m.end() : (marks[i + 1].start() if i + 1 < len(marks) else len(text))] for i, m in enumerate(marks)]
     if truncated and blocks:
         blocks.pop()
     instances: list[Instance] = []

@@ -137,7 +137,7 @@ def check_seed_file(path: str | Path, *, top_pairs: int = 10) -> SeedReport:
     report.leading_words = leading.most_common(10)
 
     # Most similar pairs: each instruction against those before it, with the exact ROUGE-L index.
-    index = NoveltyIndex(top_k=1)
+    index = NoveltyIndex(top_k=1, report_floor=0.0)  # exact nearest neighbour, whatever its score
     pairs: list[dict[str, Any]] = []
     for line, task in tasks:
         if len(index):

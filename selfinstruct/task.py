@@ -84,8 +84,7 @@ class Task:
     def to_alpaca(self) -> list[dict[str, str]]:
         """One Alpaca record (``instruction``, ``input``, ``output``) per instance."""
         return [
-            {"instruction": self.instruction, "input": inst.input, "output": inst.output}
-            for inst in self.instances
+            {"instruction": self.instruction, "input": inst.input, "output": inst.output} for inst in self.instances
         ]
 
 

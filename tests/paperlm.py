@@ -134,8 +134,8 @@ def _rng(prompt: str, body: dict[str, Any], salt: str = "") -> random.Random:
 
 def novel_instruction(rng: random.Random) -> str:
     verb = rng.choice(VERBS)
-    words = rng.sample(WORDS, 9)
-    return f"{verb} the {words[0]} {words[1]} of a {words[2]} near the {words[3]} {words[4]} and {words[5]} {words[6]} {words[7]} {words[8]}."
+    w = rng.sample(WORDS, 9)
+    return f"{verb} the {w[0]} {w[1]} of a {w[2]} near the {w[3]} {w[4]} and {w[5]} {w[6]} {w[7]} {w[8]}."
 
 
 class PaperLM:
@@ -184,16 +184,12 @@ class PaperLM:
             return "Example 1\nInput: nothing useful here\n\n", "stop"  # no output: no valid instance
         if "Class label:" in prompt:
             labels = ["Alpha", "Beta", "Gamma"]
-            blocks = [
-                f"Class label: {lab}\nInput: a {lab.lower()} case of {rng.choice(WORDS)}" for lab in labels
-            ]
+            blocks = [f"Class label: {lab}\nInput: a {lab.lower()} case of {rng.choice(WORDS)}" for lab in labels]
             return "\n\n".join(blocks) + "\n\n", "stop"
         blocks = []
         for n in range(1, rng.randrange(2, 5)):
             a, b = rng.sample(WORDS, 2)
-            blocks.append(
-                f"Example {n}\nInput: {a} and {b}\nOutput: For '{instruction[:30]}': the {a} meets the {b}."
-            )
+            blocks.append(f"Example {n}\nInput: {a} and {b}\nOutput: For '{instruction[:30]}': the {a} meets the {b}.")
         if self.garbage and rng.randrange(4) == 0:
             blocks.append(blocks[0])  # an exact duplicate instance
         return "\n\n".join(blocks) + "\n\n", "stop"

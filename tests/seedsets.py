@@ -32,7 +32,7 @@ MINI_SEEDS: list[dict[str, Any]] = [
      "is_classification": False},
     {"name": "question_or_statement", "instruction": "Is this sentence a Question or a Statement? Reply with one word.",
      "instances": [{"input": "Where did you park", "output": "Question"}], "is_classification": True},
-    {"name": "rate_word_problem", "instruction": "Solve: a cyclist rides 45 km in 1.5 hours. What is her average speed?",
+    {"name": "rate_word_problem", "instruction": "Solve: a cyclist rides 45 km in 1.5 hours. What is her speed?",
      "instances": [{"input": "", "output": "45 km / 1.5 h = 30 km/h."}], "is_classification": False},
     {"name": "explain_leap_year", "instruction": "Explain to a ten-year-old why some years have 366 days.",
      "instances": [{"input": "", "output": "Earth takes about 365 and a quarter days to go around the Sun, so "

@@ -78,9 +78,10 @@ def test_kill_9_at_several_moments_then_resume_reaches_target(seeds: Path, tmp_p
 
 def test_overlapping_runs_exactly_one_writes(seeds: Path, tmp_path: Path) -> None:
     out = tmp_path / "pool"
-    with FakeLM(respond=PaperLM(), delay=0.02) as lm:
+    # Slow enough that the winner still holds the lock when the loser starts (each run takes 2+ rounds).
+    with FakeLM(respond=PaperLM(), delay=0.15) as lm:
         for attempt in range(6):
-            target = 4 * (attempt + 1)
+            target = 8 * (attempt + 1)
             procs = [start(lm, seeds, out, "--num-instructions", str(target)) for _ in range(2)]
             results = [(p.wait(timeout=120), p.stdout.read() if p.stdout else "") for p in procs]
             codes = sorted(code for code, _ in results)

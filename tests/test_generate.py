@@ -324,9 +324,7 @@ def test_bootstrap_round_with_an_in_process_backend(tmp_path: Path) -> None:
     backend = Scripted()
     seeds = load_seed_tasks(write_seeds(tmp_path / "seeds.jsonl"))
     cfg = GenerateConfig(num_instructions=5, batch_size=2, seeds=str(tmp_path / "seeds.jsonl"))
-    loop = Bootstrap(
-        cfg, backend, seeds, [], PromptTemplates.load(PROMPTS), rng=random.Random(0), run_id="test"
-    )
+    loop = Bootstrap(cfg, backend, seeds, [], PromptTemplates.load(PROMPTS), rng=random.Random(0), run_id="test")
     reports = list(loop.rounds())
     assert loop.stop_reason == "target_reached"
     assert sum(len(r.accepted) for r in reports) == 5
