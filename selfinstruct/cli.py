@@ -118,18 +118,18 @@ def generate(
     ] = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Pool directory (tasks.jsonl, runs.jsonl, ...). [default: outputs/pool]"),
+        typer.Option("--out", help="Pool directory (tasks.jsonl, runs.jsonl, ...). \\[default: outputs/pool]"),
     ] = None,
     num_instructions: Annotated[
-        int | None, typer.Option(help="Stop when the pool holds this many machine tasks. [default: 100]")
+        int | None, typer.Option(help="Stop when the pool holds this many machine tasks. \\[default: 100]")
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Instruction-generation prompts per round. [default: 16]", rich_help_panel=LOOP),
+        typer.Option(help="Instruction-generation prompts per round. \\[default: 16]", rich_help_panel=LOOP),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Random seed; the same seed and pool replay the same prompts. [default: random]"),
+        typer.Option(help="Random seed; the same seed and pool replay the same prompts. \\[default: random]"),
     ] = None,
     prompts: Annotated[Path | None, typer.Option(help="Directory with your copy of the prompt templates.")] = None,
     config: Annotated[
@@ -146,42 +146,63 @@ def generate(
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(help="Reject when ROUGE-L F > this against any instruction. [default: 0.7]"),
+        typer.Option(help="Reject when ROUGE-L F > this against any instruction. \\[default: 0.7]"),
     ] = None,
     temperature: Annotated[
         float | None,
-        typer.Option(help="Instruction sampling temperature. [default: 0.7]", rich_help_panel=SAMP),
+        typer.Option(help="Instruction sampling temperature. \\[default: 0.7]", rich_help_panel=SAMP),
     ] = None,
-    top_p: Annotated[float | None, typer.Option(help="Instruction top_p. [default: 0.5]", rich_help_panel=SAMP)] = None,
+    top_p: Annotated[
+        float | None, typer.Option(help="Instruction top_p. \\[default: 0.5]", rich_help_panel=SAMP)
+    ] = None,
     max_tokens: Annotated[
-        int | None, typer.Option(help="Instruction max tokens. [default: 1024]", rich_help_panel=SAMP)
+        int | None, typer.Option(help="Instruction max tokens. \\[default: 1024]", rich_help_panel=SAMP)
     ] = None,
     presence_penalty: Annotated[
-        float | None, typer.Option(help="Instruction presence penalty. [default: 2.0]", rich_help_panel=SAMP)
+        float | None, typer.Option(help="Instruction presence penalty. \\[default: 2.0]", rich_help_panel=SAMP)
     ] = None,
     instance_temperature: Annotated[
         float | None,
-        typer.Option(help="Instance sampling temperature. [default: 0, greedy]", rich_help_panel=SAMP),
+        typer.Option(help="Instance sampling temperature. \\[default: 0, greedy]", rich_help_panel=SAMP),
     ] = None,
     instance_max_tokens: Annotated[
-        int | None, typer.Option(help="Instance max tokens. [default: 350]", rich_help_panel=SAMP)
+        int | None, typer.Option(help="Instance max tokens. \\[default: 350]", rich_help_panel=SAMP)
     ] = None,
     tensor_parallel_size: Annotated[
-        int | None, typer.Option(help="GPUs to shard the model over. [default: 1]", rich_help_panel=VLLM)
+        int | None, typer.Option(help="GPUs to shard the model over. \\[default: 1]", rich_help_panel=VLLM)
     ] = None,
     gpu_memory_utilization: Annotated[
         float | None,
-        typer.Option(help="Share of GPU memory vLLM may take. [default: 0.9]", rich_help_panel=VLLM),
+        typer.Option(help="Share of GPU memory vLLM may take. \\[default: 0.9]", rich_help_panel=VLLM),
     ] = None,
     max_model_len: Annotated[
         int | None,
-        typer.Option(help="Context length to allocate. [default: the model's]", rich_help_panel=VLLM),
+        typer.Option(help="Context length to allocate. \\[default: the model's]", rich_help_panel=VLLM),
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="Weights dtype: auto, bfloat16, float16. \\[default: auto]", rich_help_panel=VLLM)
     ] = None,
     request_batch_size: Annotated[
-        int | None, typer.Option(help="Prompts per HTTP request. [default: 16]", rich_help_panel=OAI)
+        int | None, typer.Option(help="Prompts per HTTP request. \\[default: 16]", rich_help_panel=OAI)
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="HTTP requests in flight. [default: 8]", rich_help_panel=OAI)
+        int | None, typer.Option(help="HTTP requests in flight. \\[default: 8]", rich_help_panel=OAI)
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for one request. \\[default: 300]", rich_help_panel=OAI)
+    ] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(help="Retries of a failed request. \\[default: 6]", rich_help_panel=OAI)
+    ] = None,
+    saturation_window: Annotated[
+        int | None, typer.Option(help="Rounds over which saturation is judged. \\[default: 20]", rich_help_panel=LOOP)
+    ] = None,
+    saturation_min_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop as saturated when accepted/candidates over the window falls below this. \\[default: 0.01]",
+            rich_help_panel=LOOP,
+        ),
     ] = None,
     keep_rejected: Annotated[
         bool | None,
@@ -196,7 +217,8 @@ def generate(
     Each round samples 6 seed and 2 pool instructions as demonstrations, asks the model for new ones,
     filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
     generates input/output instances, and appends the accepted tasks to OUT/tasks.jsonl. Rerunning on
-    the same --out resumes.
+    the same --out resumes. Every option (and a few more: demonstration counts, blocked keywords,
+    max instances) can also be set in a --config TOML file; see the README.
     """
     from selfinstruct.config import GenerateConfig
     from selfinstruct.runner import Terminated, run_generate
@@ -211,7 +233,8 @@ def generate(
         "instance_temperature": instance_temperature, "instance_max_tokens": instance_max_tokens,
         "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
         "max_model_len": max_model_len, "request_batch_size": request_batch_size, "concurrency": concurrency,
-        "keep_rejected": keep_rejected,
+        "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout, "max_retries": max_retries,
+        "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
     }  # fmt: skip
     with _user_errors():
         cfg = GenerateConfig.from_sources(config, overrides)
