@@ -263,7 +263,7 @@ class Bootstrap:
         novel: list[_Candidate] = []
         for cand, res in zip(survivors, results, strict=True):
             cand.novelty_score = res.max_score
-            cand.most_similar = [{"instruction": m.instruction, "score": round(m.score, 4)} for m in res.top[:5]]
+            cand.most_similar = [{"instruction": m.instruction, "score": m.score} for m in res.top[:5]]
             if res.max_score > cfg.threshold:
                 reject(
                     cand.instruction,
@@ -356,7 +356,8 @@ class Bootstrap:
             "round": round_number,
             "created_at": _utc_now(),
             "model": getattr(self.backend, "model", None),
-            "max_similarity": round(cand.novelty_score, 4),
+            # Exact when known; None when a similarity floor hid every neighbour (all below the floor).
+            "max_similarity": (cand.novelty_score if cand.most_similar or self.config.similarity_floor == 0 else None),
             "most_similar": cand.most_similar,
             "classification_answer": cand.classification_answer,
             "instance_format": "output_first" if output_first else "input_first",

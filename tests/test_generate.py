@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fakelm import FakeLM
 from paperlm import PaperLM
+from rouge_score import rouge_scorer
 from seedsets import write_alpaca_seeds, write_seeds
 from typer.testing import CliRunner
 
@@ -71,6 +72,17 @@ def test_pool_reaches_target_with_instances_and_provenance(paper_lm: FakeLM, see
         assert {"run_id", "round", "created_at", "max_similarity", "most_similar", "demonstrations"} <= task.keys()
         assert 0 <= task["max_similarity"] <= 0.7
     assert "target_reached" in result.output
+    # Provenance is exact: the recorded neighbours carry rouge-score's own floats, and nothing among the seeds
+    # or the tasks of earlier rounds is more similar than the recorded maximum.
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    seed_texts = [t.instruction for t in load_seed_tasks(seeds)]
+    for task in tasks:
+        top = task["most_similar"][0]
+        assert top["score"] == task["max_similarity"]
+        assert top["score"] == scorer.score(task["instruction"], top["instruction"])["rougeL"].fmeasure
+        earlier = seed_texts + [t["instruction"] for t in tasks if t["round"] < task["round"]]
+        brute = max(scorer.score(task["instruction"], e)["rougeL"].fmeasure for e in earlier)
+        assert brute <= task["max_similarity"]
     # Classification tasks got output-first instances whose outputs are labels.
     clf = [t for t in tasks if t["is_classification"]]
     assert clf and all(t["instance_format"] == "output_first" for t in clf)
