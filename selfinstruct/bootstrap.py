@@ -25,6 +25,7 @@ from typing import Any
 from selfinstruct import filters as F
 from selfinstruct.backends import Backend, Completion
 from selfinstruct.config import GenerateConfig
+from selfinstruct.errors import BackendError
 from selfinstruct.novelty import NoveltyIndex
 from selfinstruct.pool import machine_task_id
 from selfinstruct.prompts import (
@@ -34,7 +35,7 @@ from selfinstruct.prompts import (
     parse_instructions,
     parse_output_first,
 )
-from selfinstruct.task import Task
+from selfinstruct.task import Instance, Task
 
 # Reason codes that belong to the loop rather than to a filter.
 CUT_OFF = "cut_off"  # the last item of a completion that hit max_tokens (counted, not a candidate)
@@ -216,7 +217,7 @@ class Bootstrap:
         def call(prompts: list[str], sampling: Any) -> list[Completion]:
             completions = self.backend.generate(prompts, sampling, self._seeds_for(len(prompts)))
             if len(completions) != len(prompts):
-                raise RuntimeError(f"backend returned {len(completions)} completions for {len(prompts)} prompts")
+                raise BackendError(f"the backend returned {len(completions)} completions for {len(prompts)} prompts")
             for c in completions:
                 tokens[0] += c.prompt_tokens
                 tokens[1] += c.completion_tokens
@@ -345,7 +346,7 @@ class Bootstrap:
     def _make_task(
         self,
         cand: _Candidate,
-        instances: list[Any],
+        instances: list[Instance],
         output_first: bool,
         round_number: int,
         demos: list[list[str]],
