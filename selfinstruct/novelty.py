@@ -86,10 +86,10 @@ _EPS = 1e-9
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 
 # Token ids become code points, so an instruction is a short str that rapidfuzz compares natively. Ids
-# skip the surrogate block; the last code point is a placeholder for ids beyond the code-point space.
+# skip the surrogate block; the last code point is a sentinel for ids beyond the code-point space.
 _SURROGATE_START = 0xD800
 _SURROGATE_SIZE = 0x800
-_PLACEHOLDER = chr(0x10FFFF)
+_SENTINEL = chr(0x10FFFF)
 _CODE_CAPACITY = 0x10FFFF - _SURROGATE_SIZE  # token ids 0 .. _CODE_CAPACITY-1 get their own code point
 
 # Posting key = token id << _KEY_SHIFT | occurrence number (0 for a token's first occurrence in the
@@ -160,9 +160,9 @@ def _lcs_tokens(a: Sequence[str], b: Sequence[str]) -> int:
         ids.setdefault(token, len(ids))
     if len(ids) >= _CODE_CAPACITY:  # pragma: no cover - over a million distinct tokens
         return int(LCSseq.similarity(a, b))
-    # Tokens of b that a lacks match nothing: they all share the placeholder, which a never contains.
+    # Tokens of b that a lacks match nothing: they all share the sentinel, which a never contains.
     code_a = "".join([_code(ids[t]) for t in a])
-    code_b = "".join([_code(ids[t]) if t in ids else _PLACEHOLDER for t in b])
+    code_b = "".join([_code(ids[t]) if t in ids else _SENTINEL for t in b])
     return int(LCSseq.similarity(code_a, code_b))
 
 
@@ -219,7 +219,7 @@ class NoveltyIndex:
     queries find every instruction scoring above it, exactly (see the module docstring).
     """
 
-    # Token ids from here on share the placeholder code point and get exact per-pair verification
+    # Token ids from here on share the sentinel code point and get exact per-pair verification
     # (a class attribute so that tests can exercise the fallback with a small vocabulary).
     _code_capacity: int = _CODE_CAPACITY
 
@@ -242,7 +242,7 @@ class NoveltyIndex:
         self.threshold = threshold
         self.report_floor = floor
         self._vocab: dict[str, int] = {}
-        self._chars: list[str] = []  # token id -> its code point (the placeholder beyond capacity)
+        self._chars: list[str] = []  # token id -> its code point (the sentinel beyond capacity)
         # Posting key -> positions, ascending: one list while short, then a dict of one list per class.
         self._postings: dict[int, array[int] | dict[int, array[int]]] = {}
         self._texts: list[str] = []
@@ -251,7 +251,7 @@ class NoveltyIndex:
         self._classes = np.zeros(1024, dtype=np.uint8)  # position -> length class
         self._class_sizes = [0] * len(_CLASS_STARTS)
         self._max_length = 0
-        self._overflow: dict[int, list[int]] = {}  # position -> token ids, when its code has placeholders
+        self._overflow: dict[int, list[int]] = {}  # position -> token ids, when its code has sentinels
         for text in instructions:
             self.add(text)
 
@@ -264,7 +264,7 @@ class NoveltyIndex:
         token_id = self._vocab.get(token)
         if token_id is None:
             token_id = self._vocab[token] = len(self._vocab)
-            self._chars.append(_code(token_id) if token_id < self._code_capacity else _PLACEHOLDER)
+            self._chars.append(_code(token_id) if token_id < self._code_capacity else _SENTINEL)
         return token_id
 
     @staticmethod
@@ -318,7 +318,7 @@ class NoveltyIndex:
                         posting.append(position)
         chars = self._chars
         code = "".join([chars[i] for i in ids])
-        if _PLACEHOLDER in code:
+        if _SENTINEL in code:
             self._overflow[position] = ids
         self._class_sizes[length_class] += 1
         self._max_length = max(self._max_length, n)
@@ -453,7 +453,7 @@ class NoveltyIndex:
         if (overflow and any(p in overflow for p in positions)) or (
             len(self._vocab) > capacity and any(i >= capacity for i in known)
         ):
-            # Some ids share the placeholder code point: compare exact id sequences instead.
+            # Some ids share the sentinel code point: compare exact id sequences instead.
             out = []
             for p in positions:
                 seq = overflow.get(p) or [_decode(c) for c in codes[p]]
