@@ -14,7 +14,7 @@ from rouge_score import rouge_scorer
 from typer.testing import CliRunner
 
 from selfinstruct.cli import app
-from selfinstruct.filters import InstructionHeuristics
+from selfinstruct.filters import InstructionHeuristics, clean_instances
 from selfinstruct.paths import default_seeds_path
 from selfinstruct.seedcheck import check_seed_file
 from selfinstruct.task import Task, load_seed_tasks
@@ -62,6 +62,33 @@ def test_mix_of_classification_and_inputs(seeds: list[Task]) -> None:
     assert 0.25 <= len(no_input) / len(seeds) <= 0.45
     assert all(1 <= len(t.instances) <= 3 for t in seeds)
     assert all(i.output.strip() for t in seeds for i in t.instances)
+
+
+def test_tasks_with_an_input_show_at_least_two_distinct_examples(seeds: list[Task]) -> None:
+    # Input-first demonstrations render every instance of a seed; a seed with a single example teaches the
+    # model to write a single example. Empty-input tasks keep one: a second empty input would look like a
+    # conflicting output.
+    with_input = [t for t in seeds if not t.is_classification and any(i.input.strip() for i in t.instances)]
+    assert len(with_input) >= 90
+    thin = [t.name for t in with_input if len({i.input.strip() for i in t.instances}) < 2]
+    assert thin == []
+    mixed = [t.name for t in with_input if not all(i.input.strip() for i in t.instances)]
+    assert mixed == []
+
+
+def test_the_instance_filters_keep_every_seed_instance(seeds: list[Task]) -> None:
+    # The seeds are the model's examples of good instances: the filters applied to generated ones must agree.
+    judged = {t.name: clean_instances(t.instances) for t in seeds}
+    dropped = {name: (r.task_reason, r.dropped) for name, r in judged.items() if r.task_reason or r.dropped}
+    assert dropped == {}
+    assert all(len(judged[t.name].kept) == len(t.instances) for t in seeds)
+
+
+def test_most_input_first_demonstrations_are_compact(seeds: list[Task]) -> None:
+    # Bootstrap prefers demonstrations of at most 1,200 characters (inputs + outputs) when there are enough.
+    non_classification = [t for t in seeds if not t.is_classification]
+    compact = [t for t in non_classification if sum(len(i.input) + len(i.output) for i in t.instances) <= 1200]
+    assert len(compact) > len(non_classification) / 2
 
 
 def test_classification_outputs_come_from_a_named_label_set(seeds: list[Task]) -> None:
