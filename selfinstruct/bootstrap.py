@@ -41,6 +41,7 @@ from selfinstruct.task import Instance, Task
 CUT_OFF = "cut_off"  # the last item of a completion that hit max_tokens (counted, not a candidate)
 UNPARSEABLE_CLASSIFICATION = "unparseable_classification"  # counted; the task is treated as "No"
 UNPARSEABLE_INSTANCE = "unparseable_instance"  # an instance block without Output / Class label
+STRAY_MARKER = "stray_marker"  # a field cut short by a misplaced Input:/Output:/Class label: line
 
 # Why a run ended.
 TARGET_REACHED = "target_reached"
@@ -306,8 +307,10 @@ class Bootstrap:
                 parsed = parse(out.text, truncated=out.finish_reason == "length")
                 if parsed.unparseable:
                     notes[UNPARSEABLE_INSTANCE] += parsed.unparseable
+                if parsed.stray:
+                    notes[STRAY_MARKER] += parsed.stray
                 # 7. instance filters
-                report = F.clean_instances(parsed.instances, cfg.max_instances)
+                report = F.clean_instances(parsed.instances, cfg.max_instances, classification=of)
                 notes.update(report.dropped)
                 if report.task_reason is not None:
                     reject(cand.instruction, report.task_reason, raw_instances=out.text)

@@ -44,7 +44,8 @@ INSTRUCTION_REASONS = (
 # Task-level reason codes, decided after instance generation.
 NO_VALID_INSTANCE = "no_valid_instance"
 CONFLICTING_OUTPUTS = "conflicting_outputs"
-TASK_REASONS = (NO_VALID_INSTANCE, CONFLICTING_OUTPUTS)
+ONE_LABEL = "one_label"  # a classification task whose instances all carry the same label
+TASK_REASONS = (NO_VALID_INSTANCE, CONFLICTING_OUTPUTS, ONE_LABEL)
 
 InstructionFilter = Callable[[str], str | None]
 
@@ -123,12 +124,15 @@ OVER_LIMIT = "over_limit"
 INSTANCE_REASONS = (EMPTY_OUTPUT, OUTPUT_EQUALS_INPUT, DUPLICATE_INSTANCE, OVER_LIMIT)
 
 
-def clean_instances(instances: Sequence[Instance], max_instances: int = 5) -> InstanceReport:
+def clean_instances(
+    instances: Sequence[Instance], max_instances: int = 5, *, classification: bool = False
+) -> InstanceReport:
     """Apply the instance filters of the paper, in order.
 
     Drops instances with an empty output, with the output equal to the input, and exact copies; rejects
     the whole task when two instances share a non-empty input but disagree on the output (ambiguous)
-    or when nothing valid is left; keeps at most ``max_instances``.
+    or when nothing valid is left; keeps at most ``max_instances``. A ``classification`` task must show at
+    least two different labels among what it keeps: a label set of one teaches nothing (``one_label``).
 
     >>> r = clean_instances([Instance("a", "b"), Instance("a", "b"), Instance("c", "")])
     >>> [i.output for i in r.kept], r.dropped, r.task_reason
@@ -164,4 +168,6 @@ def clean_instances(instances: Sequence[Instance], max_instances: int = 5) -> In
         kept = kept[:max_instances]
     if not kept:
         return InstanceReport([], dropped, NO_VALID_INSTANCE)
+    if classification and len({i.output for i in kept}) < 2:
+        return InstanceReport([], dropped, ONE_LABEL)
     return InstanceReport(kept, dropped, None)

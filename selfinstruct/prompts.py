@@ -145,9 +145,14 @@ def render_input_first(task: Task) -> str:
 
 
 def render_output_first(task: Task) -> str:
-    """A demonstration block for a classification task: ``Class label:`` then ``Input:``."""
+    """A demonstration block for a classification task: ``Example N``, ``Class label:``, then ``Input:``.
+
+    The ``Example N`` headers are what make the shared stop sequence (``Example 6``) end an output-first
+    completion too; without them a base model writes label after label until ``max_tokens``.
+    """
     parts = [f"Task: {one_line(task.instruction)}"]
-    for inst in task.instances:
+    for n, inst in enumerate(task.instances, start=1):
+        parts.append(f"Example {n}")
         parts.append(f"Class label: {inst.output.strip()}")
         if inst.input.strip():
             parts.append(f"Input: {inst.input.strip()}")
@@ -200,6 +205,10 @@ _EXAMPLE_HEADER = re.compile(r"^[ \t]*Example[ \t]+\d+[ \t]*:?[ \t]*$", re.MULTI
 _INPUT_MARK = re.compile(r"^[ \t]*Input[ \t]*:", re.MULTILINE)
 _OUTPUT_MARK = re.compile(r"^[ \t]*Output[ \t]*:", re.MULTILINE)
 _LABEL_MARK = re.compile(r"^[ \t]*Class label[ \t]*:", re.MULTILINE)
+# Marker lines that end a field: an output ends where another Input:/Output: begins (the model started a new
+# example without its header); an output-first input ends at an Output: line, which that format never has.
+_ENDS_OUTPUT = re.compile(r"^[ \t]*(?:Input|Output|Class label|Task)[ \t]*:", re.MULTILINE)
+_ENDS_INPUT = re.compile(r"^[ \t]*(?:Output|Class label|Task)[ \t]*:", re.MULTILINE)
 
 
 def _clean_input(text: str) -> str:
@@ -207,23 +216,44 @@ def _clean_input(text: str) -> str:
     return "" if text.lower().strip(".") in _NO_INPUT else text
 
 
+def _field(block: str, start: int, ends: re.Pattern[str]) -> tuple[str, bool]:
+    """The text of the field starting at ``start``, up to the next marker line matched by ``ends``; and
+    whether such a stray marker cut it short.
+
+    >>> _field("4\nOutput: 5", 0, _ENDS_OUTPUT)
+    ('4', True)
+    """
+    nxt = ends.search(block, start)
+    if nxt is None:
+        return block[start:].strip(), False
+    return block[start : nxt.start()].strip(), True
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedInstances:
+    """Instances read from one completion. ``unparseable`` counts blocks with no recognisable Output /
+    Class label; ``stray`` counts fields that a misplaced marker line cut short (its text is dropped)."""
+
     instances: list[Instance]
-    unparseable: int  # blocks that had no recognisable Output / Class label
+    unparseable: int
+    stray: int = 0
 
 
 def parse_input_first(text: str, *, truncated: bool) -> ParsedInstances:
     """Read ``Example N`` / ``Input:`` / ``Output:`` blocks. A cut-off last block is dropped.
 
-    >>> parse_input_first("Example 1\\nInput: 2+2\\nOutput: 4\\n\\nExample 2\\nOutput: 7", truncated=False)
-    ParsedInstances(instances=[Instance(input='2+2', output='4'), Instance(input='', output='7')], unparseable=0)
+    An output ends at the next marker line: a second ``Output:`` (or an ``Input:``, ``Class label:``,
+    ``Task:``) inside one example is not part of the answer; it is cut off and counted as ``stray``.
+
+    >>> parse_input_first("Example 1\nInput: 2+2\nOutput: 4\n\nExample 2\nOutput: 7", truncated=False)
+    ParsedInstances(instances=[Instance(input='2+2', output='4'), Instance(input='', output='7')], \
+unparseable=0, stray=0)
     """
     blocks = [b for b in _EXAMPLE_HEADER.split(text) if b.strip()]
     if truncated and blocks:
         blocks.pop()
     instances: list[Instance] = []
-    bad = 0
+    bad = stray = 0
     for block in blocks:
         out = _OUTPUT_MARK.search(block)
         if out is None:
@@ -231,29 +261,41 @@ def parse_input_first(text: str, *, truncated: bool) -> ParsedInstances:
             continue
         inp = _INPUT_MARK.search(block, 0, out.start())
         input_text = block[inp.end() : out.start()] if inp else ""
-        instances.append(Instance(_clean_input(input_text), block[out.end() :].strip()))
-    return ParsedInstances(instances, bad)
+        output_text, cut = _field(block, out.end(), _ENDS_OUTPUT)
+        stray += cut
+        instances.append(Instance(_clean_input(input_text), output_text))
+    return ParsedInstances(instances, bad, stray)
 
 
 def parse_output_first(text: str, *, truncated: bool) -> ParsedInstances:
-    """Read ``Class label:`` / ``Input:`` blocks into instances whose output is the label.
+    """Read ``Class label:`` / ``Input:`` blocks (each may start with ``Example N``) into instances whose
+    output is the label. An input ends at an ``Output:`` (or ``Task:``) line, which this format never has:
+    ``Output: 1000`` after an input is not part of that input; it is cut off and counted as ``stray``.
 
-    >>> text = "Class label: Spam\\nInput: Win now\\n\\nClass label: Ham\\nInput: Hi"
+    >>> text = "Example 1\nClass label: Spam\nInput: Win now\n\nExample 2\nClass label: Ham\nInput: Hi"
     >>> parse_output_first(text, truncated=False).instances
     [Instance(input='Win now', output='Spam'), Instance(input='Hi', output='Ham')]
     """
+    text = _EXAMPLE_HEADER.sub("", text)
     marks = list(_LABEL_MARK.finditer(text))
     bad = 1 if not marks and text.strip() else 0
     blocks = [text[m.end() : (marks[i + 1].start() if i + 1 < len(marks) else len(text))] for i, m in enumerate(marks)]
     if truncated and blocks:
         blocks.pop()
     instances: list[Instance] = []
+    stray = 0
     for block in blocks:
         inp = _INPUT_MARK.search(block)
-        label = block[: inp.start()] if inp else block
+        label, cut = _field(block[: inp.start()] if inp else block, 0, _ENDS_INPUT)
         label = one_line(label)
         if not label:
             bad += 1
             continue
-        instances.append(Instance(_clean_input(block[inp.end() :]) if inp else "", label))
-    return ParsedInstances(instances, bad)
+        stray += cut
+        if inp is None:
+            instances.append(Instance("", label))
+            continue
+        input_text, cut = _field(block, inp.end(), _ENDS_INPUT)
+        stray += cut
+        instances.append(Instance(_clean_input(input_text), label))
+    return ParsedInstances(instances, bad, stray)

@@ -13,6 +13,7 @@ from selfinstruct.filters import (
     INSTANCE_REASONS,
     INSTRUCTION_REASONS,
     NO_VALID_INSTANCE,
+    ONE_LABEL,
     OUTPUT_EQUALS_INPUT,
     OVER_LIMIT,
     STARTS_WITH_NON_ASCII,
@@ -40,7 +41,7 @@ def test_reason_codes_are_stable() -> None:
         "too_short", "too_long", "blocked_keyword", "write_a_program", "starts_with_punctuation",
         "starts_with_non_ascii", "too_similar",
     )  # fmt: skip
-    assert TASK_REASONS == ("no_valid_instance", "conflicting_outputs")
+    assert TASK_REASONS == ("no_valid_instance", "conflicting_outputs", "one_label")
     assert INSTANCE_REASONS == ("empty_output", "output_equals_input", "duplicate_instance", "over_limit")
 
 
@@ -336,3 +337,24 @@ def test_clean_instances_does_not_modify_its_argument() -> None:
     instances = [I(" a ", " b "), I("a", "b")]
     clean_instances(instances)
     assert instances == [I(" a ", " b "), I("a", "b")]
+
+
+@pytest.mark.parametrize(
+    ("instances", "reason"),
+    [
+        ([I("great", "Positive"), I("awful", "Negative")], None),
+        ([I("great", "Positive"), I("loved it", "Positive")], ONE_LABEL),
+        ([I("great", "Positive")], ONE_LABEL),
+        ([I("great", "Positive"), I("loved it", " Positive ")], ONE_LABEL),
+        ([I("great", "Positive"), I("bad", "")], ONE_LABEL),
+    ],
+    ids=["two-labels", "one-label", "single-instance", "same-after-strip", "other-label-dropped"],
+)
+def test_classification_needs_two_labels(instances: list[Instance], reason: str | None) -> None:
+    report = clean_instances(instances, classification=True)
+    assert report.task_reason == reason
+    assert report.kept == ([] if reason else instances)
+
+
+def test_one_label_is_fine_for_open_tasks() -> None:
+    assert clean_instances([I("great", "Positive"), I("loved it", "Positive")]).task_reason is None

@@ -224,11 +224,10 @@ def test_instance_prompt_output_first(templates: PromptTemplates) -> None:
     assert prompt.endswith("\nTask: Is the email spam?\n")
     assert (
         "Task: Classify the sentiment.\n"
-        "Class label: Positive\nInput: I loved it.\n\n"
-        "Class label: Neutral\n\n"
+        "Example 1\nClass label: Positive\nInput: I loved it.\n\n"
+        "Example 2\nClass label: Neutral\n\n"
         "Task: Is the email spam?\n"
     ) in prompt
-    assert "Example 1" not in prompt
     assert "Output:" not in prompt
 
 
@@ -244,7 +243,9 @@ def test_render_input_first_omits_blank_input_line() -> None:
 
 def test_render_output_first_omits_blank_input_line() -> None:
     task = Task("Pick a label.", [I("", "Yes"), I("x", "No")])
-    assert render_output_first(task) == "Task: Pick a label.\nClass label: Yes\n\nClass label: No\nInput: x\n"
+    assert render_output_first(task) == (
+        "Task: Pick a label.\nExample 1\nClass label: Yes\n\nExample 2\nClass label: No\nInput: x\n"
+    )
 
 
 # -- render / parse round trips ------------------------------------------------------------------------
@@ -405,7 +406,8 @@ def test_parse_classification(text: str, expected: bool | None) -> None:
         ("\nExample 1:\n  Input : x\n  Output : y\n", False, [I("x", "y")], 0),
         ("Example 1\nInput: x\nOutput:\n\nExample 2\nInput: y\nOutput: z", False, [I("x", ""), I("y", "z")], 0),
         ("Example 1\nOutput: first\nline\n\nsecond para\n", False, [I("", "first\nline\n\nsecond para")], 0),
-        ("Example 1\nInput: q\nOutput: a\nOutput: b", False, [I("q", "a\nOutput: b")], 0),
+        ("Example 1\nInput: q\nOutput: a\nOutput: b", False, [I("q", "a")], 0),
+        ("Example 1\nInput: q\nOutput: a\nInput: r\nOutput: b", False, [I("q", "a")], 0),
     ],
     ids=[
         "docstring",
@@ -423,11 +425,26 @@ def test_parse_classification(text: str, expected: bool | None) -> None:
         "colon-and-indent",
         "empty-output-kept",
         "multiline-output",
-        "second-output-is-text",
+        "second-output-cut",
+        "headerless-second-example-cut",
     ],
 )  # fmt: skip
 def test_parse_input_first(text: str, truncated: bool, instances: list[Instance], unparseable: int) -> None:
-    assert parse_input_first(text, truncated=truncated) == ParsedInstances(instances, unparseable)
+    parsed = parse_input_first(text, truncated=truncated)
+    assert (parsed.instances, parsed.unparseable) == (instances, unparseable)
+
+
+@pytest.mark.parametrize(
+    ("text", "stray"),
+    [
+        ("Example 1\nInput: q\nOutput: a", 0),
+        ("Example 1\nInput: q\nOutput: a\nOutput: b", 1),
+        ("Example 1\nInput: q\nOutput: a\nOutput: b\n\nExample 2\nInput: r\nOutput: c\nClass label: X", 2),
+        ("Example 1\nInput: q\nOutput: a\nTask: Another task", 1),
+    ],
+)
+def test_parse_input_first_counts_stray_markers(text: str, stray: int) -> None:
+    assert parse_input_first(text, truncated=False).stray == stray
 
 
 @pytest.mark.parametrize(
@@ -472,6 +489,13 @@ def test_parse_input_first_keeps_real_input(real_input: str) -> None:
         ("Some text with no labels at all.", True, [], 1),
         ("", False, [], 0),
         ("\n  \n", False, [], 0),
+        (
+            "Example 1\nClass label: Big\nInput: 5000\n\nExample 2\nClass label: Small\nInput: 3\nOutput: 1000",
+            False,
+            [I("5000", "Big"), I("3", "Small")],
+            0,
+        ),
+        ("Class label: Spam\nOutput: Spam\nInput: Win", False, [I("Win", "Spam")], 0),
     ],
     ids=[
         "docstring",
@@ -489,10 +513,25 @@ def test_parse_input_first_keeps_real_input(real_input: str) -> None:
         "no-labels-truncated",
         "empty",
         "blank",
+        "example-headers-and-stray-output",
+        "stray-output-in-label",
     ],
 )  # fmt: skip
 def test_parse_output_first(text: str, truncated: bool, instances: list[Instance], unparseable: int) -> None:
-    assert parse_output_first(text, truncated=truncated) == ParsedInstances(instances, unparseable)
+    parsed = parse_output_first(text, truncated=truncated)
+    assert (parsed.instances, parsed.unparseable) == (instances, unparseable)
+
+
+@pytest.mark.parametrize(
+    ("text", "stray"),
+    [
+        ("Class label: A\nInput: x", 0),
+        ("Class label: A\nInput: x\nOutput: 1000", 1),
+        ("Class label: A\nOutput: A\nInput: x\nOutput: y", 2),
+    ],
+)
+def test_parse_output_first_counts_stray_markers(text: str, stray: int) -> None:
+    assert parse_output_first(text, truncated=False).stray == stray
 
 
 # -- helpers -------------------------------------------------------------------------------------------
