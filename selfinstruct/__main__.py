@@ -2,4 +2,6 @@
 
 from selfinstruct.cli import main
 
-main()
+# The guard matters: vLLM starts its engine in a spawned process, which imports this module again.
+if __name__ == "__main__":
+    main()

@@ -173,14 +173,34 @@ def generate(
     ] = None,
     gpu_memory_utilization: Annotated[
         float | None,
-        typer.Option(help="Share of GPU memory vLLM may take. \\[default: 0.9]", rich_help_panel=VLLM),
+        typer.Option(
+            help="On a GPU: the share of GPU memory vLLM may take (weights + KV cache). On vLLM's CPU build: the "
+            "share of RAM it reserves, which must be free at start. \\[default: 0.9 on a GPU; 0.3 on CPU, "
+            "less when less RAM is free]",
+            rich_help_panel=VLLM,
+        ),
     ] = None,
     max_model_len: Annotated[
         int | None,
         typer.Option(help="Context length to allocate. \\[default: the model's]", rich_help_panel=VLLM),
     ] = None,
     dtype: Annotated[
-        str | None, typer.Option(help="Weights dtype: auto, bfloat16, float16. \\[default: auto]", rich_help_panel=VLLM)
+        str | None,
+        typer.Option(
+            help="Weights dtype: auto, bfloat16, float16, float32. \\[default: auto; float32 on a CPU without "
+            "bf16 instructions]",
+            rich_help_panel=VLLM,
+        ),
+    ] = None,
+    engine_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="Any other vllm.LLM engine argument, repeatable: --engine-arg enforce_eager=true "
+            "--engine-arg max_num_seqs=256. Values are read as JSON when they parse. Also the [vllm] table "
+            "of --config.",
+            rich_help_panel=VLLM,
+        ),
     ] = None,
     request_batch_size: Annotated[
         int | None, typer.Option(help="Prompts per HTTP request. \\[default: 16]", rich_help_panel=OAI)
@@ -193,6 +213,15 @@ def generate(
     ] = None,
     max_retries: Annotated[
         int | None, typer.Option(help="Retries of a failed request. \\[default: 6]", rich_help_panel=OAI)
+    ] = None,
+    request_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="An extra field for every request body, repeatable: --request-field repetition_penalty=1.1. "
+            "Values are read as JSON when they parse. Also the [request] table of --config.",
+            rich_help_panel=OAI,
+        ),
     ] = None,
     saturation_window: Annotated[
         int | None, typer.Option(help="Rounds over which saturation is judged. \\[default: 20]", rich_help_panel=LOOP)
@@ -220,7 +249,7 @@ def generate(
     the same --out resumes. Every option (and a few more: demonstration counts, blocked keywords,
     max instances) can also be set in a --config TOML file; see the README.
     """
-    from selfinstruct.config import GenerateConfig
+    from selfinstruct.config import GenerateConfig, parse_key_values
     from selfinstruct.runner import Terminated, run_generate
 
     overrides: dict[str, Any] = {
@@ -237,6 +266,8 @@ def generate(
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
     }  # fmt: skip
     with _user_errors():
+        overrides["engine_args"] = parse_key_values("engine_args", engine_arg)
+        overrides["request_fields"] = parse_key_values("request_fields", request_field)
         cfg = GenerateConfig.from_sources(config, overrides)
 
     view = _GenerateView(quiet=quiet, target=cfg.num_instructions)

@@ -5,6 +5,14 @@ long option names, with ``-`` or ``_`` (``num-instructions = 500`` or ``num_inst
 top level or under a ``[generate]`` table. An unknown key is an error that names the file and suggests the
 closest known key.
 
+Two tables pass options through to the engine, merged key by key with the repeatable flags:
+
+* ``[vllm]`` / ``--engine-arg KEY=VALUE``: keyword arguments of ``vllm.LLM`` (vLLM's engine arguments:
+  ``enforce_eager``, ``max_num_seqs``, ``max_num_batched_tokens``, ``enable_prefix_caching``,
+  ``quantization``, ``swap_space`` ...), checked against vLLM's own list when the engine starts;
+* ``[request]`` / ``--request-field KEY=VALUE``: extra fields of every request body sent to an
+  OpenAI-compatible server (``repetition_penalty``, ``min_p``, ``ignore_eos`` ...).
+
 Sampling defaults per stage follow the Self-Instruct paper: instruction generation at temperature 0.7,
 top_p 0.5, presence penalty 2, up to 1024 tokens; classification and instance generation greedy.
 """
@@ -12,6 +20,7 @@ top_p 0.5, presence penalty 2, up to 1024 tokens; classification and instance ge
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -75,9 +84,14 @@ class GenerateConfig:
     instance_max_tokens: int = 350
     # vllm backend
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    # None: 0.9 of GPU memory on a GPU; on vLLM's CPU build (where it is the share of RAM) 0.3, or less
+    # when less RAM is free.
+    gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
     dtype: str = "auto"
+    engine_args: dict[str, Any] = field(default_factory=dict)  # [vllm] table / --engine-arg
+    # openai backend: extra request-body fields ([request] table / --request-field)
+    request_fields: dict[str, Any] = field(default_factory=dict)
     # openai backend
     request_batch_size: int = 16
     concurrency: int = 8
@@ -90,11 +104,21 @@ class GenerateConfig:
 
     @classmethod
     def from_sources(cls, config_file: str | Path | None, overrides: dict[str, Any]) -> GenerateConfig:
-        """Defaults, then the TOML file (if any), then ``overrides`` (None values are ignored)."""
+        """Defaults, then the TOML file (if any), then ``overrides`` (None values are ignored).
+
+        The pass-through tables (``engine_args``, ``request_fields``) merge key by key: a flag replaces one
+        key of the file's table, not the whole table.
+        """
         values: dict[str, Any] = {}
         if config_file is not None:
             values.update(read_toml(config_file))
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key in PASS_THROUGH and isinstance(value, dict):
+                values[key] = {**values.get(key, {}), **value}
+            else:
+                values[key] = value
         source = str(config_file) if config_file is not None else "options"
         config = cls(**{k: _check_type(k, v, source) for k, v in values.items()})
         config.validate()
@@ -117,6 +141,10 @@ class GenerateConfig:
         need(self.max_new is None or self.max_new >= 1, "--max-new must be at least 1")
         need(self.saturation_window >= 1, "--saturation-window must be at least 1")
         need(self.request_batch_size >= 1 and self.concurrency >= 1, "request batch and concurrency >= 1")
+        need(
+            self.gpu_memory_utilization is None or 0.0 < self.gpu_memory_utilization <= 1.0,
+            "--gpu-memory-utilization must be above 0 and at most 1",
+        )
         if self.time_limit is not None:
             parse_duration(self.time_limit)
 
@@ -156,6 +184,8 @@ class GenerateConfig:
             gpu_memory_utilization=self.gpu_memory_utilization,
             max_model_len=self.max_model_len,
             dtype=self.dtype,
+            engine_args=dict(self.engine_args),
+            request_fields=dict(self.request_fields),
             request_batch_size=self.request_batch_size,
             concurrency=self.concurrency,
             timeout=self.timeout,
@@ -175,7 +205,11 @@ _TYPE_NAMES = {
     "bool": "true or false",
     "bool | None": "true or false",
     "list[str]": "a list of strings",
+    "dict[str, Any]": "a table",
 }
+
+# Config fields that pass options through to the engine, and their TOML tables.
+PASS_THROUGH = {"engine_args": "vllm", "request_fields": "request"}
 
 
 def _check_type(name: str, value: Any, source: str) -> Any:
@@ -188,6 +222,7 @@ def _check_type(name: str, value: Any, source: str) -> Any:
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "dict[str, Any]": isinstance(value, dict),
     }.get(base, True)
     if not ok:
         option = name.replace("_", "-")
@@ -212,8 +247,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if isinstance(data.get("generate"), dict):
         table = data.pop("generate")
         data.update(table)
-    known = set(field_names())
     values: dict[str, Any] = {}
+    for name, table_name in PASS_THROUGH.items():
+        if table_name in data:
+            table = data.pop(table_name)
+            if not isinstance(table, dict):
+                raise ConfigError(f"{p}: [{table_name}] must be a table of options, got {table!r}")
+            values[name] = normalize_pass_through(name, table)
+    known = set(field_names()) - set(PASS_THROUGH)
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in known:
@@ -222,6 +263,40 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{p}: unknown key {key!r}{hint}")
         values[name] = value
     return values
+
+
+def normalize_pass_through(name: str, table: dict[str, Any]) -> dict[str, Any]:
+    """Engine arguments are Python keyword names: ``max-num-seqs`` becomes ``max_num_seqs``. Request fields
+    go into a JSON body as written."""
+    if name == "engine_args":
+        return {key.replace("-", "_"): value for key, value in table.items()}
+    return dict(table)
+
+
+def parse_key_values(name: str, items: list[str] | None) -> dict[str, Any] | None:
+    """``["max_num_seqs=64", "enforce_eager=true"]`` -> ``{"max_num_seqs": 64, "enforce_eager": True}``.
+
+    A value is read as JSON when it parses (numbers, true/false/null, lists, objects, quoted strings) and
+    kept as a plain string otherwise, so ``quantization=awq`` needs no quotes.
+
+    >>> parse_key_values("engine_args", ["max-num-seqs=64", "quantization=awq", "stop=[\"x\"]"])
+    {'max_num_seqs': 64, 'quantization': 'awq', 'stop': ['x']}
+    """
+    if not items:
+        return None
+    flag = "--engine-arg" if name == "engine_args" else "--request-field"
+    table: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, for example {flag} max_num_seqs=128")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        table[key] = value
+    return normalize_pass_through(name, table)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")

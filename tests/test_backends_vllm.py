@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling
-from selfinstruct.backends.vllm import VLLMBackend
+from selfinstruct.backends import vllm as vllm_backend
+from selfinstruct.backends.vllm import VLLMBackend, cpu_memory_utilization, engine_kwargs
 from selfinstruct.errors import BackendError, ConfigError
 
 
@@ -91,14 +92,14 @@ def test_llm_is_built_with_the_options(recorder: Recorder) -> None:
             "seed": 3,
             "tensor_parallel_size": 2,
             "gpu_memory_utilization": 0.5,
-            "max_model_len": 4096,
             "dtype": "auto",
+            "max_model_len": 4096,
         }
     ]
 
 
 def test_unset_max_model_len_is_left_to_vllm(recorder: Recorder) -> None:
-    VLLMBackend("org/tiny", extra={"enforce_eager": True})
+    VLLMBackend("org/tiny", engine_args={"enforce_eager": True})
     (kwargs,) = recorder.llm_kwargs
     assert "max_model_len" not in kwargs
     assert kwargs["enforce_eager"] is True
@@ -217,3 +218,79 @@ def test_tiny_real_model_generates() -> None:
     assert [c.text for c in first] == [c.text for c in again]
     assert all(c.finish_reason in ("stop", "length") for c in first)
     assert all(c.prompt_tokens > 0 and 0 < c.completion_tokens <= 8 for c in first)
+
+
+# -- engine options and platform defaults ----------------------------------------------------------------
+
+
+def kwargs_for(**changes: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "seed": 0, "tensor_parallel_size": 1, "gpu_memory_utilization": None, "max_model_len": None,
+        "dtype": "auto", "engine_args": {}, "on_cpu": False,
+    }  # fmt: skip
+    options.update(changes)
+    return engine_kwargs("org/tiny", **options)
+
+
+def test_gpu_defaults_are_vllms() -> None:
+    kw = kwargs_for()
+    assert kw == {"model": "org/tiny", "seed": 0, "tensor_parallel_size": 1, "dtype": "auto",
+                  "gpu_memory_utilization": 0.9}  # fmt: skip
+
+
+def test_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_backend, "_meminfo", lambda: (24 << 30, 20 << 30))
+    monkeypatch.setattr(vllm_backend, "_cpu_has_bf16", lambda: False)
+    kw = kwargs_for(on_cpu=True)
+    assert kw["gpu_memory_utilization"] == 0.3
+    assert kw["dtype"] == "float32"
+    assert kw["max_num_batched_tokens"] == 16384
+
+
+def test_cpu_defaults_respect_the_users_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_backend, "_cpu_has_bf16", lambda: False)
+    kw = kwargs_for(
+        on_cpu=True, gpu_memory_utilization=0.2, dtype="bfloat16", max_model_len=32768,
+        engine_args={"max_num_batched_tokens": 4096},
+    )  # fmt: skip
+    assert (kw["gpu_memory_utilization"], kw["dtype"], kw["max_num_batched_tokens"]) == (0.2, "bfloat16", 4096)
+    assert kwargs_for(on_cpu=True, max_model_len=32768)["max_num_batched_tokens"] == 32768
+
+
+def test_cpu_with_bf16_keeps_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_backend, "_cpu_has_bf16", lambda: True)
+    assert kwargs_for(on_cpu=True)["dtype"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("total", "available", "expected"),
+    [(24 << 30, 20 << 30, 0.3), (24 << 30, 6 << 30, 0.12), (24 << 30, 0, 0.01), (0, 0, 0.3)],
+)
+def test_cpu_memory_utilization(total: int, available: int, expected: float) -> None:
+    assert cpu_memory_utilization(total, available) == expected
+
+
+def test_engine_args_pass_through() -> None:
+    kw = kwargs_for(engine_args={"enforce_eager": True, "max_num_seqs": 64}, known={"enforce_eager", "max_num_seqs"})
+    assert kw["enforce_eager"] is True and kw["max_num_seqs"] == 64
+
+
+@pytest.mark.parametrize(
+    ("engine_args", "message"),
+    [
+        ({"dtype": "float16"}, "use --dtype instead"),
+        ({"tensor_parallel_size": 2}, "use --tensor-parallel-size instead"),
+        ({"max_num_seq": 2}, "did you mean 'max_num_seqs'"),
+        ({"warp_speed": 9}, "vLLM has no engine argument 'warp_speed'"),
+    ],
+)
+def test_bad_engine_args(engine_args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        kwargs_for(engine_args=engine_args, known={"max_num_seqs", "enforce_eager"})
+
+
+def test_engine_args_reach_the_engine(recorder: Recorder) -> None:
+    options = BackendOptions(model="org/tiny", engine_args={"enable_prefix_caching": True})
+    backend = VLLMBackend.from_options(options)
+    assert recorder.llm_kwargs[0]["enable_prefix_caching"] is True
+    assert backend.engine_kwargs == recorder.llm_kwargs[0]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from selfinstruct.backends import BackendOptions, Sampling
-from selfinstruct.config import GenerateConfig, field_names, parse_duration, read_toml
+from selfinstruct.config import PASS_THROUGH, GenerateConfig, field_names, parse_duration, parse_key_values, read_toml
 from selfinstruct.errors import ConfigError
 from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
@@ -42,7 +42,7 @@ def test_defaults() -> None:
     assert (cfg.presence_penalty, cfg.frequency_penalty) == (2.0, 0.0)
     assert (cfg.instance_temperature, cfg.instance_top_p, cfg.instance_max_tokens) == (0.0, 1.0, 350)
     assert (cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len, cfg.dtype) == (
-        1, 0.9, None, "auto",
+        1, None, None, "auto",
     )  # fmt: skip
     assert (cfg.request_batch_size, cfg.concurrency, cfg.timeout, cfg.max_retries) == (16, 8, 300.0, 6)
     assert cfg.keep_rejected is True
@@ -100,8 +100,8 @@ def test_every_field_is_accepted_dashed(tmp_path: Path) -> None:
     cfg = GenerateConfig()
     lines = []
     for name, value in cfg.to_dict().items():
-        if value is None:
-            continue  # TOML has no null
+        if value is None or name in PASS_THROUGH:
+            continue  # TOML has no null; the pass-through dicts are tables, tested on their own
         literal = repr(value).replace("'", '"') if not isinstance(value, bool) else str(value).lower()
         lines.append(f"{name.replace('_', '-')} = {literal}")
     path = toml_file(tmp_path, "\n".join(lines) + "\n")
@@ -365,3 +365,65 @@ def test_toml_integer_where_a_float_is_expected_is_accepted(tmp_path: Path) -> N
     path = tmp_path / "run.toml"
     path.write_text("threshold = 1\n")
     assert GenerateConfig.from_sources(path, {}).threshold == 1.0
+
+
+# -- pass-through engine arguments and request fields ------------------------------------------------------
+
+
+def test_vllm_and_request_tables(tmp_path: Path) -> None:
+    path = toml_file(
+        tmp_path,
+        'model = "m"\n[vllm]\nenforce-eager = true\nmax_num_seqs = 64\n[request]\nrepetition_penalty = 1.1\n',
+    )
+    cfg = GenerateConfig.from_sources(path, {})
+    assert cfg.engine_args == {"enforce_eager": True, "max_num_seqs": 64}
+    assert cfg.request_fields == {"repetition_penalty": 1.1}
+    options = cfg.backend_options()
+    assert options.engine_args == {"enforce_eager": True, "max_num_seqs": 64}
+    assert options.request_fields == {"repetition_penalty": 1.1}
+
+
+def test_flags_merge_into_the_tables_key_by_key(tmp_path: Path) -> None:
+    path = toml_file(tmp_path, "[vllm]\nenforce_eager = true\nmax_num_seqs = 64\n")
+    flags = parse_key_values("engine_args", ["max-num-seqs=256", "quantization=awq"])
+    cfg = GenerateConfig.from_sources(path, {"engine_args": flags})
+    assert cfg.engine_args == {"enforce_eager": True, "max_num_seqs": 256, "quantization": "awq"}
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["a=1"], {"a": 1}),
+        (["a=true", "b=null", "c=0.5"], {"a": True, "b": None, "c": 0.5}),
+        (["a=awq"], {"a": "awq"}),
+        (['a="1"'], {"a": "1"}),
+        (["a=[1, 2]", 'b={"x": 1}'], {"a": [1, 2], "b": {"x": 1}}),
+        (["a=x=y"], {"a": "x=y"}),
+        (["a="], {"a": ""}),
+        (["a=1", "a=2"], {"a": 2}),
+    ],
+)
+def test_parse_key_values(items: list[str], expected: dict[str, Any]) -> None:
+    assert parse_key_values("request_fields", items) == expected
+
+
+def test_parse_key_values_none_when_unset() -> None:
+    assert parse_key_values("engine_args", None) is None
+    assert parse_key_values("engine_args", []) is None
+
+
+@pytest.mark.parametrize("item", ["novalue", "=1", " =1"])
+def test_parse_key_values_needs_key_and_equals(item: str) -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_key_values("engine_args", [item])
+
+
+def test_a_pass_through_table_must_be_a_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[vllm\] must be a table"):
+        read_toml(toml_file(tmp_path, 'vllm = "fast"\n'))
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -0.1])
+def test_gpu_memory_utilization_range(value: float) -> None:
+    with pytest.raises(ConfigError, match="gpu-memory-utilization"):
+        GenerateConfig.from_sources(None, {"gpu_memory_utilization": value})

@@ -85,16 +85,17 @@ class BackendOptions:
     seed: int = 0
     # vllm
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None  # None: chosen for the platform (see backends.vllm)
     max_model_len: int | None = None
     dtype: str = "auto"
+    engine_args: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of vllm.LLM
     # openai
     api_key_env: tuple[str, ...] = ("SELFINSTRUCT_API_KEY", "OPENAI_API_KEY")
     request_batch_size: int = 16
     concurrency: int = 8
     timeout: float = 300.0
     max_retries: int = 6
-    extra: dict[str, Any] = field(default_factory=dict)
+    request_fields: dict[str, Any] = field(default_factory=dict)  # merged into every request body
 
 
 BACKEND_NAMES = ("vllm", "openai")

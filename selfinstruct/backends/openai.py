@@ -243,7 +243,7 @@ class OpenAIBackend:
             timeout=options.timeout,
             max_retries=options.max_retries,
             seed=options.seed,
-            extra=options.extra,
+            extra=options.request_fields,
         )
 
     def __repr__(self) -> str:
