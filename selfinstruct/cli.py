@@ -11,6 +11,7 @@ Exit codes: 0 done (a budget or the target ended the run), 1 unexpected error, 2
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -446,6 +447,15 @@ def status(
 
 
 EXP_SHAPE = "Records"
+
+
+def _unescape(text: str | None) -> str | None:
+    r"""Read ``\n`` as a newline and ``\t`` as a tab in a value typed on a command line; ``\\`` is a backslash."""
+    if text is None:
+        return None
+    return re.sub(r"\\([\\nt])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
 EXP_SELECT = "Selection and split"
 EXP_OUT = "Output"
 
@@ -478,13 +488,14 @@ def export(
         typer.Option(help="jsonl, json, parquet or hf, when the --out name does not say.", rich_help_panel=EXP_OUT),
     ] = None,
     system: Annotated[
-        str | None, typer.Option(help="A system prompt to put first in every record.", rich_help_panel=EXP_SHAPE)
+        str | None,
+        typer.Option(help="A system prompt to put first in every record; \\n is a newline.", rich_help_panel=EXP_SHAPE),
     ] = None,
     template: Annotated[
         str | None,
         typer.Option(
-            help="User turn for an instance with an input, with {instruction} and {input}. "
-            "\\[default: '{instruction}\\\\n{input}']",
+            help="User turn for an instance with an input, with {instruction} and {input}; \\n is a newline. "
+            "\\[default: '{instruction}\\n{input}']",
             rich_help_panel=EXP_SHAPE,
         ),
     ] = None,
@@ -557,7 +568,8 @@ def export(
     from selfinstruct.export import ExportOptions, export_pool
 
     options = ExportOptions(
-        fmt=fmt, container=container, system=system, template=template, template_no_input=template_no_input,
+        fmt=fmt, container=container, system=_unescape(system), template=_unescape(template),
+        template_no_input=_unescape(template_no_input),
         include_seeds=include_seeds, seeds=seeds, per=per, dedup=dedup, validation_size=validation_size,
         shuffle=shuffle, seed=seed, trainer_configs=trainer_configs, push_to_hub=push_to_hub, private=private,
     )  # fmt: skip

@@ -634,3 +634,14 @@ def test_seed_format_rows_of_mixed_shapes_fit_parquet(tmp_path: Path, datasets: 
     rows = datasets.load_dataset("parquet", data_files=str(tmp_path / "s.parquet"), split="train",
                                  cache_dir=str(tmp_path / "cache"))  # fmt: skip
     assert rows[0]["most_similar"] is None and rows[1]["most_similar"][0]["score"] == 0.5
+
+
+def test_cli_reads_backslash_n_in_templates_as_a_newline(pool_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    args = ["--template", r"{instruction}\n\nInput: {input}", "--system", r"Be brief.\tThanks.", "--out", str(out)]
+    assert cli(str(pool_dir), *args).exit_code == 0
+    record = read_jsonl(out)[1]
+    assert record["messages"][0]["content"] == "Be brief.\tThanks."
+    assert record["messages"][1]["content"] == "Label the mood of the sentence as Calm or Tense.\n\nInput: We waited."
+    assert cli(str(pool_dir), "--template", r"{instruction} \\n {input}", "--out", str(out)).exit_code == 0
+    assert read_jsonl(out)[1]["messages"][0]["content"].endswith(r"Tense. \n We waited.")
