@@ -587,6 +587,9 @@ def test_datasets_directory_with_splits(pool_dir: Path, tmp_path: Path, datasets
         "validation"]  # fmt: skip
     assert loaded["train"][0]["messages"][0]["role"] == "user"
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_current_umask()
+    axolotl = (tmp_path / "chat_ds.axolotl.yml").read_text()
+    assert axolotl.count(f"path: {json.dumps(str(out.resolve()))}") == 2 and "split: validation" in axolotl
+    assert not (tmp_path / "dataset_info.json").exists()  # LLaMA-Factory cannot read a save_to_disk directory
     assert not list(tmp_path.glob(".chat_ds*"))
     # exporting again replaces the previous datasets directory
     export_pool(pool_dir, out, ExportOptions(fmt="alpaca"))
