@@ -41,6 +41,7 @@ pyarrow and datasets are imported only when a Parquet, ``datasets`` or hub expor
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -157,7 +158,7 @@ class ExportOptions:
         if self.per not in PER:
             raise ConfigError(f"--per must be 'instance' or 'task', not {self.per!r}")
         v = self.validation_size
-        if v < 0 or (v >= 1 and not float(v).is_integer()):
+        if not math.isfinite(v) or v < 0 or (v >= 1 and not float(v).is_integer()):
             raise ConfigError(
                 f"--validation-size must be a share of the tasks between 0 and 1 (0.1) or a whole number of "
                 f"tasks (50), not {v:g}"
@@ -484,14 +485,18 @@ class _Staging:
         except OSError as exc:
             self.discard()
             raise ExportOutputError(f"cannot finish writing the export: {_reason(exc)}") from None
-        for tmp, target, is_dir in self.staged:
-            if is_dir and target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
+        try:
+            for tmp, target, is_dir in self.staged:
+                if is_dir and target.exists():
+                    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                    os.replace(target, old)
+                    os.replace(tmp, target)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, target)
+        except OSError as exc:
+            self.discard()
+            raise ExportOutputError(f"cannot move the export into place at {target}: {_reason(exc)}") from None
         self.staged.clear()
 
     def discard(self) -> None:

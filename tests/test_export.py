@@ -289,7 +289,7 @@ def test_validation_split_is_by_task_and_seeded(pool_dir: Path, tmp_path: Path, 
     assert read_jsonl(tmp_path / "again.validation.jsonl") == validation
 
 
-@pytest.mark.parametrize("size", [6, 0.99, -0.1, 2.5])
+@pytest.mark.parametrize("size", [6, 0.99, -0.1, 2.5, float("nan"), float("inf")])
 def test_bad_validation_sizes(pool_dir: Path, tmp_path: Path, size: float) -> None:
     with pytest.raises(ConfigError, match="validation-size"):
         export_pool(pool_dir, tmp_path / "x.jsonl", ExportOptions(validation_size=size))
