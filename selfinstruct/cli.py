@@ -11,6 +11,7 @@ Exit codes: 0 done (a budget or the target ended the run), 1 unexpected error, 2
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -445,25 +446,149 @@ def status(
 # ----------------------------------------------------------------------------------------------- export
 
 
+EXP_SHAPE = "Records"
+
+
+def _unescape(text: str | None) -> str | None:
+    r"""Read ``\n`` as a newline and ``\t`` as a tab in a value typed on a command line; ``\\`` is a backslash."""
+    if text is None:
+        return None
+    return re.sub(r"\\([\\nt])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+EXP_SELECT = "Selection and split"
+EXP_OUT = "Output"
+
+
 @app.command()
 def export(
     directory: Annotated[Path, typer.Argument(help="Pool directory.")] = Path("outputs/pool"),
-    output: Annotated[Path, typer.Option("--out", "-o", help="File to write (.json or .jsonl).")] = Path(
-        "outputs/alpaca.json"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where to write: NAME.jsonl, NAME.json, NAME.parquet, or a name without a suffix for a Hugging "
+            "Face datasets directory (save_to_disk).",
+            rich_help_panel=EXP_OUT,
+        ),
+    ] = Path("outputs/train.jsonl"),
     fmt: Annotated[
         str,
-        typer.Option("--format", help="alpaca (instruction/input/output), sharegpt, or seed (our schema)."),
-    ] = "alpaca",
-    include_seeds: Annotated[Path | None, typer.Option(help="Also export the tasks of this seed file first.")] = None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="messages (user/assistant turns: TRL, most chat templates), prompt-completion (TRL, loss on the "
+            "completion), openai (OpenAI fine-tuning), alpaca, sharegpt, or seed (our schema).",
+            rich_help_panel=EXP_SHAPE,
+        ),
+    ] = "messages",
+    container: Annotated[
+        str | None,
+        typer.Option(help="jsonl, json, parquet or hf, when the --out name does not say.", rich_help_panel=EXP_OUT),
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(help="A system prompt to put first in every record; \\n is a newline.", rich_help_panel=EXP_SHAPE),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="User turn for an instance with an input, with {instruction} and {input}; \\n is a newline. "
+            "\\[default: '{instruction}\\n{input}']",
+            rich_help_panel=EXP_SHAPE,
+        ),
+    ] = None,
+    template_no_input: Annotated[
+        str | None,
+        typer.Option(help="User turn when the input is empty. \\[default: '{instruction}']", rich_help_panel=EXP_SHAPE),
+    ] = None,
+    include_seeds: Annotated[
+        bool,
+        typer.Option(
+            "--include-seeds/--no-include-seeds",
+            help="Put the seed tasks first: those of --seeds, else the seed file the pool was made with.",
+            rich_help_panel=EXP_SELECT,
+        ),
+    ] = False,
+    seeds: Annotated[
+        Path | None, typer.Option(help="Seed file to include (implies --include-seeds).", rich_help_panel=EXP_SELECT)
+    ] = None,
+    per: Annotated[
+        str,
+        typer.Option(
+            help="instance: one record per instance; task: one per task (one of its instances, chosen with --seed).",
+            rich_help_panel=EXP_SELECT,
+        ),
+    ] = "instance",
+    dedup: Annotated[
+        bool,
+        typer.Option(
+            "--dedup/--keep-duplicates",
+            help="Drop an (instruction, input) pair seen before (seeds come first).",
+            rich_help_panel=EXP_SELECT,
+        ),
+    ] = True,
+    validation_size: Annotated[
+        float,
+        typer.Option(
+            help="Hold out tasks for validation: a share (0.1) or a count (50). Split by task, seeded.",
+            rich_help_panel=EXP_SELECT,
+        ),
+    ] = 0.0,
+    shuffle: Annotated[
+        bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle the records.", rich_help_panel=EXP_SELECT)
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, shuffling and --per task.", rich_help_panel=EXP_SELECT)
+    ] = 0,
+    trainer_configs: Annotated[
+        bool,
+        typer.Option(
+            "--trainer-configs/--no-trainer-configs",
+            help="Also write LLaMA-Factory's dataset_info.json entry and an Axolotl datasets block beside --out.",
+            rich_help_panel=EXP_OUT,
+        ),
+    ] = True,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(help="Also upload to this Hugging Face Hub dataset repo (user/name).", rich_help_panel=EXP_OUT),
+    ] = None,
+    private: Annotated[
+        bool, typer.Option(help="Make the --push-to-hub repo private.", rich_help_panel=EXP_OUT)
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors only.")] = False,
 ) -> None:
-    """Write the pool in a format fine-tuning tools load directly (one record per instance for alpaca and
-    sharegpt). A .json name gives one JSON array; .jsonl gives one record per line. Never takes the lock."""
-    from selfinstruct.export import export_pool
+    """Write the pool as a dataset that trainers load as they are (TRL, Axolotl, LLaMA-Factory, OpenAI).
 
+    Every chat format builds the user turn by one rule: the instruction, then a newline and the input when
+    there is one (as LLaMA-Factory joins Alpaca fields); --template replaces it. Outputs appear whole or not
+    at all. Never takes the pool's lock. See the README's "Export for training" for each trainer's recipe.
+    """
+    from selfinstruct.export import ExportOptions, export_pool
+
+    options = ExportOptions(
+        fmt=fmt, container=container, system=_unescape(system), template=_unescape(template),
+        template_no_input=_unescape(template_no_input),
+        include_seeds=include_seeds, seeds=seeds, per=per, dedup=dedup, validation_size=validation_size,
+        shuffle=shuffle, seed=seed, trainer_configs=trainer_configs, push_to_hub=push_to_hub, private=private,
+    )  # fmt: skip
     with _user_errors():
-        n = export_pool(directory, output, fmt=fmt, include_seeds=include_seeds)
-    err.print(f"wrote {n} records to {output}", markup=False)
+        result = export_pool(directory, output, options)
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    if quiet:
+        return
+    where = ", ".join(f"{split} {result.records[split]} -> {path}" for split, path in result.files.items())
+    if result.container == "hf":
+        where = ", ".join(f"{split} {n}" for split, n in result.records.items()) + f" -> {output}"
+    err.print(f"wrote {result.total} {fmt} records ({where})", markup=False, highlight=False, soft_wrap=True)
+    if result.duplicates_dropped:
+        err.print(f"dropped {result.duplicates_dropped} duplicate (instruction, input) pairs", markup=False)
+    for path in result.trainer_configs:
+        err.print(f"trainer config: {path}", markup=False, highlight=False, soft_wrap=True)
+    if result.pushed_to:
+        err.print(f"pushed to https://huggingface.co/datasets/{result.pushed_to}", markup=False)
 
 
 # ----------------------------------------------------------------------------------------------- filter

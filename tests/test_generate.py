@@ -311,7 +311,7 @@ def test_status_and_export(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> Non
     assert 0 < report["runs"][-1]["acceptance_rate"] <= 1
     assert run_cli("status", str(out)).exit_code == 0
     alpaca = tmp_path / "alpaca.json"
-    assert run_cli("export", str(out), "--out", str(alpaca)).exit_code == 0
+    assert run_cli("export", str(out), "--out", str(alpaca), "--format", "alpaca").exit_code == 0
     records = json.loads(alpaca.read_text())
     assert records and set(records[0]) == {"instruction", "input", "output"}
     sharegpt = tmp_path / "sharegpt.jsonl"
