@@ -68,7 +68,11 @@ def _candidate_problem(record: Any) -> str | None:
 def _source_path(path: str | Path) -> Path:
     """A pool directory stands for its ``tasks.jsonl``."""
     p = Path(path)
-    return p / "tasks.jsonl" if p.is_dir() else p
+    if not p.is_dir():
+        return p
+    if not (p / "tasks.jsonl").is_file():
+        raise InputError(p, None, "is a directory, not a file, and holds no tasks.jsonl (so it is not a pool)")
+    return p / "tasks.jsonl"
 
 
 def read_instructions(path: str | Path) -> list[tuple[int, dict[str, Any]]]:

@@ -170,10 +170,11 @@ class _FileIdentity:
     device: int
     inode: int
     size: int
+    changed_ns: int  # st_ctime: any write, even one that reuses a freed inode at the same size, moves it
 
     @classmethod
     def of(cls, st: os.stat_result) -> _FileIdentity:
-        return cls(st.st_dev, st.st_ino, st.st_size)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
 
 
 class _AppendFailed(Exception):
@@ -681,8 +682,10 @@ class Pool:
             what = "was replaced by another file"
         elif now.size < self._known.size:
             what = f"shrank from {self._known.size} to {now.size} bytes"
-        else:
+        elif now.size > self._known.size:
             what = f"grew by {now.size - self._known.size} bytes that this run did not write"
+        else:
+            what = "was rewritten (or replaced by another file)"
         raise PoolError(
             f"{path} {what} while this run held the pool's lock: another program is writing to the pool. "
             "Stopping before appending, so that no task is written twice; the next run loads the file as it is"
@@ -809,6 +812,9 @@ class Pool:
             ) from None
         except _AppendFailed as exc:
             if exc.restored:
+                # Our own undo (ftruncate) touched the file: it is still the file we know, at its old size.
+                with contextlib.suppress(PoolError):
+                    self._known = self._stat_tasks()
                 raise PoolError(
                     f"could not append {what} to {path}: {_reason(exc.error)}; the pool is unchanged"
                 ) from None
@@ -818,6 +824,7 @@ class Pool:
                 f"failed ({undo}), so the file may end with an incomplete line (the next run moves it aside)"
             ) from None
         self._ids, self._instructions = ids, instructions
+        self._loaded = True  # the file holds what was loaded plus what this object wrote
 
     @staticmethod
     def next_index(tasks: Iterable[Task]) -> int:

@@ -29,7 +29,7 @@ from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import PoolError, SelfInstructError
 from selfinstruct.pool import Pool, compare_configs
 from selfinstruct.prompts import PromptTemplates
-from selfinstruct.stopping import StopRequested, deferred, shielded
+from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
 from selfinstruct.task import Task, load_seed_tasks
 
 EventHandler = Callable[[str, Any], None]
@@ -91,7 +91,8 @@ def _check_identity(pool: Pool, machine: list[Task], identity: dict[str, Any], f
     stored, source = _stored_identity(pool, machine)
     if stored is None:
         return []
-    keys = [k for k in IDENTITY_KEYS if identity.get(k) is not None]
+    # Only what both sides know: a pool identified by its tasks knows the model, not the fingerprints.
+    keys = [k for k in IDENTITY_KEYS if identity.get(k) is not None and stored.get(k) is not None]
     diffs = compare_configs(stored, identity, keys=tuple(keys))
     if diffs and not force:
         raise PoolError(
@@ -252,7 +253,7 @@ def _start_and_loop(
 
     def sink(accepted: list[Task], rejected: list[dict[str, Any]]) -> None:
         nonlocal config_pending
-        with deferred():  # a round is written whole, then the stop takes effect
+        with held():  # a round is written whole; a stop takes effect once the loop has counted it
             pool.append(accepted)
             if accepted and config_pending:
                 pool.write_config({**state.identity, "config": _public_config(config), "created_at": _utc_now()})
@@ -282,6 +283,7 @@ def _start_and_loop(
     emit("start", state.info)
     for report in loop.rounds():
         emit("round", report)
+        raise_pending()  # a signal that arrived while the round was being written
     return backend
 
 

@@ -147,6 +147,27 @@ def deferred() -> Iterator[None]:
 
 
 @contextmanager
+def held() -> Iterator[None]:
+    """Hold signals for the block and leave one that arrived pending for :func:`raise_pending`.
+
+    For a write whose bookkeeping continues after the block (a round appended to the pool, then counted
+    in memory): the stop takes effect at the next :func:`raise_pending`, at a point where the state is whole.
+    """
+    _state.deferring += 1
+    try:
+        yield
+    finally:
+        _state.deferring -= 1
+
+
+def raise_pending() -> None:
+    """Raise :class:`StopRequested` now if a signal arrived while it was held and was not raised yet."""
+    if not _state.deferring and _state.first is not None and not _state.raised:
+        _state.raised = True
+        raise StopRequested(_state.first)
+
+
+@contextmanager
 def shielded() -> Iterator[None]:
     """Hold signals for the block and never raise for them afterwards: cleanup after a stop (the ledger).
 
@@ -167,7 +188,9 @@ __all__ = [
     "TERMINATED",
     "StopRequested",
     "deferred",
+    "held",
     "install",
+    "raise_pending",
     "received",
     "reset",
     "shielded",
