@@ -9,18 +9,22 @@ Layout of a pool directory::
     tasks.jsonl          accepted machine tasks, one seed-schema record per line (Task.to_record), append-only
     rejected.jsonl       rejected candidates with a "reject_reason" field; append-only, best effort
     runs.jsonl           the run ledger: one line per finished run (a dict given by the caller)
-    config.json          the resolved configuration stored by the first run (written atomically)
-    .lock                the lock file; while held it contains the holder's pid, hostname, started_at, command
+    config.json          identity and configuration, stored with the first round that adds a task (atomically)
+    .lock                while the pool is locked: the holder's pid, hostname, started_at, command
     tasks.jsonl.corrupt  lines moved out of tasks.jsonl, each after a "# <when> tasks.jsonl:<line> <why>"
                          note line, the bad line itself kept byte for byte (so this file is not JSONL)
 
 Rules that make this safe:
 
 * **One writer.** Every method that writes needs the lock held by the same :class:`Pool` object
-  (``with pool.lock(): ...``), else :class:`PoolError`. The lock is ``flock(2)`` on ``.lock``: the kernel
-  drops it when the holder dies, so there is never a stale lock to clean up. Readers (``selfinstruct
-  status``) need no lock: :meth:`Pool.lock_holder` probes it, :meth:`Pool.load` without the lock never
-  modifies a file.
+  (``with pool.lock(): ...``), else :class:`PoolError`. The lock is ``flock(2)`` on the pool directory
+  itself, so deleting or replacing ``.lock`` cannot let a second writer in (``.lock`` only tells who holds
+  it, and is flocked too to keep out older versions). The kernel drops the lock when the holder dies, so
+  there is never a stale lock to clean up. Readers (``selfinstruct status``) need no lock:
+  :meth:`Pool.lock_holder` probes it, :meth:`Pool.load` without the lock never modifies a file.
+* **No foreign lines.** Before each append, ``tasks.jsonl`` must still be the file this object loaded and
+  wrote (device, inode, size, change time); otherwise another program is writing and :meth:`Pool.append`
+  refuses, so the duplicate checks always see the whole file.
 * **Whole lines.** :meth:`Pool.append` writes a round as one ``write(2)`` on an ``O_APPEND`` descriptor,
   then ``fsync``; on any error it truncates the file back to its size before the call. A process killed
   mid-write can still leave a partial block: :meth:`Pool.load` (holding the lock) cuts an incomplete last
