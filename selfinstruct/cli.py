@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sys
 import time
 from collections import Counter
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -251,7 +249,7 @@ def generate(
     max instances) can also be set in a --config TOML file; see the README.
     """
     from selfinstruct.config import GenerateConfig, parse_key_values
-    from selfinstruct.runner import Terminated, run_generate
+    from selfinstruct.runner import run_generate
 
     overrides: dict[str, Any] = {
         "model": model, "base_url": base_url, "backend": backend,
@@ -272,16 +270,10 @@ def generate(
         cfg = GenerateConfig.from_sources(config, overrides)
 
     view = _GenerateView(quiet=quiet, target=cfg.num_instructions)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        with _user_errors(), view:
-            outcome = run_generate(cfg, force=force, repair=repair, on_event=view.event)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGINT/SIGTERM/SIGHUP were turned into StopRequested by main() before anything was imported; once
+    # run_generate holds the pool they end the run in order, with its ledger line (see selfinstruct.stopping).
+    with _user_errors(), view:
+        outcome = run_generate(cfg, force=force, repair=repair, on_event=view.event)
     view.summary(outcome)
     if outcome.exit_reason in ("interrupted", "terminated"):
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -368,7 +360,14 @@ class _GenerateView:
 
     def summary(self, outcome: Any) -> None:
         totals = outcome.totals
-        if not self.quiet:
+        if not self.quiet and not self.live:
+            reasons = ", ".join(f"{k} {v}" for k, v in totals.rejected.most_common()) or "none"
+            notes = ", ".join(f"{k} {v}" for k, v in sorted(totals.notes.items())) or "none"
+            self.line(
+                f"totals: {totals.candidates} candidates, rejected by reason: {reasons}; notes: {notes}; "
+                f"tokens {totals.prompt_tokens} in, {totals.completion_tokens} out"
+            )
+        if not self.quiet and self.live:
             table = Table(title=f"run {outcome.info.run_id}", show_header=True, header_style="bold")
             table.add_column("")
             table.add_column("count", justify="right")
@@ -408,39 +407,105 @@ def status(
 
     with _user_errors():
         report = pool_status(directory, last_runs=runs)
+    for warning in report["warnings"]:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         out.print_json(json.dumps(report))
         return
+    if out.is_terminal:
+        _render_status_tables(report)
+    else:
+        _render_status_lines(report)
+
+
+def _lock_line(holder: dict[str, Any] | None) -> str:
+    if holder is None:
+        return "free"
+    if not holder:
+        return "held by a process that left no holder information"
+    host = holder.get("hostname") or holder.get("host") or "an unknown host"
+    return f"held by pid {holder.get('pid')} on {host} since {holder.get('started_at')} ({holder.get('command')})"
+
+
+def _render_status_lines(report: dict[str, Any]) -> None:
+    """Plain lines for pipes, logs and scripts: nothing truncated, no box drawing."""
+
+    def line(text: str) -> None:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    target = report.get("target")
+    line(f"pool: {report['directory']}")
+    line(f"size: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
+    line(f"lock: {_lock_line(report['lock_holder'])}")
+    for r in report["runs"]:
+        error = f" error: {r['error']}" if r.get("error") else ""
+        line(
+            f"run {r.get('run_id')} started {r.get('started_at')} exit {r.get('exit_reason')} rounds {r.get('rounds')} "
+            f"accepted {r.get('accepted')} of {r.get('candidates')} candidates ({r.get('acceptance_rate', 0):.1%}) "
+            f"in {r.get('seconds') or 0:.0f}s{error}"
+        )
+    for reason, n in Counter(report["rejected"]).most_common():
+        line(f"rejected {reason}: {n}")
+
+
+def _render_status_tables(report: dict[str, Any]) -> None:
     holder = report["lock_holder"]
-    out.print(f"[bold]{report['directory']}[/]")
+    out.print(f"[bold]{report['directory']}[/]", highlight=False)
     target = report.get("target")
     out.print(f"pool: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
-    out.print(
-        "lock: "
-        + (
-            f"held by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started_at')}"
-            if holder
-            else "free"
-        )
-    )
+    out.print(f"lock: {_lock_line(holder)}", markup=False)
     if report["runs"]:
         table = Table(title="recent runs", header_style="bold")
         for col in ("run", "started", "exit", "rounds", "accepted", "candidates", "accept rate", "seconds"):
-            table.add_column(col, justify="right" if col not in ("run", "started", "exit") else "left")
+            table.add_column(
+                col,
+                justify="right" if col not in ("run", "started", "exit") else "left",
+                no_wrap=col in ("run", "started"),
+                overflow="fold",
+            )
         for r in report["runs"]:
             table.add_row(
                 str(r.get("run_id")), str(r.get("started_at")), str(r.get("exit_reason")), str(r.get("rounds")),
                 str(r.get("accepted")), str(r.get("candidates")), f"{r.get('acceptance_rate', 0):.1%}",
-                f"{r.get('seconds', 0):.0f}",
+                f"{r.get('seconds') or 0:.0f}",
             )  # fmt: skip
         out.print(table)
+        for r in report["runs"]:
+            if r.get("error"):
+                out.print(f"run {r.get('run_id')}: {r['error']}", markup=False, highlight=False, soft_wrap=True)
     if report["rejected"]:
         table = Table(title="rejections by reason (all runs)", header_style="bold")
-        table.add_column("reason")
+        table.add_column("reason", overflow="fold")
         table.add_column("count", justify="right")
         for reason, n in Counter(report["rejected"]).most_common():
             table.add_row(reason, str(n))
         out.print(table)
+
+
+# ----------------------------------------------------------------------------------------------- repair
+
+
+@app.command()
+def repair(directory: Annotated[Path, typer.Argument(help="Pool directory.")] = Path("outputs/pool")) -> None:
+    """Move the bad lines of a pool's tasks.jsonl (not JSON, not a task, a duplicate id or instruction, an
+    incomplete last line) to tasks.jsonl.corrupt, keeping every other line byte for byte. Takes the lock."""
+    from selfinstruct.errors import PoolError
+    from selfinstruct.pool import Pool
+
+    with _user_errors():
+        pool = Pool(directory)
+        if not pool.directory.is_dir():
+            raise PoolError(f"{pool.directory}: no such pool directory")
+        with pool.lock("repair"):
+            tasks = pool.load(repair=True)
+    for warning in pool.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    moved = sum("moved to" in w for w in pool.warnings)
+    what = f"moved {moved} bad line{'s' if moved != 1 else ''} to {pool.corrupt_path}" if moved else "nothing to repair"
+    err.print(
+        f"selfinstruct repair: {pool.tasks_path} holds {len(tasks)} tasks; {what}",
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- export
@@ -633,15 +698,22 @@ def filter_command(
         )  # fmt: skip
     if quiet:
         return
-    table = Table(title=f"filter {source}", header_style="bold")
-    table.add_column("")
-    table.add_column("count", justify="right")
-    table.add_row("candidates", str(result.total))
-    table.add_row("compared against", str(result.against))
-    table.add_row("[green]kept[/]", str(result.kept))
-    for reason, n in result.rejected.most_common():
-        table.add_row(f"rejected: {reason}", str(n))
-    err.print(table)
+    if err.is_terminal:
+        table = Table(title=f"filter {source}", header_style="bold")
+        table.add_column("")
+        table.add_column("count", justify="right")
+        table.add_row("candidates", str(result.total))
+        table.add_row("compared against", str(result.against))
+        table.add_row("[green]kept[/]", str(result.kept))
+        for reason, n in result.rejected.most_common():
+            table.add_row(f"rejected: {reason}", str(n))
+        err.print(table)
+    else:
+        reasons = ", ".join(f"{k} {v}" for k, v in result.rejected.most_common()) or "none"
+        err.print(
+            f"candidates {result.total}, compared against {result.against}, rejected by reason: {reasons}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     err.print(
         f"selfinstruct filter: kept {result.kept} of {result.total}, rejected {result.total - result.kept}; "
         f"wrote {kept_out}" + (f" and {rejected_out}" if rejected_out else ""),
@@ -709,10 +781,36 @@ def _render_seed_report(report: Any) -> None:
     out.print(f"{report.path}: {verdict}, {len(report.warnings)} warnings")
 
 
+def _flags_take_no_value() -> None:
+    """Show no ``<bool>`` type after a flag in --help: a flag takes no value (typer >= 0.2x prints one)."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - another typer layout: keep its own rendering
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_selfinstruct", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._selfinstruct = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``selfinstruct.__main__.main`` installs the signal handlers first)."""
+    from selfinstruct import stopping
+
+    restore = stopping.install()
     try:
         app()
-    except KeyboardInterrupt:  # Ctrl-C outside a run (e.g. while loading): no traceback
-        err.print("interrupted", markup=False)
+    except (stopping.StopRequested, KeyboardInterrupt) as stop:  # a stop outside a run: no traceback
+        name = stop.args[0] if isinstance(stop, stopping.StopRequested) else "interrupted"
+        err.print(f"selfinstruct: {name}; no run was in progress, nothing was written", markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        restore()

@@ -20,16 +20,19 @@ top_p 0.5, presence penalty 2, up to 1024 tokens; classification and instance ge
 from __future__ import annotations
 
 import difflib
-import json
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from selfinstruct.backends import BackendOptions, Sampling
 from selfinstruct.errors import ConfigError
 from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
+from selfinstruct.jsontext import JSONProblem
+from selfinstruct.jsontext import loads as json_loads
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
 from selfinstruct.prompts import CLASSIFICATION_STOP, INSTANCE_STOP, INSTRUCTION_STOP
 
@@ -106,47 +109,78 @@ class GenerateConfig:
     def from_sources(cls, config_file: str | Path | None, overrides: dict[str, Any]) -> GenerateConfig:
         """Defaults, then the TOML file (if any), then ``overrides`` (None values are ignored).
 
-        The pass-through tables (``engine_args``, ``request_fields``) merge key by key: a flag replaces one
-        key of the file's table, not the whole table.
+        Every value is checked here, wherever it came from; a message names the flag when the value came
+        from the command line, and the file and key when it came from the TOML file. The pass-through
+        tables (``engine_args``, ``request_fields``) merge key by key: a flag replaces one key of the file's
+        table, not the whole table.
         """
         values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
         if config_file is not None:
-            values.update(read_toml(config_file))
-        for key, value in overrides.items():
+            from_file, keys = _read_toml_with_keys(config_file)
+            values.update(from_file)
+            origins.update({name: f"{config_file}: {key}" for name, key in keys.items()})
+        for name, value in overrides.items():
             if value is None:
                 continue
-            if key in PASS_THROUGH and isinstance(value, dict):
-                values[key] = {**values.get(key, {}), **value}
+            if name in PASS_THROUGH and isinstance(value, dict):
+                values[name] = {**values.get(name, {}), **value}
             else:
-                values[key] = value
-        source = str(config_file) if config_file is not None else "options"
-        config = cls(**{k: _check_type(k, v, source) for k, v in values.items()})
-        config.validate()
+                values[name] = value
+            origins[name] = option_label(name)
+        config = cls(**{k: _check_type(k, v, origins[k]) for k, v in values.items()})
+        config.validate(origins)
         return config
 
-    def validate(self) -> None:
-        def need(condition: bool, message: str) -> None:
-            if not condition:
-                raise ConfigError(message)
+    def validate(self, origins: dict[str, str] | None = None) -> None:
+        """Check every option's range and the few that depend on each other; raise :class:`ConfigError`.
 
-        need(self.num_instructions >= 1, "--num-instructions must be at least 1")
-        need(self.batch_size >= 1, "--batch-size must be at least 1")
-        need(0.0 <= self.threshold <= 1.0, "--threshold must be between 0 and 1")
-        need(0.0 <= self.similarity_floor <= self.threshold, "similarity-floor must be between 0 and --threshold")
-        need(self.num_seed_demos + self.num_machine_demos >= 1, "at least one demonstration is needed")
-        need(self.num_seed_demos >= 0 and self.num_machine_demos >= 0, "demonstration counts must be >= 0")
-        need(self.max_instances >= 1, "--max-instances must be at least 1")
-        need(self.max_tokens >= 1 and self.instance_max_tokens >= 1, "max tokens must be at least 1")
-        need(self.max_rounds is None or self.max_rounds >= 1, "--max-rounds must be at least 1")
-        need(self.max_new is None or self.max_new >= 1, "--max-new must be at least 1")
-        need(self.saturation_window >= 1, "--saturation-window must be at least 1")
-        need(self.request_batch_size >= 1 and self.concurrency >= 1, "request batch and concurrency >= 1")
-        need(
-            self.gpu_memory_utilization is None or 0.0 < self.gpu_memory_utilization <= 1.0,
-            "--gpu-memory-utilization must be above 0 and at most 1",
-        )
+        ``origins`` maps a field to where its value came from (``--top-p``, ``run.toml: top-p``), for the
+        message; a field missing there is named as its flag.
+        """
+        origins = origins or {}
+
+        def where(name: str) -> str:
+            return origins.get(name) or option_label(name)
+
+        for name, rule in RANGES.items():
+            value = getattr(self, name)
+            if value is not None:
+                rule.check(where(name), value)
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ConfigError(f"{where(name)} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.model is not None and not self.model.strip():
+            raise ConfigError(f"{where('model')} must not be empty")
+        for name in ("out", "seeds", "prompts"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"{where(name)} must not be empty")
+        if self.similarity_floor > self.threshold:
+            raise ConfigError(
+                f"{where('similarity_floor')} ({self.similarity_floor}) must not exceed {where('threshold')} "
+                f"({self.threshold})"
+            )
+        if self.num_seed_demos + self.num_machine_demos < 1:
+            raise ConfigError(
+                f"{where('num_seed_demos')} plus {where('num_machine_demos')} must be at least 1: a prompt needs "
+                "a demonstration"
+            )
         if self.time_limit is not None:
-            parse_duration(self.time_limit)
+            try:
+                parse_duration(self.time_limit)
+            except ConfigError as exc:
+                raise ConfigError(f"{where('time_limit')}: {exc}") from None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without secrets: the base URL loses any ``user:password@`` part.
+
+        This is what ``config.json`` and ``runs.jsonl`` store; the API key never reaches this object.
+        """
+        data = self.to_dict()
+        if self.base_url:
+            data["base_url"] = strip_userinfo(self.base_url)
+        return data
 
     # -- derived ---------------------------------------------------------------------------------------
 
@@ -196,6 +230,123 @@ class GenerateConfig:
         return asdict(self)
 
 
+# Options that only a --config file can set (they have no flag): a message names them as a config key.
+FILE_ONLY_OPTIONS = frozenset(
+    {
+        "num_seed_demos",
+        "num_machine_demos",
+        "classification_demos",
+        "instance_demos",
+        "similarity_floor",
+        "blocked_keywords",
+        "max_instances",
+        "frequency_penalty",
+        "instance_top_p",
+    }
+)
+
+
+def option_label(name: str) -> str:
+    """How a message names an option whose origin is unknown: ``--top-p``, or ``config key 'instance-demos'``."""
+    if name in _FLAG_NAMES:
+        return _FLAG_NAMES[name]
+    dashed = name.replace("_", "-")
+    return f"config key {dashed!r}" if name in FILE_ONLY_OPTIONS else f"--{dashed}"
+
+
+_FLAG_NAMES = {"engine_args": "--engine-arg", "request_fields": "--request-field"}
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part: ``http://u:k@host:8000/v1`` gives ``http://host:8000/v1``.
+
+    Credentials belong in ``$SELFINSTRUCT_API_KEY``; a URL that carries them is still never stored or shown
+    with them. A URL that cannot be parsed is replaced by a placeholder rather than risk leaking it.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option: ``low <= value <= high`` (either end may be open or absent).
+
+    Floats must also be finite: ``nan`` compares false with everything and ``inf`` never ends a wait.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    reason: str = ""
+
+    def check(self, where: str, value: float) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and value > self.high
+        if too_low or too_high:
+            raise ConfigError(f"{where} must be {self.describe()}, got {value!r}{self.reason}")
+
+    def describe(self) -> str:
+        low = None if self.low is None else _number(self.low)
+        high = None if self.high is None else _number(self.high)
+        if low is not None and high is not None:
+            if self.low_open:
+                return f"greater than {low} and at most {high}"
+            return f"between {low} and {high}"
+        if low is not None:
+            return f"{'greater than' if self.low_open else 'at least'} {low}"
+        return f"at most {high}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# The range of every numeric option, checked whether it came from a flag or the TOML file. Upper bounds
+# keep a typo from allocating without end (a batch of 10^8 prompts) while staying far above real use.
+RANGES: dict[str, Range] = {
+    "num_instructions": Range(1, 1_000_000_000),
+    "batch_size": Range(1, 10_000, reason=" (instruction prompts per round)"),
+    "seed": Range(0, 2**63 - 1),
+    "num_seed_demos": Range(0, 64),
+    "num_machine_demos": Range(0, 64),
+    "classification_demos": Range(2, 64, reason=" (half Yes and half No examples)"),
+    "instance_demos": Range(1, 64),
+    "threshold": Range(0.0, 1.0),
+    "similarity_floor": Range(0.0, 1.0),
+    "max_instances": Range(1, 100),
+    "max_rounds": Range(1),
+    "max_new": Range(1),
+    "saturation_window": Range(1, 1_000_000),
+    "saturation_min_rate": Range(0.0, 1.0),
+    "temperature": Range(0.0, 100.0),
+    "top_p": Range(0.0, 1.0, low_open=True),
+    "max_tokens": Range(1, 1_000_000),
+    "presence_penalty": Range(-2.0, 2.0),
+    "frequency_penalty": Range(-2.0, 2.0),
+    "instance_temperature": Range(0.0, 100.0),
+    "instance_top_p": Range(0.0, 1.0, low_open=True),
+    "instance_max_tokens": Range(1, 1_000_000),
+    "tensor_parallel_size": Range(1, 1024),
+    "gpu_memory_utilization": Range(0.0, 1.0, low_open=True, reason=" (a share of the GPU's memory)"),
+    "max_model_len": Range(1, 100_000_000),
+    "request_batch_size": Range(1, 4096),
+    "concurrency": Range(1, 1024),
+    "timeout": Range(0.0, 86_400.0, low_open=True, reason=" (seconds)"),
+    "max_retries": Range(0, 100),
+}
+
+# vLLM's --dtype values.
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+CHOICES: dict[str, tuple[str, ...]] = {"dtype": DTYPES, "backend": ("auto", "vllm", "openai")}
+
+
 _TYPE_NAMES = {
     "str": "a string",
     "str | None": "a string",
@@ -213,7 +364,10 @@ PASS_THROUGH = {"engine_args": "vllm", "request_fields": "request"}
 
 
 def _check_type(name: str, value: Any, source: str) -> Any:
-    """Check one value against its field's annotation; TOML can hold anything, the loop cannot."""
+    """Check one value against its field's annotation; TOML can hold anything, the loop cannot.
+
+    ``source`` names where the value came from (``--batch-size`` or ``run.toml: batch-size``).
+    """
     annotation = str(GenerateConfig.__dataclass_fields__[name].type)
     base = annotation.removesuffix(" | None")
     ok = {
@@ -225,9 +379,15 @@ def _check_type(name: str, value: Any, source: str) -> Any:
         "dict[str, Any]": isinstance(value, dict),
     }.get(base, True)
     if not ok:
-        option = name.replace("_", "-")
-        raise ConfigError(f"{source}: {option} must be {_TYPE_NAMES.get(annotation, annotation)}, got {value!r}")
-    return float(value) if base == "float" else value
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ConfigError(f"{source} must be {_TYPE_NAMES.get(annotation, annotation)}, got {shown}")
+    if base == "float":
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{source} must be a finite number, got an integer too large for one") from None
+    return value
 
 
 def field_names() -> list[str]:
@@ -236,24 +396,46 @@ def field_names() -> list[str]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file into ``GenerateConfig`` keyword arguments, checking every key."""
+    return _read_toml_with_keys(path)[0]
+
+
+def _read_toml_with_keys(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values of a config file, and for each field the key as the file spells it (for messages)."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; --config names a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}); is it a TOML file?") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not accepted: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        raise ConfigError(f"{p}: not accepted: {exc}") from None
+    prefix = ""
     if isinstance(data.get("generate"), dict):
         table = data.pop("generate")
         data.update(table)
+        prefix = "[generate] "
     values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for name, table_name in PASS_THROUGH.items():
         if table_name in data:
             table = data.pop(table_name)
             if not isinstance(table, dict):
                 raise ConfigError(f"{p}: [{table_name}] must be a table of options, got {table!r}")
             values[name] = normalize_pass_through(name, table)
+            keys[name] = f"[{table_name}]"
     known = set(field_names()) - set(PASS_THROUGH)
     for key, value in data.items():
         name = key.replace("-", "_")
@@ -262,7 +444,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             hint = f" (did you mean {close[0].replace('_', '-')!r}?)" if close else ""
             raise ConfigError(f"{p}: unknown key {key!r}{hint}")
         values[name] = value
-    return values
+        keys[name] = f"{prefix}{key}"
+    return values, keys
 
 
 def normalize_pass_through(name: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -292,8 +475,8 @@ def parse_key_values(name: str, items: list[str] | None) -> dict[str, Any] | Non
         if not sep or not key:
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, for example {flag} max_num_seqs=128")
         try:
-            value: Any = json.loads(raw)
-        except ValueError:
+            value: Any = json_loads(raw)  # with limits: a flag is untrusted text too
+        except JSONProblem:
             value = raw
         table[key] = value
     return normalize_pass_through(name, table)
@@ -319,4 +502,6 @@ def parse_duration(text: str) -> float:
         pos = m.end()
     if not s or total <= 0:
         raise ConfigError(f"the duration {text!r} must be positive")
+    if not math.isfinite(total):
+        raise ConfigError(f"the duration {text!r} is too long")
     return total

@@ -47,3 +47,12 @@ class PoolLockedError(PoolError):
     """Another process holds the pool's lock. Exit code 75 is EX_TEMPFAIL: cron may simply try again later."""
 
     exit_code = 75
+
+
+class OutputError(SelfInstructError):
+    """An output file cannot be written (a directory, read-only, full disk, or it names an input).
+
+    Exit code 73 is EX_CANTCREAT. Nothing is replaced: outputs are renamed into place only when whole.
+    """
+
+    exit_code = 73

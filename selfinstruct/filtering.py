@@ -7,21 +7,31 @@ rejected ones get ``reject_reason`` and, for novelty, ``most_similar`` and ``sim
 are written to a temporary file and renamed, so a failure leaves nothing half-written.
 
 Records may be in any schema with an ``instruction`` string (seed schema, Alpaca, ShareGPT-like
-exports with an extra field): other fields are kept untouched.
+exports with an extra field): other fields are kept untouched. A record without a usable instruction is
+rejected with a reason (``empty_instruction``, ``no_instruction``, ``not_an_object``) and the run goes on;
+only a file in which no record has an instruction at all is refused, as the wrong file.
+
+The outputs are staged as temporary files beside their targets and renamed into place only when every
+one of them was written, so a full disk, a read-only directory or an unwritable ``--rejected`` leaves
+every existing file as it was. An output that names the input (or an ``--against`` file) is refused.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.errors import InputError
+from selfinstruct.errors import ConfigError, InputError, OutputError
 from selfinstruct.filters import TOO_SIMILAR, InstructionHeuristics
 from selfinstruct.novelty import NoveltyIndex
-from selfinstruct.task import read_records, write_json_atomic, write_jsonl_atomic
+from selfinstruct.task import read_records
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)`` after each chunk of candidates."""
@@ -38,33 +48,116 @@ class FilterResult:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-def read_instructions(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """Records of a JSONL or JSON-array file, each checked for a non-empty ``instruction`` string.
+EMPTY_INSTRUCTION = "empty_instruction"
+NO_INSTRUCTION = "no_instruction"
+NOT_AN_OBJECT = "not_an_object"
 
-    A pool directory stands for its ``tasks.jsonl``.
-    """
+
+def _candidate_problem(record: Any) -> str | None:
+    """Why a record cannot be filtered (a reject reason), or None when it has a usable instruction."""
+    if not isinstance(record, dict):
+        return NOT_AN_OBJECT
+    instruction = record.get("instruction")
+    if not isinstance(instruction, str):
+        return NO_INSTRUCTION
+    if not instruction.strip():
+        return EMPTY_INSTRUCTION
+    return None
+
+
+def _source_path(path: str | Path) -> Path:
+    """A pool directory stands for its ``tasks.jsonl``."""
     p = Path(path)
-    if p.is_dir():
-        p = p / "tasks.jsonl"
-    records = []
-    for line, record in read_records(p):
-        if not isinstance(record, dict):
-            raise InputError(p, line, f"expected a JSON object, got {type(record).__name__}")
-        instruction = record.get("instruction")
-        if not isinstance(instruction, str):
-            problem = "missing field" if instruction is None else "not a string in field"
-            raise InputError(p, line, f"{problem} 'instruction'")
-        if not instruction.strip():
-            raise InputError(p, line, "field 'instruction' is empty")
-        records.append((line, record))
-    return records
+    if not p.is_dir():
+        return p
+    if not (p / "tasks.jsonl").is_file():
+        raise InputError(p, None, "is a directory, not a file, and holds no tasks.jsonl (so it is not a pool)")
+    return p / "tasks.jsonl"
 
 
-def _write(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    if path.suffix == ".json":
-        write_json_atomic(path, list(records))
+def read_instructions(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """The records of a JSONL or JSON-array file that have a non-empty ``instruction`` string.
+
+    A pool directory stands for its ``tasks.jsonl``. Records without one are left out; a file in which
+    no record has an ``instruction`` string raises :class:`InputError` naming the first record.
+    """
+    p = _source_path(path)
+    records = list(read_records(p))
+    _require_some_instruction(p, records)
+    return [(line, rec) for line, rec in records if _candidate_problem(rec) is None]
+
+
+def _require_some_instruction(path: Path, records: list[tuple[int, Any]]) -> None:
+    if not records or any(_candidate_problem(rec) in (None, EMPTY_INSTRUCTION) for _, rec in records):
+        return
+    line, first = records[0]
+    if not isinstance(first, dict):
+        problem = f"expected a JSON object, got {type(first).__name__}"
     else:
-        write_jsonl_atomic(path, records)
+        value = first.get("instruction")
+        problem = "missing field 'instruction'" if value is None else "not a string in field 'instruction'"
+    raise InputError(path, line, f"{problem}, and no record of the file has one: is this the right file?")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_outputs(source: Path, against: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> None:
+    """Refuse outputs that would overwrite an input or each other, or that cannot be files."""
+    for flag, out in outputs:
+        for what, inp in [("the input", source)] + [("an --against file", a) for a in against]:
+            if _same_file(out, inp):
+                raise OutputError(f"{flag} {out} is {what}: filtering a file into itself would destroy it")
+        if out.is_dir():
+            raise OutputError(f"{flag} {out} is a directory; name a .jsonl or .json file")
+    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
+        raise OutputError(f"--out and --rejected name the same file {outputs[0][1]}")
+
+
+def _stage(path: Path, records: Sequence[Any]) -> str:
+    """Write ``records`` to a temporary file beside ``path`` (fsynced, mode 0666 & ~umask); return its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            if path.suffix == ".json":
+                json.dump(list(records), fh, ensure_ascii=False, indent=1)
+                fh.write("\n")
+            else:
+                for record in records:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # like any file the user creates: readable by a training job
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _write_outputs(outputs: Sequence[tuple[str, Path, Sequence[Any]]]) -> None:
+    """Stage every output, then rename them all into place: each file is whole, and none is replaced
+    unless every one could be written."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for flag, path, records in outputs:
+            try:
+                staged.append((_stage(path, records), path))
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise OutputError(f"cannot write {flag} {path}: {reason}; no output file was changed") from None
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def filter_file(
@@ -78,16 +171,33 @@ def filter_file(
     progress: Progress | None = None,
 ) -> FilterResult:
     """Filter ``source`` into ``out`` (and ``rejected_out``). Pass ``heuristics=None`` for novelty only."""
+    check_threshold(threshold)
+    source_path = _source_path(source)
+    against_paths = [_source_path(a) for a in against]
+    outputs = [("--out", Path(out))] + ([("--rejected", Path(rejected_out))] if rejected_out is not None else [])
+    _check_outputs(source_path, against_paths, outputs)
     # Read and validate everything before writing anything.
-    candidates = read_instructions(source)
-    reference = [rec["instruction"] for path in against for _, rec in read_instructions(path)]
-    result = FilterResult(total=len(candidates), against=len(reference))
+    records = list(read_records(source_path))
+    _require_some_instruction(source_path, records)
+    reference = [rec["instruction"] for path in against_paths for _, rec in read_instructions(path)]
+    result = FilterResult(total=len(records), against=len(reference))
     index = NoveltyIndex(reference, threshold=threshold, top_k=3)
 
+    rejected: list[tuple[int, Any]] = []  # (position in the input, record) to restore file order
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    for position, (_, record) in enumerate(records):
+        problem = _candidate_problem(record)
+        if problem is None:
+            candidates.append((position, record))
+            continue
+        shown = {**record, "reject_reason": problem} if isinstance(record, dict) else {"record": record}
+        shown.setdefault("reject_reason", problem)
+        rejected.append((position, shown))
+        result.rejected[problem] += 1
+
     kept: list[dict[str, Any]] = []
-    rejected: list[tuple[int, dict[str, Any]]] = []  # (position in the input, record) to restore file order
     for start in range(0, len(candidates), CHUNK):
-        chunk = list(enumerate((rec for _, rec in candidates[start : start + CHUNK]), start=start))
+        chunk = candidates[start : start + CHUNK]
         survivors: list[tuple[int, dict[str, Any]]] = []
         for position, record in chunk:
             reason = heuristics(record["instruction"]) if heuristics is not None else None
@@ -119,8 +229,15 @@ def filter_file(
             progress(min(start + CHUNK, len(candidates)), len(candidates))
 
     rejected.sort(key=lambda pair: pair[0])
-    _write(Path(out), kept)
+    written: list[tuple[str, Path, Sequence[Any]]] = [("--out", Path(out), kept)]
     if rejected_out is not None:
-        _write(Path(rejected_out), [record for _, record in rejected])
+        written.append(("--rejected", Path(rejected_out), [record for _, record in rejected]))
+    _write_outputs(written)
     result.kept = len(kept)
     return result
+
+
+def check_threshold(threshold: float) -> None:
+    """The ROUGE-L threshold must be a finite number in [0, 1] (F is a share)."""
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"--threshold must be between 0 and 1 (a ROUGE-L F score), got {threshold!r}")

@@ -9,18 +9,22 @@ Layout of a pool directory::
     tasks.jsonl          accepted machine tasks, one seed-schema record per line (Task.to_record), append-only
     rejected.jsonl       rejected candidates with a "reject_reason" field; append-only, best effort
     runs.jsonl           the run ledger: one line per finished run (a dict given by the caller)
-    config.json          the resolved configuration stored by the first run (written atomically)
-    .lock                the lock file; while held it contains the holder's pid, hostname, started_at, command
+    config.json          identity and configuration, stored with the first round that adds a task (atomically)
+    .lock                while the pool is locked: the holder's pid, hostname, started_at, command
     tasks.jsonl.corrupt  lines moved out of tasks.jsonl, each after a "# <when> tasks.jsonl:<line> <why>"
                          note line, the bad line itself kept byte for byte (so this file is not JSONL)
 
 Rules that make this safe:
 
 * **One writer.** Every method that writes needs the lock held by the same :class:`Pool` object
-  (``with pool.lock(): ...``), else :class:`PoolError`. The lock is ``flock(2)`` on ``.lock``: the kernel
-  drops it when the holder dies, so there is never a stale lock to clean up. Readers (``selfinstruct
-  status``) need no lock: :meth:`Pool.lock_holder` probes it, :meth:`Pool.load` without the lock never
-  modifies a file.
+  (``with pool.lock(): ...``), else :class:`PoolError`. The lock is ``flock(2)`` on the pool directory
+  itself, so deleting or replacing ``.lock`` cannot let a second writer in (``.lock`` only tells who holds
+  it, and is flocked too to keep out older versions). The kernel drops the lock when the holder dies, so
+  there is never a stale lock to clean up. Readers (``selfinstruct status``) need no lock:
+  :meth:`Pool.lock_holder` probes it, :meth:`Pool.load` without the lock never modifies a file.
+* **No foreign lines.** Before each append, ``tasks.jsonl`` must still be the file this object loaded and
+  wrote (device, inode, size, change time); otherwise another program is writing and :meth:`Pool.append`
+  refuses, so the duplicate checks always see the whole file.
 * **Whole lines.** :meth:`Pool.append` writes a round as one ``write(2)`` on an ``O_APPEND`` descriptor,
   then ``fsync``; on any error it truncates the file back to its size before the call. A process killed
   mid-write can still leave a partial block: :meth:`Pool.load` (holding the lock) cuts an incomplete last
@@ -62,6 +66,8 @@ from types import TracebackType
 from typing import Any
 
 from selfinstruct.errors import InputError, PoolError, PoolLockedError
+from selfinstruct.jsontext import JSONProblem
+from selfinstruct.jsontext import loads as json_loads
 from selfinstruct.task import Task, task_from_record
 
 TASKS_FILE = "tasks.jsonl"
@@ -161,6 +167,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+@dataclass(frozen=True, slots=True)
+class _FileIdentity:
+    """Which file a path named, and how long it was: enough to notice another writer."""
+
+    device: int
+    inode: int
+    size: int
+    changed_ns: int  # st_ctime: any write, even one that reuses a freed inode at the same size, moves it
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> _FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
+
+
 class _AppendFailed(Exception):
     """An append failed; ``restored`` says whether the file was truncated back to its old size."""
 
@@ -175,7 +195,7 @@ class _TornTail(Exception):
     """The file does not end with a newline, so an append would glue onto an incomplete line."""
 
 
-def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) -> None:
+def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) -> _FileIdentity:
     """Append ``block`` with one write on an ``O_APPEND`` descriptor; on any failure truncate back.
 
     ``on_torn_tail`` decides what happens when the file does not end with a newline: ``"refuse"`` raises
@@ -198,6 +218,7 @@ def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) ->
             _write_all(fd, block)
             if sync:
                 _fsync(fd)
+            identity = _FileIdentity.of(os.fstat(fd))
         except BaseException as exc:
             # Also on KeyboardInterrupt between two short writes: never leave half a block behind.
             undo_error = None
@@ -216,6 +237,7 @@ def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) ->
         os.close(fd)
     if created and sync:
         _fsync_dir(path.parent)
+    return identity
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -260,15 +282,11 @@ def _lines(data: bytes, stop: int | None = None) -> Iterator[tuple[int, int, int
 
 
 def _parse_json_line(raw: bytes) -> tuple[Any, str | None]:
-    """``(value, None)`` for a line holding one JSON value, else ``(None, why_not)``."""
+    """``(value, None)`` for a line holding one acceptable JSON value, else ``(None, why_not)``."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON: {exc.msg} (column {exc.colno})"
+        return json_loads(raw), None
+    except JSONProblem as exc:
+        return None, str(exc)
 
 
 def _parse_task_line(raw: bytes, path: Path, number: int) -> tuple[Task | None, str | None]:
@@ -289,8 +307,8 @@ def _instruction_key(instruction: str) -> str:
 
 def _holder_from_bytes(raw: bytes) -> dict[str, Any] | None:
     try:
-        info = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        info = json_loads(raw)
+    except JSONProblem:
         return None
     return info if isinstance(info, dict) else None
 
@@ -307,33 +325,39 @@ class PoolLock:
     """A held pool lock (from :meth:`Pool.lock`). A context manager; :meth:`release` is idempotent.
 
     ``info`` is the holder information written into the lock file: pid, hostname, started_at, command.
+    The lock itself is ``flock`` on the pool *directory* (``dir_fd``), which no file deletion can undo; the
+    ``.lock`` file (``note_fd``) carries the holder information and is flocked too, which keeps out an
+    older selfinstruct that locks only that file.
     """
 
-    def __init__(self, pool: Pool, fd: int, info: dict[str, Any]) -> None:
+    def __init__(self, pool: Pool, dir_fd: int | None, note_fd: int | None, info: dict[str, Any]) -> None:
         self._pool = pool
-        self._fd: int | None = fd
+        self._dir_fd = dir_fd
+        self._note_fd = note_fd
+        self._held = True
         self.info = info
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._held
 
     def release(self) -> None:
         """Erase the holder information, then unlock and close.
 
         After a crash the information stays behind with the lock free, which is why
         :meth:`Pool.lock_holder` probes the lock instead of trusting the file."""
-        fd, self._fd = self._fd, None
-        if fd is None:
+        if not self._held:
             return
+        self._held = False
         if self._pool._lock is self:
             self._pool._lock = None
-        with contextlib.suppress(OSError):  # only advisory text; the flock below is what matters
-            os.ftruncate(fd, 0)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        note_fd, dir_fd, self._note_fd, self._dir_fd = self._note_fd, self._dir_fd, None, None
+        if note_fd is not None:
+            with contextlib.suppress(OSError):  # only advisory text; the flocks are what matter
+                os.ftruncate(note_fd, 0)
+            _unlock_close(note_fd)
+        if dir_fd is not None:
+            _unlock_close(dir_fd)
 
     def __enter__(self) -> PoolLock:
         return self
@@ -342,6 +366,19 @@ class PoolLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _unlock_close(fd: int) -> None:
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# flock(2) on a directory fails with these on filesystems that cannot lock one (NFS emulates flock with
+# POSIX locks, which need a descriptor open for writing). The lock then falls back to the .lock file alone.
+_NO_DIRECTORY_LOCK = {errno.EBADF, errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
 class Pool:
@@ -365,6 +402,9 @@ class Pool:
         # duplicate that the next load() would refuse.
         self._ids: set[str] = set()
         self._instructions: set[str] = set()
+        # tasks.jsonl as this object last loaded or wrote it; append() refuses if the file on disk differs.
+        self._known: _FileIdentity | None = None
+        self._loaded = False
 
     def __repr__(self) -> str:
         return f"Pool({str(self.directory)!r})"
@@ -388,11 +428,31 @@ class Pool:
             raise PoolError(f"pool {self.directory} is already locked by this process")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
-            raise PoolError(f"cannot open the lock file {self.lock_path}: {_reason(exc)}") from None
+            raise PoolError(f"cannot create the pool directory {self.directory}: {_reason(exc)}") from None
+        dir_fd: int | None = None
+        note_fd: int | None = None
         try:
-            self._flock_exclusive(fd, wait)
+            try:
+                dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except NotADirectoryError:
+                raise PoolError(f"{self.directory} is a file, not a pool directory") from None
+            except OSError as exc:
+                raise PoolError(f"cannot open the pool directory {self.directory}: {_reason(exc)}") from None
+            deadline = time.monotonic() + wait
+            if not self._flock_exclusive(dir_fd, deadline, self.directory):
+                os.close(dir_fd)
+                dir_fd = None
+                self.warnings.append(
+                    f"the filesystem of {self.directory} cannot lock a directory; the pool is locked through "
+                    f"{self.lock_path} alone, so do not delete that file while a run holds it"
+                )
+            try:
+                note_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise PoolError(f"cannot open the lock file {self.lock_path}: {_reason(exc)}") from None
+            if not self._flock_exclusive(note_fd, deadline, self.lock_path) and dir_fd is None:
+                raise PoolError(f"cannot lock {self.directory}: its filesystem supports no flock(2)")
             info: dict[str, Any] = {
                 "pid": os.getpid(),
                 "hostname": socket.gethostname(),
@@ -400,31 +460,41 @@ class Pool:
                 "command": command,
             }
             try:
-                os.ftruncate(fd, 0)
-                _write_all(fd, json.dumps(info, ensure_ascii=False).encode("utf-8") + b"\n")
-                _fsync(fd)
+                os.ftruncate(note_fd, 0)
+                _write_all(note_fd, json.dumps(info, ensure_ascii=False).encode("utf-8") + b"\n")
+                _fsync(note_fd)
             except OSError as exc:
                 # The flock is the lock; the text is only for `status` and error messages. Keep going.
                 self.warnings.append(f"could not write holder information to {self.lock_path}: {_reason(exc)}")
         except BaseException:
-            os.close(fd)  # also releases the flock if we got it
+            for fd in (note_fd, dir_fd):  # closing also releases a flock we got
+                if fd is not None:
+                    os.close(fd)
             raise
-        self._lock = PoolLock(self, fd, info)
+        self._lock = PoolLock(self, dir_fd, note_fd, info)
         return self._lock
 
-    def _flock_exclusive(self, fd: int, wait: float) -> None:
-        deadline = time.monotonic() + wait
+    def _flock_exclusive(self, fd: int, deadline: float, what: Path) -> bool:
+        """Lock ``fd`` exclusively, retrying until ``deadline``. ``False`` if the filesystem cannot lock it."""
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = _holder_from_bytes(os.pread(fd, 65536, 0))
-                    raise PoolLockedError(self._locked_message(holder)) from None
+                    raise PoolLockedError(self._locked_message(self._read_holder())) from None
                 time.sleep(_LOCK_RETRY_INTERVAL)
             except OSError as exc:
-                raise PoolError(f"cannot lock {self.lock_path}: {_reason(exc)}") from None
+                if exc.errno in _NO_DIRECTORY_LOCK:
+                    return False
+                raise PoolError(f"cannot lock {what}: {_reason(exc)}") from None
+
+    def _read_holder(self) -> dict[str, Any] | None:
+        try:
+            with self.lock_path.open("rb") as fh:
+                return _holder_from_bytes(fh.read(65536))
+        except OSError:
+            return None
 
     def _locked_message(self, holder: dict[str, Any] | None) -> str:
         if not holder or "pid" not in holder:
@@ -435,26 +505,35 @@ class Pool:
         )
 
     def lock_holder(self) -> dict[str, Any] | None:
-        """Who holds the lock: ``None`` if nobody, else the holder information (``{}`` if not yet written).
+        """Who holds the lock: ``None`` if nobody, else the holder information (``{}`` if not known).
 
-        Never takes the lock beyond a non-blocking shared probe released at once, and never writes, so
+        Never takes the lock beyond non-blocking shared probes released at once, and never writes, so
         ``selfinstruct status`` works on a pool it may only read. Test the result with ``is None``.
         """
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise PoolError(f"cannot open the lock file {self.lock_path}: {_reason(exc)}") from None
-        try:
+        held = False
+        for target, flags in ((self.directory, os.O_DIRECTORY), (self.lock_path, 0)):
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _holder_from_bytes(os.pread(fd, 65536, 0)) or {}
-            fcntl.flock(fd, fcntl.LOCK_UN)
+                fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | flags)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise PoolError(f"cannot open {target}: {_reason(exc)}") from None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    held = True
+                except OSError:
+                    continue  # this filesystem cannot lock it: the other probe decides
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+            if held:
+                break
+        if not held:
             return None
-        finally:
-            os.close(fd)
+        return self._read_holder() or {}
 
     def _require_lock(self, action: str) -> None:
         if not self.locked:
@@ -479,22 +558,35 @@ class Pool:
                 return self.load(repair=True)
         return self._read_tasks(repair=repair, may_write=self.locked)
 
-    def read_tasks(self) -> list[Task]:
+    def read_tasks(self, *, skip_bad: bool = False) -> list[Task]:
         """Read the tasks for a reader (``status``, ``export``): like :meth:`load`, but never writes.
 
-        An incomplete last line is skipped with a warning; a bad line elsewhere raises :class:`PoolError`.
+        An incomplete last line is skipped with a warning; a bad line elsewhere raises :class:`PoolError`,
+        or with ``skip_bad=True`` is skipped and summed up in one warning (``status`` shows a damaged pool).
         """
-        return self._read_tasks(repair=False, may_write=False)
+        return self._read_tasks(repair=False, may_write=False, skip_bad=skip_bad)
 
-    def _read_tasks(self, *, repair: bool, may_write: bool) -> list[Task]:
+    def _read_tasks(self, *, repair: bool, may_write: bool, skip_bad: bool = False) -> list[Task]:
         path = self.tasks_path
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             self._ids, self._instructions = set(), set()
+            self._known = None
+            self._loaded = may_write
             return []
+        except IsADirectoryError:
+            raise PoolError(f"{path} is a directory, not the pool's task file") from None
         except OSError as exc:
             raise PoolError(f"cannot read {path}: {_reason(exc)}") from None
+        try:
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read()
+            known: _FileIdentity | None = _FileIdentity.of(os.fstat(fd))
+        except OSError as exc:
+            raise PoolError(f"cannot read {path}: {_reason(exc)}") from None
+        finally:
+            os.close(fd)
 
         torn = self._find_torn_tail(data)
         body_end = torn.start if torn else len(data)
@@ -521,12 +613,23 @@ class Pool:
             if problem is not None:
                 bad.append(_BadLine(number, start, end, problem))
 
+        if bad and skip_bad:
+            first = bad[0]
+            self.warnings.append(
+                f"{path}: skipped {len(bad)} bad line{'s' if len(bad) != 1 else ''} (line {first.number}: "
+                f"{first.problem}); `selfinstruct repair {self.directory}` moves "
+                f"{'it' if len(bad) == 1 else 'them'} aside to {self.corrupt_path}"
+            )
+            bad = []
         if bad and not repair:
             shown = "; ".join(f"{path}:{b.number}: {b.problem}" for b in bad[:5])
             more = f" (and {len(bad) - 5} more bad lines)" if len(bad) > 5 else ""
             it = "it" if len(bad) == 1 else "them"
-            raise PoolError(f"{shown}{more}; run with --repair to move {it} aside")
+            raise PoolError(
+                f"{shown}{more}; `selfinstruct repair {self.directory}` moves {it} aside to {self.corrupt_path}"
+            )
 
+        unterminated = not torn and data and not data.endswith(b"\n")
         if torn and not may_write:
             self.warnings.append(
                 f"{path}:{torn.number}: skipped an incomplete last line ({torn.problem}); a run may be "
@@ -534,10 +637,63 @@ class Pool:
             )
         elif torn or bad:
             self._move_aside(data, bad, torn)
+            known = self._stat_tasks()
+        elif unterminated and may_write:
+            # A complete, valid task without its newline: another program appended it. Keep it, end the line.
+            line = data.count(b"\n") + 1
+            try:
+                _append_block(path, b"", sync=True, on_torn_tail="terminate")  # writes the missing newline
+            except _AppendFailed as exc:
+                raise PoolError(f"could not end the last line of {path} with a newline: {_reason(exc.error)}") from None
+            self.warnings.append(
+                f"{path}:{line}: the last task had no newline at the end (written by another program?); added one"
+            )
+            known = self._stat_tasks()
 
         self._ids = set(first_id)
         self._instructions = set(first_instruction)
+        self._known = known if may_write else None
+        self._loaded = may_write
         return tasks
+
+    def _stat_tasks(self) -> _FileIdentity | None:
+        try:
+            return _FileIdentity.of(os.stat(self.tasks_path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PoolError(f"cannot read {self.tasks_path}: {_reason(exc)}") from None
+
+    def _check_unchanged(self) -> None:
+        """Refuse to append when ``tasks.jsonl`` is not the file this object loaded and wrote (a foreign writer).
+
+        The lock keeps other selfinstruct runs out; this catches everything else (a script appending, a
+        user replacing the file, a second writer that got in through a filesystem without locks). Every task
+        in the file was then either loaded or appended by this object, so the duplicate checks of
+        :meth:`append` see the whole file.
+        """
+        now = self._stat_tasks()
+        if now == self._known:
+            return
+        path = self.tasks_path
+        if not self._loaded:
+            raise PoolError(f"{path} holds tasks this Pool object has not loaded: load() it under its lock first")
+        if self._known is None:
+            what = "appeared"
+        elif now is None:
+            what = "was deleted or moved away"
+        elif (now.device, now.inode) != (self._known.device, self._known.inode):
+            what = "was replaced by another file"
+        elif now.size < self._known.size:
+            what = f"shrank from {self._known.size} to {now.size} bytes"
+        elif now.size > self._known.size:
+            what = f"grew by {now.size - self._known.size} bytes that this run did not write"
+        else:
+            what = "was rewritten (or replaced by another file)"
+        raise PoolError(
+            f"{path} {what} while this run held the pool's lock: another program is writing to the pool. "
+            "Stopping before appending, so that no task is written twice; the next run loads the file as it is"
+        )
 
     @staticmethod
     def _find_torn_tail(data: bytes) -> _BadLine | None:
@@ -549,6 +705,11 @@ class Pool:
             if not data:
                 return None
             start = data.rfind(b"\n") + 1
+            record, json_problem = _parse_json_line(data[start:])
+            if json_problem is None and isinstance(record, dict):
+                # Whole JSON: a complete line whose writer left out the newline, not an interrupted write
+                # (ours writes each line with its newline in one call). Judged like any other line.
+                return None
             problem = "no newline at the end of the file"
         else:
             end = len(data)
@@ -646,14 +807,18 @@ class Pool:
         block = "".join(lines).encode("utf-8")
 
         what = f"{len(tasks)} task{'s' if len(tasks) != 1 else ''}"
+        self._check_unchanged()
         try:
-            _append_block(path, block, sync=True, on_torn_tail="refuse")
+            self._known = _append_block(path, block, sync=True, on_torn_tail="refuse")
         except _TornTail:
             raise PoolError(
                 f"{path} ends with an incomplete line; load() the pool under its lock first to move it aside"
             ) from None
         except _AppendFailed as exc:
             if exc.restored:
+                # Our own undo (ftruncate) touched the file: it is still the file we know, at its old size.
+                with contextlib.suppress(PoolError):
+                    self._known = self._stat_tasks()
                 raise PoolError(
                     f"could not append {what} to {path}: {_reason(exc.error)}; the pool is unchanged"
                 ) from None
@@ -663,6 +828,7 @@ class Pool:
                 f"failed ({undo}), so the file may end with an incomplete line (the next run moves it aside)"
             ) from None
         self._ids, self._instructions = ids, instructions
+        self._loaded = True  # the file holds what was loaded plus what this object wrote
 
     @staticmethod
     def next_index(tasks: Iterable[Task]) -> int:
@@ -737,16 +903,16 @@ class Pool:
         """The configuration stored by the first run, or ``None`` if there is none yet."""
         path = self.config_path
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = _reason(exc) if isinstance(exc, OSError) else "not UTF-8 text"
-            raise PoolError(f"cannot read {path}: {why}") from None
+        except OSError as exc:
+            raise PoolError(f"cannot read {path}: {_reason(exc)}") from None
         try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PoolError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}; fix or delete the file") from None
+            config = json_loads(data)
+        except JSONProblem as exc:
+            where = f"{path}:{exc.line}" if exc.line else str(path)
+            raise PoolError(f"{where}: {exc}; fix or delete the file") from None
         if not isinstance(config, dict):
             raise PoolError(f"{path}: expected a JSON object, got {type(config).__name__}")
         return config

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct.errors import ConfigError
-from selfinstruct.task import Instance, Task
+from selfinstruct.task import Instance, Task, read_text_file
 
 TEMPLATE_FILES = {
     "instruction_generation": "instruction_generation.txt",
@@ -71,14 +71,14 @@ class PromptTemplates:
         """Read the four ``.txt`` templates from ``directory``; a missing file or placeholder is an error."""
         root = Path(directory)
         if not root.is_dir():
-            raise ConfigError(f"{root}: prompt directory not found")
+            what = "is a file; --prompts names a directory of templates" if root.exists() else "directory not found"
+            raise ConfigError(f"{root}: prompt {what}" if not root.exists() else f"{root} {what}")
         texts: dict[str, str] = {}
         for key, filename in TEMPLATE_FILES.items():
             path = root / filename
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: prompt template missing (expected {filename} in {root})") from None
+            if not path.exists():
+                raise ConfigError(f"{path}: prompt template missing (expected {filename} in {root})")
+            text = read_text_file(path)  # InputError (exit 2) for a directory, unreadable or non-UTF-8 file
             for placeholder in _REQUIRED_PLACEHOLDERS[key]:
                 if placeholder not in text:
                     raise ConfigError(f"{path}: the template must contain the placeholder {placeholder}")

@@ -29,6 +29,7 @@ from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import PoolError, SelfInstructError
 from selfinstruct.pool import Pool, compare_configs
 from selfinstruct.prompts import PromptTemplates
+from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
 from selfinstruct.task import Task, load_seed_tasks
 
 EventHandler = Callable[[str, Any], None]
@@ -36,10 +37,6 @@ EventHandler = Callable[[str, Any], None]
 
 # Keys of the stored configuration that must match for a later run to add to the same pool.
 IDENTITY_KEYS = ("model", "prompts_hash", "seeds_hash")
-
-
-class Terminated(Exception):
-    """Raised by the CLI's SIGTERM handler so a run stops like Ctrl-C and records why."""
 
 
 @dataclass
@@ -71,24 +68,36 @@ def file_fingerprint(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _identity(config: GenerateConfig, model: str | None, templates: PromptTemplates) -> dict[str, Any]:
-    return {
-        "model": model,
-        "prompts_hash": templates.fingerprint(),
-        "seeds_hash": file_fingerprint(config.seeds),
-    }
+def _stored_identity(pool: Pool, machine: list[Task]) -> tuple[dict[str, Any] | None, str]:
+    """The identity this pool was made with, and where it was found.
 
-
-def _check_identity(pool: Pool, identity: dict[str, Any], force: bool) -> list[str]:
+    ``config.json`` first; a user may delete it, so then the ledger (the latest run that accepted tasks
+    records model and fingerprints), and last the tasks themselves, each of which records its model.
+    """
     stored = pool.read_config()
+    if stored is not None:
+        return stored, str(pool.config_path)
+    for run in reversed(pool.read_runs()):
+        if isinstance(run.get("accepted"), int) and run["accepted"] > 0 and run.get("model"):
+            return {k: run[k] for k in IDENTITY_KEYS if k in run}, f"{pool.runs_path} (run {run.get('run_id')})"
+    for task in reversed(machine):
+        model = task.meta.get("model")
+        if isinstance(model, str) and model:
+            return {"model": model}, f"{pool.tasks_path} (task {task.id})"
+    return None, ""
+
+
+def _check_identity(pool: Pool, machine: list[Task], identity: dict[str, Any], force: bool) -> list[str]:
+    stored, source = _stored_identity(pool, machine)
     if stored is None:
         return []
-    keys = [k for k in IDENTITY_KEYS if identity.get(k) is not None]
+    # Only what both sides know: a pool identified by its tasks knows the model, not the fingerprints.
+    keys = [k for k in IDENTITY_KEYS if identity.get(k) is not None and stored.get(k) is not None]
     diffs = compare_configs(stored, identity, keys=tuple(keys))
     if diffs and not force:
         raise PoolError(
-            f"{pool.directory} was made with a different setup, and mixing it would make a pool that no "
-            "single configuration explains:\n  "
+            f"{pool.directory} was made with a different setup (recorded in {source}), and mixing it would "
+            "make a pool that no single configuration explains:\n  "
             + "\n  ".join(diffs)
             + "\nUse another --out directory, or --force to add to this pool anyway."
         )
@@ -108,7 +117,13 @@ def run_generate(
     on_event: EventHandler | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunOutcome:
-    """Run ``generate`` as configured. ``backend`` overrides the configured one (tests, embedding)."""
+    """Run ``generate`` as configured. ``backend`` overrides the configured one (tests, embedding).
+
+    Once the pool's lock is held, every way this function ends leaves one line in ``runs.jsonl``: a budget,
+    a stop (:class:`~selfinstruct.stopping.StopRequested` or Ctrl-C), a failure while starting (server
+    down, bad key, model that does not load) or later, and a bug. Errors are re-raised after the line is
+    written; a stop is returned as an outcome with ``exit_reason`` ``interrupted`` or ``terminated``.
+    """
     emit: EventHandler = on_event or (lambda kind, payload: None)
     warnings: list[str] = []
 
@@ -116,129 +131,215 @@ def run_generate(
         warnings.append(message)
         emit("warning", message)
 
-    # Everything that can fail on bad input fails here, before the pool is touched.
+    # Local files the user named are read before the pool is touched: bad input is exit 2, nothing written.
     seeds = load_seed_tasks(config.seeds)
     templates = PromptTemplates.load(config.prompts)
+    seeds_hash = file_fingerprint(config.seeds)
     backend_name = "custom" if backend is not None else resolve_backend_name(config.backend, config.base_url)
+    seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+    run_id = new_run_id()
+    info = RunInfo(
+        run_id=run_id,
+        seed=seed,
+        backend=backend_name,
+        model=backend.model if backend is not None else (config.model or "(not detected yet)"),
+        pool_dir=str(config.out),
+        pool_size=0,
+        target=config.num_instructions,
+        seeds=len(seeds),
+    )
 
     pool = Pool(config.out)
-    with ExitStack() as cleanup, pool.lock("generate"):
-        machine = pool.load(repair=repair)
-        for message in pool.warnings:
-            warn(message)
-        if config.model is not None:
-            for diff in _check_identity(pool, _identity(config, config.model, templates), force):
-                warn(f"--force: adding to a pool made with another setup: {diff}")
-        if backend is None:
-            backend = make_backend(backend_name, config.backend_options())
-            close = getattr(backend, "close", None)
-            if callable(close):
-                cleanup.callback(close)  # the backend we made, we close (HTTP connections)
-        identity = _identity(config, backend.model, templates)
-        if config.model is None:
-            for diff in _check_identity(pool, identity, force):
-                warn(f"--force: adding to a pool made with another setup: {diff}")
-        if pool.read_config() is None:
-            pool.write_config({**identity, "config": _public_config(config), "created_at": _utc_now()})
-
-        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
-        run_id = new_run_id()
-        runs = pool.read_runs()
-        last_round = max((int(r.get("last_round", 0) or 0) for r in runs), default=0)
-
-        def sink(accepted: list[Task], rejected: list[dict[str, Any]]) -> None:
-            pool.append(accepted)
-            if config.keep_rejected and rejected:
-                pool.append_rejected(rejected)
-
-        loop = Bootstrap(
-            config,
-            backend,
-            seeds,
-            machine,
-            templates,
-            rng=random.Random(seed),
-            run_id=run_id,
-            next_index=pool.next_index(machine),
-            last_round=last_round,
-            sink=sink,
-            clock=clock,
-        )
-        for message in loop.warnings:
-            warn(message)
-        info = RunInfo(
-            run_id=run_id,
-            seed=seed,
-            backend=backend_name,
-            model=backend.model,
-            pool_dir=str(pool.directory),
-            pool_size=len(machine),
-            target=config.num_instructions,
-            seeds=len(seeds),
-        )
-        emit("start", info)
-
+    with ExitStack() as cleanup:
+        cleanup.enter_context(pool.lock("generate"))  # locked out (75) or unusable: no run, no ledger line
+        state = _RunState(info=info, identity={"model": config.model, "prompts_hash": templates.fingerprint(),
+                                               "seeds_hash": seeds_hash})  # fmt: skip
         started_wall, started = _utc_now(), clock()
-        exit_reason, error = "error", None
-        pool_before = len(machine)
         try:
-            for report in loop.rounds():
-                emit("round", report)
-            exit_reason = loop.stop_reason or "error"
-        except KeyboardInterrupt:
-            exit_reason = INTERRUPTED
-        except Terminated:
-            exit_reason = "terminated"
-        except SelfInstructError as exc:
-            error = str(exc)
-            raise
-        except Exception as exc:  # an unexpected bug: still record the run, then let it surface
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            seconds = clock() - started
-            pool.append_run(
-                {
-                    "run_id": run_id,
-                    "started_at": started_wall,
-                    "ended_at": _utc_now(),
-                    "seconds": round(seconds, 3),
-                    "exit_reason": exit_reason,
-                    "error": error,
-                    "backend": backend_name,
-                    "model": backend.model,
-                    "seed": seed,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "config": _public_config(config),
-                    "config_hash": _config_hash(config),
-                    **identity,
-                    "pool_before": pool_before,
-                    "pool_after": len(loop.machine),
-                    "target": config.num_instructions,
-                    "rounds": loop.totals.rounds,
-                    "last_round": loop.last_round,
-                    "candidates": loop.totals.candidates,
-                    "accepted": loop.totals.accepted,
-                    "rejected": dict(loop.totals.rejected),
-                    "notes": dict(loop.totals.notes),
-                    "prompt_tokens": loop.totals.prompt_tokens,
-                    "completion_tokens": loop.totals.completion_tokens,
-                }
-            )
+            try:
+                backend = _start_and_loop(
+                    config, pool, state, seeds, templates, backend, backend_name, force, repair, cleanup, emit, warn,
+                    clock,
+                )  # fmt: skip
+                state.exit_reason = state.loop.stop_reason if state.loop and state.loop.stop_reason else "error"
+            except StopRequested as stop:
+                state.exit_reason = stop.reason
+            except KeyboardInterrupt:
+                state.exit_reason = INTERRUPTED
+            except SelfInstructError as exc:
+                state.error, state.failure = str(exc), exc
+            except Exception as exc:  # an unexpected bug: still record the run, then let it surface
+                state.error, state.failure = f"{type(exc).__name__}: {exc}", exc
+            finally:
+                _record(pool, config, state, started_wall, clock() - started, warn)
+        except StopRequested as stop:
+            # The first signal landed after the run's end and before its line was written: write it now
+            # (only the first signal raises, so nothing can interrupt this one).
+            if state.exit_reason == "error" and state.failure is None:
+                state.exit_reason = stop.reason
+            _record(pool, config, state, started_wall, clock() - started, warn)
+        seconds = clock() - started
+        with shielded():
+            cleanup.close()  # the backend we made, then the lock
+    if state.failure is not None:
+        raise state.failure
+    if state.record_failure is not None:
+        raise state.record_failure
+    totals = state.loop.totals if state.loop else RunTotals()
     return RunOutcome(
-        info=info,
-        exit_reason=exit_reason,
-        totals=loop.totals,
+        info=state.info,
+        exit_reason=state.exit_reason,
+        totals=totals,
         seconds=seconds,
-        pool_size=len(loop.machine),
+        pool_size=len(state.loop.machine) if state.loop else state.info.pool_size,
         warnings=warnings,
     )
 
 
+@dataclass
+class _RunState:
+    """What is known about a run so far: enough for its ledger line at any moment after the lock."""
+
+    info: RunInfo
+    identity: dict[str, Any]
+    loop: Bootstrap | None = None
+    exit_reason: str = "error"
+    error: str | None = None
+    failure: BaseException | None = None
+    record_failure: SelfInstructError | None = None
+    recorded: bool = False
+
+
+def _start_and_loop(
+    config: GenerateConfig,
+    pool: Pool,
+    state: _RunState,
+    seeds: list[Task],
+    templates: PromptTemplates,
+    backend: Backend | None,
+    backend_name: str,
+    force: bool,
+    repair: bool,
+    cleanup: ExitStack,
+    emit: EventHandler,
+    warn: Callable[[str], None],
+    clock: Callable[[], float],
+) -> Backend:
+    """Everything of a run after the lock: load and check the pool, start the backend, run the rounds."""
+    machine = pool.load(repair=repair)
+    state.info.pool_size = len(machine)
+    for message in pool.warnings:
+        warn(message)
+    pool.warnings.clear()
+    if config.model is not None:  # check before a model is loaded: a wrong pool fails in a second
+        for diff in _check_identity(pool, machine, state.identity, force):
+            warn(f"--force: adding to a pool made with another setup: {diff}")
+    if backend is None:
+        backend = make_backend(backend_name, config.backend_options())
+        close = getattr(backend, "close", None)
+        if callable(close):
+            cleanup.callback(close)  # the backend we made, we close (HTTP connections)
+    state.info.model = backend.model
+    state.identity["model"] = backend.model
+    if config.model is None:
+        for diff in _check_identity(pool, machine, state.identity, force):
+            warn(f"--force: adding to a pool made with another setup: {diff}")
+    # The identity is stored with the first round that adds a task: a run that produced nothing (a
+    # mistyped model, a server that is down) must not decide what later runs may add to this pool.
+    config_pending = pool.read_config() is None
+
+    runs = pool.read_runs()
+    last_round = max((_int(r.get("last_round")) for r in runs), default=0)
+
+    def sink(accepted: list[Task], rejected: list[dict[str, Any]]) -> None:
+        nonlocal config_pending
+        with held():  # a round is written whole; a stop takes effect once the loop has counted it
+            pool.append(accepted)
+            if accepted and config_pending:
+                pool.write_config({**state.identity, "config": _public_config(config), "created_at": _utc_now()})
+                config_pending = False
+            if config.keep_rejected and rejected:
+                pool.append_rejected(rejected)
+        for message in pool.warnings:
+            warn(message)
+        pool.warnings.clear()
+
+    loop = Bootstrap(
+        config,
+        backend,
+        seeds,
+        machine,
+        templates,
+        rng=random.Random(state.info.seed),
+        run_id=state.info.run_id,
+        next_index=pool.next_index(machine),
+        last_round=last_round,
+        sink=sink,
+        clock=clock,
+    )
+    state.loop = loop
+    for message in loop.warnings:
+        warn(message)
+    emit("start", state.info)
+    for report in loop.rounds():
+        emit("round", report)
+        raise_pending()  # a signal that arrived while the round was being written
+    return backend
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _record(
+    pool: Pool, config: GenerateConfig, state: _RunState, started_at: str, seconds: float, warn: Callable[[str], None]
+) -> None:
+    """Append the run's line to the ledger once, whatever state the run is in. Signals wait meanwhile."""
+    if state.recorded:
+        return
+    with shielded():
+        state.recorded = True
+        loop = state.loop
+        totals = loop.totals if loop else RunTotals()
+        record = {
+            "run_id": state.info.run_id,
+            "started_at": started_at,
+            "ended_at": _utc_now(),
+            "seconds": round(seconds, 3),
+            "exit_reason": state.exit_reason,
+            "error": state.error,
+            "backend": state.info.backend,
+            "model": state.identity.get("model"),
+            "seed": state.info.seed,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "config": _public_config(config),
+            "config_hash": _config_hash(config),
+            **state.identity,
+            "pool_before": state.info.pool_size,
+            "pool_after": len(loop.machine) if loop else state.info.pool_size,
+            "target": config.num_instructions,
+            "rounds": totals.rounds,
+            "last_round": loop.last_round if loop else None,
+            "candidates": totals.candidates,
+            "accepted": totals.accepted,
+            "rejected": dict(totals.rejected),
+            "notes": dict(totals.notes),
+            "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens,
+        }
+        try:
+            pool.append_run(record)
+        except PoolError as exc:
+            if state.failure is None:
+                state.record_failure = exc
+            else:
+                warn(str(exc))
+
+
 def _public_config(config: GenerateConfig) -> dict[str, Any]:
-    """The resolved configuration as stored in the pool and the ledger (it holds no secret)."""
-    return config.to_dict()
+    """The resolved configuration as stored in the pool and the ledger: no credentials (see ``to_public_dict``)."""
+    return config.to_public_dict()
 
 
 def _config_hash(config: GenerateConfig) -> str:
@@ -250,4 +351,4 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-__all__ = ["EventHandler", "RoundReport", "RunInfo", "RunOutcome", "Terminated", "run_generate"]
+__all__ = ["EventHandler", "RoundReport", "RunInfo", "RunOutcome", "StopRequested", "run_generate"]

@@ -2,7 +2,9 @@
 
 Problems (the file is invalid, exit non-zero) are collected over the whole file rather than stopping at
 the first, each with ``file:line``: records that do not parse, missing or empty fields, duplicate ids,
-names or instructions, classification tasks whose outputs do not look like a small label set.
+names or instructions, classification tasks whose outputs do not look like a small label set. A file
+``generate`` accepts is never invalid here: Alpaca records (no id, name or is_classification) get a
+warning that says what ``generate`` does with them.
 Warnings (the file is usable) point at seeds the generation filters would reject and at near-duplicate
 instructions. The statistics say what the bootstrap will be shown: share of classification tasks and of
 tasks with an input, instruction lengths, the most common leading words, and the most similar pairs.
@@ -74,23 +76,47 @@ def _label_problem(task: Task) -> str | None:
     return None
 
 
+def _count_lines(lines: list[int]) -> str:
+    first = ", ".join(str(n) for n in lines[:3]) + (", ..." if len(lines) > 3 else "")
+    return f"{len(lines)} record{'s' if len(lines) != 1 else ''} (line{'s' if len(lines) != 1 else ''} {first}) have"
+
+
 def check_seed_file(path: str | Path, *, top_pairs: int = 10) -> SeedReport:
     """Validate and describe ``path``. Only an unreadable file raises; everything else is in the report."""
     report = SeedReport(path=str(path))
     tasks: list[tuple[int, Task]] = []
+    unnamed: list[int] = []  # lines without an id or a name: generate names them seed_task_<n>
+    unmarked: list[int] = []  # lines without is_classification: generate treats them as "not classification"
+    bad_lines: list[InputError] = []
     try:
-        for line, record in read_records(path):
+        for line, record in read_records(path, errors=bad_lines):
             try:
                 task = task_from_record(record, path, line)
             except InputError as exc:
                 report.problems.append(Finding(line, exc.problem))
                 continue
             tasks.append((line, task))
-            for key in ("id", "name", "is_classification"):
-                if not isinstance(record, dict) or record.get(key) in (None, ""):
-                    report.problems.append(Finding(line, f"missing or empty field {key!r} (seed schema)"))
-    except InputError as exc:  # malformed JSON stops the scan at that line
+            if record.get("id") in (None, "") or record.get("name") in (None, ""):
+                unnamed.append(line)
+            if record.get("is_classification") is None:
+                unmarked.append(line)
+    except InputError as exc:  # the file cannot be read, or a JSON array that does not parse
         report.problems.append(Finding(exc.line, exc.problem))
+    report.problems.extend(Finding(exc.line, exc.problem) for exc in bad_lines)
+    report.problems.sort(key=lambda f: f.line or 0)
+    # Alpaca records (instruction, input, output) are valid seeds for generate: say what it will do with them.
+    if unnamed:
+        report.warnings.append(
+            Finding(None, f"{_count_lines(unnamed)} no id or name; generate names them seed_task_<n> by position")
+        )
+    if unmarked:
+        report.warnings.append(
+            Finding(
+                None,
+                f"{_count_lines(unmarked)} no is_classification; generate treats them as not classification "
+                "(instances input-first)",
+            )
+        )
     report.tasks = len(tasks)
     if not tasks:
         if not report.problems:

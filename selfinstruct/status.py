@@ -1,11 +1,13 @@
 """What ``selfinstruct status`` reports about a pool directory, as one JSON-ready dict.
 
-Reads only: never takes the pool's lock, never repairs a file. The acceptance rate of a run is accepted
-tasks over candidate instructions parsed from the model's output in that run.
+Reads only: never takes the pool's lock, never repairs a file. A damaged pool is still shown: bad lines of
+``tasks.jsonl`` and an unreadable ``config.json`` become entries of ``warnings`` instead of an error. The
+acceptance rate of a run is accepted tasks over candidate instructions parsed from the model's output.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,19 +16,32 @@ from selfinstruct.errors import PoolError
 from selfinstruct.pool import Pool
 
 
+def _count(value: Any) -> int:
+    """A count from a ledger line that another tool may have written: anything but an int counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _seconds(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
 def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]:
     pool = Pool(directory)
     if not pool.directory.is_dir():
-        raise PoolError(f"{pool.directory}: no such pool directory")
-    tasks = pool.read_tasks()
+        what = "is a file, not a pool directory" if pool.directory.exists() else "no such pool directory"
+        raise PoolError(f"{pool.directory}: {what}")
+    tasks = pool.read_tasks(skip_bad=True)
     runs = pool.read_runs()
     rejected: Counter[str] = Counter()
     for run in runs:
-        rejected.update(run.get("rejected") or {})
+        counts = run.get("rejected")
+        if isinstance(counts, dict):
+            rejected.update({str(k): v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)})
     recent = []
     for run in runs[-last_runs:]:
-        candidates = int(run.get("candidates") or 0)
-        accepted = int(run.get("accepted") or 0)
+        candidates = _count(run.get("candidates"))
+        accepted = _count(run.get("accepted"))
         recent.append(
             {
                 key: run.get(key)
@@ -48,10 +63,19 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
                     "completion_tokens",
                 )
             }
-            | {"acceptance_rate": accepted / candidates if candidates else 0.0}
+            | {
+                "acceptance_rate": accepted / candidates if candidates else 0.0,
+                "seconds": _seconds(run.get("seconds")),
+            }
         )
-    stored = pool.read_config() or {}
-    target = runs[-1].get("target") if runs else (stored.get("config") or {}).get("num_instructions")
+    try:
+        stored = pool.read_config() or {}
+    except PoolError as exc:
+        pool.warnings.append(str(exc))
+        stored = {}
+    config = stored.get("config")
+    config = config if isinstance(config, dict) else {}
+    target = runs[-1].get("target") if runs else config.get("num_instructions")
     return {
         "directory": str(pool.directory),
         "pool_size": len(tasks),
@@ -62,4 +86,5 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
         "runs": recent,
         "rejected": dict(rejected.most_common()),
         "rejected_logged": pool.read_rejected_counts(),
+        "warnings": list(pool.warnings),
     }

@@ -32,6 +32,8 @@ from typing import Any, TextIO
 import jsonlines
 
 from selfinstruct.errors import InputError
+from selfinstruct.jsontext import JSONProblem, decode_utf8
+from selfinstruct.jsontext import loads as json_loads
 
 _dumps = functools.partial(json.dumps, ensure_ascii=False)
 
@@ -148,28 +150,40 @@ def task_from_record(record: Any, path: object = "<record>", line: int = 0) -> T
     )
 
 
-def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+def read_text_file(path: str | os.PathLike[str]) -> str:
+    """The text of a file the user named, or :class:`InputError` saying plainly why it cannot be read."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(p, None, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(p, None, "is a directory, not a file") from None
+    except OSError as exc:
+        raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return decode_utf8(data)
+    except JSONProblem as exc:
+        raise InputError(p, None, str(exc)) from None
+
+
+def read_records(path: str | os.PathLike[str], *, errors: list[InputError] | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, value)`` for every record of a JSONL file or a JSON array file.
 
     JSONL is the default; a file whose first non-blank character is ``[`` is read as one JSON array, and the
-    "line" is then the 1-based index in the array. Blank lines are skipped. Malformed JSON raises
-    :class:`InputError` naming the line.
+    "line" is then the 1-based index in the array. Blank lines are skipped. Every value goes through
+    :func:`selfinstruct.jsontext.loads` (limits on nesting, huge numbers, lone surrogates). A line that is
+    not acceptable JSON raises :class:`InputError` naming the line, or, when ``errors`` is a list, is
+    appended to it and skipped (JSONL only: a broken array has no next record).
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(p, None, "file not found") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(p, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(p, None, f"cannot read: {exc.strerror}") from None
+    text = read_text_file(p)
 
     if text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(p, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+            data = json_loads(text)
+        except JSONProblem as exc:
+            raise InputError(p, exc.line, str(exc)) from None
         if not isinstance(data, list):
             raise InputError(p, None, "expected a JSON array of records")
         yield from enumerate(data, start=1)
@@ -181,9 +195,14 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(p, lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+            value = json_loads(line)
+        except JSONProblem as exc:
+            error = InputError(p, lineno, str(exc))
+            if errors is None:
+                raise error from None
+            errors.append(error)
+            continue
+        yield lineno, value
 
 
 def load_tasks(path: str | os.PathLike[str], *, what: str = "task file") -> list[Task]:

@@ -144,14 +144,17 @@ def test_falsy_overrides_are_kept() -> None:
 
 def test_overrides_are_validated(tmp_path: Path) -> None:
     path = toml_file(tmp_path, "batch-size = 4\n")
-    with pytest.raises(ConfigError, match=r"^--batch-size must be at least 1$"):
+    # The flag wins over the file, and the message names the flag the user typed.
+    with pytest.raises(ConfigError, match=r"^--batch-size must be between 1 and 10000, got 0 "):
         GenerateConfig.from_sources(path, {"batch_size": 0})
 
 
 def test_file_values_are_validated(tmp_path: Path) -> None:
     path = toml_file(tmp_path, "[generate]\nthreshold = 1.5\n")
-    with pytest.raises(ConfigError, match=r"^--threshold must be between 0 and 1$"):
+    # A value from the file names the file and the key as written there, not a flag nobody typed.
+    with pytest.raises(ConfigError) as info:
         GenerateConfig.from_sources(path, {})
+    assert str(info.value) == f"{path}: [generate] threshold must be between 0 and 1, got 1.5"
 
 
 @pytest.mark.parametrize(
@@ -194,26 +197,60 @@ def test_missing_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"num_instructions": 0}, "--num-instructions must be at least 1"),
-        ({"batch_size": 0}, "--batch-size must be at least 1"),
-        ({"threshold": -0.01}, "--threshold must be between 0 and 1"),
-        ({"threshold": 1.01}, "--threshold must be between 0 and 1"),
-        ({"num_seed_demos": 0, "num_machine_demos": 0}, "at least one demonstration is needed"),
-        ({"num_seed_demos": -1, "num_machine_demos": 3}, "demonstration counts must be >= 0"),
-        ({"num_seed_demos": 3, "num_machine_demos": -1}, "demonstration counts must be >= 0"),
-        ({"max_instances": 0}, "--max-instances must be at least 1"),
-        ({"max_tokens": 0}, "max tokens must be at least 1"),
-        ({"instance_max_tokens": 0}, "max tokens must be at least 1"),
-        ({"max_rounds": 0}, "--max-rounds must be at least 1"),
-        ({"max_new": 0}, "--max-new must be at least 1"),
-        ({"saturation_window": 0}, "--saturation-window must be at least 1"),
-        ({"request_batch_size": 0}, "request batch and concurrency >= 1"),
-        ({"concurrency": 0}, "request batch and concurrency >= 1"),
+        ({"num_instructions": 0}, "--num-instructions must be between 1 and 1000000000, got 0"),
+        ({"batch_size": 0}, "--batch-size must be between 1 and 10000, got 0 (instruction prompts per round)"),
+        ({"threshold": -0.01}, "--threshold must be between 0 and 1, got -0.01"),
+        ({"threshold": 1.01}, "--threshold must be between 0 and 1, got 1.01"),
+        (
+            {"num_seed_demos": 0, "num_machine_demos": 0},
+            "config key 'num-seed-demos' plus config key 'num-machine-demos' must be at least 1: a prompt needs "
+            "a demonstration",
+        ),
+        (
+            {"num_seed_demos": -1, "num_machine_demos": 3},
+            "config key 'num-seed-demos' must be between 0 and 64, got -1",
+        ),
+        (
+            {"num_seed_demos": 3, "num_machine_demos": -1},
+            "config key 'num-machine-demos' must be between 0 and 64, got -1",
+        ),
+        ({"max_instances": 0}, "config key 'max-instances' must be between 1 and 100, got 0"),
+        ({"max_tokens": 0}, "--max-tokens must be between 1 and 1000000, got 0"),
+        ({"instance_max_tokens": 0}, "--instance-max-tokens must be between 1 and 1000000, got 0"),
+        ({"max_rounds": 0}, "--max-rounds must be at least 1, got 0"),
+        ({"max_new": 0}, "--max-new must be at least 1, got 0"),
+        ({"saturation_window": 0}, "--saturation-window must be between 1 and 1000000, got 0"),
+        ({"request_batch_size": 0}, "--request-batch-size must be between 1 and 4096, got 0"),
+        ({"concurrency": 0}, "--concurrency must be between 1 and 1024, got 0"),
+        ({"temperature": -1.0}, "--temperature must be between 0 and 100, got -1.0"),
+        ({"top_p": 7.0}, "--top-p must be greater than 0 and at most 1, got 7.0"),
+        ({"top_p": 0.0}, "--top-p must be greater than 0 and at most 1, got 0.0"),
+        ({"dtype": "int3"}, "--dtype must be one of auto, half, float16, bfloat16, float, float32, got 'int3'"),
+        (
+            {"gpu_memory_utilization": 7.0},
+            "--gpu-memory-utilization must be greater than 0 and at most 1, got 7.0 (a share of the GPU's memory)",
+        ),
+        (
+            {"batch_size": 100_000_000},
+            "--batch-size must be between 1 and 10000, got 100000000 (instruction prompts per round)",
+        ),
+        ({"timeout": float("nan")}, "--timeout must be a finite number, got nan"),
+        ({"timeout": float("inf")}, "--timeout must be a finite number, got inf"),
+        ({"timeout": 0.0}, "--timeout must be greater than 0 and at most 86400, got 0.0 (seconds)"),
+        (
+            {"classification_demos": -3},
+            "config key 'classification-demos' must be between 2 and 64, got -3 (half Yes and half No examples)",
+        ),
+        ({"presence_penalty": 3.0}, "--presence-penalty must be between -2 and 2, got 3.0"),
+        ({"max_retries": -1}, "--max-retries must be between 0 and 100, got -1"),
+        ({"seed": -5}, "--seed must be between 0 and 9223372036854775807, got -5"),
+        ({"similarity_floor": 0.8}, "config key 'similarity-floor' (0.8) must not exceed --threshold (0.7)"),
+        ({"model": "  "}, "--model must not be empty"),
         (
             {"time_limit": "soon"},
-            "cannot read the duration 'soon': use forms like 90s, 50m, 2h or 1h30m",
+            "--time-limit: cannot read the duration 'soon': use forms like 90s, 50m, 2h or 1h30m",
         ),
-        ({"time_limit": "0m"}, "the duration '0m' must be positive"),
+        ({"time_limit": "0m"}, "--time-limit: the duration '0m' must be positive"),
     ],
     ids=lambda v: "-".join(f"{k}={v[k]}" for k in v) if isinstance(v, dict) else None,
 )

@@ -92,10 +92,13 @@ def test_json_array_in_and_out(tmp_path: Path) -> None:
     ("lines", "message"),
     [
         (['{"instruction": "Fine one here please."}', "{oops"], ":2: not valid JSON"),
-        (['{"instruction": "Fine one here please."}', '{"prompt": "x"}'], ":2: missing field 'instruction'"),
-        (['{"instruction": 5}'], ":1: not a string in field 'instruction'"),
-        (['{"instruction": "  "}'], ":1: field 'instruction' is empty"),
-        (["[1, 2]"], ":1: expected a JSON object, got int"),
+        (['{"prompt": "x"}', '{"prompt": "y"}'], ":1: missing field 'instruction', and no record of the file"),
+        (['{"instruction": 5}'], ":1: not a string in field 'instruction', and no record of the file has one"),
+        (["[1, 2]"], ":1: expected a JSON object, got int, and no record"),
+        (['{"instruction": "ok here"}', '{"n": 1' + "0" * 5000 + "}"], ":2: not accepted: a number with more than"),
+        (['{"instruction": "\\ud800 is lone"}'], ":1: field 'instruction' holds a lone surrogate (\\ud800)"),
+        (['{"a": ' * 100_000 + "1" + "}" * 100_000], ":1: not accepted: nested more than 64 levels deep"),
+        (["[" * 100_000 + "]" * 100_000], ": not accepted: nested more than 64 levels deep"),  # a JSON array file
     ],
 )
 def test_bad_input_names_line_and_writes_nothing(tmp_path: Path, lines: list[str], message: str) -> None:
@@ -111,6 +114,33 @@ def test_bad_input_names_line_and_writes_nothing(tmp_path: Path, lines: list[str
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "kept.jsonl"]  # no temporary left
 
 
+def test_records_without_a_usable_instruction_are_rejected_and_the_rest_filtered(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "\n".join(
+            [
+                json.dumps(CANDIDATES[0]),
+                '{"instruction": "   ", "id": 1}',
+                '{"prompt": "no instruction here"}',
+                '{"instruction": 7}',
+                "[1, 2]",
+                json.dumps(CANDIDATES[4]),
+            ]
+        )
+        + "\n"
+    )
+    result = filter_file(src, tmp_path / "kept.jsonl", rejected_out=tmp_path / "rejected.jsonl")
+    assert read_jsonl(tmp_path / "kept.jsonl") == [CANDIDATES[0], CANDIDATES[4]]
+    rejected = read_jsonl(tmp_path / "rejected.jsonl")
+    assert rejected == [
+        {"instruction": "   ", "id": 1, "reject_reason": "empty_instruction"},
+        {"prompt": "no instruction here", "reject_reason": "no_instruction"},
+        {"instruction": 7, "reject_reason": "no_instruction"},
+        {"record": [1, 2], "reject_reason": "not_an_object"},
+    ]
+    assert result.total == 6 and result.kept == 2
+
+
 def test_cli_filter(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", CANDIDATES)
     runner = CliRunner()
@@ -123,5 +153,5 @@ def test_cli_filter(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"x": 1}\n')
     result = runner.invoke(app, ["filter", str(bad), "--out", str(tmp_path / "k2.jsonl")])
-    assert result.exit_code == 2 and f"{bad}:1: missing field 'instruction'" in result.output
+    assert result.exit_code == 2 and f"{bad}:1: missing field 'instruction', and no record" in result.output
     assert not (tmp_path / "k2.jsonl").exists()

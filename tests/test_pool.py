@@ -102,7 +102,6 @@ def test_append_then_load_roundtrip(locked: Pool) -> None:
     ("tail", "why"),
     [
         (b'{"id": "machine_task_000003", "instruc', "no newline at the end of the file"),
-        (line(numbered_task(3)).rstrip(b"\n"), "no newline at the end of the file"),  # cut just before \n
         (b"\x00" * 300, "no newline at the end of the file"),  # size grew, data never reached the disk
         (b'{"id": "machine_task_000003", "instruc\n', "not valid JSON"),
         (b"   ", "no newline at the end of the file"),
@@ -123,6 +122,22 @@ def test_torn_last_line_is_moved_aside_and_cut_off(locked: Pool, tail: bytes, wh
     # The next append continues cleanly and the next load sees no problem.
     locked.append([numbered_task(3)])
     assert len(Pool(locked.directory).load()) == 4
+
+
+def test_a_whole_task_without_its_newline_is_kept_and_the_line_ended(locked: Pool) -> None:
+    # Another tool appended a valid task and left out the newline: a complete line, not an interrupted write.
+    good = b"".join(line(numbered_task(i)) for i in range(3))
+    locked.tasks_path.write_bytes(good + line(numbered_task(3)).rstrip(b"\n"))
+    reader = Pool(locked.directory)
+    assert [t.id for t in reader.read_tasks()] == [machine_task_id(i) for i in range(4)]
+    assert reader.warnings == []  # a reader keeps it and says nothing: it is a valid task
+    tasks = locked.load()
+    assert [t.id for t in tasks] == [machine_task_id(i) for i in range(4)]
+    assert locked.tasks_path.read_bytes() == good + line(numbered_task(3))
+    assert not locked.corrupt_path.exists()
+    assert "tasks.jsonl:4" in locked.warnings[0] and "no newline" in locked.warnings[0]
+    locked.append([numbered_task(4)])
+    assert len(Pool(locked.directory).load()) == 5
 
 
 def test_torn_last_line_without_the_lock_is_skipped_and_nothing_is_written(pool: Pool) -> None:
@@ -170,7 +185,7 @@ def test_bad_middle_line_raises_naming_file_and_line(pool: Pool) -> None:
         pool.load()
     message = str(exc_info.value)
     assert f"{pool.tasks_path}:2: not valid JSON" in message
-    assert "run with --repair to move it aside" in message
+    assert f"`selfinstruct repair {pool.directory}` moves it aside" in message
     assert exc_info.value.exit_code == 4
     assert pool.tasks_path.read_bytes() == content  # untouched, even holding the lock:
     with pool.lock(), pytest.raises(PoolError):
@@ -245,7 +260,7 @@ def test_duplicate_instruction_ignores_case_and_spacing(pool: Pool) -> None:
 def test_many_bad_lines_are_summarised(pool: Pool) -> None:
     pool.directory.mkdir()
     pool.tasks_path.write_bytes(b"bad\n" * 8 + line(numbered_task(0)))
-    with pytest.raises(PoolError, match=r"\(and 3 more bad lines\); run with --repair to move them aside"):
+    with pytest.raises(PoolError, match=r"\(and 3 more bad lines\); `selfinstruct repair .*` moves them aside"):
         pool.load()
 
 
@@ -460,7 +475,7 @@ def test_append_refuses_what_load_would_refuse(locked: Pool) -> None:
 
 def test_append_refuses_to_glue_onto_a_torn_line(locked: Pool) -> None:
     locked.tasks_path.write_bytes(line(numbered_task(0)) + b'{"id": "machi')
-    with pytest.raises(PoolError, match="ends with an incomplete line"):
+    with pytest.raises(PoolError, match="has not loaded: load"):
         locked.append([numbered_task(1)])
 
 

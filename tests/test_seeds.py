@@ -126,8 +126,6 @@ def _task(i: int, **fields: Any) -> dict[str, Any]:
         ([_task(0), _task(1, name="task_0")], ":2: duplicate name: same as line 1"),
         ([_task(0), _task(1, instruction=_task(0)["instruction"].upper())], ":2: duplicate instruction"),
         ([_task(0, instances=[{"input": "x", "output": " "}])], ":1: instances[0].output is empty"),
-        ([_task(0, name="")], ":1: missing or empty field 'name'"),
-        ([_task(0, is_classification=None)], ":1: missing or empty field 'is_classification'"),
         ([_task(0, instruction="")], ":1: field 'instruction' is empty"),
         (
             [_task(0, is_classification=True, instances=[{"input": "a", "output": "a long free text answer here ok"}])],
@@ -145,6 +143,30 @@ def test_check_reports_problems_with_file_and_line(tmp_path: Path, records: list
     assert not report.ok
     rendered = [f.render(str(path)) for f in report.problems]
     assert any(r.startswith(str(path)) and problem in r for r in rendered), rendered
+
+
+def test_alpaca_records_that_generate_accepts_are_valid_with_warnings(tmp_path: Path) -> None:
+    alpaca = [
+        {"instruction": "Give three tips for staying healthy in winter.", "input": "", "output": "Sleep, eat, walk."},
+        {"instruction": "Translate the sentence into French.", "input": "Good morning.", "output": "Bonjour."},
+        _task(2, name="", is_classification=None),
+    ]
+    path = _write(tmp_path / "alpaca.jsonl", alpaca)
+    report = check_seed_file(path)
+    assert report.ok, [f.render(str(path)) for f in report.problems]
+    warnings = [f.render(str(path)) for f in report.warnings]
+    assert any("3 records (lines 1, 2, 3) have no id or name; generate names them seed_task_<n>" in w for w in warnings)
+    assert any("no is_classification; generate treats them as not classification" in w for w in warnings)
+
+
+def test_check_goes_on_past_a_line_that_is_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(_task(0)) + "\n{oops\n" + json.dumps(_task(2)) + "\n" + '{"n": 1' + "0" * 5000 + "}\n")
+    report = check_seed_file(path)
+    rendered = [f.render(str(path)) for f in report.problems]
+    assert rendered[0].startswith(f"{path}:2: not valid JSON")
+    assert rendered[1] == f"{path}:4: not accepted: a number with more than 4300 digits"
+    assert report.tasks == 2
 
 
 def test_check_warns_on_filtered_and_near_duplicate_seeds(tmp_path: Path) -> None:

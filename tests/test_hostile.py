@@ -1,0 +1,596 @@
+"""A hostile user against every command: bad files, bad options, foreign writers, deleted locks, credentials
+in URLs, full and read-only filesystems, and signals at any moment (those as real processes, marked slow).
+
+Each case asserts the exit code, the message, and that the pool is byte-identical or valid and complete.
+The bad files are generated into ``tmp_path`` by :func:`bad_files`; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exportsets import write_pool
+from fakelm import FakeLM
+from paperlm import PaperLM
+from seedsets import MINI_SEEDS, write_seeds
+from typer.testing import CliRunner
+
+from selfinstruct.backends import Completion, Sampling
+from selfinstruct.cli import app
+from selfinstruct.config import GenerateConfig
+from selfinstruct.errors import PoolError, PoolLockedError
+from selfinstruct.pool import Pool
+from selfinstruct.runner import run_generate
+from selfinstruct.task import task_from_record
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
+
+
+def run_cli(*args: str) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def gen_args(base_url: str, seeds: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "generate", "--base-url", base_url, "--seeds", str(seeds), "--out", str(out), "--prompts", str(PROMPTS),
+        "--batch-size", "2", "--max-retries", "0", *extra,
+    ]  # fmt: skip
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes: equal snapshots mean nothing was touched."""
+    if not directory.exists():
+        return {}
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def check_valid_pool(out: Path) -> list[dict[str, Any]]:
+    """tasks.jsonl is whole lines of valid JSON, without a duplicate id or instruction."""
+    raw = (out / "tasks.jsonl").read_bytes() if (out / "tasks.jsonl").exists() else b""
+    assert not raw or raw.endswith(b"\n")
+    tasks = [json.loads(line) for line in raw.decode("utf-8").split("\n") if line]
+    assert len({t["id"] for t in tasks}) == len(tasks)
+    assert len({" ".join(t["instruction"].casefold().split()) for t in tasks}) == len(tasks)
+    return tasks
+
+
+def task_line(i: int, model: str = "fake-model") -> str:
+    return json.dumps(
+        {
+            "id": f"machine_task_{i:06d}",
+            "name": f"t{i}",
+            "instruction": f"Describe item number {i} of the shop list.",
+            "instances": [{"input": "", "output": f"Item {i}."}],
+            "is_classification": False,
+            "source": "machine",
+            "model": model,
+        }
+    )
+
+
+@pytest.fixture
+def seeds(tmp_path: Path) -> Path:
+    return write_seeds(tmp_path / "seeds.jsonl")
+
+
+@pytest.fixture
+def paper_lm() -> Iterator[FakeLM]:
+    with FakeLM(respond=PaperLM()) as lm:
+        yield lm
+
+
+# -- a directory of bad input files ------------------------------------------------------------------------
+
+GOOD = json.dumps(MINI_SEEDS[0])
+
+
+def bad_files(root: Path) -> dict[str, tuple[Path, str]]:
+    """Each bad file with the message (after ``path``) that every reader must give for it."""
+    root.mkdir(exist_ok=True)
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    nan = GOOD.replace('"is_classification": false', '"x": NaN, "is_classification": false')
+    cases: dict[str, tuple[bytes | None, str]] = {
+        "huge_int": (f'{GOOD}\n{{"instruction": "x", "n": 1{"0" * 5000}}}\n'.encode(), ":2: not accepted: a number"),
+        "deep_nesting": (f"{GOOD}\n{deep}\n".encode(), ":2: not accepted: nested more than 64 levels deep"),
+        "deep_array": (b"[" * 100_000 + b"]" * 100_000, ": not accepted: nested more than 64 levels deep"),
+        "lone_surrogate": (
+            (GOOD + "\n" + GOOD.replace("How long", "\\ud800 How long") + "\n").encode(),
+            ":2: field 'instruction' holds a lone surrogate (\\ud800)",
+        ),
+        "surrogate_in_output": (
+            (GOOD.replace('"output": "About', '"output": "\\udfff About') + "\n").encode(),
+            ":1: field 'instances[0].output' holds a lone surrogate (\\udfff)",
+        ),
+        "not_utf8": (GOOD.encode() + b"\n" + b'{"instruction": "caf\xe9"}\n', ": not UTF-8 text"),
+        "nan": (f"{GOOD}\n{nan}\n".encode(), ":2: NaN is not a JSON number"),
+        "not_json": ((GOOD + "\n{oops\n").encode(), ":2: not valid JSON"),
+        "directory": (None, ": is a directory, not a file"),
+    }
+    files = {}
+    for name, (data, message) in cases.items():
+        path = root / (name if data is None else f"{name}.jsonl")
+        if data is None:
+            path.mkdir(exist_ok=True)
+        else:
+            path.write_bytes(data)
+        files[name] = (path, message)
+    return files
+
+
+BAD_NAMES = [
+    "huge_int", "deep_nesting", "deep_array", "lone_surrogate", "surrogate_in_output", "not_utf8", "nan",
+    "not_json", "directory",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_every_command_refuses_a_bad_file_with_its_line_and_no_traceback(tmp_path: Path, name: str) -> None:
+    path, message = bad_files(tmp_path / "bad")[name]
+    out = tmp_path / "pool"
+    expected = f"{path}{message}"
+
+    result = run_cli("seeds", "check", path)
+    assert result.exit_code == 2 and expected in result.output, result.output
+
+    result = run_cli(*gen_args(DEAD_URL, path, out))
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert not out.exists()  # bad input is refused before the pool is touched
+
+    kept = tmp_path / "kept.jsonl"
+    result = run_cli("filter", path, "--out", kept)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert not kept.exists()
+
+    good = write_seeds(tmp_path / "good.jsonl")
+    result = run_cli("filter", good, "--out", kept, "--against", path)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert not kept.exists()
+
+    pool = write_pool(tmp_path / "export_pool")
+    result = run_cli("export", pool, "--out", tmp_path / "x.json", "--include-seeds", "--seeds", path)
+    assert result.exit_code == 2 and expected in result.output, result.output
+
+
+@pytest.mark.parametrize("name", ["huge_int", "deep_nesting", "lone_surrogate", "not_utf8", "nan"])
+def test_a_bad_line_in_the_pool_is_shown_by_status_refused_by_generate_and_repaired(
+    tmp_path: Path, seeds: Path, paper_lm: FakeLM, name: str
+) -> None:
+    path, _ = bad_files(tmp_path / "bad")[name]
+    bad_line = path.read_bytes().split(b"\n")[1 if name != "surrogate_in_output" else 0]
+    out = tmp_path / "pool"
+    out.mkdir()
+    (out / "tasks.jsonl").write_bytes(f"{task_line(0)}\n".encode() + bad_line + f"\n{task_line(1)}\n".encode())
+    before = snapshot(out)
+
+    status = run_cli("status", out)
+    assert status.exit_code == 0, status.output
+    assert "size: 2 machine tasks" in status.output
+    assert f"selfinstruct repair {out}" in status.output and "skipped 1 bad line (line 2:" in status.output
+    assert snapshot(out) == before
+
+    result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "4"))
+    assert result.exit_code == 4, result.output
+    assert f"{out / 'tasks.jsonl'}:2: " in result.output and f"`selfinstruct repair {out}`" in result.output
+    after = snapshot(out)
+    assert {k: after[k] for k in before} == before  # the tasks are untouched; the refusal is in the ledger
+    (run,) = Pool(out).read_runs()
+    assert run["exit_reason"] == "error" and "selfinstruct repair" in run["error"]
+
+    result = run_cli("repair", out)
+    assert result.exit_code == 0 and "moved 1 bad line" in result.output, result.output
+    assert len(check_valid_pool(out)) == 2
+    assert (out / "tasks.jsonl.corrupt").read_bytes().endswith(bad_line + b"\n")
+    result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "4"))
+    assert result.exit_code == 0, result.output
+    assert len(check_valid_pool(out)) == 4
+
+
+# -- options, from flags and from a TOML file ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "key", "value", "message"),
+    [
+        ("--temperature", "temperature", "-1", "must be between 0 and 100, got -1.0"),
+        ("--top-p", "top-p", "7", "must be greater than 0 and at most 1, got 7.0"),
+        ("--dtype", "dtype", "int3", "must be one of auto, half, float16, bfloat16, float, float32, got 'int3'"),
+        ("--gpu-memory-utilization", "gpu-memory-utilization", "7", "must be greater than 0 and at most 1, got 7.0"),
+        ("--batch-size", "batch-size", "100000000", "must be between 1 and 10000, got 100000000"),
+        ("--timeout", "timeout", "nan", "must be a finite number, got nan"),
+        ("--timeout", "timeout", "inf", "must be a finite number, got inf"),
+        ("--threshold", "threshold", "5", "must be between 0 and 1, got 5.0"),
+        ("--max-retries", "max-retries", "-2", "must be between 0 and 100, got -2"),
+    ],
+)
+def test_option_ranges_name_the_flag_or_the_file_key(
+    tmp_path: Path, flag: str, key: str, value: str, message: str
+) -> None:
+    result = run_cli("generate", "--out", tmp_path / "pool", flag, value)
+    assert result.exit_code == 2 and f"error: {flag} {message}" in result.output, result.output
+    toml = tmp_path / "run.toml"
+    toml_value = value if key != "dtype" else f'"{value}"'
+    toml_value = {"nan": "nan", "inf": "inf"}.get(value, toml_value)
+    toml.write_text(f"[generate]\n{key} = {toml_value}\n")
+    result = run_cli("generate", "--out", tmp_path / "pool", "--config", toml)
+    assert result.exit_code == 2 and f"error: {toml}: [generate] {key} {message}" in result.output, result.output
+    assert not (tmp_path / "pool").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, ": is a directory; --config names a TOML file"),
+        (b"\xff\xfe\x00model", ": not UTF-8 text (invalid start byte at byte 0)"),
+        (b"classification-demos = -3\n", ": classification-demos must be between 2 and 64, got -3"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", ": not accepted: nested too deeply"),
+        (b"seed = 1" + b"0" * 40 + b"\n", ": seed must be between 0 and 9223372036854775807, got 1" + "0" * 40),
+        (b"seed = 1" + b"0" * 5000 + b"\n", ": not accepted: "),
+        (b"max-new = 1.5\n", ": max-new must be an integer, got 1.5"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "run.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = run_cli("generate", "--config", path, "--out", tmp_path / "pool")
+    assert result.exit_code == 2 and f"error: {path}{message}" in result.output, result.output
+
+
+def test_flags_show_no_bool_metavar_in_help() -> None:
+    for command in (["generate"], ["status"], ["filter"], ["seeds", "check"], ["export"], ["repair"]):
+        result = run_cli(*command, "--help")
+        assert result.exit_code == 0 and "<bool>" not in result.output, (command, result.output)
+
+
+# -- the lock, foreign writers, identity -----------------------------------------------------------------
+
+
+def test_a_deleted_lock_file_does_not_let_a_second_writer_in(tmp_path: Path) -> None:
+    holder = Pool(tmp_path / "pool")
+    with holder.lock("generate"):
+        holder.lock_path.unlink()
+        with pytest.raises(PoolLockedError):
+            Pool(tmp_path / "pool").lock(wait=0)
+        assert Pool(tmp_path / "pool").lock_holder() is not None  # status still sees the holder
+        (tmp_path / "pool").joinpath(".lock").write_text("garbage")  # replaced by hand: still locked
+        with pytest.raises(PoolLockedError):
+            Pool(tmp_path / "pool").lock(wait=0)
+    with Pool(tmp_path / "pool").lock(wait=0):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.open("a").write(task_line(99) + "\n"), "grew by"),
+        (lambda p: p.write_text(task_line(0) + "\n"), "shrank from"),
+        (lambda p: (p.unlink(), p.write_text(task_line(0) + "\n" + task_line(1) + "\n")), "was re"),
+        (lambda p: p.unlink(), "was deleted or moved away"),
+    ],
+)  # fmt: skip
+def test_append_refuses_when_another_program_changed_the_file(tmp_path: Path, change: Any, message: str) -> None:
+    pool = Pool(tmp_path / "pool")
+    with pool.lock():
+        pool.load()
+        first = [task_from_record(json.loads(task_line(i))) for i in range(2)]
+        pool.append(first)
+        change(pool.tasks_path)
+        after = pool.tasks_path.read_bytes() if pool.tasks_path.exists() else None
+        with pytest.raises(PoolError, match=message):
+            pool.append([task_from_record(json.loads(task_line(2)))])
+        assert (pool.tasks_path.read_bytes() if pool.tasks_path.exists() else None) == after
+
+
+class ForeignWriterLM:
+    """A backend that, during its second call, has another program append a task to the pool."""
+
+    model = "fake-model"
+
+    def __init__(self, pool_dir: Path) -> None:
+        self.pool_dir = pool_dir
+        self.calls = 0
+        self.inner = PaperLM()
+
+    def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+        self.calls += 1
+        if self.calls == 4:  # in round 2, after round 1 was appended
+            with (self.pool_dir / "tasks.jsonl").open("a") as fh:
+                fh.write(task_line(0, model="someone-else") + "\n")  # a duplicate id of round 1
+        return [Completion(*self.inner(p, {"stop": list(sampling.stop)})) for p in prompts]
+
+
+def test_a_foreign_writer_during_a_run_stops_it_without_a_duplicate(tmp_path: Path, seeds: Path) -> None:
+    out = tmp_path / "pool"
+    config = GenerateConfig(seeds=str(seeds), prompts=str(PROMPTS), out=str(out), num_instructions=40, batch_size=2)
+    with pytest.raises(PoolError, match=r"grew by .* that this run did not write"):
+        run_generate(config, backend=ForeignWriterLM(out))
+    (run,) = Pool(out).read_runs()
+    assert run["exit_reason"] == "error" and "another program is writing" in run["error"]
+    lines = (out / "tasks.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    assert ids.count("machine_task_000000") == 2  # the foreign copy; this run wrote nothing after it
+    assert run["pool_after"] == len(lines) - 1
+
+
+def test_a_valid_task_without_a_trailing_newline_is_kept(tmp_path: Path, seeds: Path, paper_lm: FakeLM) -> None:
+    out = tmp_path / "pool"
+    out.mkdir()
+    (out / "tasks.jsonl").write_text(task_line(0) + "\n" + task_line(1))  # another tool forgot the newline
+    status = run_cli("status", out, "--json")
+    assert json.loads(status.output)["pool_size"] == 2 and status.exit_code == 0
+    result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "5"))
+    assert result.exit_code == 0, result.output
+    assert "had no newline at the end" in result.output
+    tasks = check_valid_pool(out)
+    assert [t["id"] for t in tasks[:2]] == ["machine_task_000000", "machine_task_000001"] and len(tasks) == 5
+    assert not (out / "tasks.jsonl.corrupt").exists()
+
+
+def test_a_mistyped_model_leaves_no_identity_and_a_ledger_line(tmp_path: Path, seeds: Path, paper_lm: FakeLM) -> None:
+    out = tmp_path / "pool"
+    result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--model", "fake-modle", "--num-instructions", "4"))
+    assert result.exit_code == 3, result.output
+    assert not (out / "config.json").exists() and not (out / "tasks.jsonl").exists()
+    (run,) = Pool(out).read_runs()
+    assert run["exit_reason"] == "error" and run["model"] == "fake-modle" and run["accepted"] == 0
+    result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--model", "fake-model", "--num-instructions", "4"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["model"] == "fake-model"
+
+
+@pytest.mark.parametrize("remove", [("config.json",), ("config.json", "runs.jsonl")])
+def test_identity_is_checked_against_the_ledger_and_the_tasks_when_config_json_is_gone(
+    tmp_path: Path, seeds: Path, remove: tuple[str, ...]
+) -> None:
+    out = tmp_path / "pool"
+    with FakeLM(respond=PaperLM(), models=["model-a", "model-b"]) as lm:
+        result = run_cli(*gen_args(lm.base_url, seeds, out, "--model", "model-a", "--num-instructions", "4"))
+        assert result.exit_code == 0, result.output
+        for name in remove:
+            (out / name).unlink()
+        before = snapshot(out)
+        result = run_cli(*gen_args(lm.base_url, seeds, out, "--model", "model-b", "--num-instructions", "8"))
+        assert result.exit_code == 4, result.output
+        source = "runs.jsonl" if len(remove) == 1 else "tasks.jsonl"
+        assert "model: stored 'model-a', now 'model-b'" in result.output and source in result.output
+        assert {k: v for k, v in snapshot(out).items() if k != "runs.jsonl"} == {
+            k: v for k, v in before.items() if k != "runs.jsonl"
+        }
+        assert Pool(out).read_runs()[-1]["exit_reason"] == "error"  # the refused run is in the ledger
+        result = run_cli(*gen_args(lm.base_url, seeds, out, "--model", "model-a", "--num-instructions", "8"))
+        assert result.exit_code == 0, result.output
+        assert len(check_valid_pool(out)) == 8
+
+
+def test_credentials_in_the_base_url_reach_no_file_and_no_output(tmp_path: Path, seeds: Path, paper_lm: FakeLM) -> None:
+    secret = "s3cr3t-Pa55"
+    url = paper_lm.base_url.replace("http://", f"http://alice:{secret}@")
+    out = tmp_path / "pool"
+    result = run_cli(*gen_args(url, seeds, out, "--num-instructions", "4"))
+    assert result.exit_code == 0, result.output
+    dead = run_cli(*gen_args(f"http://alice:{secret}@127.0.0.1:9/v1", seeds, tmp_path / "dead", "--model", "m"))
+    assert dead.exit_code == 3, dead.output
+    status = run_cli("status", out, "--json")
+    b64 = base64.b64encode(f"alice:{secret}".encode()).decode()
+    for text in (result.output, dead.output, status.output):
+        assert secret not in text and b64 not in text
+    for directory in (out, tmp_path / "dead"):
+        for name, data in snapshot(directory).items():
+            assert secret.encode() not in data and b64.encode() not in data, name
+    assert json.loads((out / "config.json").read_text())["config"]["base_url"] == paper_lm.base_url
+
+
+# -- status, filter: operators' paper cuts -------------------------------------------------------------------
+
+
+def test_status_plain_lines_name_the_host_and_keep_ids_whole(tmp_path: Path, seeds: Path, paper_lm: FakeLM) -> None:
+    out = tmp_path / "pool"
+    assert run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "3")).exit_code == 0
+    run_id = Pool(out).read_runs()[0]["run_id"]
+    with Pool(out).lock("generate"):
+        result = run_cli("status", out)
+    assert result.exit_code == 0
+    assert f"run {run_id} " in result.output
+    assert " on None" not in result.output and f"on {os.uname().nodename}" in result.output
+    assert not set("─│┃━┏┗") & set(result.output)
+
+
+def test_generate_plain_output_has_no_table(tmp_path: Path, seeds: Path, paper_lm: FakeLM) -> None:
+    result = run_cli(*gen_args(paper_lm.base_url, seeds, tmp_path / "pool", "--num-instructions", "3"))
+    assert result.exit_code == 0
+    assert not set("─│┃━┏┗╭╰") & set(result.output), result.output
+    assert "totals: " in result.output and "selfinstruct generate: target_reached;" in result.output
+
+
+def test_filter_refuses_to_overwrite_its_input(tmp_path: Path, seeds: Path) -> None:
+    before = seeds.read_bytes()
+    for args in (["--out", seeds], ["--out", tmp_path / "k.jsonl", "--rejected", seeds]):
+        result = run_cli("filter", seeds, *args)
+        assert result.exit_code == 73 and "is the input: filtering a file into itself" in result.output
+    result = run_cli("filter", seeds, "--out", tmp_path / "k.jsonl", "--rejected", tmp_path / "k.jsonl")
+    assert result.exit_code == 73 and "--out and --rejected name the same file" in result.output
+    result = run_cli("filter", seeds, "--out", tmp_path)
+    assert result.exit_code == 73 and "is a directory" in result.output
+    assert seeds.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["seeds.jsonl"]
+
+
+def test_filter_outputs_are_readable_by_others(tmp_path: Path, seeds: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        assert run_cli("filter", seeds, "--out", tmp_path / "k.jsonl").exit_code == 0
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "k.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+# -- full and read-only filesystems (a small tmpfs; needs mount rights) -----------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount(8) here to make a small or read-only filesystem")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_filter_on_a_full_or_read_only_filesystem_changes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    text = "Describe the colour number {} in a poem of {} lines, please."
+    src.write_text("".join(json.dumps({"instruction": text.format(i, i)}) + "\n" for i in range(3000)))
+    with tmpfs(tmp_path / "small", "size=64k") as small:
+        result = run_cli("filter", src, "--out", small / "kept.jsonl", "--threshold", "1")  # keeps all: 200 KB
+        assert result.exit_code == 73, result.output
+        assert "cannot write --out" in result.output and "No space left on device" in result.output
+        assert list(small.iterdir()) == []  # the staged file was removed
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
+        previous = tmp_path / "kept.jsonl"
+        previous.write_text("previous\n")
+        result = run_cli("filter", src, "--out", previous, "--rejected", ro / "rejected.jsonl")
+        assert result.exit_code == 73, result.output
+        assert "cannot write --rejected" in result.output and "Read-only file system" in result.output
+        assert previous.read_text() == "previous\n"  # kept was staged, never renamed into place
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "kept.jsonl", "ro", "small"]
+
+
+def test_generate_on_a_read_only_or_full_filesystem(tmp_path: Path, seeds: Path, paper_lm: FakeLM) -> None:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
+        result = run_cli(*gen_args(paper_lm.base_url, seeds, ro / "pool", "--num-instructions", "4"))
+        assert result.exit_code == 4, result.output
+        assert "cannot create the pool directory" in result.output and "Read-only file system" in result.output
+    with tmpfs(tmp_path / "small", "size=48k") as small:
+        out = small / "pool"
+        result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "2000", "--no-keep-rejected"))
+        assert result.exit_code == 4, result.output
+        assert "No space left on device" in result.output and "Traceback" not in result.output
+        tasks = check_valid_pool(out)  # whole rounds only, nothing half-written
+        assert tasks
+
+
+# -- signals, as real processes -------------------------------------------------------------------------------
+
+
+def spawn(lm: FakeLM, seeds: Path, out: Path, *extra: str, wrapper: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    cmd = [*wrapper, sys.executable, "-m", "selfinstruct", *gen_args(lm.base_url, seeds, out, *extra)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_double_sigterm_like_timeout_sends_stops_once_with_a_ledger_line(seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    with FakeLM(respond=PaperLM(), delay=0.05) as lm:
+        for attempt in range(4):
+            size = (out / "tasks.jsonl").stat().st_size if attempt else 0
+            proc = spawn(lm, seeds, out, "--num-instructions", "100000")
+            wait_for(lambda s=size: (out / "tasks.jsonl").exists() and (out / "tasks.jsonl").stat().st_size > s)
+            time.sleep(random.uniform(0.0, 0.3))
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # `timeout` signals the child and then its process group
+            output, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 130, output
+            assert "Traceback" not in output and "selfinstruct generate: terminated;" in output
+    runs = Pool(out).read_runs()
+    assert len(runs) == 4 and all(r["exit_reason"] == "terminated" for r in runs)
+    assert len(check_valid_pool(out)) == runs[-1]["pool_after"]
+
+
+@pytest.mark.slow
+def test_timeout_command_itself(seeds: Path, tmp_path: Path) -> None:
+    if shutil.which("timeout") is None:
+        pytest.skip("coreutils timeout is not installed")
+    out = tmp_path / "pool"
+    with FakeLM(respond=PaperLM(), delay=0.05) as lm:
+        proc = spawn(lm, seeds, out, "--num-instructions", "100000", wrapper=("timeout", "-s", "TERM", "4"))
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 124, output  # timeout's own code for "the time ran out"
+    assert "Traceback" not in output
+    (run,) = Pool(out).read_runs()
+    assert run["exit_reason"] == "terminated"
+    check_valid_pool(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_model_detection_is_recorded(seeds: Path, tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "pool"
+    with FakeLM(respond=PaperLM(), delay=3.0) as lm:  # GET /v1/models takes 3 s
+        proc = spawn(lm, seeds, out)
+        wait_for(lambda: bool(lm.log) or any(lm.requests))  # the process is waiting for the model list
+        wait_for(lambda: Pool(out).lock_holder() is not None)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output
+    (run,) = Pool(out).read_runs()
+    assert run["exit_reason"] == ("interrupted" if sig == signal.SIGINT else "terminated")
+    assert run["rounds"] == 0 and not (out / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_signals_at_random_moments_never_give_a_traceback_or_lose_the_ledger(seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    rng = random.Random(1234)
+    with FakeLM(respond=PaperLM(), delay=0.02) as lm:
+        for _ in range(8):
+            proc = spawn(lm, seeds, out, "--num-instructions", "100000")
+            time.sleep(rng.uniform(0.3, 2.5))
+            sig = rng.choice([signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+            holding = Pool(out).lock_holder() is not None
+            runs_before = len(Pool(out).read_runs())
+            proc.send_signal(sig)
+            if rng.random() < 0.5:
+                proc.send_signal(sig)
+            output, _ = proc.communicate(timeout=60)
+            assert "Traceback" not in output, output
+            assert proc.returncode == 130, output
+            if holding:  # the run had its lock: it must be in the ledger
+                assert len(Pool(out).read_runs()) == runs_before + 1, output
+            check_valid_pool(out)
+
+
+@pytest.mark.slow
+def test_server_down_and_bad_key_leave_a_ledger_line(seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfinstruct", *gen_args(DEAD_URL, seeds, out, "--model", "m")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    with FakeLM(respond=PaperLM(), required_api_key="right") as lm:
+        env = {**os.environ, "SELFINSTRUCT_API_KEY": "wrong"}
+        cmd = [sys.executable, "-m", "selfinstruct", *gen_args(lm.base_url, seeds, out, "--model", "fake-model")]
+        bad_key = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert bad_key.returncode in (2, 3) and "Traceback" not in bad_key.stderr and "wrong" not in bad_key.stderr
+    runs = Pool(out).read_runs()
+    assert [r["exit_reason"] for r in runs] == ["error", "error"] and all(r["error"] for r in runs)
+    assert not (out / "config.json").exists()
