@@ -1,23 +1,33 @@
-"""How much time the bootstrap loop itself adds per round, with a model that answers instantly.
+"""How much time the bootstrap loop itself adds, with a model that answers instantly, up to the paper's 52K.
 
 The "model" replays real instructions from the benchmark corpus as its numbered lists, answers "No" to the
 classification question and gives two instances per task, so everything but the language model runs for
-real: prompt rendering, parsing, heuristic filters, the novelty index against a growing pool, instance
-filters, and crash-safe appends (fsync included) to a pool directory on disk.
+real: prompt rendering, parsing, heuristic filters, the novelty index against a growing pool (exact
+provenance: the top-5 and ``max_similarity`` of every task), instance filters, and crash-safe appends (fsync
+included) to a pool directory on disk.
 
-    python benchmarks/loop.py --corpus ../shared/bench/instructions.jsonl [--target 8000] [--batch-size 32]
+The corpus holds fewer distinct instructions than a 52,000-task pool needs, so after one pass over it in a
+seeded shuffled order the model splices two corpus instructions (the first half of one, the second half of
+another, chosen by a seeded generator): real vocabulary and lengths, mostly novel, sometimes rejected. The
+corpus text is read at run time and never stored.
 
-Prints the median loop time per round at several pool sizes and the overall tasks per second of loop work.
-Compare with your model's time per round (typically seconds to tens of seconds) to see the overhead.
+    python benchmarks/loop.py --corpus ../shared/bench/instructions.jsonl [--target 52000] [--batch-size 32]
+
+Prints, per band of pool sizes, the rounds in it, the median wall and CPU loop time per round, and the loop
+time per accepted task; then how that time per accepted task grows with the pool (the slope of log time
+against log pool size between the first and last bands: 0 is flat, 1 is linear). CPU time is the process's
+own, which other programs on a shared machine barely disturb; wall time includes fsync waits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,16 +38,27 @@ from selfinstruct.config import GenerateConfig
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
 from selfinstruct.runner import run_generate
 
+MARKS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 52_000, 100_000, 200_000]
+
 
 class ReplayModel:
-    """Answers each stage instantly; instruction lists come from the corpus, in order."""
+    """Answers each stage instantly; instruction lists come from the corpus, then from corpus splices."""
 
     model = "replay"
 
-    def __init__(self, instructions: Sequence[str], per_list: int = 7) -> None:
+    def __init__(self, instructions: Sequence[str], per_list: int = 7, seed: int = 0) -> None:
         self.instructions = [" ".join(text.split()) for text in instructions]
         self.per_list = per_list
         self.next = 0
+        self.rng = random.Random(seed)
+
+    def _instruction(self, i: int) -> str:
+        corpus = self.instructions
+        if i < len(corpus):
+            return corpus[i]
+        first = corpus[self.rng.randrange(len(corpus))].split()
+        second = corpus[self.rng.randrange(len(corpus))].split()
+        return " ".join(first[: (len(first) + 1) // 2] + second[len(second) // 2 :])
 
     def generate(
         self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None
@@ -50,7 +71,7 @@ class ReplayModel:
                 out.append(Completion("Example 1\nInput: first case\nOutput: one\n\nExample 2\nOutput: two\n", "stop"))
             else:
                 start = int(prompt.rsplit("\n", 1)[1].rstrip("."))
-                items = [self.instructions[(self.next + i) % len(self.instructions)] for i in range(self.per_list)]
+                items = [self._instruction(self.next + i) for i in range(self.per_list)]
                 self.next += self.per_list
                 text = " " + items[0] + "".join(f"\n{start + i}. {t}" for i, t in enumerate(items[1:], start=1))
                 out.append(Completion(text, "stop"))
@@ -60,7 +81,7 @@ class ReplayModel:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="../shared/bench/instructions.jsonl")
-    parser.add_argument("--target", type=int, default=8000, help="pool size to grow to")
+    parser.add_argument("--target", type=int, default=52_000, help="pool size to grow to (the paper: 52,000)")
     parser.add_argument("--batch-size", type=int, default=32, help="instruction prompts per round")
     parser.add_argument("--similarity-floor", type=float, default=0.0, help="provenance floor (see README)")
     args = parser.parse_args(argv)
@@ -68,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     corpus = [json.loads(line)["instruction"] for line in Path(args.corpus).read_text().split("\n") if line]
     random.Random(0).shuffle(corpus)
     model = ReplayModel(corpus)
-    marks = [1000, 2000, 4000, 8000, 16000]
-    per_round: dict[int, list[float]] = {m: [] for m in marks}
-    rounds: list[tuple[int, float]] = []
+    # (pool size after the round, wall seconds, CPU seconds, accepted) per round
+    rounds: list[tuple[int, float, float, int]] = []
+    last_cpu = [time.process_time()]
 
     def on_event(kind: str, payload: object) -> None:
         if kind == "round":
-            rounds.append((payload.pool_size, payload.seconds))  # type: ignore[attr-defined]
+            cpu = time.process_time()
+            accepted = payload.accepted  # type: ignore[attr-defined]
+            count = accepted if isinstance(accepted, int) else len(accepted)
+            rounds.append((payload.pool_size, payload.seconds, cpu - last_cpu[0], count))  # type: ignore[attr-defined]
+            last_cpu[0] = cpu
 
     with tempfile.TemporaryDirectory() as tmp:
         config = GenerateConfig(
@@ -83,24 +108,56 @@ def main(argv: list[str] | None = None) -> int:
             similarity_floor=args.similarity_floor,
         )  # fmt: skip
         started = time.perf_counter()
+        cpu_started = time.process_time()
+        last_cpu[0] = cpu_started
         outcome = run_generate(config, backend=model, on_event=on_event)
         total = time.perf_counter() - started
+        total_cpu = time.process_time() - cpu_started
 
-    for size, seconds in rounds:
+    marks = [m for m in MARKS if m < args.target] + [args.target]
+    bands: dict[int, list[tuple[int, float, float, int]]] = {m: [] for m in marks}
+    for row in rounds:
         for m in marks:
-            if size <= m:
-                per_round[m].append(seconds)
+            if row[0] <= m:
+                bands[m].append(row)
                 break
-    print(f"python {sys.version.split()[0]}; corpus {args.corpus} ({len(corpus):,} instructions)")
-    print(f"similarity_floor {args.similarity_floor}")
-    print(f"grew a pool to {outcome.pool_size:,} tasks in {outcome.totals.rounds} rounds of {args.batch_size} prompts")
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end;"
+        f" corpus {args.corpus} ({len(corpus):,} instructions)"
+    )
+    print(f"similarity_floor {args.similarity_floor}, {args.batch_size} prompts per round, 7 instructions per list")
+    print(f"grew a pool to {outcome.pool_size:,} tasks in {outcome.totals.rounds} rounds")
     print(f"({outcome.totals.candidates:,} candidates, exit: {outcome.exit_reason})\n")
-    print(f"{'pool size up to':>16} {'rounds':>7} {'median loop time per round':>28}")
+    print(
+        f"{'pool size up to':>16} {'rounds':>7} {'wall/round (median)':>20} {'CPU/round (median)':>19}"
+        f" {'wall per accepted task':>23}"
+    )
+    growth: list[tuple[float, float]] = []
+    previous = 0
     for m in marks:
-        if per_round[m]:
-            print(f"{m:>16,} {len(per_round[m]):>7} {statistics.median(per_round[m]) * 1000:>25.1f} ms")
-    print(f"\nwhole run: {total:.2f} s, {outcome.pool_size / total:,.0f} accepted tasks/s of loop work,")
-    print(f"{outcome.totals.candidates / total:,.0f} candidates/s through parse, filters, novelty and append")
+        rows = bands[m]
+        if not rows:
+            continue
+        accepted = sum(r[3] for r in rows)
+        wall = sum(r[1] for r in rows)
+        per_task = wall / accepted if accepted else float("nan")
+        if accepted:
+            growth.append(((previous + min(m, rows[-1][0])) / 2, per_task))
+        previous = m
+        print(
+            f"{m:>16,} {len(rows):>7} {statistics.median(r[1] for r in rows) * 1e3:>17.1f} ms"
+            f" {statistics.median(r[2] for r in rows) * 1e3:>16.1f} ms {per_task * 1e3:>20.2f} ms"
+        )
+    if len(growth) >= 2:
+        (x0, y0), (x1, y1) = growth[0], growth[-1]
+        slope = math.log(y1 / y0) / math.log(x1 / x0)
+        print(
+            f"\ntime per accepted task grows as pool size^{slope:.2f} "
+            f"({y0 * 1e3:.2f} ms near {x0:,.0f} tasks -> {y1 * 1e3:.2f} ms near {x1:,.0f})"
+        )
+    print(f"\nwhole run: {total:.1f} s wall, {total_cpu:.1f} s CPU; {outcome.pool_size / total:,.0f} accepted tasks/s")
+    rate = outcome.totals.candidates / total
+    print(f"of loop work, {rate:,.0f} candidates/s through parse, filters, novelty, append")
     return 0
 
 
