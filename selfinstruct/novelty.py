@@ -66,6 +66,7 @@ import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import cast
 
 import numpy as np
@@ -122,6 +123,18 @@ _CDIST_MIN = 24
 # Hits are counted with np.bincount when they are at least 1/_BINCOUNT_RATIO of the index size, by sorting
 # otherwise.
 _BINCOUNT_RATIO = 5
+# Best-first verification: the first chunk of candidates (highest bounds) and its growth factor.
+_FIRST_CHUNK = 16
+_CHUNK_GROWTH = 4
+# The probe for a high first cutoff: run when the query's posting lists hold this many positions; read
+# its rarest lists up to max(_PROBE_BUDGET, index size / 64) positions; verify _PROBE_VERIFY·k of them.
+_PROBE_FROM = 4096
+_PROBE_BUDGET = 512
+_PROBE_VERIFY = 4
+# Bulk building (NoveltyIndex.extend): instructions per chunk of array operations, and the fewest for which
+# arrays beat one add per instruction.
+_BULK_CHUNK = 65536
+_BULK_MIN = 64
 
 
 def rouge_tokens(text: str) -> list[str]:
@@ -252,8 +265,7 @@ class NoveltyIndex:
         self._class_sizes = [0] * len(_CLASS_STARTS)
         self._max_length = 0
         self._overflow: dict[int, list[int]] = {}  # position -> token ids, when its code has sentinels
-        for text in instructions:
-            self.add(text)
+        self.extend(instructions)
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -325,6 +337,100 @@ class NoveltyIndex:
         self._texts.append(instruction)
         self._codes.append(code)
 
+    def extend(self, instructions: Iterable[str]) -> None:
+        """Append many instructions (no novelty check): the same index as :meth:`add` for each, built faster.
+
+        Tokenizing stays per instruction; token ids, posting keys and posting lists are built with array
+        operations over chunks of ``_BULK_CHUNK`` instructions.
+        """
+        chunk: list[str] = []
+        for text in instructions:
+            chunk.append(text)
+            if len(chunk) == _BULK_CHUNK:
+                self._extend(chunk)
+                chunk = []
+        self._extend(chunk)
+
+    def _extend(self, texts: list[str]) -> None:
+        if len(texts) < _BULK_MIN:
+            for text in texts:
+                self._add(text, rouge_tokens(text))
+            return
+        vocab = self._vocab
+        known = len(vocab)
+        setdefault = vocab.setdefault
+        findall = _TOKEN_RE.findall
+        token_lists = [findall(text.lower()) for text in texts]
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(texts))
+        total = int(lengths.sum())
+        # setdefault's default is evaluated first: a new token gets the next id.
+        ids = np.fromiter(
+            (setdefault(t, len(vocab)) for tokens in token_lists for t in tokens), dtype=np.int64, count=total
+        )
+        del token_lists
+        capacity = self._code_capacity
+        self._chars.extend(_code(i) if i < capacity else _SENTINEL for i in range(known, len(vocab)))
+        base = len(self._texts)
+        size = base + len(texts)
+        while size > len(self._lengths):
+            self._lengths = np.concatenate([self._lengths, np.zeros_like(self._lengths)])
+            self._classes = np.concatenate([self._classes, np.zeros_like(self._classes)])
+        classes = np.searchsorted(_CLASS_STARTS, lengths, side="right") - 1
+        self._lengths[base:size] = lengths
+        self._classes[base:size] = classes
+        for length_class, count in enumerate(np.bincount(classes).tolist()):
+            self._class_sizes[length_class] += count
+        self._max_length = max(self._max_length, int(lengths.max()))
+
+        # Codes: every id as its code point, decoded in one go, then cut per instruction.
+        points = np.where(ids < _SURROGATE_START, ids, ids + _SURROGATE_SIZE)
+        points[ids >= capacity] = ord(_SENTINEL)
+        text = points.astype("<u4").tobytes().decode("utf-32-le")
+        ends = np.cumsum(lengths).tolist()
+        starts = [0, *ends[:-1]]
+        self._codes.extend([text[a:b] for a, b in zip(starts, ends, strict=True)])
+        positions = np.repeat(np.arange(base, size, dtype=np.int64), lengths)
+        if len(vocab) > capacity:
+            for position in np.unique(positions[ids >= capacity]).tolist():
+                a, b = starts[position - base], ends[position - base]
+                self._overflow[position] = ids[a:b].tolist()
+        self._texts.extend(texts)
+        if not total:
+            return
+
+        # Posting keys: (token id, occurrence number within its instruction), as _keys computes them.
+        order = np.lexsort((ids, positions))  # by position, then id
+        ids, positions = ids[order], positions[order]
+        run_start = np.ones(total, dtype=bool)
+        run_start[1:] = (ids[1:] != ids[:-1]) | (positions[1:] != positions[:-1])
+        index = np.arange(total)
+        first = np.maximum.accumulate(np.where(run_start, index, 0))
+        keys = (ids << _KEY_SHIFT) | (index - first)
+        order = np.argsort(keys, kind="stable")  # positions stay ascending within a key
+        keys, positions = keys[order], positions[order].astype(np.intc)
+        bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        group_starts = [0, *bounds.tolist()]
+        group_ends = [*bounds.tolist(), total]
+        raw = positions.tobytes()
+        item = positions.itemsize
+        postings = self._postings
+        for key, a, b in zip(keys[group_starts].tolist(), group_starts, group_ends, strict=True):
+            entry = postings.get(key)
+            if entry is None:
+                postings[key] = entry = array("i")
+            if isinstance(entry, array):
+                entry.frombytes(raw[a * item : b * item])
+                if len(entry) >= _SPLIT_AT:
+                    self._split_list(key, entry)
+            else:
+                group = positions[a:b]
+                group_classes = self._classes[group]
+                for length_class in np.unique(group_classes).tolist():
+                    posting = entry.get(length_class)
+                    if posting is None:
+                        entry[length_class] = posting = array("i")
+                    posting.frombytes(group[group_classes == length_class].tobytes())
+
     def _split_list(self, key: int, posting: array[int]) -> None:
         """Replace the long posting list of ``key`` by one list per length class."""
         positions = np.frombuffer(posting, dtype=np.intc)
@@ -356,11 +462,16 @@ class NoveltyIndex:
 
     # ---------------------------------------------------------------------------------------- searching
 
-    def _search(self, tokens: list[str], floor: float) -> tuple[np.ndarray, np.ndarray]:
-        """Positions and exact scores of a superset of the instructions scoring above ``floor``.
+    def _search(
+        self, tokens: list[str], floor: float, k: int, stop_above: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and exact scores of verified instructions, found best-first.
 
-        Every instruction whose F against the instruction of ``tokens`` exceeds ``floor`` is in the
-        result; the result may hold others (also with their exact scores).
+        With ``stop_above=None`` the result holds the exact top ``k`` (score descending, then position)
+        among the instructions scoring above ``floor``, and so the exact maximum whenever it exceeds
+        ``floor``; it may hold other verified instructions too. With ``stop_above`` set, it holds an
+        instruction scoring above ``stop_above`` whenever one exists (``floor`` should then be
+        ``stop_above``): the search stops at the first one it verifies.
         """
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
         m = len(tokens)
@@ -369,7 +480,74 @@ class NoveltyIndex:
         known = [i for i in map(self._vocab.get, tokens) if i is not None]
         if not known:
             return empty
-        keys = self._keys(known)
+        found = list(map(self._postings.get, self._keys(known)))
+        cutoff = floor
+        if stop_above is None and k:
+            probed = self._probe(known, m, found, floor, k)
+            if probed is not None:
+                cutoff = probed
+        cand, n, upper = self._candidates(m, found, cutoff)
+        if len(cand) == 0:
+            return empty
+        return self._best_first(known, m, cand, n, upper, floor, cutoff, k, stop_above)
+
+    def _probe(
+        self, known: list[int], m: int, found: list[array[int] | dict[int, array[int]] | None], floor: float, k: int
+    ) -> float | None:
+        """An exact score that the query's k-th best neighbour reaches, from a cheap look at its rarest keys.
+
+        Reads the query's shortest posting lists (a small budget of positions), verifies the few
+        instructions holding the most of them, and returns the k-th best exact score found when ``k`` of
+        them score above ``floor`` (``None`` otherwise, or when the query's lists are short anyway). The
+        true k-th best is at least that score, so a search at that floor still finds the whole top k,
+        and it reads and verifies far less than one at ``floor``.
+        """
+        sizes = [0 if e is None else len(e) if isinstance(e, array) else sum(map(len, e.values())) for e in found]
+        if sum(sizes) < _PROBE_FROM:
+            return None
+        # Split lists contribute only the length classes around the query's: similar lengths score higher.
+        near = range(max(0, _length_class(m) - 1), _length_class(m) + 2)
+        parts: list[list[array[int]]] = []
+        for entry in found:
+            if entry is None:
+                continue
+            if isinstance(entry, array):
+                parts.append([entry])
+            else:
+                parts.append([p for c in near if (p := entry.get(c)) is not None])
+        parts.sort(key=lambda lists: sum(map(len, lists)))
+        budget = max(_PROBE_BUDGET, len(self._texts) >> 6)
+        chunks: list[bytes] = []
+        for lists in parts:
+            size = sum(map(len, lists))
+            if size > budget and chunks:
+                break
+            budget -= size
+            chunks.extend([p.tobytes() for p in lists])
+        if not chunks:
+            return None
+        cand, counts = np.unique(np.frombuffer(b"".join(chunks), dtype=np.intc), return_counts=True)
+        take = _PROBE_VERIFY * k
+        if len(cand) > take:
+            # Most shared rare keys per token of the pair: a guess at the best neighbours, not a bound.
+            part = np.argpartition(-counts / (m + self._lengths[cand]), take - 1)[:take]
+            cand = cand[part]
+        scores = self._scores(known, m, cand.astype(np.int64), self._lengths[cand])
+        above = scores[scores > floor]
+        if len(above) < k:
+            return None
+        return float(np.partition(above, len(above) - k)[len(above) - k])
+
+    def _candidates(
+        self, m: int, found: list[array[int] | dict[int, array[int]] | None], floor: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions, token counts and overlap bounds of a superset of the instructions scoring above ``floor``.
+
+        ``found`` holds the posting entries of the query's keys (``None`` for keys no instruction holds).
+        Every instruction whose F against the query exceeds ``floor`` is in the result, with an upper
+        bound of its LCS with the query (at most ``min(m, n)``); the result may hold others.
+        """
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         g = floor - _EPS
         # F > floor needs L > g·(m+n)/2 with L <= min(m, n): n_lo <= n <= n_hi.
         if g > 0:
@@ -380,7 +558,6 @@ class NoveltyIndex:
         if n_hi < n_lo:
             return empty
         # Short lists are read whole; long ones are split by length class and read class by class.
-        found = list(map(self._postings.get, keys))
         lists: list[array[int]] = [entry for entry in found if isinstance(entry, array)]
         split_keys: list[dict[int, array[int]]] = [entry for entry in found if isinstance(entry, dict)]
         # Keys no instruction holds (and tokens no instruction holds) are empty lists, "read" for free.
@@ -426,14 +603,67 @@ class NoveltyIndex:
                 cand, counts = cand[keep], counts[keep]
         if len(cand) == 0:
             return empty
-        n = self._lengths[cand]
+        n = self._lengths[cand].astype(np.int64)
         # Shared tokens <= lists it appears in + lists not read (in its class); and <= min(m, n).
         upper = np.minimum(np.minimum(counts + unread[self._classes[cand]], n), m)
         keep = 2 * upper > g * (m + n)
-        cand = cand[keep]
-        if len(cand) == 0:
-            return empty
-        n = n[keep]
+        return cand[keep].astype(np.int64), n[keep], upper[keep]
+
+    def _best_first(
+        self,
+        known: list[int],
+        m: int,
+        cand: np.ndarray,
+        n: np.ndarray,
+        upper: np.ndarray,
+        floor: float,
+        cutoff: float,
+        k: int,
+        stop_above: float | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Verify candidates in order of their bound ``2·upper/(m+n)``; stop when no bound can change the answer.
+
+        Every candidate whose bound reaches ``cutoff`` is verified unless ``k`` verified scores above
+        ``floor`` already beat its bound (the top k is then settled: ties keep being verified, so the
+        insertion order among equal scores is exact) or, with ``stop_above``, a verified score exceeds it.
+        """
+        mn = m + n
+        bound = upper / mn  # for the order only; the stopping test below is exact, with a margin
+        cut = cutoff - _EPS
+        positions: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        best = np.zeros(0, dtype=np.float64)  # the k best verified scores above floor
+        remaining = np.arange(len(cand))
+        chunk = _FIRST_CHUNK
+        while len(remaining):
+            if len(remaining) > chunk:
+                part = np.argpartition(-bound[remaining], chunk - 1)
+                pick, remaining = remaining[part[:chunk]], remaining[part[chunk:]]
+            else:
+                pick, remaining = remaining, remaining[:0]
+            found = self._scores(known, m, cand[pick], n[pick])
+            positions.append(cand[pick])
+            scores.append(found)
+            chunk *= _CHUNK_GROWTH
+            if stop_above is not None:
+                if bool((found > stop_above).any()):
+                    break
+                continue
+            if not k:
+                continue
+            best = np.concatenate([best, found[found > floor]])
+            if len(best) > k:
+                best = np.partition(best, len(best) - k)[len(best) - k :]
+            if len(best) == k and float(best.min()) - _EPS > cut:
+                cut = float(best.min()) - _EPS
+                # A float F equal to the k-th best has 2·LCS/(m+n) within ulps of it: kept by the margin.
+                remaining = remaining[2 * upper[remaining] > cut * mn[remaining]]
+        if len(positions) == 1:
+            return positions[0], scores[0]
+        return np.concatenate(positions), np.concatenate(scores)
+
+    def _scores(self, known: list[int], m: int, cand: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Exact rouge-score F of the query (``m`` tokens, ``known`` ids) against the instructions at ``cand``."""
         lcs = self._verify(known, cand)
         # rouge-score's float order, vectorised: the same IEEE double operations as the scalar formula.
         lcs_f = lcs.astype(np.float64)
@@ -441,8 +671,7 @@ class NoveltyIndex:
         recall = lcs_f / m
         denom = precision + recall
         with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
-        return cand.astype(np.int64), scores
+            return np.where(denom > 0, 2 * precision * recall / denom, 0.0)
 
     def _verify(self, known: list[int], cand: np.ndarray) -> np.ndarray:
         """Exact LCS lengths between the query's known token ids and the instructions at ``cand``."""
@@ -462,7 +691,7 @@ class NoveltyIndex:
         # Tokens no instruction holds match nothing, so leaving them out changes no LCS.
         chars = self._chars
         query = "".join([chars[i] for i in known])
-        choices = [codes[p] for p in positions]
+        choices = itemgetter(*positions)(codes) if len(positions) > 1 else [codes[p] for p in positions]
         if len(choices) >= _CDIST_MIN:
             return cdist([query], choices, scorer=LCSseq.similarity, dtype=np.int32)[0].astype(np.int64)
         similarity = LCSseq.similarity
@@ -484,7 +713,7 @@ class NoveltyIndex:
 
     def query(self, instruction: str) -> NoveltyResult:
         """Max F of ``instruction`` against the index, and its most similar instructions (module docs)."""
-        return self._result(*self._search(rouge_tokens(instruction), self.report_floor))
+        return self._result(*self._search(rouge_tokens(instruction), self.report_floor, max(self.top_k, 1)))
 
     def max_similarity(self, instruction: str) -> tuple[float, list[tuple[str, float]]]:
         """:meth:`query` as plain tuples: ``(max_score, [(instruction, score), ...])``."""
@@ -493,7 +722,7 @@ class NoveltyIndex:
 
     def is_novel(self, instruction: str) -> bool:
         """True when ``instruction``'s max F against the index is ``<= threshold`` (an exact decision)."""
-        _, scores = self._search(rouge_tokens(instruction), self.threshold)
+        _, scores = self._search(rouge_tokens(instruction), self.threshold, 0, stop_above=self.threshold)
         return not bool((scores > self.threshold).any())
 
     def filter_batch(self, candidates: Sequence[str], *, add: bool = True) -> list[NoveltyResult]:
@@ -510,7 +739,7 @@ class NoveltyIndex:
         try:
             for text in candidates:
                 tokens = rouge_tokens(text)
-                result = self._result(*self._search(tokens, self.report_floor))
+                result = self._result(*self._search(tokens, self.report_floor, max(self.top_k, 1)))
                 results.append(result)
                 if result.max_score <= self.threshold:
                     self._add(text, tokens)

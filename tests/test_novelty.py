@@ -188,9 +188,12 @@ def random_pool(rng: random.Random, size: int, vocab: int) -> list[str]:
     return pool
 
 
-@pytest.mark.parametrize("split_at", [2, 2048])
+@pytest.mark.parametrize("split_at", [2, 2048, 0])
 def test_index_matches_brute_force_on_a_larger_pool(monkeypatch: pytest.MonkeyPatch, split_at: int) -> None:
-    monkeypatch.setattr(novelty, "_SPLIT_AT", split_at)
+    if split_at:
+        monkeypatch.setattr(novelty, "_SPLIT_AT", split_at)
+    else:
+        search_hard(monkeypatch)
     rng = random.Random(split_at)
     pool = random_pool(rng, 400, 60)
     queries = random_pool(rng, 40, 60)[:20] + rng.sample(pool, 10)
@@ -200,6 +203,118 @@ def test_index_matches_brute_force_on_a_larger_pool(monkeypatch: pytest.MonkeyPa
         scores = brute(q, pool)
         check_result(index.query(q), scores, 0.7, 5, pool)
         check_result(low.query(q), scores, 0.4, 5, pool)
+
+
+def search_hard(mp: pytest.MonkeyPatch) -> None:
+    """Make every query probe (reading one list), verify one candidate at a time and split every list."""
+    mp.setattr(novelty, "_PROBE_FROM", 0)
+    mp.setattr(novelty, "_PROBE_BUDGET", 1)
+    mp.setattr(novelty, "_PROBE_VERIFY", 1)
+    mp.setattr(novelty, "_FIRST_CHUNK", 1)
+    mp.setattr(novelty, "_CHUNK_GROWTH", 2)
+    mp.setattr(novelty, "_SPLIT_AT", 2)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pool=st.lists(sentences(), max_size=30),
+    queries=st.lists(st.one_of(sentences(), TEXT), min_size=1, max_size=3),
+    floor=st.sampled_from([0.0, 0.3, 0.7]),
+    top_k=st.integers(0, 5),
+)
+def test_best_first_search_and_probe_stay_exact(pool: list[str], queries: list[str], floor: float, top_k: int) -> None:
+    """The probe's first cutoff and the bound-ordered verification in chunks of one change no answer."""
+    with pytest.MonkeyPatch.context() as mp:
+        search_hard(mp)
+        index = NoveltyIndex(pool, top_k=top_k, report_floor=floor)
+        for q in queries:
+            scores = brute(q, pool)
+            check_result(index.query(q), scores, floor, top_k, pool)
+            assert index.is_novel(q) == (max(scores, default=0.0) <= 0.7)
+
+
+def constructed_pool(m: int) -> tuple[str, list[str]]:
+    """A query of ``m`` tokens and, for every length n and LCS l, an instruction sharing l of them in order.
+
+    Many pairs share one rational F = 2l/(m+n) and rouge-score's float order turns some of them into
+    neighbouring floats (0.7 and 0.7000000000000001): the k-th best is full of exact and near ties.
+    """
+    query = [f"q{i}" for i in range(m)]
+    pool = []
+    for n in range(1, 2 * m + 1):
+        for lcs in range(min(m, n) + 1):
+            pool.append(" ".join(query[:lcs] + [f"o{n}x{lcs}x{i}" for i in range(n - lcs)]))
+    return " ".join(query), pool
+
+
+@pytest.mark.parametrize("m", [7, 10, 13, 20])
+@pytest.mark.parametrize("floor", [0.0, 0.5, 0.7])
+def test_top_k_exact_among_ties_and_neighbouring_floats(m: int, floor: float) -> None:
+    query, pool = constructed_pool(m)
+    rng = random.Random(m)
+    rng.shuffle(pool)
+    scores = brute(query, pool)
+    with pytest.MonkeyPatch.context() as mp:
+        search_hard(mp)
+        for top_k in (1, 3, 5, 12):
+            index = NoveltyIndex(pool, top_k=top_k, report_floor=floor)
+            check_result(index.query(query), scores, floor, top_k, pool)
+    for top_k in (1, 5):
+        check_result(NoveltyIndex(pool, top_k=top_k, report_floor=floor).query(query), scores, floor, top_k, pool)
+
+
+def test_decision_verifies_past_a_misleading_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The highest bound (all tokens shared, scrambled) scores low; the decision goes on to the next one."""
+    search_hard(monkeypatch)
+    index = NoveltyIndex(["d c b a e", "e d c b a", "a b c d x"])
+    assert rouge_l_f("a b c d e", "a b c d x") > 0.7 > rouge_l_f("a b c d e", "d c b a e")
+    assert not index.is_novel("a b c d e")
+    assert index.is_novel("a b c d e f g h")  # F = 2·4/(8+5) against "a b c d x": all verified, none above
+
+
+def index_state(index: NoveltyIndex) -> dict[str, object]:
+    """Everything an index holds, in comparable form."""
+
+    def plain(entry: object) -> object:
+        return {c: list(p) for c, p in entry.items()} if isinstance(entry, dict) else list(entry)  # type: ignore[call-overload]
+
+    size = len(index)
+    return {
+        "vocab": index._vocab,
+        "chars": index._chars,
+        "postings": {key: plain(entry) for key, entry in index._postings.items()},
+        "texts": index._texts,
+        "codes": index._codes,
+        "lengths": index._lengths[:size].tolist(),
+        "classes": index._classes[:size].tolist(),
+        "class_sizes": index._class_sizes,
+        "max_length": index._max_length,
+        "overflow": index._overflow,
+    }
+
+
+@pytest.mark.parametrize(
+    ("split_at", "capacity"), [(2048, novelty._CODE_CAPACITY), (3, novelty._CODE_CAPACITY), (3, 5)]
+)
+def test_extend_builds_the_same_index_as_add(monkeypatch: pytest.MonkeyPatch, split_at: int, capacity: int) -> None:
+    """The bulk path: same token ids, codes, posting lists (split or not), overflow ids, whatever the chunking."""
+    monkeypatch.setattr(novelty, "_SPLIT_AT", split_at)
+    monkeypatch.setattr(novelty, "_BULK_MIN", 2)
+    monkeypatch.setattr(novelty, "_BULK_CHUNK", 97)
+    monkeypatch.setattr(NoveltyIndex, "_code_capacity", capacity)
+    rng = random.Random(split_at + capacity)
+    texts = EDGE_TEXTS + random_pool(rng, 1200, 40) + ["", "!!!"] * 60 + EDGE_TEXTS  # grows past 1,024
+    one_by_one = NoveltyIndex()
+    for text in texts:
+        one_by_one.add(text)
+    bulk = NoveltyIndex(texts)
+    assert index_state(bulk) == index_state(one_by_one)
+    mixed = NoveltyIndex(texts[:50])  # extending a built index, after single adds
+    mixed.add(texts[50])
+    mixed.extend(iter(texts[51:]))
+    assert index_state(mixed) == index_state(one_by_one)
+    for q in texts[:40:3]:
+        assert bulk.query(q) == one_by_one.query(q)
 
 
 @pytest.mark.parametrize(
