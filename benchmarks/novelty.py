@@ -11,8 +11,12 @@ One run measures:
     induction proves the reference loop keeps the same set (checked in parallel processes);
 (c) the throughput ratio: pairs the naive loop scores for the full de-dup (sum over candidates of the
     number kept before it) per second of index time, divided by the reference pairs per second;
+(b2) the same de-dup with the generation loop's provenance settings (``report_floor=0.0``, ``top_k=5``: the
+    exact top-5 and maximum of every candidate, as ``generate`` records them): seconds (median of 3), and
+    the first ``--check`` candidates' top-5 (positions and floats) and maximum against rouge-score;
 (d) per-query latency (median, p95) at index sizes 10K, 100K and 1M synthetic instructions (Zipfian
-    vocabulary, 5-60 tokens), plus build time;
+    vocabulary, 5-60 tokens) at the default floor and at floor 0.0 with top-5, plus build time with
+    ``NoveltyIndex.extend`` (bulk) and, at 100K, with one ``add`` per instruction;
 (e) peak resident memory (ru_maxrss) after the largest build.
 
     python benchmarks/novelty.py [--corpus ../shared/bench/instructions.jsonl] [--quick]
@@ -36,7 +40,7 @@ import numpy as np
 import rapidfuzz
 from rouge_score import rouge_scorer
 
-from selfinstruct.novelty import NoveltyIndex
+from selfinstruct.novelty import NoveltyIndex, NoveltyResult
 
 THRESHOLD = 0.7
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "instructions.jsonl"
@@ -61,11 +65,11 @@ def reference_pairs_per_second(corpus: list[str], pairs: int, seed: int = 0) -> 
     return pairs / (time.perf_counter() - start)
 
 
-def dedup(corpus: list[str]) -> tuple[float, list[float]]:
-    index = NoveltyIndex(threshold=THRESHOLD)
+def dedup(corpus: list[str], **options: float) -> tuple[float, list[NoveltyResult]]:
+    index = NoveltyIndex(threshold=THRESHOLD, **options)  # type: ignore[arg-type]
     start = time.perf_counter()
     results = index.filter_batch(corpus)
-    return time.perf_counter() - start, [r.max_score for r in results]
+    return time.perf_counter() - start, results
 
 
 # The check runs in worker processes that inherit these (fork).
@@ -73,19 +77,30 @@ _CHECK_TOKENS: list[list[str]] = []
 _CHECK_KEPT: list[int] = []
 
 
-def _reference_max(i: int) -> tuple[int, float]:
-    """rouge-score's max F of candidate i against the candidates kept before it."""
+def _reference_top(i: int) -> tuple[int, float, list[tuple[float, int]]]:
+    """rouge-score's max F of candidate i against the candidates kept before it, and its top 5 above 0.
+
+    The top 5 holds (score, position in the kept sequence), score descending then position.
+    """
     new = _CHECK_TOKENS[i]
-    best = 0.0
-    for j in _CHECK_KEPT:
+    scored = []
+    for position, j in enumerate(_CHECK_KEPT):
         if j >= i:
             break
-        best = max(best, rouge_scorer._score_lcs(new, _CHECK_TOKENS[j]).fmeasure)
-    return i, best
+        scored.append((rouge_scorer._score_lcs(new, _CHECK_TOKENS[j]).fmeasure, position))
+    best = max((f for f, _ in scored), default=0.0)
+    top = sorted([x for x in scored if x[0] > 0], key=lambda x: (-x[0], x[1]))[:5]
+    return i, best, top
 
 
-def check_against_reference(corpus: list[str], maxima: list[float], n: int, workers: int) -> tuple[int, int]:
-    """Mismatches (decision, or max score when rejected) on the first n candidates, and pairs scored."""
+def check_against_reference(
+    corpus: list[str], maxima: list[float], n: int, workers: int, tops: list[list[tuple[float, int]]] | None = None
+) -> tuple[int, int]:
+    """Mismatches on the first n candidates, and pairs scored.
+
+    A mismatch: a different decision, or max score when rejected; with ``tops`` (the top 5 by score then
+    position, found with ``report_floor=0.0``) also a different maximum or top 5.
+    """
     global _CHECK_TOKENS, _CHECK_KEPT
     _CHECK_TOKENS = [_TOKENIZE(text) for text in corpus[:n]]
     _CHECK_KEPT = [i for i in range(n) if maxima[i] <= THRESHOLD]
@@ -93,12 +108,13 @@ def check_against_reference(corpus: list[str], maxima: list[float], n: int, work
     order = sorted(range(n), key=lambda i: -i)  # longest scans first
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
-        reference = dict(pool.imap_unordered(_reference_max, order, chunksize=8))
+        reference = {i: (best, top) for i, best, top in pool.imap_unordered(_reference_top, order, chunksize=8)}
     mismatches = 0
     for i in range(n):
-        ref, ours = reference[i], maxima[i]
-        if (ref > THRESHOLD) != (ours > THRESHOLD) or (ref > THRESHOLD and ref != ours):
-            mismatches += 1
+        (ref, ref_top), ours = reference[i], maxima[i]
+        wrong_decision = (ref > THRESHOLD) != (ours > THRESHOLD) or (ref > THRESHOLD and ref != ours)
+        wrong_top = tops is not None and (ref != ours or ref_top != tops[i])
+        mismatches += wrong_decision or wrong_top
     return mismatches, pairs
 
 
@@ -187,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     times = []
     maxima: list[float] = []
     for _ in range(3):
-        seconds, maxima = dedup(corpus)
+        seconds, results = dedup(corpus)
+        maxima = [r.max_score for r in results]
         times.append(seconds)
     dedup_s = statistics.median(times)
     kept_flags = [m <= THRESHOLD for m in maxima]
@@ -209,6 +226,30 @@ def main(argv: list[str] | None = None) -> int:
         f"({'kept set identical' if mismatches == 0 else 'DIFFERENT'})"
     )
 
+    # (b2) with the loop's provenance settings: exact top-5 and maximum for every candidate
+    prov_times = []
+    prov: list[NoveltyResult] = []
+    for _ in range(3):
+        seconds, prov = dedup(corpus, report_floor=0.0, top_k=5)
+        prov_times.append(seconds)
+    prov_s = statistics.median(prov_times)
+    same = [r.max_score for r in prov] == maxima or all(
+        (a.max_score > THRESHOLD) == (b > THRESHOLD) for a, b in zip(prov, maxima, strict=True)
+    )
+    print(
+        f"\n(b2) the same with report_floor=0.0, top_k=5 (exact provenance): {prov_s:.2f} s "
+        f"(median of {', '.join(f'{t:.2f}' for t in prov_times)}), same decisions: {'yes' if same else 'NO'}"
+    )
+    # Positions in the kept sequence: a kept candidate's index position is its rank among those kept.
+    tops = [[(m.score, m.index) for m in r.top] for r in prov]
+    start = time.perf_counter()
+    prov_mismatches, _ = check_against_reference(corpus, [r.max_score for r in prov], check_n, args.workers, tops)
+    print(
+        f"     top-5 and maximum vs rouge-score on the first {check_n:,} candidates "
+        f"({time.perf_counter() - start:.0f} s): {prov_mismatches} mismatches"
+    )
+    mismatches += prov_mismatches + (not same)
+
     # (c) throughput
     naive_s = naive_pairs / ref_rate
     ratio = (naive_pairs / dedup_s) / ref_rate
@@ -223,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     synthetic = synthetic_instructions(total + queries, seed=1)
     print(f"    generated {total + queries:,} synthetic instructions in {time.perf_counter() - start:.1f} s")
+    add_size = sizes[min(1, len(sizes) - 1)]
+    start = time.perf_counter()
+    one_by_one = NoveltyIndex(threshold=THRESHOLD)
+    for text in synthetic[:add_size]:
+        one_by_one.add(text)
+    add_s = time.perf_counter() - start
+    del one_by_one
     rss_before = current_rss_mib()
     rng = random.Random(2)
     fresh = synthetic[total:]
@@ -232,22 +280,33 @@ def main(argv: list[str] | None = None) -> int:
     build_total = 0.0
     for size in sizes:
         start = time.perf_counter()
-        for text in synthetic[built:size]:
-            index.add(text)
+        index.extend(synthetic[built:size])
         build_total += time.perf_counter() - start
         built = size
         batch = [fresh[i] if i % 4 else perturb(synthetic[rng.randrange(size)], rng) for i in range(queries)]
-        latencies = []
-        rejected = 0
-        for text in batch:
-            start = time.perf_counter()
-            result = index.query(text)
-            latencies.append(time.perf_counter() - start)
-            rejected += result.max_score > THRESHOLD
-        rows.append((size, build_total, statistics.median(latencies), float(np.percentile(latencies, 95)), rejected))
-    print(f"    {'index size':>12} {'build (cum.)':>13} {'median':>10} {'p95':>10} {'rejected':>9}")
-    for size, build_s, med, p95, rejected in rows:
-        print(f"    {size:>12,} {build_s:>11.1f} s {med * 1e3:>7.2f} ms {p95 * 1e3:>7.2f} ms {rejected:>9}")
+        row: list[float] = [size, build_total]
+        for floor, top_k in ((THRESHOLD, 10), (0.0, 5)):
+            index.report_floor, index.top_k = floor, top_k  # the same index answers for any floor
+            latencies = []
+            rejected = 0
+            for text in batch:
+                start = time.perf_counter()
+                result = index.query(text)
+                latencies.append(time.perf_counter() - start)
+                rejected += result.max_score > THRESHOLD
+            row += [statistics.median(latencies), float(np.percentile(latencies, 95)), rejected]
+        rows.append(row)
+    print(f"    build with one add per instruction: {add_size:,} in {add_s:.1f} s")
+    print(f"    {'':>12} {'':>13} {'floor 0.7 (default)':^30} {'floor 0.0, top-5 (generate)':^30}")
+    print(
+        f"    {'index size':>12} {'extend (cum.)':>13} {'median':>10} {'p95':>10} {'rejected':>9}"
+        f" {'median':>10} {'p95':>10} {'rejected':>9}"
+    )
+    for size, build_s, med, p95, rejected, med0, p950, rejected0 in rows:
+        print(
+            f"    {size:>12,} {build_s:>11.1f} s {med * 1e3:>7.2f} ms {p95 * 1e3:>7.2f} ms {rejected:>9}"
+            f" {med0 * 1e3:>7.2f} ms {p950 * 1e3:>7.2f} ms {rejected0:>9}"
+        )
     peak = peak_rss_mib()
     rss_after = current_rss_mib()
     print(
@@ -256,13 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         f"after: the index itself ~{rss_after - rss_before:,.0f} MiB"
     )
 
-    size, _, med, p95, _ = rows[-1]
+    size, build_s, med, p95, _, med0, p950, _ = rows[-1]
     print("\nsummary")
     print(f"  reference rouge-score loop     {ref_rate:>12,.0f} pairs/s")
     print(f"  corpus de-dup ({len(corpus):,})      {dedup_s:>12.2f} s   (target <= 3 s)")
     print(f"  throughput ratio               {ratio:>12,.0f} x   (target >= 10,000 x)")
-    print(f"  identical decisions (sample)   {'yes' if mismatches == 0 else 'NO':>12}   ({check_n:,} candidates)")
+    print(f"  de-dup with exact top-5        {prov_s:>12.2f} s")
+    print(f"  identical to rouge-score       {'yes' if mismatches == 0 else 'NO':>12}   ({check_n:,} candidates)")
     print(f"  query at {size:,}              {med * 1e3:>9.2f} ms median, {p95 * 1e3:.2f} ms p95 (target <= 5 ms)")
+    print(f"  same, floor 0.0 and top-5      {med0 * 1e3:>9.2f} ms median, {p950 * 1e3:.2f} ms p95")
+    print(f"  build {size:,} (extend)        {build_s:>9.1f} s   (one add each: {add_s:.1f} s for {add_size:,})")
     print(f"  peak RSS                       {peak:>9,.0f} MiB   (target <= 1024 MiB)")
     return 0 if mismatches == 0 else 1
 

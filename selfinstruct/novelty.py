@@ -482,7 +482,8 @@ class NoveltyIndex:
             return empty
         found = list(map(self._postings.get, self._keys(known)))
         cutoff = floor
-        if stop_above is None and k:
+        # Below the threshold a full top k is common and worth a probe; above it, most queries have none.
+        if stop_above is None and k and floor < self.threshold:
             probed = self._probe(known, m, found, floor, k)
             if probed is not None:
                 cutoff = probed
@@ -634,7 +635,8 @@ class NoveltyIndex:
         scores: list[np.ndarray] = []
         best = np.zeros(0, dtype=np.float64)  # the k best verified scores above floor
         remaining = np.arange(len(cand))
-        chunk = _FIRST_CHUNK
+        # At the threshold few candidates survive the bounds and a top k above it is rare: one chunk.
+        chunk = _FIRST_CHUNK if cutoff < self.threshold or stop_above is not None else len(cand)
         while len(remaining):
             if len(remaining) > chunk:
                 part = np.argpartition(-bound[remaining], chunk - 1)
