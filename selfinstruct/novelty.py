@@ -38,6 +38,19 @@ appears in plus the lists not read, and verifies the survivors with the exact LC
 rouge-score float. All bounds use ``floor - 1e-9`` and round towards keeping, so an instruction whose
 true F (the float rouge-score computes) exceeds the floor is never pruned.
 
+The survivors are verified **best-first**: in order of their bound ``2·min(overlap, m, n)/(m+n)``, in
+chunks that grow fourfold, and a query stops once ``top_k`` verified scores above the floor beat every
+remaining bound (candidates whose bound ties the k-th best score are still verified, so ties keep their
+insertion order). The accept/reject decision alone (:meth:`NoveltyIndex.is_novel`) stops at the first
+verified score above the threshold. When the floor is below the threshold (exact provenance for every
+task, as ``generate`` records it), a cheap *probe* first reads the query's rarest posting lists, verifies
+the few instructions holding most of them and, when ``top_k`` of them score above the floor, takes the
+k-th best of those exact scores as the floor of the real search: the true k-th best is at least that high,
+so the answer is unchanged while far fewer lists are read and pairs verified.
+
+:meth:`NoveltyIndex.extend` (also used by the constructor) builds the same index as one :meth:`add` per
+instruction, with array operations for token ids, posting keys and lists.
+
 What a query returns
 --------------------
 A query has a *report floor* (``NoveltyIndex(report_floor=...)``, default: the threshold, which is what
