@@ -569,7 +569,7 @@ class NoveltyIndex:
             # F = 2·LCS/(m+n) exactly; distinct such rationals (denominators far below 2**26) are ordered
             # the same as their correctly rounded quotients, so the row maximum of LCS/(m+n) picks the
             # pairs that can hold the maximum F. Only those get rouge-score's float, in its order.
-            ratio = lcs / (n[None, :] + m[:, None])
+            ratio = lcs / np.maximum(n[None, :] + m[:, None], 1.0)  # LCS is 0 where either side is empty
             row_max = ratio.max(axis=1)
             r, c = np.nonzero((ratio == row_max[:, None]) & (row_max[:, None] > 0))
             lcs_f = lcs[r, c].astype(np.float64)
