@@ -61,6 +61,7 @@ per-instruction Python lists of tokens.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 from array import array
@@ -147,16 +148,9 @@ def rouge_tokens_many(texts: Sequence[str]) -> list[list[str]]:
     joined = "\x00".join(texts)
     if joined.count("\x00") != len(texts) - 1:  # a text holds NUL itself
         return [rouge_tokens(t) for t in texts]
-    out: list[list[str]] = []
-    current: list[str] = []
-    for token in _TOKEN_OR_SEPARATOR_RE.findall(joined.lower()):
-        if token == "\x00":
-            out.append(current)
-            current = []
-        else:
-            current.append(token)
-    out.append(current)
-    return out
+    flat = _TOKEN_OR_SEPARATOR_RE.findall(joined.lower())
+    bounds = [-1, *(i for i, token in enumerate(flat) if token == "\x00"), len(flat)]
+    return [flat[a + 1 : b] for a, b in itertools.pairwise(bounds)]
 
 
 def _fmeasure(lcs: int, target_len: int, prediction_len: int) -> float:

@@ -23,6 +23,7 @@ never repairs a file (a torn last line is skipped with a warning, as ``status`` 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import statistics
@@ -328,17 +329,47 @@ def _task_sample(task: Task) -> dict[str, Any]:
     }
 
 
+# Below this many distinct tokens a 4-gram's base-V key fits in 63 bits (55,000**4 < 2**63).
+_DIRECT_VOCAB = 55_000
+
+
+def _count_distinct(keys: np.ndarray) -> int:
+    if not len(keys):
+        return 0
+    ordered = np.sort(keys)
+    return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1
+
+
 def _ngrams(tokens: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Distinct and total n-grams (n = 1..4) within instructions, counted exactly with integer keys.
+
+    Tokens become ids below ``V``; an n-gram is the base-``V`` number of its ids, which fits in 63 bits for
+    n = 4 while ``V`` < 55,000. A larger vocabulary replaces each leading bigram by its dense rank first,
+    so that the keys still fit. Distinct n-grams always get distinct keys.
+    """
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    vocab: dict[str, int] = {}
+    ids = np.asarray([vocab.setdefault(t, len(vocab)) for t in itertools.chain.from_iterable(tokens)], dtype=np.int64)
+    # An n-gram starts at a token with at least n tokens left in its own instruction.
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    left = np.repeat(lengths, lengths) - (np.arange(len(ids)) - starts)
+    size = max(len(vocab), 1)
     out = {}
+    keys = ids
+    pairs = ids[:-1] * size + ids[1:] if len(ids) > 1 else ids[:0]
+    if size >= _DIRECT_VOCAB and len(pairs):  # a big vocabulary: replace bigrams by their dense rank
+        pairs = np.unique(pairs, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    pair_base = int(pairs.max(initial=0)) + 1 if size >= _DIRECT_VOCAB else size * size
     for n in NGRAM_ORDERS:
-        seen: set[tuple[str, ...]] = set()
-        total = 0
-        for toks in tokens:
-            if len(toks) >= n:
-                grams = zip(*(toks[i:] for i in range(n)), strict=False) if n > 1 else ((t,) for t in toks)
-                seen.update(grams)
-                total += len(toks) - n + 1
-        out[str(n)] = {"distinct": len(seen), "total": total, "ratio": _round(len(seen) / total) if total else 0.0}
+        if n == 2:
+            keys = pairs
+        elif n == 3:
+            keys = pairs[:-1] * size + ids[2:] if len(ids) > 2 else ids[:0]
+        elif n == 4:
+            keys = pairs[:-2] * pair_base + pairs[2:] if len(ids) > 3 else ids[:0]
+        valid = keys[left[: len(keys)] >= n]
+        distinct, total = _count_distinct(valid), len(valid)
+        out[str(n)] = {"distinct": distinct, "total": total, "ratio": _round(distinct / total) if total else 0.0}
     return out
 
 

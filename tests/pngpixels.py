@@ -1,7 +1,7 @@
 """A minimal PNG reader and writer for the browser test: decode a screenshot to RGB rows, crop, encode.
 
 Handles what Chromium writes (8-bit RGB or RGBA, non-interlaced, the five scanline filters). Not a general
-PNG library; no dependency beyond zlib.
+PNG library; no dependency beyond zlib and numpy.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -25,14 +27,6 @@ class Image:
 
     def crop(self, top: int, bottom: int) -> Image:
         return Image(self.width, bottom - top, self.rows[top:bottom])
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    return b if pb <= pc else c
 
 
 def read_png(data: bytes) -> Image:
@@ -56,34 +50,35 @@ def read_png(data: bytes) -> Image:
     if depth != 8 or color not in (2, 6) or interlace:
         raise ValueError(f"unsupported PNG (depth {depth}, colour type {color}, interlace {interlace})")
     bpp = 3 if color == 2 else 4
-    raw = zlib.decompress(bytes(idat))
-    stride = width * bpp
-    previous = bytearray(stride)
-    rows = []
+    raw = np.frombuffer(zlib.decompress(bytes(idat)), dtype=np.uint8).reshape(height, width * bpp + 1)
+    out = np.zeros((height, width, bpp), dtype=np.uint8)
+    previous = np.zeros((width, bpp), dtype=np.int32)
     for y in range(height):
-        start = y * (stride + 1)
-        kind = raw[start]
-        line = bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b = previous[i]
-            c = previous[i - bpp] if i >= bpp else 0
-            if kind == 1:
-                line[i] = (line[i] + a) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + b) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (a + b) // 2) & 0xFF
-            elif kind == 4:
-                line[i] = (line[i] + _paeth(a, b, c)) & 0xFF
+        kind = int(raw[y, 0])
+        line = raw[y, 1:].reshape(width, bpp).astype(np.int32)
+        if kind == 1:  # Sub: a running sum along the row
+            line = np.cumsum(line, axis=0) & 0xFF
+        elif kind == 2:  # Up
+            line = (line + previous) & 0xFF
+        elif kind in (3, 4):  # Average, Paeth: each pixel needs its reconstructed left neighbour
+            left = np.zeros(bpp, dtype=np.int32)
+            upper_left = np.zeros(bpp, dtype=np.int32)
+            for x in range(width):
+                up = previous[x]
+                if kind == 3:
+                    line[x] = (line[x] + (left + up) // 2) & 0xFF
+                else:
+                    p = left + up - upper_left
+                    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upper_left)
+                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upper_left))
+                    line[x] = (line[x] + pred) & 0xFF
+                left, upper_left = line[x], up
+        elif kind != 0:
+            raise ValueError(f"unknown PNG filter {kind} on row {y}")
         previous = line
-        if bpp == 4:
-            rgb = bytearray(width * 3)
-            rgb[0::3], rgb[1::3], rgb[2::3] = line[0::4], line[1::4], line[2::4]
-            rows.append(bytes(rgb))
-        else:
-            rows.append(bytes(line))
-    return Image(width, height, rows)
+        out[y] = line
+    rgb = np.ascontiguousarray(out[:, :, :3])
+    return Image(width, height, [row.tobytes() for row in rgb])
 
 
 def write_png(image: Image) -> bytes:

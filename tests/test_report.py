@@ -274,3 +274,21 @@ def test_library_errors_are_typed(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("[1, 2", encoding="utf-8")
     with pytest.raises(InputError, match="the seed file the report compares with"):
         build_report(pool, ReportOptions(seeds=str(tmp_path / "bad.jsonl")))
+
+
+@pytest.mark.parametrize("direct_vocab", [55_000, 1])  # 1: the dense-rank path of big vocabularies
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distinct_ngrams_match_a_set_count(seed: int, direct_vocab: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from selfinstruct import report
+    from selfinstruct.report import _ngrams
+
+    monkeypatch.setattr(report, "_DIRECT_VOCAB", direct_vocab)
+    rng = random.Random(seed)
+    tokens = [[rng.choice(["a", "b", "c", "d", "e"]) for _ in range(rng.randint(0, 9))] for _ in range(200)] + [[]]
+    got = _ngrams(tokens)
+    for n in (1, 2, 3, 4):
+        grams = [tuple(t[i : i + n]) for t in tokens for i in range(len(t) - n + 1)]
+        assert (got[str(n)]["distinct"], got[str(n)]["total"]) == (len(set(grams)), len(grams))
+    assert _ngrams([])["1"] == {"distinct": 0, "total": 0, "ratio": 0.0}
