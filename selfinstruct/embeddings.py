@@ -36,6 +36,8 @@ def load_model(model: str | None = None) -> tuple[Any, str]:
     """``(SentenceTransformer, label)`` for ``model`` (a local directory) or the bundled package's model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from a report
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the library never prints
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -92,7 +94,9 @@ def embedding_diversity(
         texts = random.Random(seed).sample(texts, limit)
     if not texts:
         return {"model": label, "instructions": 0, "sampled": False}
-    vectors = np.asarray(encoder.encode(texts, batch_size=128, normalize_embeddings=True), dtype=np.float32)
+    vectors = np.asarray(
+        encoder.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False), dtype=np.float32
+    )
     distances = nearest_neighbour_distances(vectors)
     counts, _ = np.histogram(np.clip(distances, 0.0, 1.0), bins=BINS, range=(0.0, 1.0))
     return {
