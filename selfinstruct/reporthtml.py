@@ -564,7 +564,7 @@ def _samples(page: _Page) -> str:
                     "instructions of each reason and how often each was rejected.",
                     ["reason", "rejected", "instruction", "times", "detail"],
                     rows,
-                    [False, True, False, True, False],
+                    ["nowrap", True, False, True, False],
                 )
             )
         else:
