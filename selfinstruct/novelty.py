@@ -74,6 +74,7 @@ per-instruction Python lists of tokens.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 from array import array
@@ -86,7 +87,15 @@ import numpy as np
 from rapidfuzz.distance import LCSseq
 from rapidfuzz.process import cdist
 
-__all__ = ["DEFAULT_THRESHOLD", "Match", "NoveltyIndex", "NoveltyResult", "rouge_l_f", "rouge_tokens"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "Match",
+    "NoveltyIndex",
+    "NoveltyResult",
+    "rouge_l_f",
+    "rouge_tokens",
+    "rouge_tokens_many",
+]
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_TOP_K = 10
@@ -153,6 +162,21 @@ _BULK_MIN = 64
 def rouge_tokens(text: str) -> list[str]:
     """rouge-score's default tokenization (no stemming) of ``text``."""
     return _TOKEN_RE.findall(text.lower())
+
+
+_TOKEN_OR_SEPARATOR_RE = re.compile(r"[a-z0-9]+|\x00")
+
+
+def rouge_tokens_many(texts: Sequence[str]) -> list[list[str]]:
+    """``[rouge_tokens(t) for t in texts]``, faster for many texts: one regex scan over all of them."""
+    if not texts:
+        return []
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1:  # a text holds NUL itself
+        return [rouge_tokens(t) for t in texts]
+    flat = _TOKEN_OR_SEPARATOR_RE.findall(joined.lower())
+    bounds = [-1, *(i for i, token in enumerate(flat) if token == "\x00"), len(flat)]
+    return [flat[a + 1 : b] for a, b in itertools.pairwise(bounds)]
 
 
 def _fmeasure(lcs: int, target_len: int, prediction_len: int) -> float:
@@ -734,6 +758,70 @@ class NoveltyIndex:
         """:meth:`query` as plain tuples: ``(max_score, [(instruction, score), ...])``."""
         result = self.query(instruction)
         return result.max_score, [(match.instruction, match.score) for match in result.top]
+
+    def nearest_all(
+        self,
+        instructions: Sequence[str],
+        *,
+        tokens: Sequence[Sequence[str]] | None = None,
+        workers: int = 1,
+        chunk_pairs: int = 4_000_000,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact nearest neighbour in the index of each of ``instructions``, scoring every pair.
+
+        Returns ``(scores, positions)``: ``scores[i]`` is the exact maximum F of ``instructions[i]``
+        against the index (the float :meth:`query` with ``report_floor=0.0`` gives), ``positions[i]`` the
+        first indexed instruction reaching it (as :meth:`query` orders ties), or -1 when the maximum is 0.0
+        (no shared token). Nothing is pruned: every pair goes through one rapidfuzz ``cdist`` call per
+        chunk of at most ``chunk_pairs`` pairs. That is the fast way for a small index and many queries
+        (each machine instruction against a few hundred seeds, in ``selfinstruct report``); for a large
+        index use :meth:`query`. ``tokens``: the instructions' :func:`rouge_tokens`, when the caller has
+        them already. ``workers`` is passed to ``cdist`` (-1: all cores).
+        """
+        count = len(instructions)
+        scores = np.zeros(count, dtype=np.float64)
+        positions = np.full(count, -1, dtype=np.int64)
+        size = len(self._texts)
+        if not size or not count:
+            return scores, positions
+        tokenized = rouge_tokens_many(instructions) if tokens is None else tokens
+        if len(tokenized) != count:
+            raise ValueError(f"{len(tokenized)} token lists for {count} instructions")
+        if self._overflow or len(self._vocab) > self._code_capacity:  # pragma: no cover - > 1M distinct tokens
+            for i, toks in enumerate(tokenized):
+                found, scored = self._search(list(toks), 0.0, 1)
+                if len(scored) and scored.max() > 0:
+                    scores[i] = scored.max()
+                    positions[i] = int(found[scored == scores[i]].min())
+            return scores, positions
+        # A token the index lacks matches nothing: the sentinel, which no indexed code contains.
+        code_of = {token: self._chars[i] for token, i in self._vocab.items()}.get
+        queries = ["".join([code_of(token, _SENTINEL) for token in toks]) for toks in tokenized]
+        m_all = np.fromiter(map(len, tokenized), dtype=np.float64, count=count)
+        n = self._lengths[:size].astype(np.float64)
+        rows = max(1, chunk_pairs // size)
+        for start in range(0, count, rows):
+            stop = min(count, start + rows)
+            lcs = cdist(queries[start:stop], self._codes, scorer=LCSseq.similarity, dtype=np.int32, workers=workers)
+            m = m_all[start:stop]
+            # F = 2·LCS/(m+n) exactly; distinct such rationals (denominators far below 2**26) are ordered
+            # the same as their correctly rounded quotients, so the row maximum of LCS/(m+n) picks the
+            # pairs that can hold the maximum F. Only those get rouge-score's float, in its order.
+            ratio = lcs / np.maximum(n[None, :] + m[:, None], 1.0)  # LCS is 0 where either side is empty
+            row_max = ratio.max(axis=1)
+            r, c = np.nonzero((ratio == row_max[:, None]) & (row_max[:, None] > 0))
+            lcs_f = lcs[r, c].astype(np.float64)
+            precision = lcs_f / n[c]
+            recall = lcs_f / m[r]
+            f = 2 * precision * recall / (precision + recall)
+            # Per row: the largest float, then the first position (np.lexsort: last key is primary).
+            order = np.lexsort((c, -f, r))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = r[order][1:] != r[order][:-1]
+            pick = order[first]
+            scores[start + r[pick]] = f[pick]
+            positions[start + r[pick]] = c[pick]
+        return scores, positions
 
     def is_novel(self, instruction: str) -> bool:
         """True when ``instruction``'s max F against the index is ``<= threshold`` (an exact decision)."""

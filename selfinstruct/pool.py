@@ -869,6 +869,10 @@ class Pool:
         """Every run record of the ledger, oldest first. Unreadable lines are skipped; never writes."""
         return [r for r in self._read_jsonl_tolerant(self.runs_path) if isinstance(r, dict)]
 
+    def iter_rejected(self) -> Iterator[dict[str, Any]]:
+        """Stream the rejected candidates of ``rejected.jsonl`` (objects only; unreadable lines skipped)."""
+        return (r for r in self._read_jsonl_tolerant(self.rejected_path) if isinstance(r, dict))
+
     def read_rejected_counts(self) -> dict[str, int]:
         """How many rejected candidates there are per ``reject_reason`` (``"unknown"`` when absent)."""
         counts: Counter[str] = Counter()

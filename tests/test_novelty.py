@@ -449,3 +449,44 @@ def test_threshold_parameter() -> None:
 def test_invalid_arguments(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         NoveltyIndex(**kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ all pairs: nearest_all
+
+
+def test_rouge_tokens_many_matches_one_by_one() -> None:
+    texts = [*EDGE_TEXTS, "has a \x00 NUL inside", ""]
+    assert novelty.rouge_tokens_many(texts) == [rouge_tokens(t) for t in texts]
+    assert novelty.rouge_tokens_many(EDGE_TEXTS) == [rouge_tokens(t) for t in EDGE_TEXTS]
+    assert novelty.rouge_tokens_many([]) == []
+
+
+def check_nearest(index_texts: list[str], queries: list[str], **kwargs: int) -> None:
+    index = NoveltyIndex(index_texts, top_k=1, report_floor=0.0)
+    scores, positions = index.nearest_all(queries, **kwargs)
+    for query, score, position in zip(queries, scores.tolist(), positions.tolist(), strict=True):
+        reference = [ref_f(query, t) for t in index_texts]
+        best = max(reference, default=0.0)
+        assert score == best  # the exact float, bit for bit
+        assert position == (reference.index(best) if best > 0 else -1)  # ties: the first indexed
+        result = index.query(query)
+        assert result.max_score == score and (result.top[0].index if result.top else -1) == position
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(index_texts=st.lists(sentences(), max_size=12), queries=st.lists(st.one_of(sentences(), TEXT), max_size=8))
+def test_nearest_all_matches_rouge_score(index_texts: list[str], queries: list[str]) -> None:
+    check_nearest(index_texts, queries)
+
+
+@pytest.mark.parametrize("chunk_pairs", [1, 7, 4_000_000])
+def test_nearest_all_on_edge_texts_in_chunks(chunk_pairs: int) -> None:
+    check_nearest(EDGE_TEXTS[:13], EDGE_TEXTS, chunk_pairs=chunk_pairs)
+    check_nearest(["a b", "b a", "a b"], ["a b", "b a b a", "c"], chunk_pairs=chunk_pairs)  # ties: first wins
+
+
+def test_nearest_all_empty_and_mismatched_tokens() -> None:
+    scores, positions = NoveltyIndex().nearest_all(["anything"])
+    assert scores.tolist() == [0.0] and positions.tolist() == [-1]
+    with pytest.raises(ValueError, match="2 token lists for 1"):
+        NoveltyIndex(["a b"]).nearest_all(["a"], tokens=[["a"], ["b"]])

@@ -1,0 +1,656 @@
+"""The HTML page of ``selfinstruct report``: one self-contained file drawn from one or two report dicts.
+
+The page loads nothing: styles are inline, plots are inline SVG (:mod:`selfinstruct.svg`), there is no
+script, and a Content-Security-Policy of ``default-src 'none'`` tells the browser to refuse any request
+should a future edit add one. Every string that comes from a pool (instructions, inputs, outputs, labels,
+reasons, run ids, paths) is HTML-escaped: pool text is model output, and a task holding ``</script>`` or
+``<img onerror=...>`` must show as text. With two reports (``--against``) each figure shows both pools,
+histograms as shares of each pool so that pools of different sizes compare.
+
+Scope: layout only; every number comes from :func:`selfinstruct.report.build_report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from html import escape
+from typing import Any
+
+from selfinstruct import svg
+from selfinstruct.svg import PALETTE, Series
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+STYLE = """
+:root { color-scheme: light; }
+body { margin: 0; background: #fff; color: #222; font: 14px/1.45 "Charter", "Georgia", "DejaVu Serif", serif; }
+main { max-width: 1000px; margin: 0 auto; padding: 28px 32px 48px; }
+h1 { font-size: 24px; margin: 0 0 2px; font-weight: 600; }
+h2 { font-size: 18px; margin: 34px 0 8px; padding-bottom: 3px; border-bottom: 1px solid #ccc; font-weight: 600; }
+.sub { color: #555; margin: 0 0 14px; font-size: 13px; }
+.sub code, td code { font: 12px "DejaVu Sans Mono", monospace; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 18px 26px; }
+.grid.one { grid-template-columns: 1fr; }
+figure { margin: 8px 0 6px; }
+figure svg { width: 100%; height: auto; display: block; font-family: "DejaVu Sans", "Helvetica", sans-serif; }
+figcaption { font-size: 12.5px; color: #333; margin-top: 4px; }
+figcaption b, caption b { font-weight: 600; }
+table { border-collapse: collapse; width: 100%; font-size: 12.5px; margin: 6px 0 4px;
+        border-top: 1.5px solid #222; border-bottom: 1.5px solid #222; }
+caption { caption-side: top; text-align: left; font-size: 12.5px; padding: 0 0 5px; }
+th { text-align: left; font-weight: 600; border-bottom: 1px solid #222; padding: 3px 8px 3px 0; }
+td { padding: 2.5px 8px 2.5px 0; vertical-align: top; border-top: 1px solid #eee; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.text { max-width: 420px; overflow-wrap: anywhere; white-space: pre-wrap; }
+td.nowrap { white-space: nowrap; }
+.note { font-size: 12.5px; color: #444; background: #f6f6f3; border-left: 3px solid #bbb;
+        padding: 6px 10px; margin: 8px 0; }
+.warn { border-left-color: #c9a227; background: #fbf7e8; }
+.key { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
+footer { margin-top: 36px; font-size: 12px; color: #666; border-top: 1px solid #ddd; padding-top: 8px; }
+@media (max-width: 760px) { .grid { grid-template-columns: 1fr; } }
+@media print { main { max-width: none; padding: 0; } h2 { break-after: avoid; } figure, table { break-inside: avoid; } }
+"""
+
+
+def _e(text: object) -> str:
+    return escape(str(text), quote=True)
+
+
+def _int(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "–"
+
+
+def _pct(x: Any) -> str:
+    return f"{x * 100:.1f}%" if isinstance(x, (int, float)) else "–"
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:,.{digits}f}" if isinstance(x, float) else _e(x)
+
+
+class _Page:
+    """Numbers figures and tables as they are added."""
+
+    def __init__(self, reports: Sequence[dict[str, Any]]) -> None:
+        self.reports = reports
+        self.names = [r["pool"]["name"] for r in reports]
+        if len(set(self.names)) < len(self.names):
+            self.names = [r["pool"]["directory"] for r in reports]
+        self.colors = [PALETTE[0], PALETTE[1]]
+        self.figures = 0
+        self.tables = 0
+        self.out: list[str] = []
+
+    @property
+    def compare(self) -> bool:
+        return len(self.reports) > 1
+
+    def figure(self, chart: str, caption: str) -> str:
+        self.figures += 1
+        return f"<figure>{chart}<figcaption><b>Figure {self.figures}.</b> {caption}</figcaption></figure>"
+
+    def table(
+        self, caption: str, head: Sequence[str], rows: Sequence[Sequence[str]], kinds: Sequence[bool | str]
+    ) -> str:
+        """A numbered table; ``kinds`` per column: True numeric, False wrapping text, or a CSS class."""
+        self.tables += 1
+        classes = ["n" if k is True else "text" if k is False else str(k) for k in kinds]
+        cells = "".join(f'<th class="{"n" if c == "n" else ""}">{h}</th>' for h, c in zip(head, classes, strict=True))
+        body = "".join(
+            "<tr>" + "".join(f'<td class="{c}">{v}</td>' for v, c in zip(r, classes, strict=True)) + "</tr>"
+            for r in rows
+        )
+        return f"<table><caption><b>Table {self.tables}.</b> {caption}</caption><tr>{cells}</tr>{body}</table>"
+
+    def series(self, values: Callable[[dict[str, Any]], Sequence[float]]) -> list[Series]:
+        return [Series(n, values(r), c) for n, r, c in zip(self.names, self.reports, self.colors, strict=False)]
+
+    def key(self) -> str:
+        """Inline colour keys naming the pools, for captions."""
+        if not self.compare:
+            return ""
+        return (
+            " ".join(
+                f'<span class="key" style="background:{c}"></span>{_e(n)}'
+                for n, c in zip(self.names, self.colors, strict=False)
+            )
+            + "."
+        )
+
+
+def _shares(counts: Sequence[int]) -> list[float]:
+    total = sum(counts)
+    return [c / total if total else 0.0 for c in counts]
+
+
+def _hist_series(page: _Page, get: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[list[Series], bool]:
+    """Histogram series of every pool: counts for one pool, shares of each pool when comparing."""
+    as_share = page.compare
+    return page.series(lambda r: _shares(get(r)["counts"]) if as_share else get(r)["counts"]), as_share
+
+
+def _time_unit(span: float) -> tuple[str, float]:
+    """The unit for a time axis spanning ``span`` seconds, and its length in seconds."""
+    for unit, seconds, up_to in (("seconds", 1.0, 120), ("minutes", 60.0, 7200), ("hours", 3600.0, 3 * 86400)):
+        if span < up_to:
+            return unit, seconds
+    return "days", 86400.0
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def _header(page: _Page) -> str:
+    r0 = page.reports[0]
+    title = " vs ".join(page.names)
+    lines = []
+    for name, r, color in zip(page.names, page.reports, page.colors, strict=False):
+        p = r["pool"]
+        key = f'<span class="key" style="background:{color}"></span>' if page.compare else ""
+        model = f", model <code>{_e(p['model'])}</code>" if p.get("model") else ""
+        target = f" of target {_int(p['target'])}" if p.get("target") else ""
+        lines.append(
+            f"{key}<b>{_e(name)}</b>: <code>{_e(p['directory'])}</code>, {_int(p['tasks'])} machine tasks{target}"
+            f"{model}; seeds <code>{_e(p['seeds_path'])}</code> ({_int(p['seeds'])} tasks)"
+        )
+    when = r0.get("generated_at", "")
+    warnings = [w for r in page.reports for w in r.get("warnings", [])]
+    warn = "".join(f'<div class="note warn">{_e(w)}</div>' for w in warnings)
+    return (
+        f"<h1>Self-Instruct pool report: {_e(title)}</h1>"
+        f'<p class="sub">{"<br>".join(lines)}<br>generated {_e(when)}</p>{warn}'
+    )
+
+
+def _summary(page: _Page) -> str:
+    def row(label: str, get: Callable[[dict[str, Any]], str]) -> list[str]:
+        return [label, *(get(r) for r in page.reports)]
+
+    rows = [
+        row("machine tasks", lambda r: _int(r["pool"]["tasks"])),
+        row("instances", lambda r: _int(r["shape"]["instances"])),
+        row(
+            "runs / rounds",
+            lambda r: f"{_int(r['growth']['totals']['runs'])} / {_int(r['growth']['totals']['rounds'])}",
+        ),
+        row("acceptance rate (all runs)", lambda r: _pct(r["growth"]["totals"]["acceptance_rate"])),
+        row("tokens per accepted task", lambda r: _num(r["growth"]["totals"]["tokens_per_accepted"], 0)),
+        row("seconds per accepted task", lambda r: _num(r["growth"]["totals"]["seconds_per_accepted"], 2)),
+        row(
+            "ROUGE-L to nearest seed: mean / median",
+            lambda r: (
+                f"{_num(r['diversity']['seed_rouge']['summary']['mean'])} / "
+                f"{_num(r['diversity']['seed_rouge']['summary']['median'])}"
+            ),
+        ),
+        row("  share above 0.5", lambda r: _pct(r["diversity"]["seed_rouge"]["share_above_0_5"])),
+        row("distinct verb–noun pairs", lambda r: _int(r["diversity"]["verb_noun"]["distinct_pairs"])),
+        row("distinct leading words", lambda r: _int(r["diversity"]["leading_words"]["distinct"])),
+        row("distinct-2 (bigrams)", lambda r: _num(r["diversity"]["distinct_ngrams"]["2"]["ratio"])),
+        row("classification tasks", lambda r: _pct(r["shape"]["classification"]["share"])),
+        row("tasks with no input", lambda r: _pct(r["shape"]["empty_input"]["share"])),
+        row("instances per task (mean)", lambda r: _num(r["shape"]["instances_per_task"]["mean"], 2)),
+    ]
+    if any(r.get("embeddings") for r in page.reports):
+        rows.append(
+            row(
+                "embedding: mean pairwise cosine distance",
+                lambda r: _num((r.get("embeddings") or {}).get("mean_pairwise_distance")),
+            )
+        )
+    head = ["", *(_e(n) for n in page.names)]
+    return page.table(
+        "Summary.",
+        head,
+        [[_e(c) if i == 0 else c for i, c in enumerate(rw)] for rw in rows],
+        [False, *([True] * len(page.reports))],
+    )
+
+
+def _growth(page: _Page) -> str:
+    parts = ['<h2 id="growth">1 Growth</h2>', '<div class="grid">']
+    # Pool size over time: hours since each pool's first task, so two pools share an axis.
+    size_series = []
+    markers: list[float] = []
+    spans = [r["growth"]["size_over_time"][-1][0] - r["growth"]["size_over_time"][0][0]
+             for r in page.reports if r["growth"]["size_over_time"]]  # fmt: skip
+    unit, seconds = _time_unit(max(spans, default=0.0))
+    for name, r, color in zip(page.names, page.reports, page.colors, strict=False):
+        points = r["growth"]["size_over_time"]
+        t0 = points[0][0] if points else 0.0
+        size_series.append(Series(name, [], color, [((t - t0) / seconds, n) for t, n in points]))
+        if not page.compare and points:
+            markers = [(run["started"] - t0) / seconds for run in r["growth"]["runs"] if run.get("started") is not None]
+    caption = (
+        f"Pool size over time ({unit} since the first accepted task)"
+        + ("; dashed lines mark the start of each run in <code>runs.jsonl</code>." if markers else ".")
+        + " "
+        + page.key()
+    )
+    chart = svg.line_chart(
+        size_series,
+        title="Pool size over time",
+        x_label=f"{unit} since the first task",
+        y_label="machine tasks",
+        x_format=lambda h: f"{h:g}",
+        markers=markers,
+    )
+    parts.append(page.figure(chart, caption))
+
+    by = {r["growth"]["acceptance"]["by"] for r in page.reports}
+    acc_series = []
+    for name, r, color in zip(page.names, page.reports, page.colors, strict=False):
+        pts = r["growth"]["acceptance"]["points"]
+        if r["growth"]["acceptance"]["by"] == "round":
+            xy = [((p["first_round"] + p["last_round"]) / 2, p["acceptance_rate"]) for p in pts]
+        else:
+            xy = [(i + 1, p["acceptance_rate"]) for i, p in enumerate(pts)]
+        acc_series.append(Series(name, [], color, xy))
+    x_label = "round" if by == {"round"} else "run (in ledger order)"
+    grouped = any(
+        p.get("first_round") != p.get("last_round") for r in page.reports for p in r["growth"]["acceptance"]["points"]
+    )
+    chart = svg.line_chart(
+        acc_series,
+        title="Acceptance rate",
+        x_label=x_label,
+        y_label="accepted / candidates",
+        y_format=svg.percent,
+        y_range=(0.0, 1.0),
+    )
+    how = (
+        "accepted tasks over accepted plus rejected candidates of each round"
+        + (" (rounds grouped into equal runs of rounds)" if grouped else "")
+        if by == {"round"}
+        else "accepted over candidates per run, from the ledger (no <code>rejected.jsonl</code> was kept)"
+    )
+    parts.append(page.figure(chart, f"Acceptance rate: {how}. A falling line is saturation. {page.key()}"))
+
+    reasons: list[str] = []
+    for r in page.reports:
+        counts = r["growth"]["rejections"]["ledger"] or r["growth"]["rejections"]["logged"]
+        reasons += [k for k in counts if k not in reasons]
+    series = page.series(
+        lambda r: [
+            (r["growth"]["rejections"]["ledger"] or r["growth"]["rejections"]["logged"]).get(k, 0) for k in reasons
+        ]
+    )
+    if page.compare:
+        series = [Series(s.name, _shares([int(v) for v in s.values]), s.color) for s in series]
+    chart = svg.bar_chart(
+        reasons, series, title="Rejections by reason", value_format=svg.percent if page.compare else svg.number
+    )
+    parts.append(
+        page.figure(
+            chart,
+            "Rejected candidates by reason, summed over the runs of the ledger"
+            + (" (share of each pool's rejections)" if page.compare else "")
+            + f". {page.key()}",
+        )
+    )
+    parts.append("</div>")
+
+    for name, r in zip(page.names, page.reports, strict=False):
+        runs = r["growth"]["runs"][-15:]
+        if not runs:
+            parts.append(f'<div class="note">{_e(name)}: no run recorded in <code>runs.jsonl</code>.</div>')
+            continue
+        rows = [
+            [
+                f"<code>{_e(x['run_id'])}</code>",
+                _e(x.get("started_at") or "–"),
+                _e(x.get("exit_reason") or "–"),
+                _int(x["rounds"]),
+                _int(x["accepted"]),
+                _int(x["candidates"]),
+                _pct(x["acceptance_rate"]),
+                _num(x["tokens_per_accepted"], 0),
+                _num(x["seconds_per_accepted"], 2),
+                _num(x["seconds"], 0),
+            ]
+            for x in runs
+        ]
+        total = len(r["growth"]["runs"])
+        more = f" (the last 15 of {total})" if total > 15 else ""
+        parts.append(
+            page.table(
+                f"Runs of {_e(name)}{more}: tokens are prompt plus completion tokens of every request of the run.",
+                ["run", "started", "exit", "rounds", "accepted", "candidates", "accept", "tokens/task", "s/task", "s"],
+                rows,
+                ["nowrap", "nowrap", "nowrap", True, True, True, True, True, True, True],
+            )
+        )
+    return "".join(parts)
+
+
+def _diversity(page: _Page) -> str:
+    parts = ['<h2 id="diversity">2 Diversity</h2>', '<div class="grid">']
+    series, as_share = _hist_series(page, lambda r: r["diversity"]["seed_rouge"]["histogram"])
+    if not page.compare:
+        stored = page.reports[0]["diversity"]["stored_max_similarity"]
+        if stored["known"]:
+            series.append(Series("stored max_similarity (seeds + pool)", stored["histogram"]["counts"], PALETTE[6]))
+        series[0] = Series("to the nearest seed", series[0].values, series[0].color)
+    edges = page.reports[0]["diversity"]["seed_rouge"]["histogram"]["edges"]
+    chart = svg.histogram_chart(
+        edges,
+        series,
+        title="ROUGE-L to the most similar seed",
+        x_label="ROUGE-L F",
+        y_label="share of tasks" if as_share else "tasks",
+        y_format=svg.percent if as_share else svg.number,
+    )
+    caption = (
+        "ROUGE-L F of each machine instruction to its most similar seed instruction, computed exactly "
+        "(the paper's similarity analysis). "
+        + (
+            "In grey, the <code>max_similarity</code> stored at generation time, against the seeds <i>and</i> the "
+            "pool then: a different number, bounded by the 0.7 novelty threshold. "
+            if not page.compare
+            else ""
+        )
+        + page.key()
+    )
+    parts.append(page.figure(chart, caption))
+
+    leading = page.reports[0]["diversity"]["leading_words"]["top"]
+    words = [x["word"] for x in leading]
+    for r in page.reports[1:]:
+        words += [x["word"] for x in r["diversity"]["leading_words"]["top"] if x["word"] not in words][:5]
+    series = page.series(
+        lambda r: [
+            next((x["count"] for x in r["diversity"]["leading_words"]["top"] if x["word"] == w), 0)
+            / (r["pool"]["tasks"] or 1)
+            for w in words
+        ]
+    )
+    chart = svg.bar_chart(words[:25], series, title="Leading words", value_format=lambda v: f"{v * 100:.1f}%")
+    parts.append(page.figure(chart, f"Most common first words of instructions, as a share of tasks. {page.key()}"))
+    parts.append("</div>")
+
+    parts.append('<div class="grid">')
+    for name, r in zip(page.names, page.reports, strict=False):
+        vn = r["diversity"]["verb_noun"]
+        verbs = [(v["verb"], v["count"], [(n["noun"], n["count"]) for n in v["nouns"]]) for v in vn["top"]]
+        chart = svg.sunburst(verbs, title=f"Verb–noun structure of {name}", total=vn["with_verb"] or 1)
+        heuristic = vn["method"] == "heuristic"
+        caption = (
+            f"Verb–noun structure{' of ' + _e(name) if page.compare else ''}: the {len(verbs)} most common "
+            "verbs (inner ring) and their 4 most common direct-object nouns (outer ring), angles by share of the "
+            f"{_int(vn['with_verb'])} instructions with a verb ({_int(vn['with_verb_noun'])} with a noun, of "
+            f"{_int(vn['instructions'])}). Method: {_e(vn['note'])}."
+        )
+        if heuristic:
+            caption += " <b>Not a dependency parse</b>: install the extra <code>selfinstruct[parse]</code> for one."
+        parts.append(page.figure(chart, caption))
+        if not page.compare:
+            rows = [
+                [_e(v["verb"]), _int(v["count"]), _e(", ".join(f"{n['noun']} ({n['count']})" for n in v["nouns"]))]
+                for v in vn["top"][:12]
+            ]
+            parts.append(
+                "<div>"
+                + page.table("Top verbs and their top nouns.", ["verb", "tasks", "nouns"], rows, [False, True, False])
+                + "</div>"
+            )
+    parts.append("</div>")
+
+    head = ["n", *(f"distinct / total ({_e(n)})" for n in page.names), *(f"ratio ({_e(n)})" for n in page.names)]
+    rows = []
+    for order in ("1", "2", "3", "4"):
+        cells = [order]
+        cells += [
+            f"{_int(r['diversity']['distinct_ngrams'][order]['distinct'])} / "
+            f"{_int(r['diversity']['distinct_ngrams'][order]['total'])}"
+            for r in page.reports
+        ]
+        cells += [_num(r["diversity"]["distinct_ngrams"][order]["ratio"]) for r in page.reports]
+        rows.append(cells)
+    parts.append(
+        page.table(
+            "Distinct n-grams over all instructions (distinct-n; ROUGE tokens: lower-cased letters and digits).",
+            head,
+            rows,
+            [False] + [True] * (len(head) - 1),
+        )
+    )
+    return "".join(parts)
+
+
+def _shape(page: _Page) -> str:
+    parts = ['<h2 id="shape">3 Shape</h2>', '<div class="grid">']
+    for kind, what in (("instruction", "instructions"), ("input", "non-empty inputs"), ("output", "outputs")):
+        series, as_share = _hist_series(page, lambda r, k=kind: r["shape"]["lengths"][k]["histogram"])  # type: ignore[misc]
+        hist = page.reports[0]["shape"]["lengths"][kind]["histogram"]
+        chart = svg.histogram_chart(
+            hist["edges"],
+            series,
+            title=f"Length of {what}",
+            x_label="words",
+            y_label="share" if as_share else "count",
+            overflow=True,
+            y_format=svg.percent if as_share else svg.number,
+        )
+        medians = "; ".join(
+            f"{_e(n)}: median {_num(r['shape']['lengths'][kind]['summary']['median'], 0)}"
+            for n, r in zip(page.names, page.reports, strict=False)
+        )
+        parts.append(page.figure(chart, f"Length of {what} in words ({medians}); the last bin holds the rest."))
+
+    counts = sorted({k for r in page.reports for k in r["shape"]["instances_per_task"]["counts"]}, key=int)
+    series = page.series(lambda r: _shares([r["shape"]["instances_per_task"]["counts"].get(k, 0) for k in counts]))
+    chart = svg.bar_chart(
+        [f"{k} instance{'s' if k != '1' else ''}" for k in counts],
+        series,
+        title="Instances per task",
+        value_format=lambda v: f"{v * 100:.1f}%",
+    )
+    parts.append(page.figure(chart, f"Instances per task, as a share of tasks. {page.key()}"))
+    parts.append("</div>")
+
+    rows = [
+        [
+            "classification tasks",
+            *(
+                f"{_int(r['shape']['classification']['count'])} ({_pct(r['shape']['classification']['share'])})"
+                for r in page.reports
+            ),
+        ],
+        [
+            "tasks whose every input is empty",
+            *(
+                f"{_int(r['shape']['empty_input']['count'])} ({_pct(r['shape']['empty_input']['share'])})"
+                for r in page.reports
+            ),
+        ],
+        ["instances per task (mean)", *(_num(r["shape"]["instances_per_task"]["mean"], 2) for r in page.reports)],
+        [
+            "answers to “is it classification?”",
+            *(
+                _e(", ".join(f"{k} {v}" for k, v in r["shape"]["classification"]["answers"].items()))
+                for r in page.reports
+            ),
+        ],
+        ["distinct labels of classification tasks", *(_int(r["shape"]["labels"]["distinct"]) for r in page.reports)],
+        ["share of the most common label", *(_pct(r["shape"]["labels"]["majority_share"]) for r in page.reports)],
+    ]
+    parts.append('<div class="grid">')
+    parts.append(
+        "<div>"
+        + page.table("Task types.", ["", *(_e(n) for n in page.names)], rows, [False, *([True] * len(page.reports))])
+        + "</div>"
+    )
+    labels: list[str] = []
+    for r in page.reports:
+        labels += [x["label"] for x in r["shape"]["labels"]["top"] if x["label"] not in labels]
+    labels = labels[:15]
+    series = page.series(
+        lambda r: [
+            next((x["count"] for x in r["shape"]["labels"]["top"] if x["label"] == lab), 0)
+            / (r["shape"]["labels"]["total"] or 1)
+            for lab in labels
+        ]
+    )
+    chart = svg.bar_chart(
+        labels, series, title="Labels of classification tasks", value_format=lambda v: f"{v * 100:.1f}%"
+    )
+    parts.append(
+        page.figure(chart, f"Most common outputs of classification tasks, as a share of their instances. {page.key()}")
+    )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _samples(page: _Page) -> str:
+    parts = ['<h2 id="samples">4 Samples</h2>']
+    for name, r in zip(page.names, page.reports, strict=False):
+        of = f" of {_e(name)}" if page.compare else ""
+        s = r["samples"]
+        rows = [
+            [
+                f"<code>{_e(t['id'])}</code>",
+                _e(t["instruction"]),
+                _e(t["input"]) or "<i>(empty)</i>",
+                _e(t["output"]),
+                "yes" if t["is_classification"] else "no",
+                _int(t["instances"]),
+            ]
+            for t in s["random"]
+        ]
+        parts.append(
+            page.table(
+                f"A random sample{of} (seed {_e(s['seed'])}); the first instance of each task.",
+                ["id", "instruction", "input", "output", "clf", "inst."],
+                rows,
+                ["nowrap", False, False, False, "nowrap", True],
+            )
+        )
+        rows = [[_e(t["instruction"]), _e(t["seed"]), _num(t["score"])] for t in s["closest_to_seed"]]
+        parts.append(
+            page.table(
+                f"The tasks{of} closest to a seed (ROUGE-L F).",
+                ["machine instruction", "most similar seed instruction", "F"],
+                rows,
+                [False, False, True],
+            )
+        )
+        rows = []
+        for group in s["rejects"]:
+            for i, ex in enumerate(group["examples"] or [{}]):
+                detail = ""
+                if "most_similar" in ex:
+                    detail = f"{_num(ex['score'])} to: {_e(ex['most_similar'])}"
+                elif "keyword" in ex:
+                    detail = f"keyword “{_e(ex['keyword'])}”"
+                rows.append(
+                    [
+                        _e(group["reason"]) if i == 0 else "",
+                        _int(group["count"]) if i == 0 else "",
+                        _e(ex.get("instruction", "")),
+                        _int(ex["times"]) if "times" in ex else "",
+                        detail,
+                    ]
+                )
+        if rows:
+            parts.append(
+                page.table(
+                    f"Rejected candidates{of} by reason (from <code>rejected.jsonl</code>), with the most frequent "
+                    "instructions of each reason and how often each was rejected.",
+                    ["reason", "rejected", "instruction", "times", "detail"],
+                    rows,
+                    ["nowrap", True, False, True, False],
+                )
+            )
+        else:
+            parts.append(
+                f'<div class="note">No rejected candidates recorded{of} (<code>rejected.jsonl</code> is '
+                "missing or empty: runs with <code>--no-keep-rejected</code> do not write it).</div>"
+            )
+    return "".join(parts)
+
+
+def _embeddings(page: _Page) -> str:
+    if not any(r.get("embeddings") for r in page.reports):
+        return ""
+    parts = ['<h2 id="embeddings">5 Embedding diversity</h2>', '<div class="grid">']
+    present = [(n, r, c) for n, r, c in zip(page.names, page.reports, page.colors, strict=False) if r.get("embeddings")]
+    emb0 = present[0][1]["embeddings"]
+    edges = emb0["nearest_neighbour"]["histogram"]["edges"]
+    series = [Series(n, _shares(r["embeddings"]["nearest_neighbour"]["histogram"]["counts"]), c) for n, r, c in present]
+    chart = svg.histogram_chart(
+        edges,
+        series,
+        title="Nearest-neighbour cosine distance",
+        x_label="cosine distance",
+        y_label="share of tasks",
+        y_format=svg.percent,
+    )
+    sampled = any(r["embeddings"].get("sampled") for _, r, _ in present)
+    caption = (
+        f"Cosine distance of each instruction to its nearest other instruction, embedded with {_e(emb0['model'])}"
+        + (" (a random sample)" if sampled else "")
+        + ". Mass near 0 means paraphrases that ROUGE-L does not catch. "
+        + page.key()
+    )
+    parts.append(page.figure(chart, caption))
+    rows = [
+        [
+            _e(n),
+            _int(r["embeddings"]["instructions"]),
+            _num(r["embeddings"]["mean_pairwise_distance"]),
+            _num(r["embeddings"]["nearest_neighbour"]["median"]),
+            _pct(r["embeddings"]["nearest_neighbour"]["share_below_0_1"]),
+        ]
+        for n, r, _ in present
+    ]
+    parts.append(
+        "<div>"
+        + page.table(
+            "Embedding diversity: the mean cosine distance over all pairs (higher is more diverse) and the nearest-"
+            "neighbour distance.",
+            ["pool", "embedded", "mean pairwise", "NN median", "NN < 0.1"],
+            rows,
+            [False, True, True, True, True],
+        )
+        + "</div>"
+    )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_html(reports: Sequence[dict[str, Any]], *, version: str = "") -> str:
+    """The page for one report, or two side by side (``--against``)."""
+    if not 1 <= len(reports) <= 2:
+        raise ValueError("render_html takes one or two reports")
+    page = _Page(reports)
+    body = [
+        _header(page),
+        _summary(page),
+        _growth(page),
+        _diversity(page),
+        _shape(page),
+        _samples(page),
+        _embeddings(page),
+    ]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    footer = (
+        f"<footer>Generated by selfinstruct {_e(version)} <code>report</code> on {stamp}. The same numbers: "
+        "<code>selfinstruct report POOL --json</code>. ROUGE-L is rouge-score's (no stemming), computed exactly."
+        "</footer>"
+    )
+    title = "selfinstruct report: " + " vs ".join(page.names)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">'
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head>"
+        f"<body><main>{''.join(body)}{footer}</main></body></html>\n"
+    )

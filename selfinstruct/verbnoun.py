@@ -1,0 +1,190 @@
+"""The verb–noun structure of instructions, as the Self-Instruct paper analyses its generated tasks.
+
+The paper parses each instruction, takes the verb closest to the root of the parse and its first direct
+noun object, and draws the most common verbs with their most common nouns. This module does the same
+with spaCy's dependency parser when it is installed with an English pipeline (the optional extra
+``selfinstruct[parse]``, then ``python -m spacy download en_core_web_sm``): the root of the first
+sentence if it is a verb, its lemma, and the lemma of its first ``dobj``/``obj`` child that is a noun.
+
+Without spaCy it falls back to a plainly labelled heuristic that reads no grammar: the first word is taken
+as the verb unless it is a question word, auxiliary, pronoun, determiner or preposition (so "What is ..."
+and "The sentence below ..." give no pair), and the first following content word within a few words,
+crudely singularised, as its noun. It is right for the common imperative shape ("Write a poem about ...",
+"Classify the sentiment ...") and wrong for others; the report says which method produced its figure.
+
+Scope: extraction and counting only. No file reading, no printing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from selfinstruct.errors import ConfigError
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm"
+METHODS = ("auto", "spacy", "heuristic")
+
+HEURISTIC_NOTE = (
+    "heuristic, not a parse (spaCy with an English pipeline is not installed): the first word as the verb "
+    "unless it is a question word, auxiliary, pronoun, determiner or preposition; the first content word "
+    "after it as the noun"
+)
+
+# First words that are not an imperative verb: no pair is taken from such an instruction.
+_NOT_VERBS = frozenset(
+    """what which who whom whose when where why how is are was were be been am do does did can could will would
+    shall should may might must have has had i you he she it we they me him her us them my your his its our
+    their this that these those the a an some any each every all both either neither no not there here if
+    in on at by for from with without about as of to into onto over under after before during since until
+    while because although though and or but so yet given using based according please let suppose imagine
+    assume consider""".split()  # noqa: SIM905
+)
+# Words between the verb and its noun that are not the noun (determiners, quantifiers, common adjectives).
+_NOT_NOUNS = _NOT_VERBS | frozenset(
+    """following given below above new short brief long simple good few many several more most other another
+    same different creative detailed funny random single possible main best original appropriate suitable
+    correct complete one two three four five six seven eight nine ten first second last next own out up down
+    off away back me myself yourself""".split()  # noqa: SIM905
+)
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_NOUN_WINDOW = 4  # the noun must come within this many words after the verb
+
+
+def _singular(word: str) -> str:
+    """A crude singular: ``stories`` → ``story``, ``sentences`` → ``sentence``, ``class`` stays."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def heuristic_pair(instruction: str) -> tuple[str | None, str | None]:
+    """``(verb, noun)`` by the heuristic of the module docstring; ``(None, None)`` when no verb is found.
+
+    >>> heuristic_pair("Write a short poem about the sea.")
+    ('write', 'poem')
+    >>> heuristic_pair("What is the capital of France?")
+    (None, None)
+    """
+    words = _WORD_RE.findall(instruction[:400])
+    if not words:
+        return None, None
+    verb = words[0].lower()
+    if verb in _NOT_VERBS or len(verb) < 2:
+        return None, None
+    for word in words[1 : 1 + _NOUN_WINDOW]:
+        lower = word.lower().strip("'-")
+        if lower and lower not in _NOT_NOUNS and len(lower) > 1:
+            return verb, _singular(lower)
+    return verb, None
+
+
+@dataclass
+class VerbNoun:
+    """The verb–noun pairs of a set of instructions and how they were found."""
+
+    method: str  # "spacy:<pipeline> <version>" or "heuristic"
+    note: str
+    pairs: list[tuple[str | None, str | None]]
+
+    def summary(self, *, top_verbs: int = 20, top_nouns: int = 4) -> dict[str, Any]:
+        """JSON-ready counts: the top verbs, each with its top nouns (the paper's Figure 2 shows 20 and 4)."""
+        verbs: Counter[str] = Counter()
+        nouns: dict[str, Counter[str]] = {}
+        with_pair = 0
+        for verb, noun in self.pairs:
+            if verb is None:
+                continue
+            verbs[verb] += 1
+            if noun is not None:
+                with_pair += 1
+                nouns.setdefault(verb, Counter())[noun] += 1
+        total = len(self.pairs)
+        return {
+            "method": self.method,
+            "note": self.note,
+            "instructions": total,
+            "with_verb": sum(verbs.values()),
+            "with_verb_noun": with_pair,
+            "distinct_verbs": len(verbs),
+            "distinct_pairs": sum(len(c) for c in nouns.values()),
+            "top": [
+                {
+                    "verb": verb,
+                    "count": count,
+                    "nouns": [{"noun": n, "count": c} for n, c in nouns.get(verb, Counter()).most_common(top_nouns)],
+                }
+                for verb, count in verbs.most_common(top_verbs)
+            ],
+        }
+
+
+def _load_spacy(model: str) -> Any:
+    """The spaCy pipeline ``model`` without its named-entity recogniser; ConfigError when unavailable."""
+    try:
+        import spacy
+    except ImportError:
+        raise ConfigError(
+            "the verb-noun analysis with a parser needs spaCy: pip install 'selfinstruct[parse]' and "
+            f"python -m spacy download {model} (or use --parser heuristic)"
+        ) from None
+    try:
+        return spacy.load(model, exclude=["ner"])
+    except OSError:
+        raise ConfigError(
+            f"spaCy is installed but its pipeline {model!r} is not: python -m spacy download {model} "
+            "(or use --parser heuristic)"
+        ) from None
+
+
+def spacy_available(model: str = DEFAULT_SPACY_MODEL) -> bool:
+    """Whether spaCy and its pipeline ``model`` can be imported, without loading the pipeline."""
+    import importlib.util
+
+    if importlib.util.find_spec("spacy") is None:
+        return False
+    try:
+        import spacy.util
+
+        return bool(spacy.util.is_package(model)) or bool(importlib.util.find_spec(model))
+    except Exception:  # a broken spaCy install counts as not installed
+        return False
+
+
+def _spacy_pairs(nlp: Any, instructions: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    pairs: list[tuple[str | None, str | None]] = []
+    for doc in nlp.pipe((text[:1000] for text in instructions), batch_size=256):
+        sentence = next(iter(doc.sents), None) if doc.has_annotation("SENT_START") else doc
+        root = sentence.root if sentence is not None else None
+        if root is None or root.pos_ != "VERB":
+            pairs.append((None, None))
+            continue
+        noun = next(
+            (c.lemma_.lower() for c in root.children if c.dep_ in ("dobj", "obj") and c.pos_ in ("NOUN", "PROPN")),
+            None,
+        )
+        pairs.append((root.lemma_.lower(), noun))
+    return pairs
+
+
+def verb_noun_pairs(instructions: Sequence[str], *, method: str = "auto", model: str = DEFAULT_SPACY_MODEL) -> VerbNoun:
+    """Extract the pairs with ``method``: ``spacy`` (ConfigError when unavailable), ``heuristic``, or ``auto``
+    (spaCy when it and ``model`` are installed, else the heuristic)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown parser {method!r}: choose one of {', '.join(METHODS)}")
+    if method == "spacy" or (method == "auto" and spacy_available(model)):
+        nlp = _load_spacy(model)
+        meta = getattr(nlp, "meta", {}) or {}
+        name = f"{meta.get('lang', 'en')}_{meta.get('name', model)}" if meta.get("name") else model
+        label = f"spacy:{name} {meta.get('version', '')}".strip()
+        note = (
+            f"dependency parse by spaCy ({name}): the root verb of the first sentence and the first noun "
+            "that is its direct object, both lemmatised"
+        )
+        return VerbNoun(label, note, _spacy_pairs(nlp, instructions))
+    return VerbNoun("heuristic", HEURISTIC_NOTE, [heuristic_pair(text) for text in instructions])
