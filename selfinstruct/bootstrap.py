@@ -135,6 +135,7 @@ class RoundReport:
     pool_size: int
     surplus: Counter[str] = field(default_factory=Counter)
     complete: bool = True
+    progress: Progress | None = None  # the engine's view when the round was reported
 
 
 @dataclass
@@ -416,14 +417,14 @@ class Bootstrap:
         now = self.clock()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
-            events.append(self.progress(stream))
+            events.append(self.progress())
         if self._pending_since is not None and (
             len(self._pending_tasks) >= GROUP_COMMIT_TASKS or now - self._pending_since >= GROUP_COMMIT_SECONDS
         ):
             self._flush()
         return events
 
-    def progress(self, stream: Stream | None = None) -> Progress:
+    def progress(self) -> Progress:
         now = self.clock()
         elapsed = max(now - self._started, 1e-9)
         while self._token_times and now - self._token_times[0][0] > TOKEN_RATE_WINDOW:
@@ -667,6 +668,7 @@ class Bootstrap:
             pool_size=len(self.machine),
             surplus=acc.surplus,
             complete=complete,
+            progress=self.progress(),
         )
         self._last_report = now
         self._reports.append(report)

@@ -419,6 +419,8 @@ class _GenerateView:
                 self.line(f"progress: pool {payload.pool_size}/{self.target}, {self._engine_view()}")
         elif kind == "round":
             report = payload
+            if report.progress is not None:
+                self.latest = report.progress
             self.accepted += len(report.accepted)
             self.rejected += sum(report.rejected.values())
             if self.progress is not None:
