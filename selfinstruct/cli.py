@@ -106,9 +106,10 @@ def generate(
     base_url: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="URL",
             help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vllm serve, llama.cpp, Ollama, "
             "SGLang). Repeat for several servers of the same model: requests go to the least busy one. "
-            "API key from $SELFINSTRUCT_API_KEY or $OPENAI_API_KEY."
+            "API key from $SELFINSTRUCT_API_KEY or $OPENAI_API_KEY.",
         ),
     ] = None,
     backend: Annotated[
