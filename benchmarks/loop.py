@@ -11,21 +11,29 @@ seeded shuffled order the model splices two corpus instructions (the first half 
 another, chosen by a seeded generator): real vocabulary and lengths, mostly novel, sometimes rejected. The
 corpus text is read at run time and never stored.
 
-    python benchmarks/loop.py --corpus ../shared/bench/instructions.jsonl [--target 52000] [--batch-size 32]
+    python benchmarks/loop.py --corpus ../shared/bench/instructions.jsonl [--target 52000] [--profile 25]
 
-Prints, per band of pool sizes, the rounds in it, the median wall and CPU loop time per round, and the loop
+Prints, per band of pool sizes, the rounds in it, the mean wall and CPU loop time per round (the streaming
+loop reports rounds in bursts as their requests complete, so a median of single rounds means little), and the loop
 time per accepted task; then how that time per accepted task grows with the pool (the slope of log time
 against log pool size between the first and last bands: 0 is flat, 1 is linear). CPU time is the process's
-own, which other programs on a shared machine barely disturb; wall time includes fsync waits.
+own, which other programs on a shared machine barely disturb; wall time includes fsync waits. With
+``--profile N``, also the N functions with the most cumulative time.
+
+:class:`InstantModel` is the stateless variant (its text depends only on the request's seed) that
+``benchmarks/standin_engine.py`` serves one request at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import random
 import statistics
 import tempfile
@@ -37,8 +45,13 @@ from selfinstruct.backends import Completion, Sampling
 from selfinstruct.config import GenerateConfig
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
 from selfinstruct.runner import run_generate
+from selfinstruct.stages import derive_seed
 
 MARKS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 52_000, 100_000, 200_000]
+
+
+def load_corpus(path: str) -> list[str]:
+    return [" ".join(json.loads(line)["instruction"].split()) for line in Path(path).read_text().split("\n") if line]
 
 
 class ReplayModel:
@@ -66,27 +79,62 @@ class ReplayModel:
         out = []
         for prompt in prompts:
             if prompt.endswith("Is it classification?"):
-                out.append(Completion(" No", "stop"))
+                out.append(Completion(" No", "stop", 300, 1))
             elif prompt.endswith("\n"):
-                out.append(Completion("Example 1\nInput: first case\nOutput: one\n\nExample 2\nOutput: two\n", "stop"))
+                text = "Example 1\nInput: first case\nOutput: one\n\nExample 2\nOutput: two\n"
+                out.append(Completion(text, "stop", 800, 20))
             else:
                 start = int(prompt.rsplit("\n", 1)[1].rstrip("."))
                 items = [self._instruction(self.next + i) for i in range(self.per_list)]
                 self.next += self.per_list
                 text = " " + items[0] + "".join(f"\n{start + i}. {t}" for i, t in enumerate(items[1:], start=1))
-                out.append(Completion(text, "stop"))
+                out.append(Completion(text, "stop", 400, len(text.split())))
         return out
+
+
+class InstantModel:
+    """Answers each stage at once; the text depends only on the prompt's stage and the request's seed."""
+
+    model = "instant"
+
+    def __init__(self, corpus: Sequence[str], per_list: int = 7) -> None:
+        self.halves = [(t.split()[: len(t.split()) // 2], t.split()[len(t.split()) // 2 :]) for t in corpus]
+        self.per_list = per_list
+
+    def item(self, seed: int, j: int) -> str:
+        n = len(self.halves)
+        a = self.halves[derive_seed(seed, j, "a") % n][0]
+        b = self.halves[derive_seed(seed, j, "b") % n][1]
+        return " ".join(a + b) or "Describe a quiet morning in a small harbour town."
+
+    def complete(self, prompt: str, seed: int) -> Completion:
+        if prompt.endswith("Is it classification?"):
+            return Completion(" No", "stop", 300, 1)
+        if prompt.endswith("\n"):
+            text = f"Example 1\nInput: case {seed % 97}\nOutput: one\n\nExample 2\nOutput: two {seed % 89}\n"
+            return Completion(text, "stop", 800, 20)
+        start = int(prompt.rsplit("\n", 1)[1].rstrip("."))
+        items = [self.item(seed, j) for j in range(self.per_list)]
+        text = " " + items[0] + "".join(f"\n{start + i}. {t}" for i, t in enumerate(items[1:], start=1))
+        return Completion(text, "stop", 400, len(text.split()))
+
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[Completion]:
+        seeds = seeds if seeds is not None else [0] * len(prompts)
+        return [self.complete(p, int(s)) for p, s in zip(prompts, seeds, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="../shared/bench/instructions.jsonl")
     parser.add_argument("--target", type=int, default=52_000, help="pool size to grow to (the paper: 52,000)")
-    parser.add_argument("--batch-size", type=int, default=32, help="instruction prompts per round")
+    parser.add_argument("--batch-size", type=int, default=32, help="instruction requests per round (reporting)")
     parser.add_argument("--similarity-floor", type=float, default=0.0, help="provenance floor (see README)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
     args = parser.parse_args(argv)
 
-    corpus = [json.loads(line)["instruction"] for line in Path(args.corpus).read_text().split("\n") if line]
+    corpus = load_corpus(args.corpus)
     random.Random(0).shuffle(corpus)
     model = ReplayModel(corpus)
     # (pool size after the round, wall seconds, CPU seconds, accepted) per round
@@ -101,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append((payload.pool_size, payload.seconds, cpu - last_cpu[0], count))  # type: ignore[attr-defined]
             last_cpu[0] = cpu
 
+    profiler = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory() as tmp:
         config = GenerateConfig(
             seeds=str(default_seeds_path()), prompts=str(default_prompts_dir()), out=str(Path(tmp) / "pool"),
@@ -110,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         cpu_started = time.process_time()
         last_cpu[0] = cpu_started
+        if profiler is not None:
+            profiler.enable()
         outcome = run_generate(config, backend=model, on_event=on_event)
+        if profiler is not None:
+            profiler.disable()
         total = time.perf_counter() - started
         total_cpu = time.process_time() - cpu_started
 
@@ -125,11 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end;"
         f" corpus {args.corpus} ({len(corpus):,} instructions)"
     )
-    print(f"similarity_floor {args.similarity_floor}, {args.batch_size} prompts per round, 7 instructions per list")
+    print(
+        f"similarity_floor {args.similarity_floor}, {args.batch_size} instruction requests per round, "
+        "7 instructions per list"
+    )
     print(f"grew a pool to {outcome.pool_size:,} tasks in {outcome.totals.rounds} rounds")
     print(f"({outcome.totals.candidates:,} candidates, exit: {outcome.exit_reason})\n")
     print(
-        f"{'pool size up to':>16} {'rounds':>7} {'wall/round (median)':>20} {'CPU/round (median)':>19}"
+        f"{'pool size up to':>16} {'rounds':>7} {'wall/round (mean)':>20} {'CPU/round (mean)':>19}"
         f" {'wall per accepted task':>23}"
     )
     growth: list[tuple[float, float]] = []
@@ -145,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             growth.append(((previous + min(m, rows[-1][0])) / 2, per_task))
         previous = m
         print(
-            f"{m:>16,} {len(rows):>7} {statistics.median(r[1] for r in rows) * 1e3:>17.1f} ms"
-            f" {statistics.median(r[2] for r in rows) * 1e3:>16.1f} ms {per_task * 1e3:>20.2f} ms"
+            f"{m:>16,} {len(rows):>7} {statistics.fmean(r[1] for r in rows) * 1e3:>17.1f} ms"
+            f" {statistics.fmean(r[2] for r in rows) * 1e3:>16.1f} ms {per_task * 1e3:>20.2f} ms"
         )
     if len(growth) >= 2:
         (x0, y0), (x1, y1) = growth[0], growth[-1]
@@ -158,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwhole run: {total:.1f} s wall, {total_cpu:.1f} s CPU; {outcome.pool_size / total:,.0f} accepted tasks/s")
     rate = outcome.totals.candidates / total
     print(f"of loop work, {rate:,.0f} candidates/s through parse, filters, novelty, append")
+    if profiler is not None:
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(args.profile)
+        print(buffer.getvalue())
     return 0
 
 

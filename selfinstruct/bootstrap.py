@@ -1,47 +1,76 @@
-"""The Self-Instruct bootstrap loop: one round, and the loop of rounds with its budgets.
+"""The Self-Instruct loop as a stream: many request lives overlap on one engine, with results that do not
+depend on timing.
 
-One round: sample demonstrations (seed and machine tasks) -> generate instructions -> parse the numbered
-list -> heuristic filters -> ROUGE-L novelty -> classify (Yes/No) -> generate instances -> instance
-filters -> hand the accepted tasks and the rejected candidates to a sink (the pool). Every stage is one
-batched backend call.
+One instruction request's life: sample demonstrations -> generate a numbered list -> parse -> heuristic
+filters -> ROUGE-L novelty -> for each survivor, classify (Yes/No) -> generate instances -> instance
+filters -> accept. The stages are the plain functions of :mod:`selfinstruct.stages`; this module is the
+scheduler that runs lives side by side. It owns four things:
 
-This module never prints and never touches files: the caller passes a ``sink`` that persists a round
-(:class:`selfinstruct.pool.Pool` in the CLI) and reads progress from the :class:`RoundReport` objects that
-:meth:`Bootstrap.rounds` yields. All randomness comes from the one ``random.Random`` given to it, so the
-same seed and the same pool state replay the same prompts and per-request seeds.
+* **the window**: instruction requests are topped up whenever fewer than ``window`` are unresolved (and
+  no more than the budget still needs); follow-up requests (classification, instances) go in the moment
+  their input exists, ahead of new instruction requests (lower priority number);
+* **the order**: completions arrive in any order, but each instruction request's candidates are
+  novelty-checked, and each request's tasks committed, in *submission order* (a reorder buffer). A
+  candidate is compared with every seed, every pool task and every earlier surviving candidate of this
+  run. Request ``k`` shows demonstrations drawn from the pool as it stood after request ``k - window``
+  was committed, and its sampling seed is derived from the run's seed and ``k``. So the same seed, pool,
+  configuration and an engine that gives the same text for the same request make the same pool, however
+  the requests interleave;
+* **budgets**: ``--num-instructions`` and ``--max-new`` are checked as tasks are committed (the pool lands
+  exactly on them); ``--time-limit``, saturation (over "rounds" of ``batch_size`` instruction requests,
+  the reporting unit) and ``--max-rounds`` (submit that many rounds, then drain) stop the run;
+* **cancellation and accounting**: when the run stops, what is still in flight is cancelled and every
+  candidate already parsed is accounted for: accepted, rejected by reason, or ``surplus`` (a finished
+  task beyond the budget) or ``unfinished`` (its requests were cancelled), written out by the sink.
+
+Accepted tasks reach the ``sink`` in groups (every second, every 64 tasks, and at each round's end), so
+fsync never becomes the bottleneck and a kill loses at most the last group and the work in flight.
+
+Signals: each turn of the loop (wait for completions, bookkeeping, group commit) runs with signals held
+(:func:`selfinstruct.stopping.held`); a SIGINT/SIGTERM that arrived meanwhile raises
+:class:`~selfinstruct.stopping.StopRequested` only after the turn, once every write is counted, and at
+most a quarter of a second later. Leaving :meth:`Bootstrap.run` that way cancels what is in flight and
+records every candidate, like any other end.
+
+This module never prints and never touches files. :meth:`Bootstrap.run` yields :class:`RoundReport` and
+(about once a second) :class:`Progress`; ``stop_reason`` says why it ended.
 """
 
 from __future__ import annotations
 
+import math
 import random
-import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from selfinstruct import filters as F
-from selfinstruct.backends import Backend, Completion
+from selfinstruct import stopping
+from selfinstruct.backends import Backend, Completion, Finished, Request, Stream, open_stream
 from selfinstruct.config import GenerateConfig
-from selfinstruct.errors import BackendError
 from selfinstruct.novelty import NoveltyIndex
 from selfinstruct.pool import machine_task_id
-from selfinstruct.prompts import (
-    PromptTemplates,
-    parse_classification,
-    parse_input_first,
-    parse_instructions,
-    parse_output_first,
+from selfinstruct.prompts import PromptTemplates
+from selfinstruct.stages import (
+    CUT_OFF,
+    OVERSIZED_COMPLETION,
+    STRAY_MARKER,
+    UNPARSEABLE_CLASSIFICATION,
+    UNPARSEABLE_INSTANCE,
+    Classification,
+    derive_seed,
+    make_task,
+    read_classification,
+    read_instances,
+    read_instruction_list,
+    sample_demos,
+    screen_instruction,
+    task_name,
+    utc_now,
 )
-from selfinstruct.task import Instance, Task
-
-# Reason codes that belong to the loop rather than to a filter.
-CUT_OFF = "cut_off"  # the last item of a completion that hit max_tokens (counted, not a candidate)
-UNPARSEABLE_CLASSIFICATION = "unparseable_classification"  # counted; the task is treated as "No"
-UNPARSEABLE_INSTANCE = "unparseable_instance"  # an instance block without Output / Class label
-STRAY_MARKER = "stray_marker"  # a field cut short by a misplaced Input:/Output:/Class label: line
+from selfinstruct.task import Task
 
 # Why a run ended.
 TARGET_REACHED = "target_reached"
@@ -51,13 +80,48 @@ TIME_LIMIT = "time_limit"
 SATURATED = "saturated"
 INTERRUPTED = "interrupted"
 
+# Candidates neither accepted nor rejected: paid-for work that is recorded, never silently dropped.
+SURPLUS = "surplus"  # a finished task beyond --num-instructions / --max-new
+UNFINISHED = "unfinished"  # its classification or instance request was cancelled when the run stopped
+
+STAGES = ("instructions", "classification", "instances")
+_PRIORITY = {"instances": 0, "classification": 1, "instructions": 2}
+
+GROUP_COMMIT_TASKS = 64
+GROUP_COMMIT_SECONDS = 1.0
+PROGRESS_SECONDS = 1.0
+TOKEN_RATE_WINDOW = 10.0
+
 Sink = Callable[[list[Task], list[dict[str, Any]]], None]
-"""Persists one round: the accepted tasks and the rejected candidates (records with ``reject_reason``)."""
+"""Persists accepted tasks and candidate records (each with a ``reject_reason``), in commit order."""
+
+
+@dataclass
+class StageStats:
+    """One stage's requests: sent, finished, cancelled; tokens; seconds summed over requests."""
+
+    requests: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "finished": self.finished,
+            "cancelled": self.cancelled,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "request_seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass
 class RoundReport:
-    """What one round did. ``rejected`` counts candidates by reason; ``notes`` counts non-fatal oddities."""
+    """What one round (``batch_size`` consecutive instruction requests) did, reported once it is
+    committed. ``rejected`` counts candidates by reason; ``notes`` counts non-fatal oddities."""
 
     round: int
     prompts: int
@@ -69,6 +133,28 @@ class RoundReport:
     completion_tokens: int
     seconds: float
     pool_size: int
+    surplus: Counter[str] = field(default_factory=Counter)
+    complete: bool = True
+    progress: Progress | None = None  # the engine's view when the round was reported
+
+
+@dataclass
+class Progress:
+    """The engine's view, about once a second: requests in flight by stage, output tokens per second
+    (over the last ten seconds), accepted tasks per minute and the estimated time to the target."""
+
+    seconds: float
+    in_flight: dict[str, int]
+    pool_size: int
+    target: int
+    accepted: int
+    output_tokens_per_second: float
+    tasks_per_minute: float
+    eta_seconds: float | None
+
+    @property
+    def in_flight_total(self) -> int:
+        return sum(self.in_flight.values())
 
 
 @dataclass
@@ -77,49 +163,70 @@ class RunTotals:
     candidates: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    surplus: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    stages: dict[str, StageStats] = field(default_factory=lambda: {s: StageStats() for s in STAGES})
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(s.prompt_tokens for s in self.stages.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.stages.values())
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One instruction request and the candidates it produced."""
+
+    index: int
+    round: int
+    demos: list[str]
+    completion: Completion | None = None
+    candidates: list[_Candidate] = field(default_factory=list)
+    checked: bool = False
+    open: int = 0  # candidates still waiting for a follow-up request
     notes: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    def add(self, report: RoundReport) -> None:
-        self.rounds += 1
-        self.candidates += report.candidates
-        self.accepted += len(report.accepted)
-        self.rejected.update(report.rejected)
-        self.notes.update(report.notes)
-        self.prompt_tokens += report.prompt_tokens
-        self.completion_tokens += report.completion_tokens
 
-
-def task_name(instruction: str, words: int = 6) -> str:
-    """A snake_case name from the first words of an instruction.
-
-    >>> task_name("Rewrite the sentence below in the passive voice, please.")
-    'rewrite_the_sentence_below_in_the'
-    """
-    tokens = re.findall(r"[a-z0-9]+", instruction.lower())
-    return "_".join(tokens[:words]) or "task"
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+@dataclass(eq=False)
+class _Candidate:
+    slot: _Slot
+    instruction: str
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    max_similarity: float = 0.0
+    most_similar: list[dict[str, Any]] = field(default_factory=list)
+    classification: Classification | None = None
+    output_first: bool = False
+    task: Task | None = None
+    done: bool = False
 
 
 @dataclass
-class _Candidate:
-    instruction: str
-    prompt_index: int
-    novelty_score: float = 0.0
-    most_similar: list[dict[str, Any]] = field(default_factory=list)
-    is_classification: bool = False
-    classification_answer: str = ""
+class _RoundAcc:
+    number: int
+    started: float
+    prompts: int = 0
+    candidates: int = 0
+    accepted: list[Task] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    surplus: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Bootstrap:
-    """The loop. Build it, then iterate :meth:`rounds`; ``stop_reason`` says why it ended.
+    """The loop. Build it, then iterate :meth:`run` (or :meth:`rounds`); ``stop_reason`` says why it ended.
 
     ``seeds`` are the seed tasks, ``pool`` the machine tasks already accepted (resuming a run), ``next_index``
-    the number of the next machine task id. ``clock`` is injectable for tests of the time budget.
+    the number of the next machine task id, ``last_round`` the last round number of earlier runs. ``rng``
+    chooses the fixed classification and instance demonstrations and the run's base seed. ``clock`` is
+    injectable for tests of the time budget.
     """
 
     def __init__(
@@ -150,7 +257,9 @@ class Bootstrap:
         self.sink = sink
         # Continue the round numbering of the pool (and of the ledger, which the caller may know better).
         self.last_round = max([last_round, *(int(t.meta.get("round", 0) or 0) for t in self.machine)])
+        self._first_round = self.last_round + 1
         self.clock = clock
+        self.window = config.window
         self.heuristics = F.InstructionHeuristics(blocked_keywords=tuple(config.blocked_keywords))
         self.index = NoveltyIndex(
             [t.instruction for t in self.seeds] + [t.instruction for t in self.machine],
@@ -159,11 +268,38 @@ class Bootstrap:
             top_k=5,
         )
         self.totals = RunTotals()
+        self.persisted = 0  # accepted tasks the sink has written
         self.stop_reason: str | None = None
         self.warnings: list[str] = []
         self._choose_fixed_demos()
+        # Everything a request's prompt and seed depend on: the run's seed and where the pool stood.
+        self._base = (rng.getrandbits(62), len(self.machine), next_index)
+        self._initial_size = len(self.machine)
+        self._sampling = {
+            "instructions": config.instruction_sampling(),
+            "classification": config.classification_sampling(),
+            "instances": config.instance_sampling(),
+        }
+        self._slots: dict[int, _Slot] = {}
+        self._size_after: dict[int, int] = {}  # request index -> pool size once it was committed
+        self._submitted = self._checked = self._committed = 0
+        self._requests: dict[int, tuple[str, Any]] = {}  # key in flight -> (stage, slot or candidate)
+        self._keys = 0
+        self._round: _RoundAcc | None = None
+        self._recent_rounds: deque[tuple[int, int]] = deque(maxlen=config.saturation_window)
+        self._reports: list[RoundReport] = []
+        self._pending_tasks: list[Task] = []
+        self._pending_records: list[dict[str, Any]] = []
+        self._pending_since: float | None = None
+        self._token_times: deque[tuple[float, int]] = deque()
+        self._started = 0.0
+        self._last_report = 0.0
+        self._last_progress = 0.0
+        self._settled = False
+        limit = config.max_rounds
+        self._max_requests = None if limit is None else limit * config.batch_size
 
-    # -- demonstrations ----------------------------------------------------------------------------------
+    # -- fixed demonstrations ------------------------------------------------------------------------
 
     def _choose_fixed_demos(self) -> None:
         """Pick the classification and instance demonstrations once per run (a fixed prefix caches well)."""
@@ -191,220 +327,467 @@ class Bootstrap:
         self.input_first_demos = rng.sample(no_pool, min(cfg.instance_demos, len(no_pool)))
         self.output_first_demos = rng.sample(yes_pool, min(cfg.instance_demos, len(yes_pool)))
 
-    def sample_demos(self) -> list[str]:
-        """Instructions for one prompt: ``num_machine_demos`` from the pool (fewer while it is small, seeds
-        fill in) and the rest from the seeds, shuffled."""
+    def demos_for(self, k: int) -> list[str]:
+        """The demonstrations of instruction request ``k``: fixed by ``k`` and the pool as it stood once
+        request ``k - window`` was committed (the initial pool for the first ``window`` requests)."""
+        view = self._size_after[k - self.window] if k >= self.window else self._initial_size
         cfg = self.config
-        n_machine = min(cfg.num_machine_demos, len(self.machine))
-        n_seed = min(cfg.num_seed_demos + cfg.num_machine_demos - n_machine, len(self.seeds))
-        demos = [t.instruction for t in self.rng.sample(self.seeds, n_seed)]
-        demos += [t.instruction for t in self.rng.sample(self.machine, n_machine)]
-        self.rng.shuffle(demos)
-        return demos
+        rng = random.Random(derive_seed(*self._base, "demos", k))
+        return sample_demos(rng, self.seeds, _Prefix(self.machine, view), cfg.num_seed_demos, cfg.num_machine_demos)
 
-    def _seeds_for(self, n: int) -> list[int]:
-        return [self.rng.randrange(2**31) for _ in range(n)]
-
-    # -- one round ---------------------------------------------------------------------------------------
-
-    def run_round(self, round_number: int) -> RoundReport:
-        cfg = self.config
-        started = self.clock()
-        rejected: Counter[str] = Counter()
-        notes: Counter[str] = Counter()
-        rejected_records: list[dict[str, Any]] = []
-        tokens = [0, 0]
-
-        def call(prompts: list[str], sampling: Any) -> list[Completion]:
-            completions = self.backend.generate(prompts, sampling, self._seeds_for(len(prompts)))
-            if len(completions) != len(prompts):
-                raise BackendError(f"the backend returned {len(completions)} completions for {len(prompts)} prompts")
-            for c in completions:
-                tokens[0] += c.prompt_tokens
-                tokens[1] += c.completion_tokens
-            return completions
-
-        def reject(instruction: str, reason: str, **extra: Any) -> None:
-            rejected[reason] += 1
-            rejected_records.append(
-                {
-                    "instruction": instruction,
-                    "reject_reason": reason,
-                    "round": round_number,
-                    "run_id": self.run_id,
-                    "created_at": _utc_now(),
-                    **extra,
-                }
-            )
-
-        # 1-2. demonstrations and instruction generation
-        demo_sets = [self.sample_demos() for _ in range(cfg.batch_size)]
-        prompts = [self.templates.instruction_prompt(d) for d in demo_sets]
-        completions = call(prompts, cfg.instruction_sampling())
-
-        # 3. parse
-        raw: list[_Candidate] = []
-        for i, c in enumerate(completions):
-            truncated = c.finish_reason == "length"
-            items = parse_instructions(c.text, truncated=False)
-            if truncated and items:
-                notes[CUT_OFF] += 1
-                items.pop()
-            raw.extend(_Candidate(text, i) for text in items)
-
-        # 4. heuristic filters, then novelty against seeds, pool and earlier candidates of this round
-        survivors: list[_Candidate] = []
-        for cand in raw:
-            reason = self.heuristics(cand.instruction)
-            if reason is None:
-                survivors.append(cand)
-            else:
-                detail = {"keyword": self.heuristics.blocked_keyword(cand.instruction)}
-                reject(cand.instruction, reason, **(detail if reason == F.BLOCKED_KEYWORD else {}))
-        results = self.index.filter_batch([c.instruction for c in survivors], add=False)
-        novel: list[_Candidate] = []
-        for cand, res in zip(survivors, results, strict=True):
-            cand.novelty_score = res.max_score
-            cand.most_similar = [{"instruction": m.instruction, "score": m.score} for m in res.top[:5]]
-            if res.max_score > cfg.threshold:
-                reject(
-                    cand.instruction,
-                    F.TOO_SIMILAR,
-                    max_similarity=res.max_score,
-                    most_similar=cand.most_similar,
-                )
-            else:
-                novel.append(cand)
-
-        # 5. classification identification
-        if novel and self.clf_demos:
-            answers = call(
-                [self.templates.classification_prompt(self.clf_demos, c.instruction) for c in novel],
-                cfg.classification_sampling(),
-            )
-            for cand, answer in zip(novel, answers, strict=True):
-                verdict = parse_classification(answer.text)
-                if verdict is None:
-                    notes[UNPARSEABLE_CLASSIFICATION] += 1
-                cand.is_classification = bool(verdict)
-                cand.classification_answer = answer.text.strip()
-
-        # 6. instance generation (input-first, or output-first for classification tasks)
-        accepted: list[Task] = []
-        if novel:
-            output_first = [c.is_classification and bool(self.output_first_demos) for c in novel]
-            instance_prompts = [
-                self.templates.instance_prompt(
-                    self.output_first_demos if of else self.input_first_demos,
-                    c.instruction,
-                    classification=of,
-                )
-                for c, of in zip(novel, output_first, strict=True)
-            ]
-            outputs = call(instance_prompts, cfg.instance_sampling())
-            for cand, of, out in zip(novel, output_first, outputs, strict=True):
-                parse = parse_output_first if of else parse_input_first
-                parsed = parse(out.text, truncated=out.finish_reason == "length")
-                if parsed.unparseable:
-                    notes[UNPARSEABLE_INSTANCE] += parsed.unparseable
-                if parsed.stray:
-                    notes[STRAY_MARKER] += parsed.stray
-                # 7. instance filters
-                report = F.clean_instances(parsed.instances, cfg.max_instances, classification=of)
-                notes.update(report.dropped)
-                if report.task_reason is not None:
-                    reject(cand.instruction, report.task_reason, raw_instances=out.text)
-                    continue
-                accepted.append(self._make_task(cand, report.kept, of, round_number, demo_sets))
-
-        # Trim the round so the pool lands exactly on its target and the run on --max-new.
-        room = [cfg.num_instructions - len(self.machine)]
-        if cfg.max_new is not None:
-            room.append(cfg.max_new - self.totals.accepted)
-        accepted = accepted[: max(0, min(room))]
-        for task in accepted:
-            task.id = machine_task_id(self.next_index)
-            self.next_index += 1
-
-        # 8. persist, then update the in-memory state
-        if self.sink is not None:
-            self.sink(accepted, rejected_records)
-        for task in accepted:
-            self.index.add(task.instruction)
-            self.machine.append(task)
-
-        return RoundReport(
-            round=round_number,
-            prompts=len(prompts),
-            candidates=len(raw),
-            accepted=accepted,
-            rejected=rejected,
-            notes=notes,
-            prompt_tokens=tokens[0],
-            completion_tokens=tokens[1],
-            seconds=self.clock() - started,
-            pool_size=len(self.machine),
-        )
-
-    def _make_task(
-        self,
-        cand: _Candidate,
-        instances: list[Instance],
-        output_first: bool,
-        round_number: int,
-        demos: list[list[str]],
-    ) -> Task:
-        meta: dict[str, Any] = {
-            "source": "machine",
-            "run_id": self.run_id,
-            "round": round_number,
-            "created_at": _utc_now(),
-            "model": getattr(self.backend, "model", None),
-            # Exact when known; None when a similarity floor hid every neighbour (all below the floor).
-            "max_similarity": (cand.novelty_score if cand.most_similar or self.config.similarity_floor == 0 else None),
-            "most_similar": cand.most_similar,
-            "classification_answer": cand.classification_answer,
-            "instance_format": "output_first" if output_first else "input_first",
-            "demonstrations": demos[cand.prompt_index],
-        }
-        return Task(
-            instruction=cand.instruction,
-            instances=instances,
-            is_classification=cand.is_classification,
-            name=task_name(cand.instruction),
-            meta=meta,
-        )
-
-    # -- the loop ----------------------------------------------------------------------------------------
-
-    def _budget_reason(self, started: float, recent: deque[tuple[int, int]]) -> str | None:
-        cfg = self.config
-        if len(self.machine) >= cfg.num_instructions:
-            return TARGET_REACHED
-        if cfg.max_new is not None and self.totals.accepted >= cfg.max_new:
-            return MAX_NEW
-        if cfg.max_rounds is not None and self.totals.rounds >= cfg.max_rounds:
-            return MAX_ROUNDS
-        limit = cfg.time_limit_seconds
-        if limit is not None and self.clock() - started >= limit:
-            return TIME_LIMIT
-        if len(recent) == cfg.saturation_window:
-            accepted = sum(a for a, _ in recent)
-            candidates = sum(c for _, c in recent)
-            if accepted / max(candidates, 1) < cfg.saturation_min_rate:
-                return SATURATED
-        return None
+    # -- the loop ------------------------------------------------------------------------------------
 
     def rounds(self) -> Iterator[RoundReport]:
-        """Run rounds until a budget ends the run; yield each round's report after it has been persisted."""
-        started = self.clock()
-        recent: deque[tuple[int, int]] = deque(maxlen=self.config.saturation_window)
-        round_number = self.last_round
-        while (reason := self._budget_reason(started, recent)) is None:
-            round_number += 1
-            report = self.run_round(round_number)
-            self.totals.add(report)
-            recent.append((len(report.accepted), report.candidates))
-            self.last_round = round_number
-            yield report
-        self.stop_reason = reason
+        """:meth:`run`, round reports only."""
+        for event in self.run():
+            if isinstance(event, RoundReport):
+                yield event
+
+    def run(self) -> Generator[RoundReport | Progress, None, None]:
+        """Run until a budget ends the run; yield each round's report once its tasks went to the sink, and
+        a :class:`Progress` about once a second. Closing the generator (or an exception inside it, such
+        as KeyboardInterrupt) cancels what is in flight and records every candidate."""
+        self._started = self._last_report = self._last_progress = self.clock()
+        limit = self.config.time_limit_seconds
+        deadline = None if limit is None else self._started + limit
+        if self._room() <= 0:
+            self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
+            return
+        stream = open_stream(self.backend)
+        ended = False  # the loop ran to its end (no exception, not closed early)
+        try:
+            while True:
+                # Bookkeeping and group commits run with signals held (see selfinstruct.stopping), and a
+                # stop is raised after them, once every write is counted. The wait for completions is not
+                # held: a signal there stops the run at once, and those completions count as cancelled.
+                with stopping.held():
+                    wait = self._before_poll(stream, deadline)
+                stopping.raise_pending()
+                if wait is None:
+                    break
+                finished = stream.poll(wait)
+                with stopping.held():
+                    events = self._after_poll(stream, finished)
+                stopping.raise_pending()
+                yield from events
+            with stopping.held():
+                self._close_round()
+                self._flush()
+                events = list(self._due_reports())
+            stopping.raise_pending()
+            yield from events
+            ended = True
+        finally:
+            with stopping.held():
+                try:
+                    in_flight = list(self._requests)
+                    stream.cancel(in_flight)
+                    stream.close()
+                finally:
+                    self._settle()
+                    self._flush()
+            if ended:  # else an exception is on its way out: a stop must not replace it
+                stopping.raise_pending()
+
+    def _before_poll(self, stream: Stream, deadline: float | None) -> float | None:
+        """Check the time budget and top up the window. How long to wait for completions (a quarter second
+        at most), or ``None`` once the loop is over."""
+        now = self.clock()
+        if self.stop_reason is None and deadline is not None and now >= deadline:
+            self.stop_reason = TIME_LIMIT
+        if self.stop_reason is not None and self.stop_reason != MAX_ROUNDS:
+            return None
+        self._top_up(stream)
+        if not self._requests:
+            if self.stop_reason is None:  # nothing in flight and nothing to send: cannot happen
+                raise AssertionError("the loop has nothing in flight and nothing to submit")
+            return None  # drained (--max-rounds)
+        wait = PROGRESS_SECONDS / 4
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - now))
+        return wait
+
+    def _after_poll(self, stream: Stream, finished: list[Finished]) -> list[RoundReport | Progress]:
+        """Take the completions in, check and commit what their order allows, group-commit when due; the
+        events to yield."""
+        for done in finished:
+            self._receive(done, stream)
+        self._advance(stream)
+        events: list[RoundReport | Progress] = list(self._due_reports())
+        now = self.clock()
+        if now - self._last_progress >= PROGRESS_SECONDS:
+            self._last_progress = now
+            events.append(self.progress())
+        if self._pending_since is not None and (
+            len(self._pending_tasks) >= GROUP_COMMIT_TASKS or now - self._pending_since >= GROUP_COMMIT_SECONDS
+        ):
+            self._flush()
+        return events
+
+    def progress(self) -> Progress:
+        now = self.clock()
+        elapsed = max(now - self._started, 1e-9)
+        while self._token_times and now - self._token_times[0][0] > TOKEN_RATE_WINDOW:
+            self._token_times.popleft()
+        span = min(TOKEN_RATE_WINDOW, elapsed)
+        tokens = sum(n for _, n in self._token_times)
+        in_flight = Counter(stage for stage, _ in self._requests.values())
+        rate = self.totals.accepted / elapsed
+        room = self._room()
+        return Progress(
+            seconds=elapsed,
+            in_flight={s: in_flight.get(s, 0) for s in STAGES},
+            pool_size=len(self.machine),
+            target=self.config.num_instructions,
+            accepted=self.totals.accepted,
+            output_tokens_per_second=tokens / span,
+            tasks_per_minute=rate * 60,
+            eta_seconds=(room / rate) if rate > 0 and room < math.inf else None,
+        )
+
+    # -- submission ----------------------------------------------------------------------------------
+
+    def _target_room(self) -> int:
+        return self.config.num_instructions - len(self.machine)
+
+    def _room(self) -> float:
+        """How many more tasks this run may accept."""
+        room: float = self._target_room()
+        if self.config.max_new is not None:
+            room = min(room, self.config.max_new - self.totals.accepted)
+        return room
+
+    def _wanted(self) -> int:
+        """Unresolved instruction requests worth having: enough for the remaining budget at the yield seen
+        so far (2 tasks per request until 8 are committed), with a margin. Only timing depends on this."""
+        room = self._room()
+        committed = self._committed
+        per_request = self.totals.accepted / committed if committed >= 8 else 2.0
+        return max(1, math.ceil(room / max(per_request, 0.05) * 1.25) + 1)
+
+    def _submit(self, stream: Stream, stage: str, prompt: str, seed: int, owner: Any) -> None:
+        key = self._keys
+        self._keys += 1
+        self._requests[key] = (stage, owner)
+        self.totals.stages[stage].requests += 1
+        stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
+
+    def _top_up(self, stream: Stream) -> None:
+        if self.stop_reason is not None:
+            return
+        limit = min(self.window, self._wanted())
+        while self._submitted - self._committed < limit:
+            if self._max_requests is not None and self._submitted >= self._max_requests:
+                return
+            k = self._submitted
+            slot = _Slot(k, self._first_round + k // self.config.batch_size, self.demos_for(k))
+            self._slots[k] = slot
+            self._submitted += 1
+            prompt = self.templates.instruction_prompt(slot.demos)
+            self._submit(stream, "instructions", prompt, derive_seed(*self._base, "instructions", k), slot)
+
+    def _submit_classification(self, stream: Stream, cand: _Candidate, position: int) -> None:
+        if not self.clf_demos:
+            self._submit_instances(stream, cand, position)
+            return
+        prompt = self.templates.classification_prompt(self.clf_demos, cand.instruction)
+        seed = derive_seed(*self._base, "classification", cand.slot.index, position)
+        self._submit(stream, "classification", prompt, seed, (cand, position))
+
+    def _submit_instances(self, stream: Stream, cand: _Candidate, position: int) -> None:
+        clf = cand.classification
+        cand.output_first = bool(clf and clf.is_classification and self.output_first_demos)
+        demos = self.output_first_demos if cand.output_first else self.input_first_demos
+        prompt = self.templates.instance_prompt(demos, cand.instruction, classification=cand.output_first)
+        seed = derive_seed(*self._base, "instances", cand.slot.index, position)
+        self._submit(stream, "instances", prompt, seed, (cand, position))
+
+    # -- completions ---------------------------------------------------------------------------------
+
+    def _receive(self, done: Finished, stream: Stream) -> None:
+        entry = self._requests.pop(done.key, None)
+        if entry is None:
+            return  # cancelled meanwhile
+        stage, owner = entry
+        completion = done.completion
+        stats = self.totals.stages[stage]
+        stats.finished += 1
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens
+        stats.seconds += done.seconds
+        self._token_times.append((self.clock(), completion.completion_tokens))
+        if stage == "instructions":
+            slot: _Slot = owner
+            slot.completion = completion
+            slot.prompt_tokens += completion.prompt_tokens
+            slot.completion_tokens += completion.completion_tokens
+            return
+        cand, position = owner
+        cand.slot.prompt_tokens += completion.prompt_tokens
+        cand.slot.completion_tokens += completion.completion_tokens
+        if stage == "classification":
+            cand.classification = read_classification(completion)
+            cand.slot.notes.update(cand.classification.notes)
+            self._submit_instances(stream, cand, position)
+            return
+        verdict = read_instances(completion, output_first=cand.output_first, max_instances=self.config.max_instances)
+        cand.slot.notes.update(verdict.notes)
+        if verdict.reason is not None:
+            cand.reason = verdict.reason
+            cand.details = {"raw_instances": completion.text}
+        else:
+            clf = cand.classification
+            cand.task = make_task(
+                cand.instruction,
+                verdict.instances,
+                is_classification=bool(clf and clf.is_classification),
+                output_first=cand.output_first,
+                classification_answer=clf.answer if clf else "",
+                # Exact when known; None when a similarity floor hid every neighbour (all below the floor).
+                max_similarity=(
+                    cand.max_similarity if cand.most_similar or self.config.similarity_floor == 0 else None
+                ),
+                most_similar=cand.most_similar,
+                demonstrations=cand.slot.demos,
+                run_id=self.run_id,
+                round_number=cand.slot.round,
+                model=getattr(self.backend, "model", None),
+            )
+        cand.done = True
+        cand.slot.open -= 1
+
+    def _advance(self, stream: Stream) -> None:
+        """Novelty-check and commit, in submission order, as far as the completions allow."""
+        while self._checked < self._submitted and self.stop_reason in (None, MAX_ROUNDS):
+            slot = self._slots[self._checked]
+            if slot.completion is None:
+                break
+            self._check(slot, stream)
+            self._checked += 1
+        while self._committed < self._checked and self.stop_reason in (None, MAX_ROUNDS):
+            slot = self._slots[self._committed]
+            if slot.open:
+                break
+            self._commit(slot)
+        if self.stop_reason is None and self._max_requests is not None and self._committed >= self._max_requests:
+            self.stop_reason = MAX_ROUNDS
+            self._close_round()
+
+    def _check(self, slot: _Slot, stream: Stream) -> None:
+        assert slot.completion is not None
+        parsed = read_instruction_list(slot.completion)
+        slot.notes.update(parsed.notes)
+        survivors: list[_Candidate] = []
+        for text in parsed.items:
+            cand = _Candidate(slot, text)
+            slot.candidates.append(cand)
+            screened = screen_instruction(self.heuristics, text)
+            if screened is None:
+                survivors.append(cand)
+            else:
+                cand.reason, cand.details = screened
+                cand.done = True
+        # Against seeds, pool and every earlier survivor of this run (which join the index at once).
+        results = self.index.filter_batch([c.instruction for c in survivors], add=True)
+        for cand, res in zip(survivors, results, strict=True):
+            cand.max_similarity = res.max_score
+            cand.most_similar = [{"instruction": m.instruction, "score": m.score} for m in res.top[:5]]
+            if res.max_score > self.config.threshold:
+                cand.reason = F.TOO_SIMILAR
+                cand.details = {"max_similarity": res.max_score, "most_similar": cand.most_similar}
+                cand.done = True
+        slot.checked = True
+        for position, cand in enumerate(slot.candidates):
+            if not cand.done:
+                slot.open += 1
+                self._submit_classification(stream, cand, position)
+
+    def _commit(self, slot: _Slot) -> None:
+        """Accept the slot's finished tasks while the budget has room; the rest are surplus."""
+        acc = self._round_for(slot)
+        acc.prompts += 1
+        acc.candidates += len(slot.candidates)
+        acc.notes.update(slot.notes)
+        acc.prompt_tokens += slot.prompt_tokens
+        acc.completion_tokens += slot.completion_tokens
+        self.totals.candidates += len(slot.candidates)
+        self.totals.notes.update(slot.notes)
+        for cand in slot.candidates:
+            if cand.reason is not None:
+                acc.rejected[cand.reason] += 1
+                self.totals.rejected[cand.reason] += 1
+                self._record(cand, cand.reason)
+            elif cand.task is not None and self._room() > 0:
+                task = cand.task
+                task.id = machine_task_id(self.next_index)
+                self.next_index += 1
+                self.machine.append(task)
+                acc.accepted.append(task)
+                self.totals.accepted += 1
+                self._pending_tasks.append(task)
+                if self._pending_since is None:
+                    self._pending_since = self.clock()
+            else:
+                acc.surplus[SURPLUS] += 1
+                self.totals.surplus[SURPLUS] += 1
+                self._record(cand, SURPLUS)
+        self._size_after[slot.index] = len(self.machine)
+        del self._slots[slot.index]
+        self._committed += 1
+        if self._room() <= 0:
+            self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
+            self._close_round()
+        elif (slot.index + 1) % self.config.batch_size == 0:
+            self._close_round()
+
+    def _round_for(self, slot: _Slot) -> _RoundAcc:
+        if self._round is not None and self._round.number != slot.round:
+            self._close_round()
+        if self._round is None:
+            self._round = _RoundAcc(slot.round, self._last_report)
+            self.totals.rounds += 1
+            self.last_round = slot.round
+        return self._round
+
+    def _close_round(self) -> None:
+        acc, self._round = self._round, None
+        if acc is None:
+            return
+        now = self.clock()
+        complete = acc.prompts == self.config.batch_size
+        report = RoundReport(
+            round=acc.number,
+            prompts=acc.prompts,
+            candidates=acc.candidates,
+            accepted=acc.accepted,
+            rejected=acc.rejected,
+            notes=acc.notes,
+            prompt_tokens=acc.prompt_tokens,
+            completion_tokens=acc.completion_tokens,
+            seconds=now - self._last_report,
+            pool_size=len(self.machine),
+            surplus=acc.surplus,
+            complete=complete,
+            progress=self.progress(),
+        )
+        self._last_report = now
+        self._reports.append(report)
+        if complete:
+            self._recent_rounds.append((len(acc.accepted), acc.candidates))
+            window = self.config.saturation_window
+            if self.stop_reason is None and len(self._recent_rounds) == window:
+                accepted = sum(a for a, _ in self._recent_rounds)
+                candidates = sum(c for _, c in self._recent_rounds)
+                if accepted / max(candidates, 1) < self.config.saturation_min_rate:
+                    self.stop_reason = SATURATED
+
+    def _due_reports(self) -> Iterator[RoundReport]:
+        if not self._reports:
+            return
+        self._flush()  # a reported round is a persisted round
+        reports, self._reports = self._reports, []
+        yield from reports
+
+    # -- records and persistence ---------------------------------------------------------------------
+
+    def _record(self, cand: _Candidate, reason: str) -> None:
+        record: dict[str, Any]
+        if reason == SURPLUS and cand.task is not None:
+            record = {k: v for k, v in cand.task.to_record().items() if k != "id"}
+        else:
+            record = {"instruction": cand.instruction}
+        record.update(
+            {"reject_reason": reason, "round": cand.slot.round, "run_id": self.run_id, "created_at": utc_now()}
+        )
+        record.update(cand.details)
+        self._pending_records.append(record)
+        if self._pending_since is None:
+            self._pending_since = self.clock()
+
+    def _flush(self) -> None:
+        """Hand what is pending to the sink: tasks first, then records, each cleared only once the sink
+        returned. A sink interrupted mid-write (a signal, a full disk) leaves them pending, so the flush in
+        ``run``'s cleanup tries again instead of losing them or writing them twice."""
+        if self.sink is None:
+            self.persisted += len(self._pending_tasks)
+            self._pending_tasks, self._pending_records, self._pending_since = [], [], None
+            return
+        if self._pending_tasks:
+            self.sink(self._pending_tasks, [])
+            self.persisted += len(self._pending_tasks)
+            self._pending_tasks = []
+        if self._pending_records:
+            self.sink([], self._pending_records)
+            self._pending_records = []
+        self._pending_since = None
+
+    def _settle(self) -> None:
+        """At the end: count cancelled requests and record every candidate that was not committed."""
+        if self._settled:
+            return
+        self._settled = True
+        for stage, _ in self._requests.values():
+            self.totals.stages[stage].cancelled += 1
+        self._requests.clear()
+        for index in sorted(self._slots):
+            slot = self._slots[index]
+            if slot.completion is None:
+                continue
+            if not slot.checked:
+                parsed = read_instruction_list(slot.completion)
+                slot.notes.update(parsed.notes)
+                slot.candidates = [_Candidate(slot, text) for text in parsed.items]
+            self.totals.candidates += len(slot.candidates)
+            self.totals.notes.update(slot.notes)
+            for cand in slot.candidates:
+                if cand.reason is not None:
+                    self.totals.rejected[cand.reason] += 1
+                    self._record(cand, cand.reason)
+                else:
+                    name = SURPLUS if cand.task is not None else UNFINISHED
+                    self.totals.surplus[name] += 1
+                    self._record(cand, name)
+        self._slots.clear()
+
+
+class _Prefix(Sequence[Task]):
+    """The first ``size`` items of a list, without copying it (demonstrations sample from a pool view)."""
+
+    def __init__(self, items: list[Task], size: int) -> None:
+        self._items = items
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self._items[: self._size][index]
+        if not -self._size <= index < self._size:
+            raise IndexError(index)
+        return self._items[index % self._size]
+
+
+__all__ = [
+    "CUT_OFF",
+    "INTERRUPTED",
+    "MAX_NEW",
+    "MAX_ROUNDS",
+    "OVERSIZED_COMPLETION",
+    "SATURATED",
+    "STAGES",
+    "STRAY_MARKER",
+    "SURPLUS",
+    "TARGET_REACHED",
+    "TIME_LIMIT",
+    "UNFINISHED",
+    "UNPARSEABLE_CLASSIFICATION",
+    "UNPARSEABLE_INSTANCE",
+    "Bootstrap",
+    "Progress",
+    "RoundReport",
+    "RunTotals",
+    "Sink",
+    "StageStats",
+    "task_name",
+]

@@ -104,10 +104,12 @@ def generate(
         typer.Option(help="Model name or path. With --base-url it may be omitted if the server serves one model."),
     ] = None,
     base_url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
+            metavar="URL",
             help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vllm serve, llama.cpp, Ollama, "
-            "SGLang). API key from $SELFINSTRUCT_API_KEY or $OPENAI_API_KEY."
+            "SGLang). Repeat for several servers of the same model: requests go to the least busy one. "
+            "API key from $SELFINSTRUCT_API_KEY or $OPENAI_API_KEY.",
         ),
     ] = None,
     backend: Annotated[
@@ -125,7 +127,20 @@ def generate(
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Instruction-generation prompts per round. \\[default: 16]", rich_help_panel=LOOP),
+        typer.Option(
+            help="Instruction-generation requests per round (the unit of reports, --max-rounds and "
+            "saturation). \\[default: 16]",
+            rich_help_panel=LOOP,
+        ),
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            help="Instruction requests in flight or waiting to be committed, at most; request k shows the pool "
+            "as it stood at request k - window. Raise it for engines that batch more than ~256 sequences. "
+            "\\[default: 256]",
+            rich_help_panel=LOOP,
+        ),
     ] = None,
     seed: Annotated[
         int | None,
@@ -135,14 +150,20 @@ def generate(
     config: Annotated[
         Path | None, typer.Option(help="TOML file with any of these options (flags on the command line win).")
     ] = None,
-    max_rounds: Annotated[int | None, typer.Option(help="Stop after this many rounds.", rich_help_panel=LOOP)] = None,
+    max_rounds: Annotated[
+        int | None,
+        typer.Option(help="Send this many rounds of instruction requests, finish them, stop.", rich_help_panel=LOOP),
+    ] = None,
     max_new: Annotated[
         int | None,
         typer.Option(help="Stop after this many tasks accepted in this run.", rich_help_panel=LOOP),
     ] = None,
     time_limit: Annotated[
         str | None,
-        typer.Option(help="Finish the round in progress and stop after e.g. 50m, 2h, 1h30m.", rich_help_panel=LOOP),
+        typer.Option(
+            help="Stop after e.g. 50m, 2h, 1h30m: requests in flight are cancelled, finished tasks kept.",
+            rich_help_panel=LOOP,
+        ),
     ] = None,
     threshold: Annotated[
         float | None,
@@ -202,14 +223,18 @@ def generate(
             rich_help_panel=VLLM,
         ),
     ] = None,
-    request_batch_size: Annotated[
-        int | None, typer.Option(help="Prompts per HTTP request. \\[default: 16]", rich_help_panel=OAI)
-    ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="HTTP requests in flight. \\[default: 8]", rich_help_panel=OAI)
+        int | None,
+        typer.Option(
+            help="Requests in flight per server (one prompt each; the server batches them). \\[default: 256]",
+            rich_help_panel=OAI,
+        ),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds to wait for one request. \\[default: 300]", rich_help_panel=OAI)
+        float | None,
+        typer.Option(
+            help="Seconds for one attempt of a request, first byte to last. \\[default: 300]", rich_help_panel=OAI
+        ),
     ] = None,
     max_retries: Annotated[
         int | None, typer.Option(help="Retries of a failed request. \\[default: 6]", rich_help_panel=OAI)
@@ -252,8 +277,9 @@ def generate(
     from selfinstruct.config import GenerateConfig, parse_key_values
     from selfinstruct.runner import run_generate
 
+    urls: str | list[str] | None = base_url[0] if base_url and len(base_url) == 1 else (base_url or None)
     overrides: dict[str, Any] = {
-        "model": model, "base_url": base_url, "backend": backend,
+        "model": model, "base_url": urls, "backend": backend,
         "seeds": str(seeds) if seeds else None, "out": str(out_dir) if out_dir else None,
         "num_instructions": num_instructions, "batch_size": batch_size, "seed": seed,
         "prompts": str(prompts) if prompts else None, "max_rounds": max_rounds, "max_new": max_new,
@@ -261,7 +287,7 @@ def generate(
         "max_tokens": max_tokens, "presence_penalty": presence_penalty,
         "instance_temperature": instance_temperature, "instance_max_tokens": instance_max_tokens,
         "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
-        "max_model_len": max_model_len, "request_batch_size": request_batch_size, "concurrency": concurrency,
+        "max_model_len": max_model_len, "window": window, "concurrency": concurrency,
         "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout, "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
     }  # fmt: skip
@@ -280,8 +306,27 @@ def generate(
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
+def _duration(seconds: float | None) -> str:
+    """``"1h02m"``, ``"4m05s"``, ``"12s"``; ``"-"`` when unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "-"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
 class _GenerateView:
-    """Renders run events: a rich progress bar on a terminal, timestamped plain lines otherwise."""
+    """Renders run events: a rich progress bar on a terminal, timestamped plain lines otherwise.
+
+    Rates come from the library's :class:`~selfinstruct.bootstrap.Progress` (measured from the moment the
+    loop started, so a model's load time never counts). Without a terminal, a line per round, and a
+    progress line when a minute passed without one.
+    """
+
+    PLAIN_PROGRESS_SECONDS = 60.0
 
     def __init__(self, *, quiet: bool, target: int) -> None:
         self.quiet = quiet
@@ -291,7 +336,8 @@ class _GenerateView:
         self.task_id: Any = None
         self.rejected = 0
         self.accepted = 0
-        self.started = time.monotonic()
+        self.latest: Any = None  # the last Progress
+        self.last_line = time.monotonic()
 
     def __enter__(self) -> _GenerateView:
         return self
@@ -302,20 +348,52 @@ class _GenerateView:
             self.progress = None
 
     def line(self, text: str) -> None:
-        if not self.quiet:
+        self.last_line = time.monotonic()
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
             err.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
 
+    def _engine_view(self) -> str:
+        p = self.latest
+        if p is None:
+            return "in flight -, - tok/s, - tasks/min, ETA -"
+        return (
+            f"in flight {p.in_flight_total}, {p.output_tokens_per_second:,.0f} tok/s, "
+            f"{p.tasks_per_minute:,.1f} tasks/min, ETA {_duration(p.eta_seconds)}"
+        )
+
+    def _update_bar(self, **fields: Any) -> None:
+        if self.progress is None:
+            return
+        p = self.latest
+        self.progress.update(
+            self.task_id,
+            accepted=self.accepted,
+            rejected=self.rejected,
+            flight="-" if p is None else str(p.in_flight_total),
+            tokens="-" if p is None else f"{p.output_tokens_per_second:,.0f}",
+            rate="-" if p is None else f"{p.tasks_per_minute:,.1f}",
+            eta="-" if p is None else _duration(p.eta_seconds),
+            **fields,
+        )
+
     def event(self, kind: str, payload: Any) -> None:
-        if kind == "warning":
+        if kind in ("warning", "endpoint_down"):
             if self.progress is not None:
-                self.progress.console.print(f"[yellow]warning:[/] {payload}")
+                self.progress.console.print(f"[yellow]warning:[/] {payload}", highlight=False)
             elif not self.quiet:
                 err.print(f"{_stamp()} warning: {payload}", markup=False, soft_wrap=True)
+        elif kind == "retry":
+            self.line(payload.describe())
         elif kind == "start":
             info = payload
             self.line(
                 f"run {info.run_id}: {info.backend} backend, model {info.model}, seed {info.seed}, "
-                f"pool {info.pool_dir} holds {info.pool_size}/{info.target}, {info.seeds} seed tasks"
+                f"pool {info.pool_dir} holds {info.pool_size}/{info.target}, {info.seeds} seed tasks, "
+                f"window {info.window}; ready after {info.startup_seconds:.1f}s"
             )
             if self.live:
                 self.progress = Progress(
@@ -323,40 +401,39 @@ class _GenerateView:
                     BarColumn(),
                     MofNCompleteColumn(),
                     TextColumn("accepted {task.fields[accepted]} · rejected {task.fields[rejected]}"),
-                    TextColumn("{task.fields[rate]} tasks/min"),
+                    TextColumn("· in flight {task.fields[flight]} · {task.fields[tokens]} tok/s"),
+                    TextColumn("· {task.fields[rate]} tasks/min"),
                     TimeElapsedColumn(),
-                    TextColumn("ETA"),
-                    TimeRemainingColumn(),
+                    TextColumn("ETA {task.fields[eta]}"),
                     console=err,
                     transient=False,
                 )
                 self.progress.start()
                 self.task_id = self.progress.add_task(
-                    "pool",
-                    total=info.target,
-                    completed=info.pool_size,
-                    round="-",
-                    accepted=0,
-                    rejected=0,
-                    rate="-",
-                )
+                    "pool", total=info.target, completed=info.pool_size, round="-", accepted=0, rejected=0,
+                    flight="-", tokens="-", rate="-", eta="-",
+                )  # fmt: skip
+        elif kind == "progress":
+            self.latest = payload
+            self._update_bar(completed=payload.pool_size)
+            if self.progress is None and time.monotonic() - self.last_line >= self.PLAIN_PROGRESS_SECONDS:
+                self.line(f"progress: pool {payload.pool_size}/{self.target}, {self._engine_view()}")
         elif kind == "round":
             report = payload
+            if report.progress is not None:
+                self.latest = report.progress
             self.accepted += len(report.accepted)
             self.rejected += sum(report.rejected.values())
-            minutes = max(time.monotonic() - self.started, 1e-9) / 60
-            rate = f"{self.accepted / minutes:.1f}"
             if self.progress is not None:
-                self.progress.update(
-                    self.task_id, completed=report.pool_size, round=report.round, accepted=self.accepted,
-                    rejected=self.rejected, rate=rate,
-                )  # fmt: skip
+                self._update_bar(completed=report.pool_size, round=report.round)
             else:
                 reasons = ", ".join(f"{k} {v}" for k, v in report.rejected.most_common()) or "none"
+                surplus = sum(report.surplus.values())
                 self.line(
                     f"round {report.round}: {report.candidates} candidates, {len(report.accepted)} accepted, "
-                    f"pool {report.pool_size}/{self.target}, rejected: {reasons}, {report.seconds:.1f}s, "
-                    f"{rate} tasks/min"
+                    f"pool {report.pool_size}/{self.target}, rejected: {reasons}"
+                    + (f", surplus {surplus}" if surplus else "")
+                    + f", {report.seconds:.1f}s; {self._engine_view()}"
                 )
 
     def summary(self, outcome: Any) -> None:
@@ -364,9 +441,11 @@ class _GenerateView:
         if not self.quiet and not self.live:
             reasons = ", ".join(f"{k} {v}" for k, v in totals.rejected.most_common()) or "none"
             notes = ", ".join(f"{k} {v}" for k, v in sorted(totals.notes.items())) or "none"
+            unused = ", ".join(f"{k} {v}" for k, v in sorted(totals.surplus.items()) if v)
             self.line(
-                f"totals: {totals.candidates} candidates, rejected by reason: {reasons}; notes: {notes}; "
-                f"tokens {totals.prompt_tokens} in, {totals.completion_tokens} out"
+                f"totals: {totals.candidates} candidates, rejected by reason: {reasons}; "
+                + (f"not used: {unused}; " if unused else "")
+                + f"notes: {notes}; tokens {totals.prompt_tokens} in, {totals.completion_tokens} out"
             )
         if not self.quiet and self.live:
             table = Table(title=f"run {outcome.info.run_id}", show_header=True, header_style="bold")
@@ -377,10 +456,21 @@ class _GenerateView:
             table.add_row("[green]accepted[/]", str(totals.accepted))
             for reason, n in totals.rejected.most_common():
                 table.add_row(f"rejected: {reason}", str(n))
+            for name, n in totals.surplus.most_common():
+                table.add_row(f"not used: {name}", str(n))
             for note, n in sorted(totals.notes.items()):
                 table.add_row(f"[dim]note: {note}[/]", str(n))
+            for stage, stats in totals.stages.items():
+                if stats.requests:
+                    cancelled = f", {stats.cancelled} cancelled" if stats.cancelled else ""
+                    table.add_row(
+                        f"{stage} requests",
+                        f"{stats.finished:,}{cancelled} · {stats.prompt_tokens:,} → {stats.completion_tokens:,} tokens",
+                    )
             table.add_row("prompt tokens", f"{totals.prompt_tokens:,}")
             table.add_row("completion tokens", f"{totals.completion_tokens:,}")
+            if outcome.seconds > 0:
+                table.add_row("output tokens/s", f"{totals.completion_tokens / outcome.seconds:,.1f}")
             table.add_row("time", f"{outcome.seconds:.1f} s")
             err.print(table)
         rejected = sum(totals.rejected.values())

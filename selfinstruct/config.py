@@ -26,9 +26,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from selfinstruct.backends import BackendOptions, Sampling
+from selfinstruct.backends import BackendOptions, Sampling, normalize_base_url, strip_userinfo
 from selfinstruct.errors import ConfigError
 from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
 from selfinstruct.jsontext import JSONProblem
@@ -49,14 +48,15 @@ class GenerateConfig:
     # model and backend
     model: str | None = None
     backend: str | None = None  # None: openai when base_url is set, else vllm
-    base_url: str | None = None
+    base_url: str | list[str] | None = None  # one URL or several (one server per GPU or node)
     # inputs and outputs
     seeds: str = field(default_factory=lambda: str(default_seeds_path()))
     prompts: str = field(default_factory=lambda: str(default_prompts_dir()))
     out: str = "outputs/pool"
     # the loop
     num_instructions: int = 100
-    batch_size: int = 16  # instruction-generation prompts per round
+    batch_size: int = 16  # instruction-generation requests per round (the reporting and --max-rounds unit)
+    window: int = 256  # unresolved instruction requests at most; request k shows the pool as of k - window
     seed: int | None = None  # None: a fresh random seed, recorded in the run ledger for replay
     num_seed_demos: int = 6
     num_machine_demos: int = 2
@@ -96,8 +96,7 @@ class GenerateConfig:
     # openai backend: extra request-body fields ([request] table / --request-field)
     request_fields: dict[str, Any] = field(default_factory=dict)
     # openai backend
-    request_batch_size: int = 16
-    concurrency: int = 8
+    concurrency: int = 256  # requests in flight per endpoint
     timeout: float = 300.0
     max_retries: int = 6
     # pool behaviour
@@ -166,6 +165,16 @@ class GenerateConfig:
                 f"{where('num_seed_demos')} plus {where('num_machine_demos')} must be at least 1: a prompt needs "
                 "a demonstration"
             )
+        if isinstance(self.base_url, list) and not self.base_url:
+            raise ConfigError(f"{where('base_url')} must name at least one URL")
+        if len(self.base_urls) > MAX_BASE_URLS:
+            raise ConfigError(f"{where('base_url')} names {len(self.base_urls)} servers; at most {MAX_BASE_URLS}")
+        seen: set[str] = set()
+        for url in self.base_urls:
+            root = strip_userinfo(normalize_base_url(url, where("base_url")))
+            if root in seen:
+                raise ConfigError(f"{where('base_url')} names {root} twice")
+            seen.add(root)
         if self.time_limit is not None:
             try:
                 parse_duration(self.time_limit)
@@ -173,13 +182,15 @@ class GenerateConfig:
                 raise ConfigError(f"{where('time_limit')}: {exc}") from None
 
     def to_public_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` without secrets: the base URL loses any ``user:password@`` part.
+        """:meth:`to_dict` without secrets: each base URL loses any ``user:password@`` part.
 
         This is what ``config.json`` and ``runs.jsonl`` store; the API key never reaches this object.
         """
         data = self.to_dict()
-        if self.base_url:
+        if isinstance(self.base_url, str):
             data["base_url"] = strip_userinfo(self.base_url)
+        elif self.base_url is not None:
+            data["base_url"] = [strip_userinfo(url) for url in self.base_url]
         return data
 
     # -- derived ---------------------------------------------------------------------------------------
@@ -220,13 +231,20 @@ class GenerateConfig:
             dtype=self.dtype,
             engine_args=dict(self.engine_args),
             request_fields=dict(self.request_fields),
-            request_batch_size=self.request_batch_size,
             concurrency=self.concurrency,
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
 
+    @property
+    def base_urls(self) -> list[str]:
+        """``base_url`` as a list (empty when unset)."""
+        if self.base_url is None:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
     def to_dict(self) -> dict[str, Any]:
+        """Every field as given, credentials included: store :meth:`to_public_dict` instead."""
         return asdict(self)
 
 
@@ -255,21 +273,6 @@ def option_label(name: str) -> str:
 
 
 _FLAG_NAMES = {"engine_args": "--engine-arg", "request_fields": "--request-field"}
-
-
-def strip_userinfo(url: str) -> str:
-    """``url`` without a ``user:password@`` part: ``http://u:k@host:8000/v1`` gives ``http://host:8000/v1``.
-
-    Credentials belong in ``$SELFINSTRUCT_API_KEY``; a URL that carries them is still never stored or shown
-    with them. A URL that cannot be parsed is replaced by a placeholder rather than risk leaking it.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,8 @@ def _number(x: float) -> str:
 # keep a typo from allocating without end (a batch of 10^8 prompts) while staying far above real use.
 RANGES: dict[str, Range] = {
     "num_instructions": Range(1, 1_000_000_000),
-    "batch_size": Range(1, 10_000, reason=" (instruction prompts per round)"),
+    "batch_size": Range(1, 10_000, reason=" (instruction requests per round)"),
+    "window": Range(1, 65_536, reason=" (unresolved instruction requests)"),
     "seed": Range(0, 2**63 - 1),
     "num_seed_demos": Range(0, 64),
     "num_machine_demos": Range(0, 64),
@@ -336,14 +340,16 @@ RANGES: dict[str, Range] = {
     "tensor_parallel_size": Range(1, 1024),
     "gpu_memory_utilization": Range(0.0, 1.0, low_open=True, reason=" (a share of the GPU's memory)"),
     "max_model_len": Range(1, 100_000_000),
-    "request_batch_size": Range(1, 4096),
-    "concurrency": Range(1, 1024),
+    "concurrency": Range(1, 65_536, reason=" (requests in flight per server)"),
     "timeout": Range(0.0, 86_400.0, low_open=True, reason=" (seconds)"),
     "max_retries": Range(0, 100),
 }
 
 # vLLM's --dtype values.
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# Servers one run may spread its requests over (--base-url given several times).
+MAX_BASE_URLS = 1024
+
 CHOICES: dict[str, tuple[str, ...]] = {"dtype": DTYPES, "backend": ("auto", "vllm", "openai")}
 
 
@@ -357,6 +363,7 @@ _TYPE_NAMES = {
     "bool | None": "true or false",
     "list[str]": "a list of strings",
     "dict[str, Any]": "a table",
+    "str | list[str] | None": "a string or a list of strings",
 }
 
 # Config fields that pass options through to the engine, and their TOML tables.
@@ -377,6 +384,8 @@ def _check_type(name: str, value: Any, source: str) -> Any:
         "bool": isinstance(value, bool),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "dict[str, Any]": isinstance(value, dict),
+        "str | list[str]": isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
     }.get(base, True)
     if not ok:
         shown = repr(value)

@@ -5,6 +5,10 @@ This is the library side of ``selfinstruct generate``. It takes the pool's lock 
 made with another model, prompt templates or seed file unless forced, runs :class:`Bootstrap` with the
 pool as its sink, and appends one line to the run ledger whatever happens (budget reached, Ctrl-C,
 SIGTERM, a dead server, a failed write). It never prints: progress and warnings go to ``on_event``.
+
+The ledger line records, besides counts by reason, each stage's requests, tokens and request-seconds,
+the retries the backend made, and the seconds spent starting (model load, server detection) apart from
+the seconds the loop ran, so rates never count a model's load time.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from selfinstruct.backends import Backend, make_backend, resolve_backend_name
-from selfinstruct.bootstrap import INTERRUPTED, Bootstrap, RoundReport, RunTotals
+from selfinstruct.bootstrap import INTERRUPTED, SURPLUS, Bootstrap, Progress, RoundReport, RunTotals
 from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import PoolError, SelfInstructError
 from selfinstruct.pool import Pool, compare_configs
@@ -33,7 +37,9 @@ from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
 from selfinstruct.task import Task, load_seed_tasks
 
 EventHandler = Callable[[str, Any], None]
-"""``on_event(kind, payload)``: ``("warning", str)``, ``("start", RunInfo)``, ``("round", RoundReport)``."""
+"""``on_event(kind, payload)``: ``("warning", str)``, ``("start", RunInfo)``, ``("round", RoundReport)``,
+``("progress", Progress)`` about once a second, and from the backend ``("retry", RetryEvent)`` and
+``("endpoint_down", str)``."""
 
 # Keys of the stored configuration that must match for a later run to add to the same pool.
 IDENTITY_KEYS = ("model", "prompts_hash", "seeds_hash")
@@ -49,6 +55,8 @@ class RunInfo:
     pool_size: int
     target: int
     seeds: int
+    startup_seconds: float = 0.0
+    window: int = 0
 
 
 @dataclass
@@ -147,6 +155,7 @@ def run_generate(
         pool_size=0,
         target=config.num_instructions,
         seeds=len(seeds),
+        window=config.window,
     )
 
     pool = Pool(config.out)
@@ -155,6 +164,7 @@ def run_generate(
         state = _RunState(info=info, identity={"model": config.model, "prompts_hash": templates.fingerprint(),
                                                "seeds_hash": seeds_hash})  # fmt: skip
         started_wall, started = _utc_now(), clock()
+        state.started = started
         try:
             try:
                 backend = _start_and_loop(
@@ -191,7 +201,7 @@ def run_generate(
         exit_reason=state.exit_reason,
         totals=totals,
         seconds=seconds,
-        pool_size=len(state.loop.machine) if state.loop else state.info.pool_size,
+        pool_size=state.info.pool_size + (state.loop.persisted if state.loop else 0),
         warnings=warnings,
     )
 
@@ -208,6 +218,9 @@ class _RunState:
     failure: BaseException | None = None
     record_failure: SelfInstructError | None = None
     recorded: bool = False
+    started: float = 0.0
+    retries: int = 0
+    endpoint_stats: Callable[[], Any] | None = None
 
 
 def _start_and_loop(
@@ -235,10 +248,20 @@ def _start_and_loop(
         for diff in _check_identity(pool, machine, state.identity, force):
             warn(f"--force: adding to a pool made with another setup: {diff}")
     if backend is None:
-        backend = make_backend(backend_name, config.backend_options())
+
+        def backend_event(kind: str, payload: Any) -> None:
+            if kind == "retry":
+                state.retries += 1
+            emit(kind, payload)
+
+        options = config.backend_options()
+        options.on_event = backend_event
+        backend = make_backend(backend_name, options)
         close = getattr(backend, "close", None)
         if callable(close):
             cleanup.callback(close)  # the backend we made, we close (HTTP connections)
+    endpoint_stats = getattr(backend, "endpoint_stats", None)
+    state.endpoint_stats = endpoint_stats if callable(endpoint_stats) else None
     state.info.model = backend.model
     state.identity["model"] = backend.model
     if config.model is None:
@@ -251,15 +274,19 @@ def _start_and_loop(
     runs = pool.read_runs()
     last_round = max((_int(r.get("last_round")) for r in runs), default=0)
 
-    def sink(accepted: list[Task], rejected: list[dict[str, Any]]) -> None:
+    def sink(accepted: list[Task], records: list[dict[str, Any]]) -> None:
         nonlocal config_pending
-        with held():  # a round is written whole; a stop takes effect once the loop has counted it
+        # A group is written whole; a stop takes effect once the loop has counted it (the loop holds
+        # signals around the call too, and raises a pending stop after its counts are updated).
+        with held():
             pool.append(accepted)
             if accepted and config_pending:
                 pool.write_config({**state.identity, "config": _public_config(config), "created_at": _utc_now()})
                 config_pending = False
-            if config.keep_rejected and rejected:
-                pool.append_rejected(rejected)
+            # Surplus tasks are finished, paid-for work: always kept. Rejections only when asked.
+            keep = records if config.keep_rejected else [r for r in records if r.get("reject_reason") == SURPLUS]
+            if keep:
+                pool.append_rejected(keep)
         for message in pool.warnings:
             warn(message)
         pool.warnings.clear()
@@ -280,10 +307,12 @@ def _start_and_loop(
     state.loop = loop
     for message in loop.warnings:
         warn(message)
+    state.info.startup_seconds = clock() - state.started
     emit("start", state.info)
-    for report in loop.rounds():
-        emit("round", report)
-        raise_pending()  # a signal that arrived while the round was being written
+    with closing(loop.run()) as events:
+        for event in events:
+            emit("progress" if isinstance(event, Progress) else "round", event)
+            raise_pending()  # a signal that arrived while the event was shown
     return backend
 
 
@@ -301,11 +330,19 @@ def _record(
         state.recorded = True
         loop = state.loop
         totals = loop.totals if loop else RunTotals()
+        persisted = loop.persisted if loop else 0
+        endpoints: dict[str, Any] = {}
+        if state.endpoint_stats is not None:
+            try:
+                endpoints = {"endpoints": state.endpoint_stats()}
+            except Exception as exc:  # the ledger line matters more than the per-server figures
+                warn(f"could not read the per-server request counts: {type(exc).__name__}: {exc}")
         record = {
             "run_id": state.info.run_id,
             "started_at": started_at,
             "ended_at": _utc_now(),
             "seconds": round(seconds, 3),
+            "startup_seconds": round(state.info.startup_seconds, 3),
             "exit_reason": state.exit_reason,
             "error": state.error,
             "backend": state.info.backend,
@@ -317,16 +354,20 @@ def _record(
             "config_hash": _config_hash(config),
             **state.identity,
             "pool_before": state.info.pool_size,
-            "pool_after": len(loop.machine) if loop else state.info.pool_size,
+            "pool_after": state.info.pool_size + persisted,
             "target": config.num_instructions,
             "rounds": totals.rounds,
             "last_round": loop.last_round if loop else None,
             "candidates": totals.candidates,
-            "accepted": totals.accepted,
+            "accepted": persisted,
             "rejected": dict(totals.rejected),
+            "surplus": dict(totals.surplus),
             "notes": dict(totals.notes),
             "prompt_tokens": totals.prompt_tokens,
             "completion_tokens": totals.completion_tokens,
+            "stages": {name: stats.to_dict() for name, stats in totals.stages.items()},
+            "retries": state.retries,
+            **endpoints,
         }
         try:
             pool.append_run(record)
@@ -351,4 +392,4 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-__all__ = ["EventHandler", "RoundReport", "RunInfo", "RunOutcome", "StopRequested", "run_generate"]
+__all__ = ["EventHandler", "Progress", "RoundReport", "RunInfo", "RunOutcome", "StopRequested", "run_generate"]

@@ -18,7 +18,12 @@ What the server does:
 * fault injection: :meth:`FakeLM.fail_next` answers the next requests with an HTTP error,
   :meth:`FakeLM.drop_next` closes their connections without a reply, ``delay`` slows every request,
   ``required_api_key`` demands ``Authorization: Bearer <key>``, ``shuffle_choices`` returns choices
-  out of order; ``respond`` may also raise :class:`Fault` to fail a request depending on its prompt.
+  out of order; ``respond`` may also raise :class:`Fault` to fail a request depending on its prompt;
+* ``drip`` sends completions replies one byte at a time, ``drip`` seconds apart (a server that never
+  stalls long enough for a read timeout, yet never finishes);
+* timing: ``jitter=(low, high)`` delays each request by a random time in that range (drawn from
+  ``jitter_seed``), so that concurrent requests finish in a shuffled order; ``answered`` lists the
+  prompts of completions requests in the order their replies were sent.
 
 Faults are consumed by the next requests in arrival order, whatever their path (``GET /v1/models``
 included). ``log`` records ``(method, path, outcome)`` for every request, outcome being the status
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import socket
 import sys
 import threading
 import time
@@ -101,6 +107,9 @@ class FakeLM:
         shuffle_choices: bool = False,
         apply_limits: bool = True,
         include_usage: bool = True,
+        jitter: tuple[float, float] | None = None,
+        jitter_seed: int = 0,
+        drip: float = 0.0,
     ) -> None:
         self.respond: Respond = respond or echo
         self.models: list[str] = list(models) if models is not None else ["fake-model"]
@@ -109,6 +118,10 @@ class FakeLM:
         self.shuffle_choices = shuffle_choices
         self.apply_limits = apply_limits
         self.include_usage = include_usage
+        self.jitter = jitter
+        self.drip = drip
+        self._jitter_rng = random.Random(jitter_seed)
+        self.answered: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.log: list[tuple[str, str, int | str]] = []
@@ -230,6 +243,7 @@ class _QuietServer(ThreadingHTTPServer):
     """Daemon handler threads; a client that hung up (a timeout in a test) is not an error worth a trace."""
 
     daemon_threads = True
+    request_queue_size = 512  # many clients connect at once, as they would to a vLLM server
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
@@ -240,6 +254,13 @@ class _QuietServer(ThreadingHTTPServer):
 def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "FakeLM/1"
+        protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in separate writes: without this, Nagle's algorithm and delayed ACKs
+            # add 40 ms to every reply.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
@@ -277,6 +298,10 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
                     lm.requests.append(body)
             if lm.delay:
                 time.sleep(lm.delay)
+            if lm.jitter is not None:
+                with lm._lock:
+                    pause = lm._jitter_rng.uniform(*lm.jitter)
+                time.sleep(pause)
 
             planned = lm._next_planned()
             if planned is not None and planned.status is None:
@@ -306,6 +331,9 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
                 except Exception as exc:  # a broken respond() shows up as a 500, as on a real server
                     self._error(method, path, 500, _error_body(f"respond failed: {exc!r}", 500))
                     return
+                with lm._lock:
+                    prompt = body.get("prompt")
+                    lm.answered.extend(prompt if isinstance(prompt, list) else [str(prompt)])
                 self._send(method, path, status, json.dumps(reply))
             else:
                 self._error(method, path, 404, _error_body(f"no route for {method} {path}", 404))
@@ -324,6 +352,12 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             lm._record(method, path, status)  # before the reply, so a client that got it sees the log
+            if lm.drip and path.endswith("/completions"):
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(lm.drip)
+                return
             self.wfile.write(data)
 
     return Handler

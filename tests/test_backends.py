@@ -45,7 +45,7 @@ def test_resolve_backend_name_rejects(name: str, base_url: str | None, problem: 
 
 @pytest.mark.parametrize("name", [None, "auto", "openai"])
 def test_make_backend_builds_the_openai_backend(fake_lm: FakeLM, name: str | None) -> None:
-    backend = make_backend(name, BackendOptions(base_url=fake_lm.base_url, request_batch_size=2))
+    backend = make_backend(name, BackendOptions(base_url=fake_lm.base_url, concurrency=2))
     assert isinstance(backend, OpenAIBackend)
     with backend:
         assert backend.model == "fake-model"

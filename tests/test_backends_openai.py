@@ -1,7 +1,9 @@
-"""OpenAIBackend against a loopback server (tests/fakelm.py): batching, order, retries, errors, secrets."""
+"""OpenAIBackend against loopback servers (tests/fakelm.py): requests in flight, order, streaming, many
+endpoints, retries and their events, timeouts, oversized replies, errors, secrets."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 import traceback
@@ -11,8 +13,17 @@ import httpx
 import pytest
 from fakelm import FakeLM
 
-from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling
-from selfinstruct.backends.openai import OpenAIBackend, normalize_base_url
+from selfinstruct.backends import (
+    Backend,
+    BackendOptions,
+    Completion,
+    Request,
+    RetryEvent,
+    Sampling,
+    max_completion_chars,
+    open_stream,
+)
+from selfinstruct.backends.openai import OpenAIBackend, OpenAIStream, normalize_base_url
 from selfinstruct.errors import BackendError, ConfigError
 
 FAST = {"retry_wait_initial": 0.01, "retry_wait_max": 0.05}
@@ -44,13 +55,11 @@ def test_is_a_backend(fake_lm: FakeLM) -> None:
         assert isinstance(b, Backend)
 
 
-@pytest.mark.parametrize(("n", "batch", "sizes"), [(10, 4, [2, 4, 4]), (3, 16, [3]), (5, 1, [1] * 5)])
-def test_prompts_are_chunked_into_requests(fake_lm: FakeLM, n: int, batch: int, sizes: list[int]) -> None:
-    with backend(fake_lm, request_batch_size=batch) as b:
-        out = b.generate(prompts(n), SAMPLING)
-    assert [c.text for c in out] == [f"echo: {p}" for p in prompts(n)]
-    assert sorted(len(r["prompt"]) for r in fake_lm.requests) == sizes
-    assert all(isinstance(r["prompt"], list) for r in fake_lm.requests)
+def test_one_request_per_prompt_in_prompt_order(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b:
+        out = b.generate(prompts(10), SAMPLING)
+    assert [c.text for c in out] == [f"echo: {p}" for p in prompts(10)]
+    assert sorted(r["prompt"] for r in fake_lm.requests) == sorted(prompts(10))
 
 
 def test_empty_batch_sends_nothing(fake_lm: FakeLM) -> None:
@@ -59,25 +68,78 @@ def test_empty_batch_sends_nothing(fake_lm: FakeLM) -> None:
     assert fake_lm.requests == []
 
 
-def test_shuffled_choices_are_put_back_in_prompt_order() -> None:
-    with FakeLM(shuffle_choices=True) as lm, backend(lm, request_batch_size=8) as b:
+def test_replies_finishing_out_of_order_come_back_in_prompt_order() -> None:
+    with FakeLM(jitter=(0.0, 0.25), jitter_seed=3) as lm, backend(lm) as b:  # wide: a loaded CPU spaces sends
         out = b.generate(prompts(20), SAMPLING)
     assert [c.text for c in out] == [f"echo: {p}" for p in prompts(20)]
-    # the server really does shuffle
-    with FakeLM(shuffle_choices=True) as lm:
-        reply = httpx.post(f"{lm.base_url}/completions", json={"prompt": prompts(20)}).json()
-    indexes = [c["index"] for c in reply["choices"]]
-    assert indexes != sorted(indexes)
+    assert lm.answered != prompts(20)  # the server really did answer out of order
 
 
 def test_concurrency_bounds_requests_in_flight() -> None:
-    with FakeLM(delay=0.15) as lm, backend(lm, request_batch_size=1, concurrency=3) as b:
+    with FakeLM(delay=0.15) as lm, backend(lm, concurrency=3) as b:
         started = time.monotonic()
         out = b.generate(prompts(9), SAMPLING)
         elapsed = time.monotonic() - started
     assert [c.text for c in out] == [f"echo: {p}" for p in prompts(9)]
     assert 2 <= lm.max_in_flight <= 3
     assert elapsed < 9 * 0.15  # not one after the other
+
+
+def test_default_concurrency_is_sized_for_a_vllm_server() -> None:
+    with FakeLM(delay=0.3) as lm, OpenAIBackend(lm.base_url, "fake-model") as b:
+        assert b.concurrency == 256
+        b.generate(prompts(60), SAMPLING)
+    assert lm.max_in_flight >= 40  # all of them at once, give or take the server's accept loop
+
+
+# -- the stream -------------------------------------------------------------------------------------
+
+
+def test_stream_returns_completions_as_they_finish() -> None:
+    with FakeLM(jitter=(0.0, 0.08), jitter_seed=1) as lm, backend(lm) as b:
+        stream = open_stream(b)
+        assert isinstance(stream, OpenAIStream)
+        for i, p in enumerate(prompts(12)):
+            stream.submit(Request(i, p, SAMPLING, seed=i))
+        assert stream.in_flight == 12
+        order: list[int] = []
+        while len(order) < 12:
+            for done in stream.poll(1.0):
+                assert done.completion.text == f"echo: prompt number {done.key}"
+                assert done.seconds >= 0
+                order.append(done.key)
+        stream.close()
+    assert sorted(order) == list(range(12)) and order != list(range(12))
+    assert stream.in_flight == 0
+
+
+def test_stream_cancel_drops_requests_in_flight() -> None:
+    with FakeLM(delay=0.5) as lm, backend(lm) as b:
+        stream = b.stream()
+        for i in range(4):
+            stream.submit(Request(i, f"p{i}", SAMPLING))
+        stream.cancel([1, 2, 99])
+        got: list[int] = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += [d.key for d in stream.poll(0.2)]
+        stream.close()
+    assert sorted(got) == [0, 3]
+
+
+def test_waiting_requests_go_out_lowest_priority_first() -> None:
+    with FakeLM(delay=0.1) as lm, backend(lm, concurrency=1) as b:
+        stream = b.stream()
+        stream.submit(Request(0, "first", SAMPLING, priority=2))
+        time.sleep(0.05)  # "first" holds the only slot
+        for i in range(1, 4):
+            stream.submit(Request(i, f"new {i}", SAMPLING, priority=2))
+        stream.submit(Request(9, "urgent", SAMPLING, priority=0))
+        got: list[int] = []
+        while len(got) < 5:
+            got += [d.key for d in stream.poll(1.0)]
+        stream.close()
+    assert lm.answered == ["first", "urgent", "new 1", "new 2", "new 3"]
 
 
 # -- request fields ----------------------------------------------------------------------------------
@@ -98,7 +160,7 @@ def test_request_body_carries_sampling_fields(fake_lm: FakeLM) -> None:
     (body,) = fake_lm.requests
     assert body == {
         "model": "fake-model",
-        "prompt": ["a"],
+        "prompt": "a",
         "max_tokens": 77,
         "temperature": 0.7,
         "top_p": 0.5,
@@ -120,24 +182,24 @@ def test_empty_stop_and_unset_top_k_are_omitted(fake_lm: FakeLM) -> None:
     assert "top_k" not in body
 
 
-def test_each_request_carries_the_seed_of_its_first_prompt(fake_lm: FakeLM) -> None:
-    with backend(fake_lm, request_batch_size=3) as b:
-        b.generate(prompts(7), SAMPLING, seeds=[100, 101, 102, 103, 104, 105, 106])
-    seeds = {r["prompt"][0]: r["seed"] for r in fake_lm.requests}
-    assert seeds == {"prompt number 0": 100, "prompt number 3": 103, "prompt number 6": 106}
+def test_each_request_carries_the_seed_of_its_prompt(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b:
+        b.generate(prompts(4), SAMPLING, seeds=[100, 101, 102, 103])
+    seeds = {r["prompt"]: r["seed"] for r in fake_lm.requests}
+    assert seeds == {f"prompt number {i}": 100 + i for i in range(4)}
 
 
 def test_derived_seeds_replay_across_runs_and_differ_between_calls(fake_lm: FakeLM) -> None:
     def run() -> list[int]:
         fake_lm.requests.clear()
-        with backend(fake_lm, seed=7, concurrency=1, request_batch_size=2) as b:
+        with backend(fake_lm, seed=7, concurrency=1) as b:
             b.generate(prompts(4), SAMPLING)
             b.generate(prompts(4), SAMPLING)
         return [r["seed"] for r in fake_lm.requests]
 
     first = run()
     assert first == run()
-    assert len(set(first)) == 4
+    assert len(set(first)) == 8
 
 
 def test_seeds_must_match_prompts(fake_lm: FakeLM) -> None:
@@ -148,12 +210,11 @@ def test_seeds_must_match_prompts(fake_lm: FakeLM) -> None:
 # -- completions ------------------------------------------------------------------------------------
 
 
-def test_usage_goes_on_the_first_completion_of_each_request(fake_lm: FakeLM) -> None:
-    with backend(fake_lm, request_batch_size=2) as b:
+def test_usage_is_counted_per_completion(fake_lm: FakeLM) -> None:
+    with backend(fake_lm) as b:
         out = b.generate(["one two", "three", "four five six"], SAMPLING)
     # echo adds one word ("echo:") to each prompt
-    assert [(c.prompt_tokens, c.completion_tokens) for c in out] == [(3, 5), (0, 0), (3, 4)]
-    assert sum(c.prompt_tokens for c in out) == 6
+    assert [(c.prompt_tokens, c.completion_tokens) for c in out] == [(2, 3), (1, 2), (3, 4)]
 
 
 def test_missing_usage_counts_zero() -> None:
@@ -172,13 +233,10 @@ def test_finish_reason_is_passed_through() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('{"choices": [{"index": 0, "text": "a"}]}', "server returned 1 choices for 2 prompts"),
-        (
-            '{"choices": [{"index": 0, "text": "a"}, {"index": 0, "text": "b"}]}',
-            "server returned 2 choices for 2 prompts",
-        ),
-        ('{"choices": [{"index": 0, "text": "a"}, {"index": 2, "text": "b"}]}', "2 choices for 2 prompts"),
-        ('{"choices": [{"index": "0", "text": "a"}]}', "malformed choice"),
+        ('{"choices": []}', "without a list of choices"),
+        ('{"choices": [{"index": 0, "text": "a"}, {"index": 1, "text": "b"}]}', "2 choices for one prompt"),
+        ('{"choices": [{"index": 0, "text": 5}]}', "malformed choice"),
+        ('{"choices": ["a"]}', "malformed choice"),
         ('{"result": "hello"}', "without a list of choices"),
         ("<html>gateway</html>", "not JSON"),
     ],
@@ -186,8 +244,21 @@ def test_finish_reason_is_passed_through() -> None:
 def test_malformed_replies_fail_without_retry(fake_lm: FakeLM, body: str, expected: str) -> None:
     fake_lm.fail_next(200, body=body)
     with backend(fake_lm) as b, pytest.raises(BackendError, match=expected):
-        b.generate(["p", "q"], SAMPLING)
+        b.generate(["p"], SAMPLING)
     assert len(fake_lm.log) == 1
+
+
+def test_a_reply_longer_than_max_tokens_allows_is_cut_and_marked() -> None:
+    with FakeLM(respond=lambda p, body: ("word " * 20_000, "stop"), apply_limits=False) as lm, backend(lm) as b:
+        (out,) = b.generate(["x"], Sampling(max_tokens=100))
+    assert len(out.text) == max_completion_chars(100) and out.cut and out.finish_reason == "length"
+
+
+def test_a_huge_reply_is_not_read_and_contributes_nothing() -> None:
+    huge = "x" * 20_000_000
+    with FakeLM(respond=lambda p, body: (huge, "stop"), apply_limits=False) as lm, backend(lm) as b:
+        (out,) = b.generate(["x"], Sampling(max_tokens=100))
+    assert out == Completion("", "length", cut=True)
 
 
 # -- model detection --------------------------------------------------------------------------------
@@ -273,9 +344,22 @@ def test_giving_up_says_what_happened(fake_lm: FakeLM) -> None:
     assert len(fake_lm.log) == 3
 
 
+def test_each_retry_is_reported_with_reason_attempt_and_wait(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(503, times=2, body='{"message": "busy"}')
+    events: list[tuple[str, Any]] = []
+    with backend(fake_lm, on_event=lambda kind, payload: events.append((kind, payload))) as b:
+        assert b.generate(["x"], SAMPLING)[0].text == "echo: x"
+        assert b.retries == 2
+    retries = [p for k, p in events if k == "retry"]
+    assert [(r.attempt, r.attempts) for r in retries] == [(1, 7), (2, 7)]
+    assert all(isinstance(r, RetryEvent) and r.reason == "HTTP 503: busy" and r.wait > 0 for r in retries)
+    assert retries[0].endpoint == fake_lm.base_url
+    assert "retry 1/6" in retries[0].describe() and "HTTP 503: busy" in retries[0].describe()
+
+
 def test_one_failed_request_fails_the_batch_and_stops_the_others(fake_lm: FakeLM) -> None:
     fake_lm.fail_next(503, times=1000)
-    b = backend(fake_lm, request_batch_size=1, concurrency=4, max_retries=3)
+    b = backend(fake_lm, concurrency=4, max_retries=3)
     with b, pytest.raises(BackendError, match="after 4 attempts"):
         b.generate(prompts(40), SAMPLING)
     assert len(fake_lm.log) < 40 * 4  # queued requests were cancelled, not all retried
@@ -315,9 +399,52 @@ def test_slow_server_times_out() -> None:
     with (
         FakeLM(delay=1.0) as lm,
         backend(lm, timeout=0.1, max_retries=1) as b,
-        pytest.raises(BackendError, match=r"no reply within 0.1s"),
+        pytest.raises(BackendError, match=r"no complete reply within 0.1s"),
     ):
         b.generate(["x"], SAMPLING)
+
+
+def test_a_server_that_drips_its_reply_still_times_out() -> None:
+    # One byte every 20 ms never trips a read timeout; the timeout bounds the whole request.
+    with FakeLM(drip=0.02) as lm, backend(lm, timeout=0.5, max_retries=0) as b:
+        started = time.monotonic()
+        with pytest.raises(BackendError, match=r"no complete reply within 0.5s"):
+            b.generate(["x"], SAMPLING)
+        assert time.monotonic() - started < 3
+
+
+# -- many endpoints ---------------------------------------------------------------------------------
+
+
+def test_requests_spread_over_endpoints_by_outstanding_work() -> None:
+    with FakeLM(delay=0.05) as a, FakeLM(delay=0.05) as c:
+        with OpenAIBackend([a.base_url, c.base_url], "fake-model", **FAST) as b:
+            out = b.generate(prompts(40), SAMPLING)
+            stats = b.endpoint_stats()
+        assert [o.text for o in out] == [f"echo: {p}" for p in prompts(40)]
+        assert len(a.requests) + len(c.requests) == 40
+        assert min(len(a.requests), len(c.requests)) >= 10
+        assert stats[a.base_url]["requests"] == len(a.requests)
+
+
+def test_a_dead_endpoint_is_retried_elsewhere_and_reported() -> None:
+    dead = dead_url()
+    events: list[tuple[str, Any]] = []
+    with FakeLM() as lm:
+        b = OpenAIBackend([dead, lm.base_url], "fake-model", on_event=lambda k, p: events.append((k, p)), **FAST)
+        with b:
+            out = b.generate(prompts(20), SAMPLING)
+    assert [o.text for o in out] == [f"echo: {p}" for p in prompts(20)]
+    assert len(lm.requests) == 20
+    down = [p for k, p in events if k == "endpoint_down"]
+    assert len(down) == 1 and dead in down[0]
+    retries = [p for k, p in events if k == "retry"]
+    assert retries and all(r.endpoint == dead and r.elsewhere and r.wait == 0 for r in retries)
+
+
+def test_the_same_endpoint_twice_is_a_config_error(fake_lm: FakeLM) -> None:
+    with pytest.raises(ConfigError, match="given twice"):
+        OpenAIBackend([fake_lm.base_url, fake_lm.base_url + "/"], "m")
 
 
 # -- API key --------------------------------------------------------------------------------------
@@ -363,15 +490,33 @@ def test_credentials_in_the_url_stay_out_of_messages() -> None:
     url = dead_url().replace("http://", "http://user:hunter2@")
     with OpenAIBackend(url, "m", max_retries=0, **FAST) as b, pytest.raises(BackendError) as info:
         b.generate(["x"], SAMPLING)
-    assert "hunter2" not in str(info.value) and "hunter2" not in repr(b)
+    rendered = "".join(traceback.format_exception(info.value))
+    assert "hunter2" not in rendered and "hunter2" not in repr(b)
+    assert "hunter2" not in "".join(b.base_urls)
+
+
+def test_credentials_in_the_url_go_as_basic_auth_and_an_echo_is_redacted(fake_lm: FakeLM) -> None:
+    url = fake_lm.base_url.replace("http://", "http://user:hunter2@")
+    token = base64.b64encode(b"user:hunter2").decode()
+    events: list[tuple[str, Any]] = []
+    with OpenAIBackend(url, "fake-model", on_event=lambda k, p: events.append((k, p)), **FAST) as b:
+        b.generate(["x"], SAMPLING)
+        assert fake_lm.headers[-1]["Authorization"] == f"Basic {token}"
+        fake_lm.fail_next(503, body=f"bad auth: Basic {token} (user:hunter2)")
+        b.generate(["y"], SAMPLING)
+        fake_lm.fail_next(400, body=f"bad auth: Basic {token} (user:hunter2)")
+        with pytest.raises(BackendError) as info:
+            b.generate(["z"], SAMPLING)
+    shown = str(info.value) + "".join(p.describe() for k, p in events if k == "retry")
+    assert "<redacted>" in shown and token not in shown and "hunter2" not in shown
 
 
 def test_from_options_reads_the_key_from_the_environment(fake_lm: FakeLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "second-choice")
     monkeypatch.setenv("SELFINSTRUCT_API_KEY", SECRET)
-    options = BackendOptions(base_url=fake_lm.base_url, request_batch_size=3, seed=5)
+    options = BackendOptions(base_url=fake_lm.base_url, concurrency=3, seed=5)
     with OpenAIBackend.from_options(options) as b:
-        assert (b.model, b.request_batch_size, b.seed) == ("fake-model", 3, 5)
+        assert (b.model, b.concurrency, b.seed) == ("fake-model", 3, 5)
         b.generate(["x"], SAMPLING)
     assert fake_lm.headers[-1]["Authorization"] == f"Bearer {SECRET}"
 
@@ -410,6 +555,7 @@ def test_base_url_normalisation(given: str, expected: str) -> None:
         ("http:///v1", "no host"),
         ("http://host:8000/v1?x=1", "query"),
         ("http://host:8000/v1/completions", "not the /completions endpoint"),
+        ("http://user:pw@host:99999/v1", "not a valid URL"),
     ],
 )
 def test_bad_base_urls_are_config_errors(given: str, problem: str) -> None:
@@ -417,16 +563,21 @@ def test_bad_base_urls_are_config_errors(given: str, problem: str) -> None:
         normalize_base_url(given)
 
 
-@pytest.mark.parametrize("kwargs", [{"request_batch_size": 0}, {"concurrency": 0}, {"timeout": 0}, {"max_retries": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"concurrency": 0}, {"timeout": 0}, {"timeout": float("nan")}, {"timeout": float("inf")}, {"max_retries": -1}],
+)
 def test_bad_numbers_are_config_errors(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         OpenAIBackend("http://127.0.0.1:1/v1", "m", **kwargs)
 
 
-def test_close_releases_the_client(fake_lm: FakeLM) -> None:
+def test_close_releases_the_clients_and_the_thread(fake_lm: FakeLM) -> None:
     b = backend(fake_lm)
     b.close()
-    assert b._client.is_closed
+    assert all(e.client.is_closed for e in b._endpoints)
+    assert not b._thread.is_alive()
+    b.close()  # twice is fine
 
 
 def test_transport_can_be_injected() -> None:

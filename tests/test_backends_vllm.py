@@ -1,18 +1,27 @@
-"""VLLMBackend against a stand-in ``vllm`` module (and, where a GPU and vLLM exist, a tiny real model)."""
+"""VLLMBackend against a stand-in ``vllm`` module (and, where a GPU and vLLM exist, a tiny real model).
+
+The stand-in has both of vLLM's ways in: ``LLM.generate`` for a batch, and the engine's incremental API
+(``LLM.enqueue``, ``llm_engine.step()``, ``llm_engine.abort_request``) that the stream drives. Its engine
+runs a few sequences at a time and finishes them in a shuffled order, as continuous batching does.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import sys
+import threading
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling
+from selfinstruct.backends import Backend, BackendOptions, Completion, Request, Sampling, open_stream
 from selfinstruct.backends import vllm as vllm_backend
-from selfinstruct.backends.vllm import VLLMBackend, cpu_memory_utilization, engine_kwargs
+from selfinstruct.backends.vllm import VLLMBackend, VLLMStream, cpu_memory_utilization, engine_kwargs
 from selfinstruct.errors import BackendError, ConfigError
 
 
@@ -28,6 +37,8 @@ class FakeRequestOutput:
     prompt: str
     prompt_token_ids: list[int] | None
     outputs: list[FakeCompletionOutput]
+    request_id: str = ""
+    finished: bool = True
 
 
 @dataclass
@@ -35,10 +46,81 @@ class Recorder:
     llm_kwargs: list[dict[str, Any]] = field(default_factory=list)
     params: list[dict[str, Any]] = field(default_factory=list)
     generate_calls: list[tuple[list[str], list[Any], dict[str, Any]]] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # prompts, in the order they entered the engine
+    aborted: list[str] = field(default_factory=list)
+    steps: int = 0
+    max_running: int = 0
+    threads: set[str] = field(default_factory=set)
 
 
-def make_fake_vllm(recorder: Recorder, fail_load: Exception | None = None) -> types.ModuleType:
-    """A module shaped like vllm: ``LLM(**kwargs).generate(prompts, params, use_tqdm=...)``."""
+def complete(prompt: str, kwargs: dict[str, Any]) -> FakeRequestOutput:
+    words = f"seed {kwargs.get('seed')} says {prompt}".split()[: kwargs["max_tokens"]]
+    finish = "length" if len(words) == kwargs["max_tokens"] else "stop"
+    return FakeRequestOutput(
+        prompt,
+        list(range(len(prompt.split()))),
+        [FakeCompletionOutput(" ".join(words), finish, list(range(len(words))))],
+    )
+
+
+class FakeEngine:
+    """vLLM's LLMEngine, incrementally: requests run ``max_num_seqs`` at a time; each ``step`` finishes a
+    random share of the running ones (a sequence needs 1 to 4 steps), in a shuffled order."""
+
+    def __init__(self, recorder: Recorder, max_num_seqs: int, seed: int = 0) -> None:
+        self.recorder = recorder
+        self.vllm_config = types.SimpleNamespace(scheduler_config=types.SimpleNamespace(max_num_seqs=max_num_seqs))
+        self.max_num_seqs = max_num_seqs
+        self.waiting: list[tuple[str, str, dict[str, Any], int]] = []
+        self.running: list[tuple[str, str, dict[str, Any], int]] = []
+        self.rng = random.Random(seed)
+        self.fail_on_step: Exception | None = None
+
+    def add_request(self, request_id: str, prompt: str, params: Any) -> str:
+        self.recorder.threads.add(threading.current_thread().name)
+        self.recorder.added.append(prompt)
+        self.waiting.append((request_id, prompt, params.kwargs, self.rng.randint(1, 4)))
+        return request_id
+
+    def abort_request(self, request_ids: list[str], internal: bool = False) -> None:
+        drop = set(request_ids)
+        self.recorder.aborted += [r for r in request_ids]
+        self.waiting = [w for w in self.waiting if w[0] not in drop]
+        self.running = [r for r in self.running if r[0] not in drop]
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def step(self) -> list[FakeRequestOutput]:
+        self.recorder.threads.add(threading.current_thread().name)
+        if self.fail_on_step is not None:
+            raise self.fail_on_step
+        self.recorder.steps += 1
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            self.running.append(self.waiting.pop(0))
+        self.recorder.max_running = max(self.recorder.max_running, len(self.running))
+        time.sleep(0.001)
+        left, done = [], []
+        for rid, prompt, kwargs, steps in self.running:
+            (done if steps <= 1 else left).append((rid, prompt, kwargs, steps - 1))
+        self.running = left
+        self.rng.shuffle(done)
+        outputs = []
+        for rid, prompt, kwargs, _ in done:
+            out = complete(prompt, kwargs)
+            out.request_id = rid
+            outputs.append(out)
+        # an unfinished sequence's partial output, which the stream must ignore
+        if left:
+            outputs.append(FakeRequestOutput(left[0][1], None, [], request_id=left[0][0], finished=False))
+        return outputs
+
+
+def make_fake_vllm(
+    recorder: Recorder, fail_load: Exception | None = None, max_num_seqs: int = 4, enqueue: bool = True
+) -> types.ModuleType:
+    """A module shaped like vllm: ``LLM(**kwargs).generate(prompts, params, use_tqdm=...)``, and the
+    incremental API (``LLM.enqueue`` unless ``enqueue`` is False, ``LLM.llm_engine``)."""
 
     class SamplingParams:
         def __init__(self, **kwargs: Any) -> None:
@@ -50,21 +132,21 @@ def make_fake_vllm(recorder: Recorder, fail_load: Exception | None = None) -> ty
             recorder.llm_kwargs.append(kwargs)
             if fail_load is not None:
                 raise fail_load
+            self.llm_engine = FakeEngine(recorder, max_num_seqs)
+            self.counter = itertools.count()
 
         def generate(self, prompts: list[str], params: list[SamplingParams], **kwargs: Any) -> list[FakeRequestOutput]:
             recorder.generate_calls.append((prompts, params, kwargs))
-            outputs = []
-            for prompt, p in zip(prompts, params, strict=True):
-                words = f"seed {p.kwargs.get('seed')} says {prompt}".split()[: p.kwargs["max_tokens"]]
-                finish = "length" if len(words) == p.kwargs["max_tokens"] else "stop"
-                outputs.append(
-                    FakeRequestOutput(
-                        prompt,
-                        list(range(len(prompt.split()))),
-                        [FakeCompletionOutput(" ".join(words), finish, list(range(len(words))))],
-                    )
-                )
-            return outputs
+            return [complete(prompt, p.kwargs) for prompt, p in zip(prompts, params, strict=True)]
+
+    def llm_enqueue(self: Any, prompts: list[str], params: list[Any], use_tqdm: bool = True) -> list[str]:
+        assert use_tqdm is False
+        return [
+            self.llm_engine.add_request(str(next(self.counter)), p, q) for p, q in zip(prompts, params, strict=True)
+        ]
+
+    if enqueue:
+        LLM.enqueue = llm_enqueue  # type: ignore[attr-defined]
 
     module = types.ModuleType("vllm")
     module.LLM = LLM  # type: ignore[attr-defined]
@@ -294,3 +376,105 @@ def test_engine_args_reach_the_engine(recorder: Recorder) -> None:
     backend = VLLMBackend.from_options(options)
     assert recorder.llm_kwargs[0]["enable_prefix_caching"] is True
     assert backend.engine_kwargs == recorder.llm_kwargs[0]
+
+
+# -- the stream: the engine's incremental API ----------------------------------------------------------
+
+
+def drain(stream: Any, n: int, timeout: float = 10.0) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += stream.poll(0.1)
+    return got
+
+
+@pytest.mark.parametrize("enqueue", [True, False])
+def test_stream_feeds_the_engine_and_returns_completions_as_they_finish(
+    monkeypatch: pytest.MonkeyPatch, enqueue: bool
+) -> None:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=4, enqueue=enqueue))
+    backend = VLLMBackend("org/tiny")
+    stream = open_stream(backend)
+    assert isinstance(stream, VLLMStream)
+    sampling = Sampling(max_tokens=8)
+    for i in range(30):
+        stream.submit(Request(i, f"prompt {i}", sampling, seed=100 + i))
+    got = drain(stream, 30)
+    stream.close()
+    assert sorted(f.key for f in got) == list(range(30))
+    assert [f.key for f in got] != list(range(30))  # finished out of order
+    for f in got:
+        assert f.completion == Completion(f"seed {100 + f.key} says prompt {f.key}", "stop", 2, 5)
+    assert rec.threads == {"selfinstruct-vllm"}  # one thread owns the engine
+    assert rec.max_running == 4 and rec.generate_calls == []
+    # the engine held at most max_num_seqs plus a quarter (at least 8 more) at once
+    assert stream.capacity == 4 + 8
+
+
+def test_stream_sends_the_lowest_priority_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=1))
+    backend = VLLMBackend("org/tiny")
+    stream = backend.stream()
+    stream.capacity = 1
+    with stream._lock:  # queue everything before the engine thread may take any
+        for i in range(5):
+            stream._keys.add(i)
+            stream._waiting.append((2, i, Request(i, f"new {i}", Sampling(max_tokens=4), priority=2), 0.0))
+        stream._keys.add(9)
+        stream._waiting.append((0, 9, Request(9, "follow-up", Sampling(max_tokens=4), priority=0), 0.0))
+        stream._waiting.sort()
+        stream._lock.notify()
+    drain(stream, 6)
+    stream.close()
+    assert rec.added[0] == "follow-up"
+    assert rec.added[1:] == [f"new {i}" for i in range(5)]
+
+
+def test_stream_cancel_and_close_abort_in_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=2))
+    backend = VLLMBackend("org/tiny")
+    stream = backend.stream()
+    with pytest.raises(BackendError, match="already open"):
+        backend.stream()
+    with pytest.raises(BackendError, match="close the stream first"):
+        backend.generate(["x"], Sampling(max_tokens=3))
+    for i in range(40):
+        stream.submit(Request(i, f"p {i}", Sampling(max_tokens=50)))
+    stream.cancel(range(20, 40))
+    got = drain(stream, 20)
+    assert sorted(f.key for f in got) == list(range(20))
+    for i in range(40, 50):
+        stream.submit(Request(i, f"q {i}", Sampling(max_tokens=50)))
+    stream.close()
+    assert stream.in_flight == 0
+    assert not rec.added or all(p.startswith(("p", "q")) for p in rec.added)
+    assert not stream._thread.is_alive()
+    backend.generate(["x"], Sampling(max_tokens=3))  # the engine is free again
+
+
+def test_engine_failure_surfaces_from_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec))
+    backend = VLLMBackend("org/tiny")
+    backend.llm.llm_engine.fail_on_step = RuntimeError("CPU Generator does not use offset")
+    stream = backend.stream()
+    stream.submit(Request(0, "x", Sampling(max_tokens=3)))
+    with pytest.raises(BackendError, match="engine failed: RuntimeError: CPU Generator does not use offset"):
+        drain(stream, 1)
+    stream.close()
+
+
+def test_oversized_output_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec))
+
+    class Huge:
+        def generate(self, prompts: list[str], params: list[Any], **kwargs: Any) -> list[FakeRequestOutput]:
+            return [FakeRequestOutput(p, [1], [FakeCompletionOutput("y" * 100_000, "stop", [1])]) for p in prompts]
+
+    (out,) = VLLMBackend("org/tiny", llm=Huge()).generate(["a"], Sampling(max_tokens=5))
+    assert out.cut and out.finish_reason == "length" and len(out.text) < 2000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def test_defaults() -> None:
     assert (cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len, cfg.dtype) == (
         1, None, None, "auto",
     )  # fmt: skip
-    assert (cfg.request_batch_size, cfg.concurrency, cfg.timeout, cfg.max_retries) == (16, 8, 300.0, 6)
+    assert (cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.window) == (256, 300.0, 6, 256)
     assert cfg.keep_rejected is True
     cfg.validate()
 
@@ -198,7 +199,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
     ("changes", "message"),
     [
         ({"num_instructions": 0}, "--num-instructions must be between 1 and 1000000000, got 0"),
-        ({"batch_size": 0}, "--batch-size must be between 1 and 10000, got 0 (instruction prompts per round)"),
+        ({"batch_size": 0}, "--batch-size must be between 1 and 10000, got 0 (instruction requests per round)"),
         ({"threshold": -0.01}, "--threshold must be between 0 and 1, got -0.01"),
         ({"threshold": 1.01}, "--threshold must be between 0 and 1, got 1.01"),
         (
@@ -220,8 +221,31 @@ def test_missing_config_file(tmp_path: Path) -> None:
         ({"max_rounds": 0}, "--max-rounds must be at least 1, got 0"),
         ({"max_new": 0}, "--max-new must be at least 1, got 0"),
         ({"saturation_window": 0}, "--saturation-window must be between 1 and 1000000, got 0"),
-        ({"request_batch_size": 0}, "--request-batch-size must be between 1 and 4096, got 0"),
-        ({"concurrency": 0}, "--concurrency must be between 1 and 1024, got 0"),
+        (
+            {"concurrency": 0},
+            "--concurrency must be between 1 and 65536, got 0 (requests in flight per server)",
+        ),
+        (
+            {"concurrency": 10**6},
+            "--concurrency must be between 1 and 65536, got 1000000 (requests in flight per server)",
+        ),
+        ({"window": 0}, "--window must be between 1 and 65536, got 0 (unresolved instruction requests)"),
+        (
+            {"window": 10**9},
+            "--window must be between 1 and 65536, got 1000000000 (unresolved instruction requests)",
+        ),
+        ({"base_url": []}, "--base-url must name at least one URL"),
+        ({"base_url": ["http://a/v1", "http://a/v1/"]}, "--base-url names http://a/v1 twice"),
+        ({"base_url": ["http://u:s3cret@a/v1", "http://a/v1"]}, "--base-url names http://a/v1 twice"),
+        (
+            {"base_url": ["http://a/v1", "ftp://b"]},
+            "--base-url must start with http:// or https:// (for example http://127.0.0.1:8000/v1), not ftp://",
+        ),
+        (
+            {"base_url": "localhost:8000"},
+            "--base-url 'localhost:8000' needs a scheme: for example http://127.0.0.1:8000/v1",
+        ),
+        ({"base_url": ["http://a/v1"] * 2000}, "--base-url names 2000 servers; at most 1024"),
         ({"temperature": -1.0}, "--temperature must be between 0 and 100, got -1.0"),
         ({"top_p": 7.0}, "--top-p must be greater than 0 and at most 1, got 7.0"),
         ({"top_p": 0.0}, "--top-p must be greater than 0 and at most 1, got 0.0"),
@@ -232,7 +256,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
         ),
         (
             {"batch_size": 100_000_000},
-            "--batch-size must be between 1 and 10000, got 100000000 (instruction prompts per round)",
+            "--batch-size must be between 1 and 10000, got 100000000 (instruction requests per round)",
         ),
         ({"timeout": float("nan")}, "--timeout must be a finite number, got nan"),
         ({"timeout": float("inf")}, "--timeout must be a finite number, got inf"),
@@ -378,6 +402,36 @@ def test_backend_options() -> None:
     opts = cfg.backend_options()
     assert opts == BackendOptions(model="m", base_url="http://localhost:8000/v1", seed=0, concurrency=3)
     assert GenerateConfig(seed=1234).backend_options().seed == 1234
+
+
+@pytest.mark.parametrize(
+    ("base_url", "stored"),
+    [
+        ("http://me:secret@host:8000/v1", "http://host:8000/v1"),
+        (["http://a:1/v1", "http://u:p@b:2/v1"], ["http://a:1/v1", "http://b:2/v1"]),
+        (None, None),
+    ],
+)
+def test_stored_configuration_never_holds_url_credentials(base_url: Any, stored: Any) -> None:
+    cfg = GenerateConfig(base_url=base_url)
+    assert cfg.to_public_dict()["base_url"] == stored
+    assert "secret" not in json.dumps(cfg.to_public_dict())
+    assert cfg.backend_options().base_url == base_url  # the backend itself still gets them
+
+
+def test_several_base_urls_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('base-url = ["http://a:8000/v1", "http://b:8000/v1"]\n')
+    assert GenerateConfig.from_sources(path, {}).base_urls == ["http://a:8000/v1", "http://b:8000/v1"]
+    path.write_text("base-url = []\n")
+    with pytest.raises(ConfigError, match=r"run.toml: base-url must name at least one URL"):
+        GenerateConfig.from_sources(path, {})
+    path.write_text("base-url = [3]\n")
+    with pytest.raises(ConfigError, match=r"run.toml: base-url must be a string or a list of strings, got \[3\]"):
+        GenerateConfig.from_sources(path, {})
+    path.write_text('base-url = ["http://a:8000/v1", "gopher://b"]\n')
+    with pytest.raises(ConfigError, match=r"run.toml: base-url must start with http:// or https://"):
+        GenerateConfig.from_sources(path, {})
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,11 @@ pytestmark = pytest.mark.slow
 
 
 def start(lm: FakeLM, seeds: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    """A run with few requests in flight, so that tasks are committed (and kills land) throughout the run."""
     cmd = [
         sys.executable, "-m", "selfinstruct", "generate", "--base-url", lm.base_url, "--seeds", str(seeds),
-        "--out", str(out), "--prompts", str(PROMPTS), "--batch-size", "2", *extra,
+        "--out", str(out), "--prompts", str(PROMPTS), "--batch-size", "2", "--concurrency", "4", "--window", "8",
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -49,6 +51,10 @@ def check_pool(out: Path) -> list[dict[str, Any]]:
     return tasks
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 @pytest.fixture
 def seeds(tmp_path: Path) -> Path:
     return write_seeds(tmp_path / "seeds.jsonl")
@@ -57,8 +63,13 @@ def seeds(tmp_path: Path) -> Path:
 def test_kill_9_at_several_moments_then_resume_reaches_target(seeds: Path, tmp_path: Path) -> None:
     out = tmp_path / "pool"
     with FakeLM(respond=PaperLM(), delay=0.03) as lm:
-        for moment in (0.4, 0.9, 1.3, 1.7, 2.2):
+        for moment in (0.0, 0.07, 0.13, 0.2, 0.31):
+            size = _size(out / "tasks.jsonl")
             proc = start(lm, seeds, out, "--num-instructions", "400")
+            # Kill mid-run whatever the machine's load: once this run has written, at varying offsets.
+            deadline = time.monotonic() + 60
+            while _size(out / "tasks.jsonl") <= size and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.01)
             time.sleep(moment)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)

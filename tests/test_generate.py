@@ -96,7 +96,11 @@ def test_rejections_are_counted_by_reason_and_written(paper_lm: FakeLM, seeds: P
     assert run["exit_reason"] == "target_reached"
     assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
     rejected = read_jsonl(out / "rejected.jsonl")
-    assert Counter(r["reject_reason"] for r in rejected) == Counter(run["rejected"])
+    # Every candidate is accounted for: accepted, rejected by reason, or surplus/unfinished (paid-for work
+    # beyond the target, written out with its instances when it has them).
+    assert Counter(r["reject_reason"] for r in rejected) == Counter(run["rejected"]) + Counter(run["surplus"])
+    assert run["candidates"] == run["accepted"] + sum(run["rejected"].values()) + sum(run["surplus"].values())
+    assert all(r["instances"] for r in rejected if r["reject_reason"] == "surplus")
     similar = [r for r in rejected if r["reject_reason"] == "too_similar"]
     assert all(r["max_similarity"] > 0.7 and r["most_similar"] for r in similar)
     keyword = [r for r in rejected if r["reject_reason"] == "blocked_keyword"]
@@ -275,16 +279,32 @@ def test_plain_lines_without_a_terminal(paper_lm: FakeLM, seeds: Path, tmp_path:
     assert quiet.output.count("\n") == 1 and "selfinstruct generate:" in quiet.output
 
 
-def test_same_seed_and_pool_replay_the_same_requests(seeds: Path, tmp_path: Path) -> None:
-    bodies = []
+def test_same_seed_and_pool_replay_the_same_pool(seeds: Path, tmp_path: Path) -> None:
+    pools = []
     for name in ("a", "b"):
         with FakeLM(respond=PaperLM()) as lm:
             assert gen(lm, seeds, tmp_path / name, "--num-instructions", "12", "--seed", "11").exit_code == 0
-            bodies.append(sorted(json.dumps(b, sort_keys=True) for b in lm.requests))
-    assert bodies[0] == bodies[1]
-    strip = [json.loads(line) for line in (tmp_path / "a" / "tasks.jsonl").read_text().splitlines()]
-    again = [json.loads(line) for line in (tmp_path / "b" / "tasks.jsonl").read_text().splitlines()]
-    assert [t["instruction"] for t in strip] == [t["instruction"] for t in again]
+        pools.append(comparable(read_jsonl(tmp_path / name / "tasks.jsonl")))
+    assert pools[0] == pools[1]
+
+
+def test_replay_holds_when_the_server_answers_in_random_order_and_time(seeds: Path, tmp_path: Path) -> None:
+    pools, orders = [], []
+    for name, jitter in (("a", 1), ("b", 2), ("c", None)):
+        timing = (0.0, 0.03) if jitter is not None else None
+        with FakeLM(respond=PaperLM(), jitter=timing, jitter_seed=jitter or 0) as lm:
+            result = gen(lm, seeds, tmp_path / name, "--num-instructions", "30", "--seed", "4", "--window", "4")
+            assert result.exit_code == 0, result.output
+            orders.append(lm.answered)
+        pools.append(comparable(read_jsonl(tmp_path / name / "tasks.jsonl")))
+    assert pools[0] == pools[1] == pools[2]
+    assert orders[0] != orders[1]  # the timing really differed
+    assert any(set(t["demonstrations"]) & {u["instruction"] for u in pools[0]} for t in pools[0])
+
+
+def comparable(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks without what differs between two runs by nature: run ids and timestamps."""
+    return [{k: v for k, v in t.items() if k not in ("run_id", "created_at")} for t in tasks]
 
 
 def test_config_file_and_flags(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:

@@ -214,6 +214,19 @@ def test_a_bad_line_in_the_pool_is_shown_by_status_refused_by_generate_and_repai
         ("--timeout", "timeout", "inf", "must be a finite number, got inf"),
         ("--threshold", "threshold", "5", "must be between 0 and 1, got 5.0"),
         ("--max-retries", "max-retries", "-2", "must be between 0 and 100, got -2"),
+        ("--window", "window", "0", "must be between 1 and 65536, got 0 (unresolved instruction requests)"),
+        (
+            "--concurrency",
+            "concurrency",
+            "100000000",
+            "must be between 1 and 65536, got 100000000 (requests in flight per server)",
+        ),
+        (
+            "--base-url",
+            "base-url",
+            "ftp://host/v1",
+            "must start with http:// or https:// (for example http://127.0.0.1:8000/v1), not ftp://",
+        ),
     ],
 )
 def test_option_ranges_name_the_flag_or_the_file_key(
@@ -222,12 +235,29 @@ def test_option_ranges_name_the_flag_or_the_file_key(
     result = run_cli("generate", "--out", tmp_path / "pool", flag, value)
     assert result.exit_code == 2 and f"error: {flag} {message}" in result.output, result.output
     toml = tmp_path / "run.toml"
-    toml_value = value if key != "dtype" else f'"{value}"'
+    toml_value = value if key not in ("dtype", "base-url") else f'"{value}"'
     toml_value = {"nan": "nan", "inf": "inf"}.get(value, toml_value)
     toml.write_text(f"[generate]\n{key} = {toml_value}\n")
     result = run_cli("generate", "--out", tmp_path / "pool", "--config", toml)
     assert result.exit_code == 2 and f"error: {toml}: [generate] {key} {message}" in result.output, result.output
     assert not (tmp_path / "pool").exists()
+
+
+def test_repeated_base_urls_are_checked_and_never_echo_credentials(tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    result = run_cli("generate", "--out", out, "--base-url", "http://a:8000/v1", "--base-url", "http://a:8000/v1/")
+    assert result.exit_code == 2 and "error: --base-url names http://a:8000/v1 twice" in result.output
+    result = run_cli(
+        "generate", "--out", out, "--base-url", "http://a:8000/v1", "--base-url", "http://bob:hunter2@b:x/v1"
+    )
+    assert result.exit_code == 2 and "error: --base-url 'http://b:x/v1' is not a valid URL" in result.output
+    assert "hunter2" not in result.output and "bob" not in result.output
+    toml = tmp_path / "run.toml"
+    toml.write_text('base-url = ["http://a:8000/v1", "http://u:hunter2@a:8000/v1"]\n')
+    result = run_cli("generate", "--out", out, "--config", toml)
+    assert result.exit_code == 2 and f"error: {toml}: base-url names http://a:8000/v1 twice" in result.output
+    assert "hunter2" not in result.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -298,28 +328,33 @@ def test_append_refuses_when_another_program_changed_the_file(tmp_path: Path, ch
 
 
 class ForeignWriterLM:
-    """A backend that, during its second call, has another program append a task to the pool."""
+    """A backend that, in its first call after the run's first append, has another program append a task."""
 
     model = "fake-model"
 
     def __init__(self, pool_dir: Path) -> None:
         self.pool_dir = pool_dir
-        self.calls = 0
+        self.written = False
         self.inner = PaperLM()
 
     def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
-        self.calls += 1
-        if self.calls == 4:  # in round 2, after round 1 was appended
-            with (self.pool_dir / "tasks.jsonl").open("a") as fh:
-                fh.write(task_line(0, model="someone-else") + "\n")  # a duplicate id of round 1
+        tasks = self.pool_dir / "tasks.jsonl"
+        if not self.written and tasks.exists() and tasks.stat().st_size:  # the run has appended its first tasks
+            self.written = True
+            with tasks.open("a") as fh:
+                fh.write(task_line(0, model="someone-else") + "\n")  # a duplicate id of the run's first task
         return [Completion(*self.inner(p, {"stop": list(sampling.stop)})) for p in prompts]
 
 
 def test_a_foreign_writer_during_a_run_stops_it_without_a_duplicate(tmp_path: Path, seeds: Path) -> None:
     out = tmp_path / "pool"
-    config = GenerateConfig(seeds=str(seeds), prompts=str(PROMPTS), out=str(out), num_instructions=40, batch_size=2)
+    config = GenerateConfig(
+        seeds=str(seeds), prompts=str(PROMPTS), out=str(out), num_instructions=400, batch_size=2, window=8
+    )
+    backend = ForeignWriterLM(out)
     with pytest.raises(PoolError, match=r"grew by .* that this run did not write"):
-        run_generate(config, backend=ForeignWriterLM(out))
+        run_generate(config, backend=backend)
+    assert backend.written
     (run,) = Pool(out).read_runs()
     assert run["exit_reason"] == "error" and "another program is writing" in run["error"]
     lines = (out / "tasks.jsonl").read_text().splitlines()

@@ -1,20 +1,34 @@
-"""The language-model contract: a batch of prompts and sampling parameters in, completions out.
+"""The language-model contract: prompts and sampling parameters in, completions out.
 
-Everything the bootstrap loop needs from a model is :meth:`Backend.generate`. Two backends ship:
+Two forms of the same contract:
 
-* ``vllm``   -- in-process ``vllm.LLM`` on the local GPU (:mod:`selfinstruct.backends.vllm`);
-* ``openai`` -- any OpenAI-compatible ``/v1/completions`` server: ``vllm serve``, llama.cpp's server,
-  Ollama, SGLang (:mod:`selfinstruct.backends.openai`).
+* :meth:`Backend.generate` -- a batch in, the completions in prompt order out. Any object with this one
+  method is a Backend (a test fake needs no inheritance).
+* :class:`Stream` -- the incremental form the streaming loop uses: :meth:`Stream.submit` one request,
+  :meth:`Stream.poll` the completions that have finished (in whatever order the engine finished them),
+  :meth:`Stream.cancel` what is no longer wanted. A backend that can stream has a ``stream()`` method;
+  :func:`open_stream` gives every backend one, wrapping a batch-only backend in :class:`BatchStream`.
 
-A test fake needs no inheritance: any object with a matching ``generate`` method is a Backend.
+Two backends ship:
+
+* ``vllm``   -- in-process vLLM on the local GPU(s), streamed through its engine's incremental API
+  (:mod:`selfinstruct.backends.vllm`);
+* ``openai`` -- one or many OpenAI-compatible ``/v1/completions`` servers: ``vllm serve``, llama.cpp's
+  server, Ollama, SGLang (:mod:`selfinstruct.backends.openai`).
+
+Whatever a server sends, one completion contributes at most :func:`max_completion_chars` characters
+(:func:`bound_completion`): a server that answers with megabytes of text cannot put them into a pool.
 Heavy imports (vllm) happen inside the backend module that needs them, never here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from selfinstruct.errors import ConfigError
 
@@ -59,6 +73,36 @@ class Completion:
     finish_reason: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cut: bool = False  # the backend cut an oversized reply down (see bound_completion)
+
+
+#: A generous bound on characters per generated token. Real tokens average about 4 characters; the longest
+#: entries of common vocabularies (runs of spaces, long words) stay under 32.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def max_completion_chars(max_tokens: int) -> int:
+    """The most characters one completion of ``max_tokens`` tokens may contribute.
+
+    >>> max_completion_chars(1024)
+    33792
+    """
+    return max(1, max_tokens) * MAX_CHARS_PER_TOKEN + 1024
+
+
+def bound_completion(completion: Completion, max_tokens: int) -> Completion:
+    """``completion`` with its text cut to :func:`max_completion_chars`; a cut one is marked ``cut`` and
+    finishes with ``"length"`` (so parsers drop its incomplete last item, as for any cut-off completion).
+
+    >>> bound_completion(Completion("x" * 5000, "stop"), 100).text == "x" * 4224
+    True
+    """
+    limit = max_completion_chars(max_tokens)
+    if len(completion.text) <= limit:
+        return completion
+    return Completion(
+        completion.text[:limit], "length", completion.prompt_tokens, completion.completion_tokens, cut=True
+    )
 
 
 @runtime_checkable
@@ -76,12 +120,201 @@ class Backend(Protocol):
     ) -> list[Completion]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One prompt for a :class:`Stream`. ``key`` is the caller's name for it (unique among those in flight);
+    ``priority``: lower goes to the engine first when more requests wait than it takes at once."""
+
+    key: int
+    prompt: str
+    sampling: Sampling
+    seed: int | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A request's completion; ``seconds`` from submission to completion as the stream saw it."""
+
+    key: int
+    completion: Completion
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class Stream(Protocol):
+    """Requests in, completions out as they finish. Used from one thread.
+
+    ``poll`` waits up to ``timeout`` seconds for at least one completion and returns every one that has
+    finished, in any order; a request that failed for good raises :class:`~selfinstruct.errors.BackendError`
+    from ``poll``. ``cancel`` drops requests (queued or running; unknown keys are ignored); ``close``
+    cancels everything still in flight and releases the stream.
+    """
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def submit(self, request: Request) -> None: ...
+
+    def poll(self, timeout: float) -> list[Finished]: ...
+
+    def cancel(self, keys: Iterable[int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BatchStream:
+    """The incremental form over a batch-only :class:`Backend`: ``poll`` sends what was submitted since the
+    last poll as one ``generate`` call per distinct sampling, in the calling thread.
+
+    Right for instant or test backends; a real engine should stream itself (vLLM and the OpenAI backend do).
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._pending: list[tuple[Request, float]] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(self, request: Request) -> None:
+        self._pending.append((request, time.monotonic()))
+
+    def poll(self, timeout: float) -> list[Finished]:
+        if not self._pending:
+            time.sleep(min(timeout, 0.01))
+            return []
+        pending = sorted(self._pending, key=lambda item: item[0].priority)
+        self._pending = []
+        groups: dict[Sampling, list[tuple[Request, float]]] = {}
+        for item in pending:
+            groups.setdefault(item[0].sampling, []).append(item)
+        finished: list[Finished] = []
+        for sampling, items in groups.items():
+            requests = [r for r, _ in items]
+            seeds = [r.seed for r in requests]
+            completions = self.backend.generate(
+                [r.prompt for r in requests], sampling, None if None in seeds else [int(s or 0) for s in seeds]
+            )
+            if len(completions) != len(requests):
+                from selfinstruct.errors import BackendError
+
+                raise BackendError(f"the backend returned {len(completions)} completions for {len(requests)} prompts")
+            now = time.monotonic()
+            for (request, started), completion in zip(items, completions, strict=True):
+                finished.append(Finished(request.key, bound_completion(completion, sampling.max_tokens), now - started))
+        return finished
+
+    def cancel(self, keys: Iterable[int]) -> None:
+        drop = set(keys)
+        self._pending = [item for item in self._pending if item[0].key not in drop]
+
+    def close(self) -> None:
+        self._pending = []
+
+
+def open_stream(backend: Backend) -> Stream:
+    """``backend.stream()`` when the backend streams, else a :class:`BatchStream` over its ``generate``."""
+    factory = getattr(backend, "stream", None)
+    if callable(factory):
+        stream: Stream = factory()
+        return stream
+    return BatchStream(backend)
+
+
+EventHandler = Callable[[str, Any], None]
+"""``on_event(kind, payload)``; backends report ``("retry", RetryEvent)`` and ``("endpoint_down", str)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryEvent:
+    """One failed attempt that will be tried again: where, why, which attempt, and after how long."""
+
+    endpoint: str
+    reason: str
+    attempt: int
+    attempts: int
+    wait: float
+    elsewhere: bool = False  # the next attempt goes to another endpoint
+
+    def describe(self) -> str:
+        where = "on another endpoint" if self.elsewhere else f"in {self.wait:.1f}s"
+        return f"retry {self.attempt}/{self.attempts - 1}: {self.endpoint}: {self.reason}; trying again {where}"
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part: what may be shown, logged or stored.
+
+    >>> strip_userinfo("http://me:secret@host:8000/v1")
+    'http://host:8000/v1'
+    >>> strip_userinfo("http://host/v1")
+    'http://host/v1'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def normalize_base_url(url: str, where: str = "--base-url") -> str:
+    """Return the API root that ``/completions`` and ``/models`` hang off, without a trailing slash.
+
+    >>> normalize_base_url("http://host:8000")
+    'http://host:8000/v1'
+    >>> normalize_base_url("http://host:8000/v1/")
+    'http://host:8000/v1'
+    >>> normalize_base_url("https://gateway.example/api/v1")
+    'https://gateway.example/api/v1'
+
+    Credentials in the URL are kept (the openai backend takes them out). Raises :class:`ConfigError` for
+    anything that is not an absolute http(s) URL, naming the option as ``where`` (a flag, or a config
+    file and key); the message never shows credentials.
+    """
+    text = url.strip()
+    example = "for example http://127.0.0.1:8000/v1"
+    shown = strip_userinfo(text)
+    if "://" not in text:
+        raise ConfigError(f"{where} {shown!r} needs a scheme: {example}")
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{where} {shown!r} is not a valid URL ({exc}): {example}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{where} must start with http:// or https:// ({example}), not {scheme}://")
+    if not hostname:
+        raise ConfigError(f"{where} {shown!r} has no host name: {example}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where} {shown!r} should not have a ?query or #fragment: {example}")
+    path = parts.path.rstrip("/")
+    if path.endswith("/completions"):
+        raise ConfigError(f"{where} should be the API root ({example}), not the /completions endpoint itself")
+    return urlunsplit((scheme, parts.netloc, path or "/v1", "", ""))
+
+
+def drain_events(events: queue.SimpleQueue[tuple[str, Any]], on_event: EventHandler | None) -> None:
+    """Deliver events queued by a backend's worker thread, in the caller's thread."""
+    while True:
+        try:
+            kind, payload = events.get_nowait()
+        except queue.Empty:
+            return
+        if on_event is not None:
+            on_event(kind, payload)
+
+
 @dataclass(slots=True)
 class BackendOptions:
     """Everything :func:`make_backend` may need; each backend reads the fields it understands."""
 
     model: str | None = None
-    base_url: str | None = None
+    base_url: str | Sequence[str] | None = None
     seed: int = 0
     # vllm
     tensor_parallel_size: int = 1
@@ -91,17 +324,17 @@ class BackendOptions:
     engine_args: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of vllm.LLM
     # openai
     api_key_env: tuple[str, ...] = ("SELFINSTRUCT_API_KEY", "OPENAI_API_KEY")
-    request_batch_size: int = 16
-    concurrency: int = 8
+    concurrency: int = 256  # requests in flight per endpoint
     timeout: float = 300.0
     max_retries: int = 6
     request_fields: dict[str, Any] = field(default_factory=dict)  # merged into every request body
+    on_event: EventHandler | None = None
 
 
 BACKEND_NAMES = ("vllm", "openai")
 
 
-def resolve_backend_name(name: str | None, base_url: str | None) -> str:
+def resolve_backend_name(name: str | None, base_url: str | Sequence[str] | None) -> str:
     """``--backend`` wins; otherwise ``openai`` when a base URL is given, else ``vllm``."""
     if name is None or name == "auto":
         return "openai" if base_url else "vllm"
@@ -130,8 +363,19 @@ __all__ = [
     "BACKEND_NAMES",
     "Backend",
     "BackendOptions",
+    "BatchStream",
     "Completion",
+    "EventHandler",
+    "Finished",
+    "Request",
+    "RetryEvent",
     "Sampling",
+    "Stream",
+    "bound_completion",
     "make_backend",
+    "max_completion_chars",
+    "normalize_base_url",
+    "open_stream",
     "resolve_backend_name",
+    "strip_userinfo",
 ]

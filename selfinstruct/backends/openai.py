@@ -1,46 +1,68 @@
-"""A Backend for any OpenAI-compatible ``/v1/completions`` server: ``vllm serve``, llama.cpp, Ollama, SGLang.
+"""A Backend for one or many OpenAI-compatible ``/v1/completions`` servers: ``vllm serve``, llama.cpp,
+Ollama, SGLang.
 
 What it does:
 
-* splits a batch of prompts into requests of ``request_batch_size`` prompts each (the legacy
-  completions endpoint takes a list of prompts) and keeps up to ``concurrency`` requests in flight;
-* puts the server's ``choices`` back in prompt order by their ``index``;
+* sends one request per prompt (the server batches: vLLM's continuous batching does it better than any
+  client could) and keeps up to ``concurrency`` requests in flight **per endpoint**, from an asyncio
+  event loop on a worker thread; requests that wait for a slot go out lowest ``priority`` first;
+* spreads requests over several endpoints (``--base-url`` given more than once) by least outstanding
+  work (the ``max_tokens`` of the requests each endpoint holds), and sends a retry to another endpoint
+  when one fails;
 * retries what is transient (HTTP 429 and 5xx, timeouts, refused or dropped connections) with
-  exponential backoff and jitter, honouring ``Retry-After``; everything else fails at once with a
+  exponential backoff and jitter, honouring ``Retry-After``, and reports every retry (endpoint, reason,
+  attempt, wait) as a ``("retry", RetryEvent)`` event; everything else fails at once with a
   :class:`~selfinstruct.errors.BackendError` that says what the server answered;
+* bounds each request as a whole by ``timeout`` (a server that sends one byte a second still times
+  out) and what one reply may contribute (see :func:`~selfinstruct.backends.bound_completion`; a body
+  larger than :func:`reply_byte_limit` is not read further and counts as an empty, cut-off completion);
 * asks ``GET /v1/models`` for the model name when none is given and the server serves exactly one.
 
 What it deliberately does not do: the chat endpoint (Self-Instruct drives a *base* model with plain
-prompts), streaming, or logprobs. It never imports vllm.
+prompts), streaming of tokens, logprobs. It never imports vllm.
 
-The API key travels only in the ``Authorization`` header. It is kept out of ``repr``, logs and error
-messages, and the URL shown in messages has any ``user:password@`` part removed.
+Secrets: the API key travels only in the ``Authorization`` header; credentials written into a URL
+(``http://user:key@host/v1``) are taken out of it and sent as HTTP Basic auth. Neither appears in
+``repr``, events, error messages (even when a server echoes them back, in clear or base64) or anything
+the caller stores: :attr:`OpenAIBackend.base_urls` holds the URLs without them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import heapq
+import itertools
+import json
 import os
+import queue
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import httpx
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
-from selfinstruct.backends import BackendOptions, Completion, Sampling
+from selfinstruct.backends import (
+    BackendOptions,
+    Completion,
+    EventHandler,
+    Finished,
+    Request,
+    RetryEvent,
+    Sampling,
+    bound_completion,
+    drain_events,
+    normalize_base_url,
+    strip_userinfo,
+)
 from selfinstruct.errors import BackendError, ConfigError
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
@@ -48,47 +70,34 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: How much of a server's error message goes into ours.
 MESSAGE_EXCERPT = 500
 _SERVER_HINT = "Is the server (for example `vllm serve`) running? Check --base-url."
+_T = TypeVar("_T")
 
 
-def normalize_base_url(url: str) -> str:
-    """Return the API root that ``/completions`` and ``/models`` hang off, without a trailing slash.
+def reply_byte_limit(max_tokens: int) -> int:
+    """The most bytes read from one completions reply: room for JSON escaping of a bounded completion.
 
-    >>> normalize_base_url("http://host:8000")
-    'http://host:8000/v1'
-    >>> normalize_base_url("http://host:8000/v1/")
-    'http://host:8000/v1'
-    >>> normalize_base_url("https://gateway.example/api/v1")
-    'https://gateway.example/api/v1'
-
-    Raises :class:`ConfigError` for anything that is not an absolute http(s) URL.
+    >>> reply_byte_limit(1024)
+    1310720
     """
-    text = url.strip()
-    example = "for example http://127.0.0.1:8000/v1"
-    if "://" not in text:
-        raise ConfigError(f"--base-url {_display(text)!r} needs a scheme: {example}")
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ConfigError(f"--base-url must start with http:// or https:// ({example}), not {scheme}://")
-    if not parts.hostname:
-        raise ConfigError(f"--base-url {_display(text)!r} has no host name: {example}")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"--base-url {_display(text)!r} should not have a ?query or #fragment: {example}")
-    path = parts.path.rstrip("/")
-    if path.endswith("/completions"):
-        raise ConfigError(f"--base-url should be the API root ({example}), not the /completions endpoint itself")
-    return urlunsplit((scheme, parts.netloc, path or "/v1", "", ""))
+    return 1_048_576 + max(1, max_tokens) * 256
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``(url without userinfo, (user, password) or None)``.
+
+    >>> split_credentials("http://me:s%40cret@host/v1")
+    ('http://host/v1', ('me', 's@cret'))
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, _, password = userinfo.partition(":")
+    return strip_userinfo(url), (unquote(user), unquote(password))
 
 
 def _display(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return strip_userinfo(url)
 
 
 def _excerpt(text: str, limit: int = MESSAGE_EXCERPT) -> str:
@@ -96,12 +105,13 @@ def _excerpt(text: str, limit: int = MESSAGE_EXCERPT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(status: int, data: bytes) -> str:
     """The human part of an error reply: vLLM, llama.cpp, Ollama and OpenAI each nest it differently."""
+    text = data.decode("utf-8", errors="replace")
     try:
-        payload = response.json()
+        payload = json.loads(text)
     except ValueError:
-        return _excerpt(response.text) or "(empty body)"
+        return _excerpt(text) or "(empty body)"
     if isinstance(payload, dict):
         for candidate in (payload.get("error"), payload):
             if isinstance(candidate, dict):
@@ -110,7 +120,7 @@ def _server_message(response: httpx.Response) -> str:
                         return _excerpt(candidate[key])
             elif isinstance(candidate, str):
                 return _excerpt(candidate)
-    return _excerpt(response.text)
+    return _excerpt(text)
 
 
 def _describe_transport_error(exc: httpx.TransportError, timeout: float) -> str:
@@ -132,7 +142,7 @@ def _parse_retry_after(value: str | None) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return max(seconds, 0.0) if seconds == seconds else None  # NaN check
+    return max(seconds, 0.0) if seconds == seconds and seconds != float("inf") else None
 
 
 class _Transient(Exception):
@@ -144,87 +154,114 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-class _Aborted(Exception):
-    """Another request of the same batch failed for good; this one stops retrying."""
+@dataclass(eq=False)
+class _Endpoint:
+    url: str  # API root without credentials
+    client: httpx.AsyncClient
+    outstanding: int = 0  # requests holding a slot here
+    work: int = 0  # their max_tokens, summed
+    cooldown_until: float = 0.0  # after a failure: avoided until then while others are healthy
+    requests: int = 0
+    failures: int = 0
+    down_reported: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    start: int
-    prompts: list[str]
-    seed: int
+@dataclass(order=True)
+class _Waiter:
+    order: tuple[int, int]
+    future: asyncio.Future[_Endpoint] = field(compare=False)
+    avoid: _Endpoint | None = field(compare=False, default=None)
+    work: int = field(compare=False, default=0)
+
+
+@dataclass
+class _Reply:
+    status: int
+    data: bytes
+    headers: httpx.Headers
+    too_big: bool
 
 
 class OpenAIBackend:
-    """Completions from an OpenAI-compatible server.
+    """Completions from one or many OpenAI-compatible servers.
 
-    ``base_url`` is the API root (``http://host:8000/v1``; a bare ``http://host:8000`` gets ``/v1``).
-    ``model`` None asks the server, which must then serve exactly one model. ``api_key`` is sent as
-    ``Authorization: Bearer ...`` (:meth:`from_options` reads it from the environment).
+    ``base_url`` is an API root (``http://host:8000/v1``; a bare ``http://host:8000`` gets ``/v1``) or a
+    list of them, all serving the same model. ``model`` None asks the server, which must then serve
+    exactly one model. ``api_key`` is sent as ``Authorization: Bearer ...`` (:meth:`from_options` reads it
+    from the environment).
 
-    ``max_retries`` counts *re*-tries: a request is attempted at most ``1 + max_retries`` times.
+    ``concurrency``: requests in flight per endpoint (a vLLM server batches hundreds of sequences).
+    ``timeout``: seconds for one attempt of a request, connection to last byte. ``max_retries`` counts
+    *re*-tries: a request is attempted at most ``1 + max_retries`` times, on any endpoint.
     ``retry_wait_initial``/``retry_wait_max`` shape the exponential backoff (seconds) and
-    ``retry_after_max`` caps a server's ``Retry-After``. ``extra`` is merged into every request body
-    last, so its fields win (for example ``{"repetition_penalty": 1.1}``). ``transport`` replaces
-    httpx's network transport (tests).
+    ``retry_after_max`` caps a server's ``Retry-After``. ``extra`` is merged into every request body last,
+    so its fields win (for example ``{"repetition_penalty": 1.1}``). ``transport`` replaces httpx's network
+    transport (tests). ``on_event`` receives ``("retry", RetryEvent)`` and ``("endpoint_down", message)``
+    in the thread that calls :meth:`generate`, the stream's ``poll``, or the constructor.
 
-    Use it as a context manager, or call :meth:`close`, to release its connections.
+    Use it as a context manager, or call :meth:`close`, to stop its worker thread and connections.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str | None = None,
         *,
         api_key: str | None = None,
-        request_batch_size: int = 16,
-        concurrency: int = 8,
+        concurrency: int = 256,
         timeout: float = 300.0,
         max_retries: int = 6,
         seed: int = 0,
         extra: Mapping[str, Any] | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         retry_wait_initial: float = 0.5,
         retry_wait_max: float = 20.0,
         retry_after_max: float = 60.0,
+        on_event: EventHandler | None = None,
     ) -> None:
-        if request_batch_size < 1:
-            raise ConfigError(f"request batch size must be at least 1, not {request_batch_size}")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ConfigError("the openai backend needs --base-url (for example http://127.0.0.1:8000/v1)")
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
-        if timeout <= 0:
-            raise ConfigError(f"timeout must be positive, not {timeout}")
+        if not (timeout > 0 and timeout != float("inf")):
+            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout}")
         if max_retries < 0:
             raise ConfigError(f"max retries cannot be negative ({max_retries})")
-        self.base_url = normalize_base_url(base_url)
-        self.request_batch_size = request_batch_size
+        roots = [split_credentials(normalize_base_url(u)) for u in urls]
+        seen: set[str] = set()
+        for root, _ in roots:
+            if root in seen:
+                raise ConfigError(f"--base-url {root} is given twice")
+            seen.add(root)
+        self.base_urls: list[str] = [root for root, _ in roots]
+        self.base_url = self.base_urls[0]
         self.concurrency = concurrency
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.seed = seed
         self.extra: dict[str, Any] = dict(extra or {})
+        self.on_event = on_event
         self._api_key = api_key or None
+        self._secrets = self._secret_forms(self._api_key, [cred for _, cred in roots])
+        self._retry_wait_initial = retry_wait_initial
+        self._retry_wait_max = retry_wait_max
         self._retry_after_max = retry_after_max
-        # Exponential backoff with jitter, spelled so that it reads the same on tenacity 8 and 9.
-        self._backoff = wait_exponential(multiplier=retry_wait_initial, max=retry_wait_max) + wait_random(
-            0, retry_wait_initial
-        )
-        self._calls = 0
-        self._calls_lock = threading.Lock()
-        headers = {"User-Agent": "selfinstruct"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            transport=transport,
-            trust_env=True,
-        )
+        self._jitter = random.Random()
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._order = itertools.count()
+        self._waiters: list[_Waiter] = []
+        self.retries = 0
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_quiet_unretrieved)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="selfinstruct-http", daemon=True)
+        self._thread.start()
+        self._closed = False
         try:
+            self._endpoints = self._call(self._make_clients(roots, transport))
             self.model: str = model if model else self._detect_model()
         except BaseException:
-            self._client.close()
+            self.close()
             raise
 
     @classmethod
@@ -238,97 +275,77 @@ class OpenAIBackend:
             options.base_url,
             options.model,
             api_key=api_key,
-            request_batch_size=options.request_batch_size,
             concurrency=options.concurrency,
             timeout=options.timeout,
             max_retries=options.max_retries,
             seed=options.seed,
             extra=options.request_fields,
+            on_event=options.on_event,
         )
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
-        return f"OpenAIBackend(base_url={_display(self.base_url)!r}, model={self.model!r}, api_key={key})"
+        urls = ", ".join(self.base_urls)
+        return f"OpenAIBackend(base_urls=[{urls}], model={getattr(self, 'model', None)!r}, api_key={key})"
+
+    @property
+    def capacity(self) -> int:
+        """Requests the endpoints take at once."""
+        return self.concurrency * len(self.base_urls)
+
+    def endpoint_stats(self) -> dict[str, dict[str, int]]:
+        """Requests sent and failed attempts per endpoint (for the run ledger)."""
+        return {e.url: {"requests": e.requests, "failures": e.failures} for e in self._endpoints}
 
     # -- the Backend contract -------------------------------------------------------------------
 
     def generate(
         self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None
     ) -> list[Completion]:
-        """Complete ``prompts`` in order.
+        """Complete ``prompts``, one request each, all in flight together; completions in prompt order.
 
-        Each request carries one ``seed`` although it holds several prompts: with ``seeds`` it is the
-        seed of the request's first prompt, so the same prompts, seeds and ``request_batch_size``
-        replay the same request. Without ``seeds`` it is derived from ``seed``, the number of this
-        call and the chunk's offset, so a run replays while repeated calls still differ.
-
-        Token usage is reported per request, not per prompt: a request's whole usage goes on the
-        completion of its first prompt and the others get 0, so totals are right.
+        ``seeds[i]`` goes with prompt ``i``; without seeds each prompt gets one derived from the
+        backend's ``seed`` and its position in this backend's calls, so a rerun replays them.
         """
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
         if not prompts:
             return []
-        with self._calls_lock:
-            call = self._calls
-            self._calls += 1
-        chunks = []
-        for start in range(0, len(prompts), self.request_batch_size):
-            if seeds is not None:
-                seed = int(seeds[start])
-            else:
-                seed = random.Random(f"{self.seed}:{call}:{start}").randrange(2**31)
-            chunks.append(_Chunk(start, list(prompts[start : start + self.request_batch_size]), seed))
-
-        results: list[Completion | None] = [None] * len(prompts)
-        if len(chunks) == 1:
-            self._fill(results, chunks[0], self._complete_chunk(chunks[0], sampling, None))
-        else:
-            self._run_concurrently(chunks, sampling, results)
-        assert all(r is not None for r in results)
-        return [r for r in results if r is not None]
-
-    def _run_concurrently(self, chunks: list[_Chunk], sampling: Sampling, results: list[Completion | None]) -> None:
-        abort = threading.Event()
-        pool = ThreadPoolExecutor(
-            max_workers=min(self.concurrency, len(chunks)), thread_name_prefix="selfinstruct-http"
-        )
+        if seeds is None:
+            base = next(self._order)
+            seeds = [(self.seed * 1_000_003 + base * 7_919 + i) % 2**31 for i in range(len(prompts))]
+        stream = self.stream()
         try:
-            futures: dict[Future[list[Completion]], _Chunk] = {
-                pool.submit(self._complete_chunk, chunk, sampling, abort): chunk for chunk in chunks
-            }
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                # Stop the others promptly: queued requests are cancelled, in-flight ones stop retrying.
-                abort.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                first = min(failed, key=lambda f: futures[f].start)
-                first.result()  # raises
-            for future, chunk in futures.items():
-                self._fill(results, chunk, future.result())
-        except BaseException:
-            abort.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+            for i, prompt in enumerate(prompts):
+                stream.submit(Request(i, prompt, sampling, int(seeds[i])))
+            results: dict[int, Completion] = {}
+            while len(results) < len(prompts):
+                for done in stream.poll(0.25):
+                    results[done.key] = done.completion
+            return [results[i] for i in range(len(prompts))]
+        finally:
+            stream.close()
 
-    @staticmethod
-    def _fill(results: list[Completion | None], chunk: _Chunk, completions: list[Completion]) -> None:
-        results[chunk.start : chunk.start + len(completions)] = completions
+    def stream(self) -> OpenAIStream:
+        """The incremental form: see :class:`~selfinstruct.backends.Stream`."""
+        return OpenAIStream(self)
 
-    def _request_body(self, chunk: _Chunk, sampling: Sampling) -> dict[str, Any]:
+    # -- requests (coroutines on the worker loop) ----------------------------------------------------
+
+    def _request_body(self, request: Request) -> dict[str, Any]:
+        sampling = request.sampling
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": chunk.prompts,
+            "prompt": request.prompt,
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "presence_penalty": sampling.presence_penalty,
             "frequency_penalty": sampling.frequency_penalty,
             "n": 1,
-            "seed": chunk.seed,
         }
+        if request.seed is not None:
+            body["seed"] = request.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         if sampling.top_k is not None:
@@ -336,146 +353,288 @@ class OpenAIBackend:
         body.update(self.extra)
         return body
 
-    def _complete_chunk(self, chunk: _Chunk, sampling: Sampling, abort: threading.Event | None) -> list[Completion]:
-        url = f"{self.base_url}/completions"
-        response = self._send("POST", url, self._request_body(chunk, sampling), abort)
-        return self._parse_completions(url, response, len(chunk.prompts))
+    async def _complete(self, request: Request) -> Completion:
+        body = self._request_body(request)
+        max_tokens = request.sampling.max_tokens
+        reply = await self._send("POST", "/completions", body, (request.priority, request.key), max_tokens)
+        if reply.too_big:
+            # A reply this large is not a completion of max_tokens tokens: count it, keep nothing of it.
+            return Completion("", "length", cut=True)
+        return bound_completion(self._parse_completion(reply), max_tokens)
 
-    def _parse_completions(self, url: str, response: httpx.Response, expected: int) -> list[Completion]:
-        payload = self._json(url, response)
+    def _parse_completion(self, reply: _Reply) -> Completion:
+        payload = self._json(reply)
         choices = payload.get("choices") if isinstance(payload, dict) else None
-        if not isinstance(choices, list):
-            raise self._error(f"{_display(url)} replied without a list of choices: {_excerpt(response.text)}")
-        by_index: dict[int, Completion] = {}
-        for choice in choices:
-            index = choice.get("index") if isinstance(choice, dict) else None
-            text = choice.get("text") if isinstance(choice, dict) else None
-            if not isinstance(index, int) or not isinstance(text, str):
-                raise self._error(
-                    f"{_display(url)} replied with a malformed choice (needs an integer index and a "
-                    f"text): {_excerpt(repr(choice), 200)}"
-                )
-            finish = choice.get("finish_reason")
-            by_index[index] = Completion(text, finish if isinstance(finish, str) else None)
-        if len(choices) != expected or set(by_index) != set(range(expected)):
-            raise self._error(
-                f"server returned {len(choices)} choices for {expected} prompts "
-                f"(indexes {sorted(by_index)[:20]}); does {_display(url)} support a list of prompts?"
-            )
-        completions = [by_index[i] for i in range(expected)]
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            first = completions[0]
-            completions[0] = Completion(
-                first.text,
-                first.finish_reason,
-                prompt_tokens=_as_count(usage.get("prompt_tokens")),
-                completion_tokens=_as_count(usage.get("completion_tokens")),
-            )
-        return completions
+        if not isinstance(choices, list) or not choices:
+            raise self._error(f"the server replied without a list of choices: {_excerpt(self._text(reply))}")
+        if len(choices) != 1:
+            raise self._error(f"the server returned {len(choices)} choices for one prompt")
+        choice = choices[0]
+        text = choice.get("text") if isinstance(choice, dict) else None
+        if not isinstance(text, str):
+            raise self._error(f"the server replied with a malformed choice (no text): {_excerpt(repr(choice), 200)}")
+        finish = choice.get("finish_reason")
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        return Completion(
+            text,
+            finish if isinstance(finish, str) else None,
+            prompt_tokens=_as_count(usage.get("prompt_tokens")),
+            completion_tokens=_as_count(usage.get("completion_tokens")),
+        )
+
+    async def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, order: tuple[int, int], max_tokens: int
+    ) -> _Reply:
+        """One logical request: attempted on the least busy endpoint, retried elsewhere or later while
+        failures are transient; a BackendError when they are not, or when the attempts run out."""
+        attempts = self.max_retries + 1
+        failed: _Endpoint | None = None
+        for attempt in range(1, attempts + 1):
+            endpoint = await self._acquire(order, failed, max_tokens)
+            try:
+                endpoint.requests += 1
+                reply = await self._attempt(endpoint, method, path, body, max_tokens)
+                if reply.status in RETRY_STATUSES:
+                    retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
+                    raise _Transient(f"HTTP {reply.status}: {_server_message(reply.status, reply.data)}", retry_after)
+                if reply.status >= 400:
+                    raise self._error(self._http_error_message(endpoint.url + path, reply))
+                return reply
+            except _Transient as exc:
+                endpoint.failures += 1
+                failed = endpoint
+                if attempt == attempts:
+                    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+                    raise self._error(
+                        f"{method} {endpoint.url}{path} failed after {tries}: {exc.what}. {_SERVER_HINT}"
+                    ) from exc.__cause__
+                wait = self._backoff(attempt, exc.retry_after)
+                endpoint.cooldown_until = time.monotonic() + wait
+                elsewhere = self._healthy_other(endpoint)
+                if not endpoint.down_reported and len(self._endpoints) > 1:
+                    endpoint.down_reported = True
+                    self._emit("endpoint_down", self._redact(f"{endpoint.url} failed ({exc.what}); using the others"))
+                self.retries += 1
+                self._emit(
+                    "retry",
+                    RetryEvent(endpoint.url, self._redact(exc.what), attempt, attempts, 0.0 if elsewhere else wait,
+                               elsewhere),
+                )  # fmt: skip
+            finally:
+                self._release(endpoint, max_tokens)
+            if not elsewhere:
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, endpoint: _Endpoint, method: str, path: str, body: dict[str, Any] | None, max_tokens: int
+    ) -> _Reply:
+        limit = reply_byte_limit(max_tokens)
+
+        async def go() -> _Reply:
+            async with endpoint.client.stream(method, endpoint.url + path, json=body) as response:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        return _Reply(response.status_code, b"".join(chunks), response.headers, True)
+                    chunks.append(chunk)
+                return _Reply(response.status_code, b"".join(chunks), response.headers, False)
+
+        try:
+            # The whole attempt, first byte to last, within the timeout: a drip-feeding server times out too.
+            return await asyncio.wait_for(go(), self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise _Transient(f"no complete reply within {self.timeout:g}s") from None
+        except httpx.TransportError as exc:
+            raise _Transient(_describe_transport_error(exc, self.timeout)) from exc
+        except httpx.HTTPError as exc:  # a malformed response (bad encoding, invalid headers)
+            raise self._error(f"{endpoint.url}{path}: unreadable reply ({type(exc).__name__}: {exc})") from None
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self._retry_after_max)
+        base = min(self._retry_wait_initial * 2 ** (attempt - 1), self._retry_wait_max)
+        return base + self._jitter.uniform(0, self._retry_wait_initial)
+
+    # -- endpoints: least outstanding work, priorities, failures ---------------------------------------
+
+    def _healthy_other(self, endpoint: _Endpoint) -> bool:
+        now = time.monotonic()
+        return any(e is not endpoint and e.cooldown_until <= now for e in self._endpoints)
+
+    def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
+        """The endpoint with a free slot and the least outstanding work, avoiding ``avoid`` and endpoints in
+        cooldown while another one will do."""
+        free = [e for e in self._endpoints if e.outstanding < self.concurrency]
+        if not free:
+            return None
+        now = time.monotonic()
+        preferred = [e for e in free if e is not avoid and e.cooldown_until <= now]
+        return min(preferred or free, key=lambda e: (e.work, e.outstanding))
+
+    async def _acquire(self, order: tuple[int, int], avoid: _Endpoint | None, work: int) -> _Endpoint:
+        if not self._waiters:
+            endpoint = self._pick(avoid)
+            if endpoint is not None:
+                endpoint.outstanding += 1
+                endpoint.work += work
+                return endpoint
+        future: asyncio.Future[_Endpoint] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, _Waiter(order, future, avoid, work))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release(future.result(), work)
+            raise
+
+    def _release(self, endpoint: _Endpoint, work: int) -> None:
+        endpoint.outstanding -= 1
+        endpoint.work -= work
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.future.done():
+                heapq.heappop(self._waiters)
+                continue
+            chosen = self._pick(waiter.avoid)
+            if chosen is None:
+                return
+            heapq.heappop(self._waiters)
+            chosen.outstanding += 1
+            chosen.work += waiter.work
+            waiter.future.set_result(chosen)
 
     # -- model detection ----------------------------------------------------------------------
 
     def _detect_model(self) -> str:
-        url = f"{self.base_url}/models"
-        response = self._send("GET", url, None, None)
-        payload = self._json(url, response)
+        reply = self._call(self._send("GET", "/models", None, (-1, -1), 0))
+        payload = self._json(reply)
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
-            raise ConfigError(f"{_display(url)} did not list its models ({_excerpt(response.text, 200)}); pass --model")
+            raise ConfigError(
+                f"{self.base_url}/models did not list its models ({_excerpt(self._text(reply), 200)}); pass --model"
+            )
         ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
         if len(ids) == 1:
             return ids[0]
         if not ids:
-            raise ConfigError(f"the server at {_display(self.base_url)} lists no models; pass --model")
+            raise ConfigError(f"the server at {self.base_url} lists no models; pass --model")
         raise ConfigError(
-            f"the server at {_display(self.base_url)} serves {len(ids)} models: {', '.join(ids)}; "
-            "choose one with --model"
+            f"the server at {self.base_url} serves {len(ids)} models: {', '.join(ids)}; choose one with --model"
         )
 
-    # -- HTTP with retries ----------------------------------------------------------------------
+    # -- plumbing -------------------------------------------------------------------------------
 
-    def _send(
-        self, method: str, url: str, body: dict[str, Any] | None, abort: threading.Event | None
-    ) -> httpx.Response:
-        """One logical request: retried while failures are transient, else a BackendError."""
-        attempts = 0
+    async def _make_clients(
+        self, roots: list[tuple[str, tuple[str, str] | None]], transport: httpx.AsyncBaseTransport | None
+    ) -> list[_Endpoint]:
+        headers = {"User-Agent": "selfinstruct"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        endpoints = []
+        for root, credentials in roots:
+            client = httpx.AsyncClient(
+                headers=headers,
+                auth=httpx.BasicAuth(*credentials) if credentials and not self._api_key else None,
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+                transport=transport,
+                trust_env=True,
+            )
+            endpoints.append(_Endpoint(root, client))
+        return endpoints
 
-        def attempt() -> httpx.Response:
-            nonlocal attempts
-            if abort is not None and abort.is_set():
-                raise _Aborted()
-            attempts += 1
-            try:
-                response = self._client.request(method, url, json=body)
-            except httpx.TransportError as exc:
-                raise _Transient(_describe_transport_error(exc, self.timeout)) from exc
-            status = response.status_code
-            if status in RETRY_STATUSES:
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-                raise _Transient(f"HTTP {status}: {_server_message(response)}", retry_after)
-            if status >= 400:
-                raise self._error(self._http_error_message(url, response))
-            return response
+    def _call(self, coroutine: Any) -> Any:
+        """Run a coroutine on the worker loop and wait for it here, delivering events as they come."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return self._wait(future)
 
-        def sleep(seconds: float) -> None:
-            # An aborted batch wakes its sleepers at once; the next attempt then sees the abort.
-            if abort is None:
-                time.sleep(seconds)
-            else:
-                abort.wait(seconds)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
-            sleep=sleep,
-            reraise=True,
-        )
+    def _wait(self, future: Future[_T]) -> _T:
         try:
-            return retrying(attempt)
-        except _Transient as exc:
-            tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-            message = f"{method} {_display(url)} failed after {tries}: {exc.what}. {_SERVER_HINT}"
-            raise self._error(message) from exc.__cause__
-        except _Aborted:
-            raise self._error(f"{method} {_display(url)} abandoned: another request of the batch failed") from None
+            while True:
+                try:
+                    result = future.result(timeout=0.2)
+                except FutureTimeout:
+                    drain_events(self._events, self.on_event)
+                    continue
+                drain_events(self._events, self.on_event)
+                return result
+        except BaseException:
+            future.cancel()
+            raise
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self._retry_after_max)
-        return float(self._backoff(state))
+    def _emit(self, kind: str, payload: Any) -> None:
+        self._events.put((kind, payload))
 
-    def _http_error_message(self, url: str, response: httpx.Response) -> str:
-        status = response.status_code
-        message = f"{_display(url)} answered HTTP {status}: {_server_message(response)}"
+    @staticmethod
+    def _secret_forms(api_key: str | None, credentials: Iterable[tuple[str, str] | None]) -> list[str]:
+        forms = [api_key] if api_key else []
+        for cred in credentials:
+            if cred is None:
+                continue
+            user, password = cred
+            pair = f"{user}:{password}"
+            forms += [pair, base64.b64encode(pair.encode()).decode(), *([password] if len(password) >= 4 else [])]
+        return sorted({f for f in forms if f}, key=len, reverse=True)
+
+    def _redact(self, message: str) -> str:
+        for secret in self._secrets:
+            message = message.replace(secret, "<redacted>")
+        return message
+
+    def _error(self, message: str) -> BackendError:
+        """A BackendError whose message cannot carry a secret, even if a server echoed it."""
+        return BackendError(self._redact(message))
+
+    @staticmethod
+    def _text(reply: _Reply) -> str:
+        return reply.data.decode("utf-8", errors="replace")
+
+    def _json(self, reply: _Reply) -> Any:
+        try:
+            return json.loads(reply.data)
+        except ValueError:
+            raise self._error(
+                f"the server replied with something that is not JSON (HTTP {reply.status}): "
+                f"{_excerpt(self._text(reply), 200) or '(empty body)'}"
+            ) from None
+
+    def _http_error_message(self, url: str, reply: _Reply) -> str:
+        status = reply.status
+        message = f"{url} answered HTTP {status}: {_server_message(status, reply.data)}"
         if status in (401, 403):
             message += " (check the API key in SELFINSTRUCT_API_KEY or OPENAI_API_KEY)"
         elif status == 404:
             message += " (check --base-url, usually ending in /v1, and --model)"
         return message
 
-    def _json(self, url: str, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise self._error(
-                f"{_display(url)} replied with something that is not JSON (HTTP {response.status_code}): "
-                f"{_excerpt(response.text, 200) or '(empty body)'}"
-            ) from None
-
-    def _error(self, message: str) -> BackendError:
-        """A BackendError whose message cannot carry the API key, even if a server echoed it."""
-        if self._api_key:
-            message = message.replace(self._api_key, "<redacted>")
-        return BackendError(message)
-
     # -- lifetime -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection pool; the backend cannot be used afterwards."""
-        self._client.close()
+        """Cancel what is in flight, close the connections and stop the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread.is_alive():
+
+            async def shutdown() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for endpoint in getattr(self, "_endpoints", []):
+                    await endpoint.client.aclose()
+
+            with contextlib.suppress(Exception):  # closing is best effort; the thread is a daemon
+                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+        drain_events(self._events, self.on_event)
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -489,8 +648,77 @@ class OpenAIBackend:
         self.close()
 
 
+class OpenAIStream:
+    """The incremental form of :class:`OpenAIBackend` (see :class:`~selfinstruct.backends.Stream`)."""
+
+    def __init__(self, backend: OpenAIBackend) -> None:
+        self._backend = backend
+        self._futures: dict[int, Future[Completion]] = {}
+        self._started: dict[int, float] = {}
+        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._futures)
+
+    def submit(self, request: Request) -> None:
+        if request.key in self._futures:
+            raise ValueError(f"request key {request.key} is already in flight")
+        future = asyncio.run_coroutine_threadsafe(self._backend._complete(request), self._backend._loop)
+        self._futures[request.key] = future
+        self._started[request.key] = time.monotonic()
+        key = request.key
+
+        def done(_future: Future[Completion]) -> None:
+            self._done.put(key)
+
+        future.add_done_callback(done)
+
+    def poll(self, timeout: float) -> list[Finished]:
+        backend = self._backend
+        finished: list[Finished] = []
+        try:
+            key: int | None = self._done.get(timeout=max(timeout, 0.0)) if timeout > 0 else self._done.get_nowait()
+        except queue.Empty:
+            key = None
+        while key is not None:
+            future = self._futures.pop(key, None)
+            started = self._started.pop(key, 0.0)
+            if future is not None and not future.cancelled():
+                error = future.exception()
+                if error is not None:
+                    drain_events(backend._events, backend.on_event)
+                    raise error
+                finished.append(Finished(key, future.result(), time.monotonic() - started))
+            try:
+                key = self._done.get_nowait()
+            except queue.Empty:
+                key = None
+        drain_events(backend._events, backend.on_event)
+        return finished
+
+    def cancel(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            future = self._futures.pop(key, None)
+            self._started.pop(key, None)
+            if future is not None:
+                future.cancel()
+
+    def close(self) -> None:
+        self.cancel(list(self._futures))
+
+
+def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The worker loop's exception handler: a request that failed after the run stopped waiting for it (the
+    run already ended on another request's error, or cancelled it) is not news; asyncio would print it with
+    a traceback when the task is collected. Anything else goes to asyncio's default handler."""
+    if context.get("message", "").startswith("Task exception was never retrieved"):
+        return
+    loop.default_exception_handler(context)
+
+
 def _as_count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-__all__ = ["RETRY_STATUSES", "OpenAIBackend", "normalize_base_url"]
+__all__ = ["RETRY_STATUSES", "OpenAIBackend", "OpenAIStream", "normalize_base_url", "reply_byte_limit"]

@@ -2,8 +2,21 @@
 
 vLLM is an optional dependency (``pip install 'selfinstruct[vllm]'``), imported only when this backend is
 constructed; without it the error says how to install it or how to use a running server instead.
-Each :meth:`VLLMBackend.generate` is one ``LLM.generate`` call with one ``SamplingParams`` per prompt,
-so vLLM schedules the whole batch itself and per-prompt seeds make runs replayable.
+
+Two ways in, one engine:
+
+* :meth:`VLLMBackend.generate` is one ``LLM.generate`` call with one ``SamplingParams`` per prompt: vLLM
+  schedules the whole batch itself (this is also the raw-throughput reference of ``benchmarks/engine.py``).
+* :meth:`VLLMBackend.stream` feeds the running engine request by request through its incremental API
+  (``LLM.enqueue`` or ``LLMEngine.add_request``, ``LLMEngine.step``, ``LLMEngine.abort_request``) from one
+  worker thread that owns the engine: finished sequences come back at once and new ones take their slots,
+  so the engine's continuous batching stays full while the loop parses, filters and checks novelty.
+  The thread keeps about ``max_num_seqs`` requests (plus a quarter) inside the engine and holds the rest
+  back, lowest ``priority`` first, so follow-up requests overtake new instruction requests.
+
+Per-prompt seeds make runs replayable either way. Not handled here: chat templates, LoRA adapters,
+multiple samples per prompt (``n`` is always 1). Tensor parallelism is vLLM's own
+(``tensor_parallel_size``); for data parallelism run one ``vllm serve`` per GPU and use the openai backend.
 
 Engine options: the first-class ones (``tensor_parallel_size``, ``gpu_memory_utilization``,
 ``max_model_len``, ``dtype``, ``seed``) and any other keyword argument of ``vllm.LLM`` passed through from
@@ -16,20 +29,26 @@ them unset, :func:`engine_kwargs` picks values that work on the platform vLLM ru
   CPU has bf16 instructions (AVX2-only CPUs ran float32 about 4x faster than bfloat16 with Gemma 3 270M);
   and ``max_num_batched_tokens`` 16384, which avoided the engine dying on long seeded batches
   ("CPU Generator does not use offset").
-
-Not handled here: chat templates, LoRA adapters, multiple samples per prompt (``n`` is always 1).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Mapping, Sequence
+import heapq
+import itertools
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.backends import BackendOptions, Completion, Sampling
+from selfinstruct.backends import BackendOptions, Completion, Finished, Request, Sampling, bound_completion
 from selfinstruct.errors import BackendError, ConfigError
+
+GIL_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMStream
 
 INSTALL_HINT = (
     "vLLM is not installed. Install it with: pip install 'selfinstruct[vllm]'  (needs a CUDA GPU), "
@@ -203,6 +222,23 @@ class VLLMBackend:
             except Exception as exc:
                 raise BackendError(f"vLLM could not load model {model!r}: {type(exc).__name__}: {exc}") from exc
         self.llm = llm
+        self._stream: VLLMStream | None = None
+
+    @property
+    def capacity(self) -> int:
+        """Sequences the engine runs at once (``max_num_seqs``), 256 when the engine does not say."""
+        try:
+            value = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        except AttributeError:
+            return 256
+        return value if isinstance(value, int) and value > 0 else 256
+
+    def stream(self) -> VLLMStream:
+        """The incremental form (see :class:`~selfinstruct.backends.Stream`); one open stream at a time."""
+        if self._stream is not None and not self._stream.closed:
+            raise BackendError("a vLLM stream is already open on this engine; close it first")
+        self._stream = VLLMStream(self)
+        return self._stream
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> VLLMBackend:
@@ -232,6 +268,8 @@ class VLLMBackend:
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
         if not prompts:
             return []
+        if self._stream is not None and not self._stream.closed:
+            raise BackendError("LLM.generate would take the outputs of the open stream; close the stream first")
         params = [
             self._sampling_params(**self._params_kwargs(sampling, None if seeds is None else int(seeds[i])))
             for i in range(len(prompts))
@@ -239,18 +277,7 @@ class VLLMBackend:
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
-        completions = []
-        for out in outputs:
-            first = out.outputs[0]
-            completions.append(
-                Completion(
-                    text=first.text,
-                    finish_reason=first.finish_reason,
-                    prompt_tokens=len(out.prompt_token_ids or []),
-                    completion_tokens=len(first.token_ids or []),
-                )
-            )
-        return completions
+        return [_completion(out, sampling.max_tokens) for out in outputs]
 
     @staticmethod
     def _params_kwargs(sampling: Sampling, seed: int | None) -> dict[str, Any]:
@@ -271,4 +298,155 @@ class VLLMBackend:
         return kwargs
 
 
-__all__ = ["INSTALL_HINT", "VLLMBackend"]
+def _completion(output: Any, max_tokens: int) -> Completion:
+    first = output.outputs[0]
+    return bound_completion(
+        Completion(
+            text=first.text,
+            finish_reason=first.finish_reason,
+            prompt_tokens=len(output.prompt_token_ids or []),
+            completion_tokens=len(first.token_ids or []),
+        ),
+        max_tokens,
+    )
+
+
+class VLLMStream:
+    """Requests into the running engine as slots free up, completions out as sequences finish.
+
+    One worker thread owns the engine: it adds waiting requests (lowest priority first) while fewer than
+    ``capacity`` are inside, aborts cancelled ones, and calls ``step()`` while anything is unfinished.
+    Everything else talks to it through a lock-protected inbox and a queue of results.
+    """
+
+    def __init__(self, backend: VLLMBackend) -> None:
+        self._backend = backend
+        self._llm = backend.llm
+        self._engine = backend.llm.llm_engine
+        engine_capacity = backend.capacity
+        self.capacity = engine_capacity + max(8, engine_capacity // 4)
+        self._lock = threading.Condition()
+        self._waiting: list[tuple[int, int, Request, float]] = []  # heap: (priority, order, request, t)
+        self._order = itertools.count()
+        self._cancel: set[int] = set()
+        self._keys: set[int] = set()  # submitted, not yet finished or cancelled
+        self._inside: dict[str, tuple[int, float, int]] = {}  # engine request id -> (key, t, max_tokens)
+        self._results: queue.SimpleQueue[Finished | BaseException] = queue.SimpleQueue()
+        self._ids = itertools.count()
+        self.closed = False
+        # Python hands the GIL over every 5 ms by default: the engine thread, woken by a finished step,
+        # would wait that long behind the loop's novelty checks with the engine idle. 0.5 ms keeps the wait
+        # short (measured with benchmarks/standin_engine.py: engine idle 9-13% of the run -> about 1%).
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
+        self._thread = threading.Thread(target=self._run, name="selfinstruct-vllm", daemon=True)
+        self._thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+    def submit(self, request: Request) -> None:
+        with self._lock:
+            if self.closed:
+                raise BackendError("the vLLM stream is closed")
+            self._keys.add(request.key)
+            heapq.heappush(self._waiting, (request.priority, next(self._order), request, time.monotonic()))
+            self._lock.notify()
+
+    def poll(self, timeout: float) -> list[Finished]:
+        finished: list[Finished] = []
+        try:
+            item = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+        except queue.Empty:
+            return finished
+        while True:
+            if isinstance(item, BaseException):
+                raise item
+            with self._lock:
+                live = item.key in self._keys
+                self._keys.discard(item.key)
+            if live:
+                finished.append(item)
+            try:
+                item = self._results.get_nowait()
+            except queue.Empty:
+                return finished
+
+    def cancel(self, keys: Iterable[int]) -> None:
+        with self._lock:
+            drop = set(keys) & self._keys
+            if not drop:
+                return
+            self._keys -= drop
+            self._cancel |= drop
+            self._lock.notify()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self._cancel |= self._keys
+            self._keys.clear()
+            self.closed = True
+            self._lock.notify()
+        self._thread.join(timeout=60)
+
+    # -- the engine thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not (self.closed or self._cancel or self._inside or self._admissible()):
+                        self._lock.wait()
+                    cancel, self._cancel = self._cancel, set()
+                    self._waiting = [w for w in self._waiting if w[2].key not in cancel]
+                    heapq.heapify(self._waiting)
+                    admit = []
+                    while self._admissible():
+                        admit.append(heapq.heappop(self._waiting))
+                    closing = self.closed
+                aborted = [rid for rid, (key, _, _) in self._inside.items() if key in cancel or closing]
+                if aborted:
+                    self._engine.abort_request(aborted)
+                    for rid in aborted:
+                        del self._inside[rid]
+                if closing:
+                    return
+                for _, _, request, started in admit:
+                    self._add(request, started)
+                if self._inside:
+                    self._step()
+        except BaseException as exc:  # the engine failed: the loop's poll raises it
+            message = f"the vLLM engine failed: {type(exc).__name__}: {exc}"
+            self._results.put(BackendError(message))
+            with self._lock:
+                self.closed = True
+
+    def _admissible(self) -> bool:
+        return bool(self._waiting) and len(self._inside) < self.capacity
+
+    def _add(self, request: Request, started: float) -> None:
+        kwargs = VLLMBackend._params_kwargs(request.sampling, request.seed)
+        params = self._backend._sampling_params(**kwargs)
+        enqueue = getattr(self._llm, "enqueue", None)
+        if callable(enqueue):
+            (rid,) = enqueue([request.prompt], [params], use_tqdm=False)
+        else:  # vLLM before LLM.enqueue: the engine API directly (only finished outputs are used)
+            rid = f"selfinstruct-{next(self._ids)}"
+            self._engine.add_request(rid, request.prompt, params)
+        self._inside[str(rid)] = (request.key, started, request.sampling.max_tokens)
+
+    def _step(self) -> None:
+        for output in self._engine.step():
+            if not getattr(output, "finished", False):
+                continue
+            entry = self._inside.pop(str(output.request_id), None)
+            if entry is None:
+                continue
+            key, started, max_tokens = entry
+            self._results.put(Finished(key, _completion(output, max_tokens), time.monotonic() - started))
+
+
+__all__ = ["INSTALL_HINT", "VLLMBackend", "VLLMStream"]

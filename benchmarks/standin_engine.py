@@ -1,0 +1,156 @@
+"""Does the streaming loop keep a batching engine busy? A stand-in engine with vLLM's incremental API.
+
+The stand-in behaves like a continuous-batching engine: up to ``--max-num-seqs`` sequences run at once,
+each step gives every running sequence one token and takes ``--step-base + --step-per-seq * running``
+seconds (sleeping, as a GPU would, so the loop's own work runs beside it), a finished sequence's slot is
+taken by a waiting one at the next step. The text of each completion comes from the instant model of
+``benchmarks/loop.py`` (benchmark-corpus instructions), its length in tokens is its length in words.
+
+It is driven through the real in-process code path: :class:`selfinstruct.backends.vllm.VLLMBackend` and
+its :class:`~selfinstruct.backends.vllm.VLLMStream` (``enqueue``/``step``/``abort_request``), under the real
+scheduler and pool, exactly as ``selfinstruct generate`` runs vLLM in-process.
+
+    python benchmarks/standin_engine.py --corpus ../shared/bench/instructions.jsonl [--target 3000]
+
+Reports the share of the run during which the engine had no sequence to run although the run was not
+finished (target: < 2%), the mean number of sequences per step, and output tokens per second against the
+engine's maximum (``max_num_seqs`` tokens per step of ``max_num_seqs`` sequences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+from loop import InstantModel, load_corpus
+
+from selfinstruct.config import GenerateConfig
+from selfinstruct.paths import default_prompts_dir, default_seeds_path
+from selfinstruct.runner import run_generate
+
+
+class _Params:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+
+class _Output:
+    def __init__(self, request_id: str, text: str, tokens: int, prompt_tokens: int) -> None:
+        self.request_id = request_id
+        self.finished = True
+        self.prompt_token_ids = [0] * prompt_tokens
+        self.outputs = [types.SimpleNamespace(text=text, finish_reason="stop", token_ids=[0] * tokens)]
+
+
+class StandInEngine:
+    """vLLM's LLMEngine surface (``add_request``, ``step``, ``abort_request``) over simulated batching."""
+
+    def __init__(self, model: InstantModel, max_num_seqs: int, step_base: float, step_per_seq: float) -> None:
+        self.model = model
+        self.vllm_config = types.SimpleNamespace(scheduler_config=types.SimpleNamespace(max_num_seqs=max_num_seqs))
+        self.max_num_seqs = max_num_seqs
+        self.step_base = step_base
+        self.step_per_seq = step_per_seq
+        self.waiting: list[list[Any]] = []
+        self.running: list[list[Any]] = []  # [request id, completion, tokens left]
+        self.lock = threading.Lock()
+        self.busy = 0.0  # seconds spent in steps
+        self.steps = 0
+        self.sequence_steps = 0
+        self.tokens = 0
+        self.first_added: float | None = None
+        self.last_step_end = 0.0
+
+    def add_request(self, request_id: str, prompt: str, params: _Params) -> str:
+        if self.first_added is None:
+            self.first_added = time.perf_counter()
+        completion = self.model.complete(prompt, int(params.kwargs.get("seed") or 0))
+        tokens = max(1, min(completion.completion_tokens, params.kwargs["max_tokens"]))
+        self.waiting.append([request_id, completion, tokens])
+        return request_id
+
+    def abort_request(self, request_ids: list[str], internal: bool = False) -> None:
+        drop = set(request_ids)
+        self.waiting = [w for w in self.waiting if w[0] not in drop]
+        self.running = [r for r in self.running if r[0] not in drop]
+
+    def step(self) -> list[_Output]:
+        started = time.perf_counter()
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            self.running.append(self.waiting.pop(0))
+        n = len(self.running)
+        time.sleep(self.step_base + self.step_per_seq * n)
+        outputs, still = [], []
+        for entry in self.running:
+            entry[2] -= 1
+            if entry[2] <= 0:
+                rid, completion, _ = entry
+                outputs.append(_Output(rid, completion.text, completion.completion_tokens, completion.prompt_tokens))
+            else:
+                still.append(entry)
+        self.running = still
+        self.steps += 1
+        self.sequence_steps += n
+        self.tokens += n
+        self.last_step_end = time.perf_counter()
+        self.busy += self.last_step_end - started
+        return outputs
+
+
+def install_stub_vllm() -> None:
+    """A ``vllm`` module with just ``SamplingParams`` and ``LLM`` names, so VLLMBackend takes our engine."""
+    module = types.ModuleType("vllm")
+    module.SamplingParams = _Params  # type: ignore[attr-defined]
+    module.LLM = object  # type: ignore[attr-defined]
+    sys.modules["vllm"] = module
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="../shared/bench/instructions.jsonl")
+    parser.add_argument("--target", type=int, default=3000)
+    parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--step-base", type=float, default=0.010, help="seconds per step, fixed part")
+    parser.add_argument("--step-per-seq", type=float, default=0.0001, help="seconds per step per sequence")
+    parser.add_argument("--window", type=int, default=128)
+    args = parser.parse_args(argv)
+
+    install_stub_vllm()
+    from selfinstruct.backends.vllm import VLLMBackend
+
+    engine = StandInEngine(InstantModel(load_corpus(args.corpus)), args.max_num_seqs, args.step_base, args.step_per_seq)
+    llm = types.SimpleNamespace(llm_engine=engine)  # no enqueue: the stream uses llm_engine.add_request
+    backend = VLLMBackend("stand-in", llm=llm)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = GenerateConfig(
+            seeds=str(default_seeds_path()), prompts=str(default_prompts_dir()), out=str(Path(tmp) / "pool"),
+            num_instructions=args.target, seed=0, window=args.window,
+        )  # fmt: skip
+        started = time.perf_counter()
+        outcome = run_generate(config, backend=backend)
+        total = time.perf_counter() - started
+
+    # "While work remains": from the first request to the end of the last step (start-up and the final
+    # bookkeeping after the stop are the loop's, not the engine's, time).
+    span = engine.last_step_end - (engine.first_added or started)
+    idle = span - engine.busy
+    max_rate = args.max_num_seqs / (args.step_base + args.step_per_seq * args.max_num_seqs)
+    rate = engine.tokens / span
+    print(f"stand-in engine: max_num_seqs {args.max_num_seqs}, step {args.step_base * 1000:g} ms + "
+          f"{args.step_per_seq * 1000:g} ms per sequence; window {args.window}")  # fmt: skip
+    print(f"grew a pool to {outcome.pool_size:,} tasks in {total:.1f} s ({outcome.exit_reason}); "
+          f"{engine.steps:,} steps, {engine.tokens:,} tokens")  # fmt: skip
+    print(f"engine idle while work remained: {idle:.2f} s = {idle / span:.1%} of {span:.1f} s")
+    print(f"mean sequences per step: {engine.sequence_steps / max(engine.steps, 1):.1f} of {args.max_num_seqs}")
+    print(f"output tokens/s: {rate:,.0f}; the engine's maximum: {max_rate:,.0f}; ratio {rate / max_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,363 @@
+"""The streaming loop (selfinstruct.bootstrap) against stand-in engines that answer in random order.
+
+``ShuffledEngine`` is a backend whose stream finishes the requests it holds in a random order, a random
+number at a time (its own seed), with the text :class:`paperlm.PaperLM` gives for the prompt and the
+request's seed: the same request always gets the same text, only the timing changes. The loop must then
+build the same pool whatever that timing, and account for every candidate when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paperlm import PaperLM
+from seedsets import write_seeds
+
+from selfinstruct import stopping
+from selfinstruct.backends import Completion, Finished, Request, Sampling
+from selfinstruct.bootstrap import (
+    MAX_NEW,
+    MAX_ROUNDS,
+    SURPLUS,
+    TARGET_REACHED,
+    TIME_LIMIT,
+    UNFINISHED,
+    Bootstrap,
+    Progress,
+    RoundReport,
+)
+from selfinstruct.config import GenerateConfig
+from selfinstruct.prompts import PromptTemplates
+from selfinstruct.task import Task, load_seed_tasks
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+
+
+class ShuffledStream:
+    def __init__(self, engine: ShuffledEngine) -> None:
+        self.engine = engine
+        self.held: dict[int, Request] = {}
+        self.closed = False
+        self.cancelled: list[int] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.held)
+
+    def submit(self, request: Request) -> None:
+        self.engine.submitted.append(request)
+        self.held[request.key] = request
+
+    def poll(self, timeout: float) -> list[Finished]:
+        engine = self.engine
+        engine.polls += 1
+        if engine.interrupt_at is not None and engine.polls >= engine.interrupt_at:
+            raise KeyboardInterrupt
+        if not self.held or engine.stall(self):
+            return []
+        keys = list(self.held)
+        engine.rng.shuffle(keys)
+        done = []
+        for key in keys[: engine.rng.randint(1, max(1, len(keys) // 2))]:
+            request = self.held.pop(key)
+            text, finish = engine.lm(request.prompt, {"seed": request.seed})
+            done.append(Finished(key, Completion(text, finish, 3, len(text.split()))))
+        return done
+
+    def cancel(self, keys: Iterable[int]) -> None:
+        for key in keys:
+            if self.held.pop(key, None) is not None:
+                self.cancelled.append(key)
+
+    def close(self) -> None:
+        self.cancel(list(self.held))
+        self.closed = True
+
+
+class ShuffledEngine:
+    """A backend whose stream answers in a random order; ``stall(stream)`` may hold answers back."""
+
+    model = "shuffled"
+
+    def __init__(self, seed: int, lm: Any = None) -> None:
+        self.rng = random.Random(seed)
+        self.lm = lm or PaperLM()
+        self.submitted: list[Request] = []
+        self.polls = 0
+        self.interrupt_at: int | None = None
+        self.streams: list[ShuffledStream] = []
+
+    def stall(self, stream: ShuffledStream) -> bool:
+        return False
+
+    def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+        raise AssertionError("the loop streams")
+
+    def stream(self) -> ShuffledStream:
+        self.streams.append(ShuffledStream(self))
+        return self.streams[-1]
+
+
+class Recorder:
+    """A sink that remembers what it was given, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[Task], list[dict[str, Any]]]] = []
+
+    def __call__(self, tasks: list[Task], records: list[dict[str, Any]]) -> None:
+        self.calls.append((list(tasks), list(records)))
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [t for tasks, _ in self.calls for t in tasks]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [r for _, records in self.calls for r in records]
+
+
+@pytest.fixture
+def seeds(tmp_path: Path) -> list[Task]:
+    return load_seed_tasks(write_seeds(tmp_path / "seeds.jsonl"))
+
+
+def make_loop(
+    seeds: list[Task], backend: Any, pool: list[Task] | None = None, sink: Any = None, clock: Any = None, **options: Any
+) -> Bootstrap:
+    cfg = GenerateConfig(**{"num_instructions": 40, "batch_size": 3, "window": 4, **options})
+    kwargs = {"clock": clock} if clock is not None else {}
+    return Bootstrap(
+        cfg, backend, seeds, pool or [], PromptTemplates.load(PROMPTS), rng=random.Random(5), run_id="r",
+        sink=sink, **kwargs,
+    )  # fmt: skip
+
+
+def comparable(tasks: list[Task]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in t.to_record().items() if k != "created_at"} for t in tasks]
+
+
+# -- exact and replayable ------------------------------------------------------------------------------
+
+
+def test_the_same_pool_whatever_order_the_engine_answers_in(seeds: list[Task]) -> None:
+    pools = []
+    for timing in range(4):
+        engine = ShuffledEngine(seed=timing)
+        sink = Recorder()
+        loop = make_loop(seeds, engine, sink=sink, num_instructions=60)
+        list(loop.run())
+        assert loop.stop_reason == TARGET_REACHED
+        assert sink.tasks == loop.machine and len(loop.machine) == 60
+        pools.append(comparable(loop.machine))
+    assert all(pool == pools[0] for pool in pools[1:])
+    # The window is small, so later requests showed machine tasks as demonstrations, and still replayed.
+    machine = {t["instruction"] for t in pools[0]}
+    assert any(set(t["demonstrations"]) & machine for t in pools[0])
+
+
+def test_the_same_pool_from_a_batch_only_backend(seeds: list[Task]) -> None:
+    lm = PaperLM()
+
+    class Batch:
+        model = "shuffled"
+
+        def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+            return [
+                Completion(*lm(p, {"seed": s}), 3, len(lm(p, {"seed": s})[0].split()))
+                for p, s in zip(prompts, seeds, strict=True)
+            ]
+
+    streamed = make_loop(seeds, ShuffledEngine(seed=9))
+    list(streamed.run())
+    batched = make_loop(seeds, Batch())
+    list(batched.run())
+    assert comparable(batched.machine) == comparable(streamed.machine)
+
+
+def test_demonstrations_come_from_the_pool_as_it_stood_window_requests_earlier(seeds: list[Task]) -> None:
+    engine = ShuffledEngine(seed=1)
+    loop = make_loop(seeds, engine, num_instructions=80, window=6)
+    list(loop.run())
+    instruction_prompts = [r.prompt for r in engine.submitted if r.priority == 2]
+    pool_text = [t.instruction for t in loop.machine]
+    seed_text = {t.instruction for t in seeds}
+    for k, prompt in enumerate(instruction_prompts):
+        shown = [line.split(". ", 1)[1] for line in prompt.splitlines() if line[:1].isdigit() and ". " in line]
+        machine_shown = [s for s in shown if s not in seed_text]
+        if k < 6:
+            assert machine_shown == []
+        else:
+            visible = set(pool_text[: loop._size_after[k - 6]])
+            assert set(machine_shown) <= visible
+            assert len(machine_shown) == min(2, len(visible))
+
+
+def test_novelty_is_checked_in_submission_order(seeds: list[Task]) -> None:
+    # Every instruction list is the same, so only the first request's survivors can be novel: whatever
+    # request finishes first, the accepted tasks are those of request 0.
+    def same(prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if prompt.rstrip().endswith("Is it classification?"):
+            return " No", "stop"
+        if prompt.endswith("\n"):
+            return f"Example 1\nInput: x\nOutput: {body['seed']}\n\n", "stop"
+        start = int(prompt.rsplit("\n", 1)[1].rstrip("."))
+        items = ["Name three rivers that flow through more than one country.", "Explain why the sky looks blue."]
+        return f" {items[0]}\n{start + 1}. {items[1]}\n\n", "stop"
+
+    results = []
+    for timing in range(3):
+        loop = make_loop(seeds, ShuffledEngine(seed=timing, lm=same), num_instructions=10, max_rounds=3)
+        list(loop.run())
+        assert loop.stop_reason == MAX_ROUNDS
+        results.append([(t.instruction, t.instances[0].output, t.meta["round"]) for t in loop.machine])
+    assert all(r == results[0] for r in results)
+    assert len(results[0]) == 2 and {r for _, _, r in results[0]} == {1}
+    assert loop.totals.rejected["too_similar"] == 2 * 8  # the other eight requests' copies
+
+
+# -- budgets, accounting, cancellation -----------------------------------------------------------------
+
+
+def test_every_candidate_is_accounted_for(seeds: list[Task]) -> None:
+    sink = Recorder()
+    loop = make_loop(seeds, ShuffledEngine(seed=2), sink=sink, num_instructions=25, window=16)
+    reports = list(loop.rounds())
+    totals = loop.totals
+    assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
+    assert totals.surplus[SURPLUS] > 0  # the last requests' tasks are beyond the target: kept as surplus
+    reasons = Counter(r["reject_reason"] for r in sink.records)
+    assert reasons == totals.rejected + totals.surplus
+    surplus = [r for r in sink.records if r["reject_reason"] == SURPLUS]
+    assert all(r["instances"] and "id" not in r for r in surplus)
+    assert len(loop.machine) == 25 and [t.id for t in loop.machine] == [f"machine_task_{i:06d}" for i in range(25)]
+    assert sum(len(r.accepted) for r in reports) == 25
+    # per-stage requests: every one finished or cancelled
+    for stats in totals.stages.values():
+        assert stats.requests == stats.finished + stats.cancelled
+    assert totals.stages["classification"].requests > 0 and totals.completion_tokens > 0
+
+
+def test_max_rounds_submits_that_many_rounds_and_drains_them(seeds: list[Task]) -> None:
+    engine = ShuffledEngine(seed=3)
+    loop = make_loop(seeds, engine, num_instructions=1000, max_rounds=2, batch_size=3, window=64)
+    reports = list(loop.rounds())
+    assert loop.stop_reason == MAX_ROUNDS
+    assert loop.totals.stages["instructions"].requests == 6
+    assert all(s.cancelled == 0 for s in loop.totals.stages.values())
+    assert [r.round for r in reports] == [1, 2] and all(r.complete and r.prompts == 3 for r in reports)
+    assert sum(loop.totals.surplus.values()) == 0
+
+
+def test_max_new_lands_exactly(seeds: list[Task]) -> None:
+    loop = make_loop(seeds, ShuffledEngine(seed=4), num_instructions=1000, max_new=7)
+    list(loop.run())
+    assert loop.stop_reason == MAX_NEW and len(loop.machine) == 7
+
+
+def test_time_limit_cancels_what_is_in_flight_and_records_it(seeds: list[Task]) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    class Slow(ShuffledEngine):
+        def stall(self, stream: ShuffledStream) -> bool:
+            now[0] += 1.0
+            # After 30 s the engine stops answering instance requests: they are in flight at the limit.
+            return now[0] > 30 and all(r.priority == 0 for r in stream.held.values())
+
+    engine = Slow(seed=5)
+    sink = Recorder()
+    loop = make_loop(seeds, engine, sink=sink, clock=clock, num_instructions=1000, time_limit="60s", window=8)
+    events = list(loop.run())
+    assert loop.stop_reason == TIME_LIMIT and now[0] <= 62
+    assert engine.streams[0].closed and engine.streams[0].cancelled
+    assert sum(s.cancelled for s in loop.totals.stages.values()) == len(engine.streams[0].cancelled)
+    assert loop.totals.stages["instances"].cancelled > 0
+    assert loop.totals.surplus[UNFINISHED] > 0
+    unfinished = [r for r in sink.records if r["reject_reason"] == UNFINISHED]
+    assert len(unfinished) == loop.totals.surplus[UNFINISHED]
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress and all(p.in_flight_total >= 0 and p.target == 1000 for p in progress)
+    assert any(p.output_tokens_per_second > 0 for p in progress)
+
+
+def test_interrupt_cancels_in_flight_and_keeps_what_was_committed(seeds: list[Task]) -> None:
+    engine = ShuffledEngine(seed=6)
+    engine.interrupt_at = 25
+    sink = Recorder()
+    loop = make_loop(seeds, engine, sink=sink, num_instructions=1000, window=8)
+    seen: list[RoundReport] = []
+    with pytest.raises(KeyboardInterrupt):
+        for event in loop.run():
+            if isinstance(event, RoundReport):
+                seen.append(event)
+    assert engine.streams[0].closed
+    assert sink.tasks == loop.machine  # everything committed reached the sink, nothing else
+    totals = loop.totals
+    assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
+
+
+def test_a_signal_during_a_group_commit_stops_the_loop_once_the_write_is_counted(seeds: list[Task]) -> None:
+    """SIGTERM while the sink writes: the write finishes, the loop counts it, then StopRequested is raised
+    (not later, not in the middle), in-flight requests are cancelled and every candidate is accounted for."""
+    signalled: list[int] = []
+
+    class SignallingSink(Recorder):
+        def __call__(self, tasks: list[Task], records: list[dict[str, Any]]) -> None:
+            if tasks and not signalled:
+                os.kill(os.getpid(), signal.SIGTERM)  # handled at once, held by the loop
+                signalled.append(len(tasks))
+                time.sleep(0.01)  # the rest of the write happens after the signal arrived
+            super().__call__(tasks, records)
+
+    engine = ShuffledEngine(seed=8)
+    sink = SignallingSink()
+    loop = make_loop(seeds, engine, sink=sink, num_instructions=1000, window=8)
+    restore = stopping.install()
+    try:
+        with pytest.raises(stopping.StopRequested) as info:
+            for _ in loop.run():
+                pass
+    finally:
+        restore()
+        stopping.reset()
+    assert info.value.reason == "terminated" and signalled
+    assert loop.persisted == len(sink.tasks) == len(loop.machine) >= signalled[0]  # the write was counted
+    assert sum(1 for tasks, _ in sink.calls if tasks) == 1  # and nothing was written after it
+    assert engine.streams[0].closed
+    totals = loop.totals
+    assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
+
+
+def test_tasks_reach_the_sink_in_groups(seeds: list[Task]) -> None:
+    sink = Recorder()
+    loop = make_loop(seeds, ShuffledEngine(seed=7), sink=sink, num_instructions=200, batch_size=1000, window=64)
+    list(loop.run())
+    assert len(sink.tasks) == 200
+    assert len([c for c in sink.calls if c[0]]) <= 200 / 64 + 2
+
+
+def test_follow_up_requests_overtake_new_instruction_requests(seeds: list[Task]) -> None:
+    engine = ShuffledEngine(seed=8)
+    list(make_loop(seeds, engine, num_instructions=10).run())
+    by_stage = {r.sampling.max_tokens: r.priority for r in engine.submitted}
+    assert by_stage == {1024: 2, 3: 1, 350: 0}
+
+
+def test_a_pool_already_at_its_target_sends_nothing(seeds: list[Task]) -> None:
+    engine = ShuffledEngine(seed=0)
+    first = make_loop(seeds, engine, num_instructions=5)
+    list(first.run())
+    engine.submitted.clear()
+    again = make_loop(seeds, engine, pool=first.machine, num_instructions=5)
+    assert list(again.run()) == [] and again.stop_reason == TARGET_REACHED
+    assert engine.submitted == []
