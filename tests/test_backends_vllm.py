@@ -140,9 +140,11 @@ def make_fake_vllm(
             return [complete(prompt, p.kwargs) for prompt, p in zip(prompts, params, strict=True)]
 
     def llm_enqueue(self: Any, prompts: list[str], params: list[Any], use_tqdm: bool = True) -> list[str]:
+        # As vLLM 0.32 does: it returns the *internal* ids (suffixed), while outputs carry the external ones.
         assert use_tqdm is False
         return [
-            self.llm_engine.add_request(str(next(self.counter)), p, q) for p, q in zip(prompts, params, strict=True)
+            self.llm_engine.add_request(str(next(self.counter)), p, q) + "-internal"
+            for p, q in zip(prompts, params, strict=True)
         ]
 
     if enqueue:
@@ -411,6 +413,21 @@ def test_stream_feeds_the_engine_and_returns_completions_as_they_finish(
     assert rec.max_running == 4 and rec.generate_calls == []
     # the engine held at most max_num_seqs plus a quarter (at least 8 more) at once
     assert stream.capacity == 4 + 8
+
+
+def test_stream_fails_instead_of_hanging_when_the_engine_lost_its_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=2))
+    backend = VLLMBackend("org/tiny")
+    engine = backend.llm.llm_engine
+    engine.add_request = lambda request_id, prompt, params: request_id  # accepted, then forgotten
+    stream = open_stream(backend)
+    stream.submit(Request(0, "prompt", Sampling(max_tokens=8), seed=1))
+    with pytest.raises(BackendError, match="holds none of the 1 requests"):
+        drain(stream, 1, timeout=5)
+    stream.close()
 
 
 def test_stream_sends_the_lowest_priority_first(monkeypatch: pytest.MonkeyPatch) -> None:

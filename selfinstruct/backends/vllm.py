@@ -8,7 +8,7 @@ Two ways in, one engine:
 * :meth:`VLLMBackend.generate` is one ``LLM.generate`` call with one ``SamplingParams`` per prompt: vLLM
   schedules the whole batch itself (this is also the raw-throughput reference of ``benchmarks/engine.py``).
 * :meth:`VLLMBackend.stream` feeds the running engine request by request through its incremental API
-  (``LLM.enqueue`` or ``LLMEngine.add_request``, ``LLMEngine.step``, ``LLMEngine.abort_request``) from one
+  (``LLMEngine.add_request`` with our own request ids, ``LLMEngine.step``, ``LLMEngine.abort_request``) from one
   worker thread that owns the engine: finished sequences come back at once and new ones take their slots,
   so the engine's continuous batching stays full while the loop parses, filters and checks novelty.
   The thread keeps about ``max_num_seqs`` requests (plus a quarter) inside the engine and holds the rest
@@ -430,15 +430,19 @@ class VLLMStream:
     def _add(self, request: Request, started: float) -> None:
         kwargs = VLLMBackend._params_kwargs(request.sampling, request.seed)
         params = self._backend._sampling_params(**kwargs)
-        enqueue = getattr(self._llm, "enqueue", None)
-        if callable(enqueue):
-            (rid,) = enqueue([request.prompt], [params], use_tqdm=False)
-        else:  # vLLM before LLM.enqueue: the engine API directly (only finished outputs are used)
-            rid = f"selfinstruct-{next(self._ids)}"
-            self._engine.add_request(rid, request.prompt, params)
-        self._inside[str(rid)] = (request.key, started, request.sampling.max_tokens)
+        # Our own request id, through the engine API: outputs and aborts use this (external) id. LLM.enqueue
+        # returns vLLM's internal id instead (a suffixed one since vLLM 0.1x), which no output carries.
+        rid = f"selfinstruct-{next(self._ids)}"
+        self._engine.add_request(rid, request.prompt, params)
+        self._inside[rid] = (request.key, started, request.sampling.max_tokens)
 
     def _step(self) -> None:
+        unfinished = getattr(self._engine, "has_unfinished_requests", None)
+        if callable(unfinished) and not unfinished():
+            # step() would wait forever for outputs that will never come: say so instead of hanging.
+            lost = len(self._inside)
+            self._inside.clear()
+            raise BackendError(f"the vLLM engine holds none of the {lost} requests selfinstruct is waiting for")
         for output in self._engine.step():
             if not getattr(output, "finished", False):
                 continue
