@@ -57,10 +57,9 @@ RUN = {
     "max_tokens": 256,
     "instance_max_tokens": 200,
 }
-# Growing needs at least one task to pass every filter. A 270M model answers "Yes" to most classification
-# questions and then often writes one label only (rejected as one_label), so one round may accept nothing:
-# the growth test runs until the first accepted task, with a time limit far above what that takes.
-GROW = {**RUN, "max_rounds": None, "max_new": 1, "time_limit": "12m"}
+# Two rounds of 8 requests: a 270M model answers "Yes" to most classification questions and then often
+# writes one label only (rejected as one_label), but two rounds have always accepted several tasks here.
+GROW = {**RUN, "max_rounds": 2}
 SERVER_START_TIMEOUT = 900.0
 
 
@@ -134,10 +133,10 @@ INSTRUCTION_STAGE = {
 
 def test_in_process_engine_grows_a_pool_and_accounts_for_every_candidate(tmp_path: Path, engine: Any) -> None:
     pool = tmp_path / "pool"
-    ledger = grow(pool, engine, seed=11, settings=GROW, reason="max_new")
+    ledger = grow(pool, engine, seed=11, settings=GROW, reason="max_rounds")
     check_accounting(ledger)
     check_stages_parsed(ledger, pool)
-    assert ledger["accepted"] == 1
+    assert ledger["accepted"] >= 1, ledger
     rejected = read_jsonl(pool / "rejected.jsonl") if (pool / "rejected.jsonl").exists() else []
     assert len(rejected) == sum(ledger["rejected"].values()) + sum(ledger["surplus"].values())
 
