@@ -2,9 +2,10 @@
 
 ``PaperLM()`` is a ``respond(prompt, body)`` function for :class:`fakelm.FakeLM`. It recognises the stage
 from the prompt (a numbered list ending in ``N.``, the ``Is it classification?`` question, an instance
-prompt ending in ``Task: ...``) and replies like a base model would, including the mess a real one makes:
-too-short items, blocked keywords, copies of a demonstration, a list cut off at ``max_tokens``,
-unparseable classification answers and instance blocks without an output.
+prompt ending in ``Task: ...``, an Alpaca one-shot list ending in ``Task N``, a judge's rubric ending in
+``Score:``) and replies like a base model would, including the mess a real one makes: too-short items,
+blocked keywords, copies of a demonstration, a list cut off at ``max_tokens``, unparseable classification
+answers, instance blocks without an output, Alpaca tasks without an output, judge replies without a score.
 
 Replies depend only on the prompt and the request's ``seed``, never on call order, so runs are
 deterministic whatever the thread scheduling.
@@ -147,6 +148,10 @@ class PaperLM:
         self.items = items
 
     def __call__(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if prompt.endswith("\nScore:"):
+            return self.judge(prompt, body)
+        if re.search(r"\nTask (\d+)\n$", prompt):
+            return self.alpaca(prompt, body)
         if prompt.rstrip().endswith("Is it classification?"):
             return self.classify(prompt, body)
         if re.search(r"\n\d+\.$", prompt):
@@ -193,3 +198,35 @@ class PaperLM:
         if self.garbage and rng.randrange(4) == 0:
             blocks.append(blocks[0])  # an exact duplicate instance
         return "\n\n".join(blocks) + "\n\n", "stop"
+
+    def alpaca(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        """Complete tasks continuing the list: mostly novel ones, and (with ``garbage``) a copy of a
+        demonstration, a task without an output, a blocked keyword, and now and then a cut-off last task."""
+        rng = _rng(prompt, body, "alpaca")
+        start = int(re.search(r"\nTask (\d+)\n$", prompt).group(1))  # type: ignore[union-attr]
+        demos = re.findall(r"^Instruction: (.+)$", prompt, flags=re.MULTILINE)
+        blocks = []
+        for n in range(self.items):
+            instruction = novel_instruction(rng)
+            a, b = rng.sample(WORDS, 2)
+            given = f"{a} and {b}" if n % 3 == 0 else "<none>"
+            output = f"The {a} meets the {b}, as '{instruction[:20]}' asks."
+            if self.garbage and n == 1 and demos:
+                instruction = demos[0]  # too similar
+            if self.garbage and n == 2:
+                output = ""  # no output: unparseable
+            if self.garbage and n == 3:
+                instruction = f"Draw a map of the {a} {b} and label every {rng.choice(WORDS)} on it."
+            blocks.append(f"Instruction: {instruction}\nInput: {given}\nOutput: {output}".rstrip())
+        text = "\n\n".join(blocks[:1] + [f"Task {start + i}\n{b}" for i, b in enumerate(blocks[1:], start=1)])
+        if self.cut_every and rng.randrange(self.cut_every) == 0:
+            return text + f"\n\nTask {start + len(blocks)}\nInstruction: Explain why the", "length"
+        return text + "\n\n", "stop"
+
+    def judge(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        """A score from 1 to 5 fixed by the task's text; with ``garbage``, one reply in eight has none."""
+        rng = _rng(prompt.rsplit("Instruction: ", 1)[-1], {}, "judge")
+        if self.garbage and rng.randrange(8) == 0:
+            return " This task looks fine to me overall", "stop"
+        score = rng.randint(1, 5)
+        return f" {score}\nReason: scored {score} by the scripted judge.", "stop"
