@@ -537,6 +537,16 @@ def _render_status_lines(report: dict[str, Any]) -> None:
         )
     for reason, n in Counter(report["rejected"]).most_common():
         line(f"rejected {reason}: {n}")
+    if report["judged"]["judged"]:
+        line(_judged_line(report))
+
+
+def _judged_line(report: dict[str, Any]) -> str:
+    judged = report["judged"]
+    mean = judged["mean_score"]
+    scores = " ".join(f"{k}:{n}" for k, n in judged["scores"].items())
+    text = f"judged: {judged['judged']} of {report['pool_size']} tasks, {judged['scored']} with a score"
+    return text + (f" (mean {mean:.2f}; {scores})" if mean is not None else "")
 
 
 def _render_status_tables(report: dict[str, Any]) -> None:
@@ -545,6 +555,8 @@ def _render_status_tables(report: dict[str, Any]) -> None:
     target = report.get("target")
     out.print(f"pool: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
     out.print(f"lock: {_lock_line(holder)}", markup=False)
+    if report["judged"]["judged"]:
+        out.print(_judged_line(report), markup=False, highlight=False)
     if report["runs"]:
         table = Table(title="recent runs", header_style="bold")
         for col in ("run", "started", "exit", "rounds", "accepted", "candidates", "accept rate", "seconds"):
@@ -764,6 +776,13 @@ def export(
             rich_help_panel=EXP_SELECT,
         ),
     ] = 0.0,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep only machine tasks a judge scored at least this, 1 to 5 (see `selfinstruct judge`).",
+            rich_help_panel=EXP_SELECT,
+        ),
+    ] = None,
     shuffle: Annotated[
         bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle the records.", rich_help_panel=EXP_SELECT)
     ] = False,
@@ -800,6 +819,7 @@ def export(
         template_no_input=_unescape(template_no_input),
         include_seeds=include_seeds, seeds=seeds, per=per, dedup=dedup, validation_size=validation_size,
         shuffle=shuffle, seed=seed, trainer_configs=trainer_configs, push_to_hub=push_to_hub, private=private,
+        min_score=min_score,
     )  # fmt: skip
     with _user_errors():
         result = export_pool(directory, output, options)
@@ -813,6 +833,11 @@ def export(
     err.print(f"wrote {result.total} {fmt} records ({where})", markup=False, highlight=False, soft_wrap=True)
     if result.duplicates_dropped:
         err.print(f"dropped {result.duplicates_dropped} duplicate (instruction, input) pairs", markup=False)
+    if min_score is not None:
+        err.print(
+            f"left out {result.below_min_score} tasks scored below {min_score:g} and {result.unscored} without a score",
+            markup=False,
+        )
     for path in result.trainer_configs:
         err.print(f"trainer config: {path}", markup=False, highlight=False, soft_wrap=True)
     if result.pushed_to:
