@@ -95,6 +95,7 @@ LOOP = "Loop and budgets"
 SAMP = "Sampling"
 VLLM = "vLLM backend"
 OAI = "OpenAI-compatible backend"
+JUDGE = "Judge"
 
 
 @app.command()
@@ -262,11 +263,51 @@ def generate(
         bool | None,
         typer.Option("--keep-rejected/--no-keep-rejected", help="Write rejected candidates to rejected.jsonl."),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="self-instruct (the paper: instruction list, classification, instances) or alpaca (one request "
+            "of complete tasks). \\[default: self-instruct]",
+            rich_help_panel=GEN,
+        ),
+    ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            help="completions for a base model, chat for an instruct model (prompts/chat/, the model's chat "
+            "template), auto: chat only where the server says it is a chat model. \\[default: auto]",
+            rich_help_panel=GEN,
+        ),
+    ] = None,
+    alpaca_count: Annotated[
+        int | None,
+        typer.Option(
+            help="With --method alpaca: new tasks asked for per request. \\[default: 20]", rich_help_panel=GEN
+        ),
+    ] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Score every task that passed the filters with this model (1-5, a rubric in prompts/judge.txt); "
+            "'same' is the generating model on its own engine.",
+            rich_help_panel=JUDGE,
+        ),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The judge's own OpenAI-compatible server. \\[default: the generator's]", rich_help_panel=JUDGE
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Reject tasks the judge scores below this (reason low_score).", rich_help_panel=JUDGE),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")] = False,
     repair: Annotated[bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
 ) -> None:
-    """Grow a pool of instruction tasks by bootstrapping a base LM from seed tasks.
+    """Grow a pool of instruction tasks by bootstrapping a language model from seed tasks.
 
     Each round samples 6 seed and 2 pool instructions as demonstrations, asks the model for new ones,
     filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
@@ -290,6 +331,8 @@ def generate(
         "max_model_len": max_model_len, "window": window, "concurrency": concurrency,
         "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout, "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
+        "method": method, "api": api, "alpaca_count": alpaca_count, "judge_model": judge_model,
+        "judge_base_url": judge_base_url, "min_score": min_score,
     }  # fmt: skip
     with _user_errors():
         overrides["engine_args"] = parse_key_values("engine_args", engine_arg)

@@ -11,7 +11,7 @@ This module only describes and converts messages; it sends nothing and imports n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
@@ -102,17 +102,30 @@ def render_chat(tokenizer: ChatTokenizer, chat: Sequence[ChatMessage]) -> str:
     role gets the system text folded into the first user message. Raises :class:`NoChatTemplate` when the
     tokenizer has none.
     """
+    return str(_apply(tokenizer, chat, tokenize=False))
+
+
+def chat_token_ids(tokenizer: ChatTokenizer, chat: Sequence[ChatMessage]) -> list[int]:
+    """Token ids of :func:`render_chat`'s text, as the template makes them: given to an engine as ids, the
+    template's own BOS is not doubled by the engine adding another when it tokenizes text."""
+    ids = _apply(tokenizer, chat, tokenize=True)
+    if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # a BatchEncoding (newer transformers)
+        ids = ids["input_ids"]
+    if ids and isinstance(ids[0], list):  # a batch of one
+        ids = ids[0]
+    return [int(i) for i in ids]
+
+
+def _apply(tokenizer: ChatTokenizer, chat: Sequence[ChatMessage], *, tokenize: bool) -> Any:
     if not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplate("the model's tokenizer has no chat template")
-    messages = to_openai(chat)
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as exc:  # jinja2's TemplateError ("System role not supported"), raised by the template
+        return tokenizer.apply_chat_template(to_openai(chat), tokenize=tokenize, add_generation_prompt=True)
+    except Exception:  # jinja2's TemplateError ("System role not supported"), raised by the template
         if not any(m.role == "system" for m in chat):
             raise
-        del exc
-        text = tokenizer.apply_chat_template(to_openai(fold_system(chat)), tokenize=False, add_generation_prompt=True)
-    return str(text)
+        folded = to_openai(fold_system(chat))
+        return tokenizer.apply_chat_template(folded, tokenize=tokenize, add_generation_prompt=True)
 
 
 __all__ = [
@@ -122,6 +135,7 @@ __all__ = [
     "ChatTokenizer",
     "NoChatTemplate",
     "Prompt",
+    "chat_token_ids",
     "fold_system",
     "is_chat",
     "prompt_text",
