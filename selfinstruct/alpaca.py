@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct.backends.chat import Chat, user_chat
-from selfinstruct.chatprompts import CHAT_DIR, fingerprint, load_template, strip_chat_markup
+from selfinstruct.chatprompts import CHAT_DIR, fingerprint, load_template, strip_chat_markup, strip_closing_remark
 from selfinstruct.prompts import _fill, one_line
 from selfinstruct.task import Instance, Task
 
@@ -227,22 +227,12 @@ def parse_task_list(text: str, *, truncated: bool, continues_task: bool = False)
                 continue
             fields[name] = value
         instruction = one_line(fields.get("instruction", ""))
-        output = _strip_trailing_chatter(fields.get("output", ""))
+        output = strip_closing_remark(fields.get("output", "")) if last else fields.get("output", "").strip()
         if not instruction or "output" not in fields or not output:
             bad += 1
             continue
         tasks.append(ParsedTask(instruction, _clean_input(fields.get("input", "")), output))
     return TaskList(tasks, bad, stray, cut)
-
-
-def _strip_trailing_chatter(output: str) -> str:
-    """The output, stripped; a chat model's closing remark after the last task is cut at a blank line only
-    when it reads like one (so multi-paragraph outputs stay whole)."""
-    text = output.strip()
-    head, sep, tail = text.rpartition("\n\n")
-    if sep and re.match(r"(?i)(?:i hope|let me know|feel free|these tasks|here are|hope this)", tail.strip()):
-        return head.strip()
-    return text
 
 
 def to_task(parsed: ParsedTask) -> Task:

@@ -8,7 +8,8 @@ same format. The formats are the ones the completion parsers already read (a num
 ``Example N`` / ``Input:`` / ``Output:``; ``Class label:``), so the parsers here only undo the habits of
 chat models first:
 
-* a preamble ("Sure! Here are eight new tasks:") and a closing remark ("Let me know if ..."),
+* a preamble ("Sure! Here are eight new tasks:") and a closing remark ("Let me know if ...", cut by
+  :func:`strip_closing_remark`),
 * Markdown: ``**Input:**``, ``### Example 2``, ````` fences, ``- `` bullets instead of numbers,
 * a reasoning model's ``<think>...</think>`` block before its answer.
 
@@ -165,6 +166,26 @@ def strip_chat_markup(text: str) -> str:
     return text.strip("\n")
 
 
+_CLOSING = re.compile(
+    r"(?i)(?:i hope|hope (?:this|these)|let me know|feel free|these (?:tasks|examples|requests)|each (?:task|example)"
+    r"|note:|note that|would you like|if you (?:need|want|would)|happy to help|enjoy)"
+)
+
+
+def strip_closing_remark(text: str) -> str:
+    """``text`` without a chat model's closing remark: a last paragraph (after a blank line) that opens like
+    one ("Let me know if ...", "I hope these help!"). Other last paragraphs stay: outputs may have several.
+
+    >>> strip_closing_remark("Output: 4\\n\\nLet me know if you need more!")
+    'Output: 4'
+    """
+    text = text.rstrip()
+    head, sep, tail = text.rpartition("\n\n")
+    if sep and _CLOSING.match(tail.strip()):
+        return head.rstrip()
+    return text
+
+
 _NUMBERED = re.compile(r"^[ \t]*(?:\d+[ \t]*[.)]|[-*•])[ \t]+(.*\S)[ \t]*$")
 
 
@@ -248,7 +269,7 @@ def parse_chat_instances(text: str, *, truncated: bool, output_first: bool) -> P
     ...                      output_first=False).instances
     [Instance(input='2+2', output='4')]
     """
-    body = strip_chat_markup(text)
+    body = strip_closing_remark(strip_chat_markup(text))
     first = _FIRST_BLOCK[output_first].search(body)
     body = body[first.start() :] if first else body
     body = _CASE.sub(lambda m: m.group(1) + _CANON[m.group(2).lower()], body)
@@ -268,4 +289,5 @@ __all__ = [
     "parse_chat_instances",
     "parse_chat_list",
     "strip_chat_markup",
+    "strip_closing_remark",
 ]

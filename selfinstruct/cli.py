@@ -890,6 +890,95 @@ def export(
 # ----------------------------------------------------------------------------------------------- filter
 
 
+@app.command()
+def judge(
+    directory: Annotated[Path, typer.Argument(help="Pool directory.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="The judge model. With --base-url it may be omitted if the server serves one model."),
+    ] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(help="The judge's OpenAI-compatible server(s); without it, vLLM in-process loads --model."),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="vllm or openai. Default: openai with --base-url.")] = None,
+    api: Annotated[
+        str,
+        typer.Option(help="completions (a base model continues 'Score:'), chat (an instruct model), or auto."),
+    ] = "auto",
+    prompts: Annotated[
+        Path | None, typer.Option(help="Directory with your copy of the prompt templates (judge.txt).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with engine and server options (as for generate).")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Tasks per batch of requests and per fsynced append.")
+    ] = 64,
+    limit: Annotated[int | None, typer.Option(min=1, help="Judge at most this many tasks in this run.")] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Judge again the tasks whose earlier reply (from this judge) had no score.")
+    ] = False,
+    engine_arg: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="A vllm.LLM engine argument, repeatable.")
+    ] = None,
+    request_field: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="An extra field for every request, repeatable.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight per server.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds for one attempt of a request.")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Retries of a failed request.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
+) -> None:
+    """Score the tasks of an existing pool with a judge model (1-5, the rubric in prompts/judge.txt).
+
+    Scores go to DIR/judgements.jsonl, one line per task, written under the pool's lock (tasks.jsonl is never
+    rewritten). Resumable: rerun the same command and only the tasks this judge (model and rubric) has not
+    scored are sent. Then `selfinstruct export DIR --min-score 4` keeps what scored at least 4.
+    """
+    from selfinstruct.config import GenerateConfig, parse_key_values
+    from selfinstruct.judge import JudgeTemplate
+    from selfinstruct.judging import JudgeOptions, configured_backend, run_judge
+
+    urls: str | list[str] | None = base_url[0] if base_url and len(base_url) == 1 else (base_url or None)
+    overrides: dict[str, Any] = {
+        "model": model, "base_url": urls, "backend": backend, "prompts": str(prompts) if prompts else None,
+        "concurrency": concurrency, "timeout": timeout, "max_retries": max_retries, "judge_api": api,
+    }  # fmt: skip
+    with _user_errors():
+        overrides["engine_args"] = parse_key_values("engine_args", engine_arg)
+        overrides["request_fields"] = parse_key_values("request_fields", request_field)
+        cfg = GenerateConfig.from_sources(config, overrides)
+        template = JudgeTemplate.load(cfg.prompts)
+    options = JudgeOptions(api=cfg.judge_api or "auto", batch_size=batch_size, limit=limit,
+                           retry_failed=retry_failed, max_tokens=cfg.judge_max_tokens)  # fmt: skip
+
+    def event(kind: str, payload: Any) -> None:
+        if kind == "warning":
+            err.print(f"warning: {payload}", markup=False, highlight=False, soft_wrap=True)
+        elif kind == "start" and not quiet:
+            err.print(
+                f"{_stamp()} judging {payload.todo} of {payload.pool_size} tasks with {payload.model} "
+                f"({payload.api}; {payload.already} already scored by this judge)",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
+        elif kind == "batch" and not quiet:
+            err.print(f"{_stamp()} judged {payload.judged}/{payload.todo}", markup=False, highlight=False)
+
+    with _user_errors():
+        outcome = run_judge(directory, configured_backend(cfg), template, options, on_event=event)
+    scores = " ".join(f"{k:g}:{n}" for k, n in sorted(outcome.scores.items()))
+    mean = f", mean {outcome.mean:.2f}" if outcome.mean is not None else ""
+    problems = ", ".join(f"{n} {k}" for k, n in outcome.problems.most_common())
+    err.print(
+        f"{outcome.exit_reason}: judged {outcome.judged} tasks in {outcome.seconds:.0f}s{mean}"
+        + (f" ({scores})" if scores else "") + (f"; without a score: {problems}" if problems else ""),
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    if outcome.exit_reason in ("interrupted", "terminated"):
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
 @app.command("filter")
 def filter_command(
     source: Annotated[Path, typer.Argument(help="Candidates: JSONL or a JSON array of records with 'instruction'.")],

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.backends import Backend, Completion
+from selfinstruct.backends import Backend, Completion, make_backend, resolve_backend_name
+from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import BackendError, InputError
 from selfinstruct.judge import (
     PROBLEM_NO_SCORE,
@@ -48,11 +49,13 @@ LIMIT = "limit"
 
 @dataclass(frozen=True, slots=True)
 class JudgeOptions:
-    """How to run: ``chat`` sends chat prompts; ``batch_size`` tasks per request batch and per fsynced
-    append; ``limit`` caps the tasks judged by this run; ``retry_failed`` judges again tasks whose earlier
-    reply from this judge had no readable score."""
+    """How to run: ``api`` is ``completions`` (the rubric ending in ``Score:`` for a base model), ``chat``
+    (the rubric as the user's message) or ``auto`` (chat where the server makes it clear, see
+    :meth:`~selfinstruct.backends.openai.OpenAIBackend.detect_api`); ``batch_size`` tasks per request batch
+    and per fsynced append; ``limit`` caps the tasks judged by this run; ``retry_failed`` judges again tasks
+    whose earlier reply from this judge had no readable score."""
 
-    chat: bool = False
+    api: str = "completions"
     batch_size: int = 64
     limit: int | None = None
     retry_failed: bool = False
@@ -61,6 +64,8 @@ class JudgeOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.api not in ("auto", "chat", "completions"):
+            raise ValueError(f"api must be auto, chat or completions, not {self.api!r}")
 
 
 @dataclass
@@ -76,6 +81,7 @@ class JudgeOutcome:
     problems: Counter[str] = field(default_factory=Counter)
     model: str = ""
     rubric: str = ""
+    api: str = "completions"
     exit_reason: str = DONE
     seconds: float = 0.0
     prompt_tokens: int = 0
@@ -106,6 +112,29 @@ def tasks_to_judge(
         if judgement is None or judgement.identity != identity or (retry_failed and judgement.score is None):
             todo.append(task)
     return todo
+
+
+def resolve_api(backend: Backend, api: str) -> str:
+    """``chat`` or ``completions`` for this backend: ``chat`` is checked where the backend can (a model without
+    a chat template is refused); ``auto`` asks the backend, completions when it cannot tell."""
+    if api == "chat":
+        check = getattr(backend, "check_chat", None)
+        if callable(check):
+            check()
+        return "chat"
+    if api == "auto":
+        detect = getattr(backend, "detect_api", None)
+        return str(detect()[0]) if callable(detect) else "completions"
+    return "completions"
+
+
+def configured_backend(config: GenerateConfig) -> Callable[[], Backend]:
+    """A factory for the backend ``config`` describes (``--model``, ``--base-url``, engine options)."""
+
+    def make() -> Backend:
+        return make_backend(resolve_backend_name(config.backend, config.base_url), config.backend_options())
+
+    return make
 
 
 def run_judge(
@@ -143,6 +172,7 @@ def run_judge(
         try:
             outcome.model = backend.model
             outcome.rubric = template.fingerprint()
+            outcome.api = resolve_api(backend, options.api)
             merged = effective_judgements(tasks, sidecar)
             outcome.orphans = merged.orphans
             if merged.orphans:
@@ -184,17 +214,18 @@ def _judge_batches(
     outcome: JudgeOutcome,
     emit: EventHandler,
 ) -> None:
-    sampling = judge_sampling(chat=options.chat, max_tokens=options.max_tokens)
+    chat = outcome.api == "chat"
+    sampling = judge_sampling(chat=chat, max_tokens=options.max_tokens)
     for start in range(0, len(todo), options.batch_size):
         batch = todo[start : start + options.batch_size]
-        prompts: list[Any] = [template.prompt(task, chat=options.chat) for task in batch]
+        prompts: list[Any] = [template.prompt(task, chat=chat) for task in batch]
         completions: list[Completion] = backend.generate(prompts, sampling)
         if len(completions) != len(batch):
             raise BackendError(f"the judge's backend returned {len(completions)} completions for {len(batch)} prompts")
         lines = []
         for task, completion in zip(batch, completions, strict=True):
             judgement = Judgement.from_reply(
-                completion.text, model=outcome.model, rubric=outcome.rubric, after_score=not options.chat
+                completion.text, model=outcome.model, rubric=outcome.rubric, after_score=not chat
             )
             lines.append(judgement.to_sidecar(task))
             if judgement.score is None:
@@ -213,4 +244,13 @@ def _judge_batches(
         raise_pending()
 
 
-__all__ = ["DONE", "LIMIT", "JudgeOptions", "JudgeOutcome", "run_judge", "tasks_to_judge"]
+__all__ = [
+    "DONE",
+    "LIMIT",
+    "JudgeOptions",
+    "JudgeOutcome",
+    "configured_backend",
+    "resolve_api",
+    "run_judge",
+    "tasks_to_judge",
+]

@@ -7,6 +7,10 @@ prompt ending in ``Task: ...``, an Alpaca one-shot list ending in ``Task N``, a 
 blocked keywords, copies of a demonstration, a list cut off at ``max_tokens``, unparseable classification
 answers, instance blocks without an output, Alpaca tasks without an output, judge replies without a score.
 
+Asked through the chat endpoint (``body`` holds ``messages``), it answers like an instruct model instead:
+the same content wrapped in the habits of chat models (a preamble, Markdown bold and headings, a closing
+remark), from the user's message of the chat templates.
+
 Replies depend only on the prompt and the request's ``seed``, never on call order, so runs are
 deterministic whatever the thread scheduling.
 """
@@ -148,6 +152,8 @@ class PaperLM:
         self.items = items
 
     def __call__(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if "messages" in body:
+            return self.chat(prompt, body)
         if prompt.endswith("\nScore:"):
             return self.judge(prompt, body)
         if re.search(r"\nTask (\d+)\n$", prompt):
@@ -230,3 +236,53 @@ class PaperLM:
             return " This task looks fine to me overall", "stop"
         score = rng.randint(1, 5)
         return f" {score}\nReason: scored {score} by the scripted judge.", "stop"
+
+    # -- as an instruct model -------------------------------------------------------------------------------
+
+    def chat(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if "Answer in two lines and nothing more" in prompt:
+            text, finish = self.judge(prompt, body)
+            if text.startswith(" This task"):
+                return "I think " + text.strip() + ".", finish
+            score, reason = text.strip().split("\nReason: ", 1)
+            return f"Here is my assessment.\n\n**Score:** {score}/5\n**Reason:** {reason}", finish
+        if 'numbered "Task 1" to' in prompt:
+            count = int(re.search(r'to "Task (\d+)"', prompt).group(1))  # type: ignore[union-attr]
+            text, finish = self.alpaca(prompt.rstrip() + "\n\nTask 1\n", body)
+            text = re.sub(r"^(Instruction|Input|Output):", r"**\1:**", text, flags=re.MULTILINE)
+            body_text = "**Task 1**\n" + re.sub(r"^Task (\d+)$", r"### Task \1", text, flags=re.MULTILINE)
+            del count
+            return (
+                "Sure! Here are new tasks for the collection:\n\n" + body_text.rstrip() + "\n\nI hope these help!",
+                finish,
+            )
+        if "Reply with a numbered list from 1 to" in prompt:
+            rng = _rng(prompt, body, "chat-instructions")
+            demos = re.findall(r"^\d+\. (.+)$", prompt, flags=re.MULTILINE)
+            items = [novel_instruction(rng) for _ in range(self.items)]
+            if self.garbage:
+                items[1] = "Say hi."
+                items[2] = f"Describe the {rng.choice(WORDS)} in this picture of a {rng.choice(WORDS)} please."
+                if demos:
+                    items[3] = demos[0]
+            lines = "\n".join(f"{i}. **{t.split(' ', 1)[0]}** {t.split(' ', 1)[1]}" for i, t in enumerate(items, 1))
+            return f"Sure! Here are {len(items)} new requests:\n\n{lines}\n\nLet me know if you need more.", "stop"
+        if "Is it classification? Answer with one word" in prompt:
+            text, finish = self.classify(
+                prompt.rsplit("\nIs it classification?", 1)[0] + "\nIs it classification?", body
+            )
+            word = text.strip()
+            return (f"**{word}**" if word in ("Yes", "No") else "I am not sure."), finish
+        if "Write up to five examples for this task" in prompt:
+            instruction = prompt.split("Write up to five examples for this task, in the same format:", 1)[1]
+            instruction = instruction.split("Task: ", 1)[1].split("\n", 1)[0]
+            demo_part = prompt.split("Write up to five examples", 1)[0]
+            base_prompt = demo_part + f"Task: {instruction}\n"
+            text, finish = self.instances(base_prompt, body)
+            text = re.sub(r"^(Input|Output|Class label):", r"**\1:**", text, flags=re.MULTILINE)
+            text = re.sub(r"^Example (\d+)$", r"### Example \1", text, flags=re.MULTILINE)
+            if "Example 1" not in text:  # output-first replies: give them headers as the format asks
+                blocks = [b for b in text.split("\n\n") if b.strip()]
+                text = "\n\n".join(f"### Example {i}\n{b}" for i, b in enumerate(blocks, 1))
+            return "Here are the examples:\n\n" + text.strip() + "\n\nLet me know if you need more examples!", finish
+        return "I'm not sure what you are asking for.", "stop"
