@@ -296,7 +296,9 @@ def generate(
     judge_base_url: Annotated[
         str | None,
         typer.Option(
-            help="The judge's own OpenAI-compatible server. \\[default: the generator's]", rich_help_panel=JUDGE
+            metavar="URL",
+            help="The judge's own OpenAI-compatible server. \\[default: the generator's]",
+            rich_help_panel=JUDGE,
         ),
     ] = None,
     min_score: Annotated[
@@ -899,7 +901,9 @@ def judge(
     ] = None,
     base_url: Annotated[
         list[str] | None,
-        typer.Option(help="The judge's OpenAI-compatible server(s); without it, vLLM in-process loads --model."),
+        typer.Option(
+            metavar="URL", help="The judge's OpenAI-compatible server(s); without it, vLLM in-process loads --model."
+        ),
     ] = None,
     backend: Annotated[str | None, typer.Option(help="vllm or openai. Default: openai with --base-url.")] = None,
     api: Annotated[
