@@ -531,10 +531,13 @@ class Bootstrap:
 
     def _wanted(self) -> int:
         """Unresolved instruction requests worth having: enough for the remaining budget at the yield seen
-        so far (2 tasks per request until 8 are committed), with a margin. Only timing depends on this."""
+        so far (a guess until 8 are committed), with a margin. Only timing depends on this."""
         room = self._room()
         committed = self._committed
-        per_request = self.totals.accepted / committed if committed >= 8 else 2.0
+        # Before 8 requests are committed, a guess: 2 tasks per Self-Instruct list, a quarter of the tasks an
+        # Alpaca request asks for (one request of complete tasks yields several accepted ones).
+        guess = max(2.0, self.config.alpaca_count / 4) if self.config.method == "alpaca" else 2.0
+        per_request = self.totals.accepted / committed if committed >= 8 else guess
         return max(1, math.ceil(room / max(per_request, 0.05) * 1.25) + 1)
 
     def _submit(self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any) -> None:
