@@ -3,8 +3,12 @@ depend on timing.
 
 One instruction request's life: sample demonstrations -> generate a numbered list -> parse -> heuristic
 filters -> ROUGE-L novelty -> for each survivor, classify (Yes/No) -> generate instances -> instance
-filters -> accept. The stages are the plain functions of :mod:`selfinstruct.stages`; this module is the
-scheduler that runs lives side by side. It owns four things:
+filters -> accept. With ``--method alpaca`` the life is shorter: one request of complete tasks -> parse
+-> heuristic filters -> instance filters -> ROUGE-L novelty -> accept. With a judge, every task that passed
+the filters takes one more request (the rubric) before it is accepted; below ``--min-score`` it is rejected
+as ``low_score``. A chat model gets the chat templates and its replies the chat readers; nothing else
+changes. The stages are the plain functions of :mod:`selfinstruct.stages`; this module is the scheduler
+that runs lives side by side. It owns four things:
 
 * **the window**: instruction requests are topped up whenever fewer than ``window`` are unresolved (and
   no more than the budget still needs); follow-up requests (classification, instances) go in the moment
@@ -48,8 +52,11 @@ from typing import Any
 
 from selfinstruct import filters as F
 from selfinstruct import stopping
-from selfinstruct.backends import Backend, Completion, Finished, Request, Stream, open_stream
+from selfinstruct.alpaca import AlpacaTemplates, pick_demos
+from selfinstruct.backends import Backend, Completion, Finished, Prompt, Request, Stream, open_stream
+from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
+from selfinstruct.judge import JudgeTemplate, passes
 from selfinstruct.novelty import NoveltyIndex
 from selfinstruct.pool import machine_task_id
 from selfinstruct.prompts import PromptTemplates
@@ -59,13 +66,19 @@ from selfinstruct.stages import (
     STRAY_MARKER,
     UNPARSEABLE_CLASSIFICATION,
     UNPARSEABLE_INSTANCE,
+    AlpacaItem,
     Classification,
+    attach_judgement,
     derive_seed,
+    make_alpaca_task,
     make_task,
     read_classification,
     read_instances,
     read_instruction_list,
+    read_judgement,
+    read_task_list,
     sample_demos,
+    screen_alpaca_task,
     screen_instruction,
     task_name,
     utc_now,
@@ -84,8 +97,8 @@ INTERRUPTED = "interrupted"
 SURPLUS = "surplus"  # a finished task beyond --num-instructions / --max-new
 UNFINISHED = "unfinished"  # its classification or instance request was cancelled when the run stopped
 
-STAGES = ("instructions", "classification", "instances")
-_PRIORITY = {"instances": 0, "classification": 1, "instructions": 2}
+STAGES = ("instructions", "classification", "instances", "judge")
+_PRIORITY = {"judge": -1, "instances": 0, "classification": 1, "instructions": 2}
 
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
@@ -94,6 +107,22 @@ TOKEN_RATE_WINDOW = 10.0
 
 Sink = Callable[[list[Task], list[dict[str, Any]]], None]
 """Persists accepted tasks and candidate records (each with a ``reject_reason``), in commit order."""
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """The judge of a run: its rubric, the model name stored with each judgement, whether it speaks chat,
+    its own backend (None: it shares the generator's engine and stream), and the bar (``min_score``)."""
+
+    template: JudgeTemplate
+    model: str
+    chat: bool = False
+    backend: Backend | None = None
+    min_score: float | None = None
+
+    @property
+    def rubric(self) -> str:
+        return self.template.fingerprint()
 
 
 @dataclass
@@ -204,6 +233,8 @@ class _Candidate:
     output_first: bool = False
     task: Task | None = None
     done: bool = False
+    item: AlpacaItem | None = None  # --method alpaca: the complete task as the list gave it
+    judged: Task | None = None  # a finished task waiting for the judge's verdict
 
 
 @dataclass
@@ -243,11 +274,23 @@ class Bootstrap:
         last_round: int = 0,
         sink: Sink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        chat: bool = False,
+        chat_templates: ChatTemplates | None = None,
+        alpaca: AlpacaTemplates | None = None,
+        judge: JudgeSpec | None = None,
     ) -> None:
         if not seeds:
             raise ValueError("at least one seed task is needed")
+        if chat and chat_templates is None and config.method != "alpaca":
+            raise ValueError("a chat model needs chat_templates")
+        if config.method == "alpaca" and alpaca is None:
+            raise ValueError("--method alpaca needs the alpaca templates")
         self.config = config
         self.backend = backend
+        self.chat = chat
+        self.chat_templates = chat_templates
+        self.alpaca = alpaca
+        self.judge = judge
         self.seeds = list(seeds)
         self.machine = list(pool)
         self.templates = templates
@@ -276,10 +319,12 @@ class Bootstrap:
         self._base = (rng.getrandbits(62), len(self.machine), next_index)
         self._initial_size = len(self.machine)
         self._sampling = {
-            "instructions": config.instruction_sampling(),
-            "classification": config.classification_sampling(),
-            "instances": config.instance_sampling(),
+            "instructions": config.instruction_sampling(chat=chat),
+            "classification": config.classification_sampling(chat=chat),
+            "instances": config.instance_sampling(chat=chat),
+            "judge": config.judge_sampling(chat=judge.chat if judge else chat),
         }
+        self._judge_stream: Stream | None = None  # the judge's own stream, when it has its own backend
         self._slots: dict[int, _Slot] = {}
         self._size_after: dict[int, int] = {}  # request index -> pool size once it was committed
         self._submitted = self._checked = self._committed = 0
@@ -327,6 +372,12 @@ class Bootstrap:
         self.input_first_demos = rng.sample(no_pool, min(cfg.instance_demos, len(no_pool)))
         self.output_first_demos = rng.sample(yes_pool, min(cfg.instance_demos, len(yes_pool)))
 
+    def alpaca_demos_for(self, k: int) -> list[Task]:
+        """The complete tasks an Alpaca request ``k`` shows: seed tasks only, as the Alpaca recipe does (the
+        pool's tasks are the model's own and would feed its habits back), fixed by ``k``."""
+        rng = random.Random(derive_seed(*self._base, "alpaca-demos", k))
+        return pick_demos(rng, self.seeds, [], self.config.alpaca_demos, 0)
+
     def demos_for(self, k: int) -> list[str]:
         """The demonstrations of instruction request ``k``: fixed by ``k`` and the pool as it stood once
         request ``k - window`` was committed (the initial pool for the first ``window`` requests)."""
@@ -354,6 +405,12 @@ class Bootstrap:
             self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
             return
         stream = open_stream(self.backend)
+        if self.judge is not None and self.judge.backend is not None:
+            try:
+                self._judge_stream = open_stream(self.judge.backend)
+            except BaseException:
+                stream.close()
+                raise
         ended = False  # the loop ran to its end (no exception, not closed early)
         try:
             while True:
@@ -365,7 +422,7 @@ class Bootstrap:
                 stopping.raise_pending()
                 if wait is None:
                     break
-                finished = stream.poll(wait)
+                finished = self._poll(stream, wait)
                 with stopping.held():
                     events = self._after_poll(stream, finished)
                 stopping.raise_pending()
@@ -383,11 +440,26 @@ class Bootstrap:
                     in_flight = list(self._requests)
                     stream.cancel(in_flight)
                     stream.close()
+                    if self._judge_stream is not None:
+                        self._judge_stream.cancel(in_flight)
+                        self._judge_stream.close()
                 finally:
                     self._settle()
                     self._flush()
             if ended:  # else an exception is on its way out: a stop must not replace it
                 stopping.raise_pending()
+
+    def _poll(self, stream: Stream, wait: float) -> list[Finished]:
+        """Completions from the generator's stream and, when the judge has its own, from the judge's: the
+        wait goes to whichever has work in flight (shared when both do)."""
+        other = self._judge_stream
+        if other is None:
+            return stream.poll(wait)
+        busy = [s for s in (stream, other) if s.in_flight] or [stream]
+        finished: list[Finished] = []
+        for each in busy:
+            finished += each.poll(wait / len(busy))
+        return finished
 
     def _before_poll(self, stream: Stream, deadline: float | None) -> float | None:
         """Check the time budget and top up the window. How long to wait for completions (a quarter second
@@ -459,17 +531,22 @@ class Bootstrap:
 
     def _wanted(self) -> int:
         """Unresolved instruction requests worth having: enough for the remaining budget at the yield seen
-        so far (2 tasks per request until 8 are committed), with a margin. Only timing depends on this."""
+        so far (a guess until 8 are committed), with a margin. Only timing depends on this."""
         room = self._room()
         committed = self._committed
-        per_request = self.totals.accepted / committed if committed >= 8 else 2.0
+        # Before 8 requests are committed, a guess: 2 tasks per Self-Instruct list, a quarter of the tasks an
+        # Alpaca request asks for (one request of complete tasks yields several accepted ones).
+        guess = max(2.0, self.config.alpaca_count / 4) if self.config.method == "alpaca" else 2.0
+        per_request = self.totals.accepted / committed if committed >= 8 else guess
         return max(1, math.ceil(room / max(per_request, 0.05) * 1.25) + 1)
 
-    def _submit(self, stream: Stream, stage: str, prompt: str, seed: int, owner: Any) -> None:
+    def _submit(self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any) -> None:
         key = self._keys
         self._keys += 1
         self._requests[key] = (stage, owner)
         self.totals.stages[stage].requests += 1
+        if stage == "judge" and self._judge_stream is not None:
+            stream = self._judge_stream
         stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
 
     def _top_up(self, stream: Stream) -> None:
@@ -480,17 +557,34 @@ class Bootstrap:
             if self._max_requests is not None and self._submitted >= self._max_requests:
                 return
             k = self._submitted
-            slot = _Slot(k, self._first_round + k // self.config.batch_size, self.demos_for(k))
+            round_number = self._first_round + k // self.config.batch_size
+            prompt: Prompt
+            if self.alpaca is not None and self.config.method == "alpaca":
+                tasks = self.alpaca_demos_for(k)
+                slot = _Slot(k, round_number, [t.instruction for t in tasks])
+                if self.chat:
+                    prompt = self.alpaca.chat_prompt(tasks, self.config.alpaca_count)
+                else:
+                    prompt = self.alpaca.completion_prompt(tasks)
+            else:
+                slot = _Slot(k, round_number, self.demos_for(k))
+                if self.chat_templates is not None and self.chat:
+                    prompt = self.chat_templates.instruction_chat(slot.demos)
+                else:
+                    prompt = self.templates.instruction_prompt(slot.demos)
             self._slots[k] = slot
             self._submitted += 1
-            prompt = self.templates.instruction_prompt(slot.demos)
             self._submit(stream, "instructions", prompt, derive_seed(*self._base, "instructions", k), slot)
 
     def _submit_classification(self, stream: Stream, cand: _Candidate, position: int) -> None:
         if not self.clf_demos:
             self._submit_instances(stream, cand, position)
             return
-        prompt = self.templates.classification_prompt(self.clf_demos, cand.instruction)
+        prompt: Prompt
+        if self.chat_templates is not None and self.chat:
+            prompt = self.chat_templates.classification_chat(self.clf_demos, cand.instruction)
+        else:
+            prompt = self.templates.classification_prompt(self.clf_demos, cand.instruction)
         seed = derive_seed(*self._base, "classification", cand.slot.index, position)
         self._submit(stream, "classification", prompt, seed, (cand, position))
 
@@ -498,9 +592,41 @@ class Bootstrap:
         clf = cand.classification
         cand.output_first = bool(clf and clf.is_classification and self.output_first_demos)
         demos = self.output_first_demos if cand.output_first else self.input_first_demos
-        prompt = self.templates.instance_prompt(demos, cand.instruction, classification=cand.output_first)
+        prompt: Prompt
+        if self.chat_templates is not None and self.chat:
+            prompt = self.chat_templates.instance_chat(demos, cand.instruction, classification=cand.output_first)
+        else:
+            prompt = self.templates.instance_prompt(demos, cand.instruction, classification=cand.output_first)
         seed = derive_seed(*self._base, "instances", cand.slot.index, position)
         self._submit(stream, "instances", prompt, seed, (cand, position))
+
+    def _finish(self, stream: Stream, cand: _Candidate, position: int, task: Task) -> None:
+        """A task that passed every filter: to the judge when there is one, else done."""
+        if self.judge is None:
+            cand.task = task
+            cand.done = True
+            cand.slot.open -= 1
+            return
+        cand.judged = task
+        prompt = self.judge.template.prompt(task, chat=self.judge.chat)
+        seed = derive_seed(*self._base, "judge", cand.slot.index, position)
+        self._submit(stream, "judge", prompt, seed, (cand, position))
+
+    def _receive_judgement(self, cand: _Candidate, completion: Completion) -> None:
+        judge, task = self.judge, cand.judged
+        assert judge is not None and task is not None
+        judgement, notes = read_judgement(completion, model=judge.model, rubric=judge.rubric, chat=judge.chat)
+        cand.slot.notes.update(notes)
+        attach_judgement(task, judgement)
+        cand.judged = None
+        reason = passes(judgement, judge.min_score)
+        if reason is None:
+            cand.task = task
+        else:
+            cand.reason = reason
+            cand.details = {k: v for k, v in task.to_record().items() if k not in ("id", "instruction")}
+        cand.done = True
+        cand.slot.open -= 1
 
     # -- completions ---------------------------------------------------------------------------------
 
@@ -525,19 +651,26 @@ class Bootstrap:
         cand, position = owner
         cand.slot.prompt_tokens += completion.prompt_tokens
         cand.slot.completion_tokens += completion.completion_tokens
+        if stage == "judge":
+            self._receive_judgement(cand, completion)
+            return
         if stage == "classification":
-            cand.classification = read_classification(completion)
+            cand.classification = read_classification(completion, chat=self.chat)
             cand.slot.notes.update(cand.classification.notes)
             self._submit_instances(stream, cand, position)
             return
-        verdict = read_instances(completion, output_first=cand.output_first, max_instances=self.config.max_instances)
+        verdict = read_instances(
+            completion, output_first=cand.output_first, max_instances=self.config.max_instances, chat=self.chat
+        )
         cand.slot.notes.update(verdict.notes)
         if verdict.reason is not None:
             cand.reason = verdict.reason
             cand.details = {"raw_instances": completion.text}
+            cand.done = True
+            cand.slot.open -= 1
         else:
             clf = cand.classification
-            cand.task = make_task(
+            task = make_task(
                 cand.instruction,
                 verdict.instances,
                 is_classification=bool(clf and clf.is_classification),
@@ -553,8 +686,7 @@ class Bootstrap:
                 round_number=cand.slot.round,
                 model=getattr(self.backend, "model", None),
             )
-        cand.done = True
-        cand.slot.open -= 1
+            self._finish(stream, cand, position, task)
 
     def _advance(self, stream: Stream) -> None:
         """Novelty-check and commit, in submission order, as far as the completions allow."""
@@ -573,20 +705,35 @@ class Bootstrap:
             self.stop_reason = MAX_ROUNDS
             self._close_round()
 
-    def _check(self, slot: _Slot, stream: Stream) -> None:
+    def _parse_slot(self, slot: _Slot) -> list[_Candidate]:
+        """The candidates of an instruction request's completion (instructions, or complete Alpaca tasks)."""
         assert slot.completion is not None
-        parsed = read_instruction_list(slot.completion)
+        if self.config.method == "alpaca":
+            tasks = read_task_list(slot.completion, chat=self.chat)
+            slot.notes.update(tasks.notes)
+            return [_Candidate(slot, item.instruction, item=item) for item in tasks.items]
+        parsed = read_instruction_list(slot.completion, chat=self.chat)
         slot.notes.update(parsed.notes)
+        return [_Candidate(slot, text) for text in parsed.items]
+
+    def _check(self, slot: _Slot, stream: Stream) -> None:
         survivors: list[_Candidate] = []
-        for text in parsed.items:
-            cand = _Candidate(slot, text)
+        for cand in self._parse_slot(slot):
             slot.candidates.append(cand)
-            screened = screen_instruction(self.heuristics, text)
-            if screened is None:
-                survivors.append(cand)
-            else:
+            screened = screen_instruction(self.heuristics, cand.instruction)
+            if screened is not None:
                 cand.reason, cand.details = screened
                 cand.done = True
+                continue
+            if cand.item is not None:  # an Alpaca task: its instance is judged before its novelty
+                verdict = screen_alpaca_task(cand.item)
+                slot.notes.update(verdict.notes)
+                if verdict.reason is not None:
+                    cand.reason = verdict.reason
+                    cand.details = {"input": cand.item.instance.input, "output": cand.item.instance.output}
+                    cand.done = True
+                    continue
+            survivors.append(cand)
         # Against seeds, pool and every earlier survivor of this run (which join the index at once).
         results = self.index.filter_batch([c.instruction for c in survivors], add=True)
         for cand, res in zip(survivors, results, strict=True):
@@ -598,9 +745,22 @@ class Bootstrap:
                 cand.done = True
         slot.checked = True
         for position, cand in enumerate(slot.candidates):
-            if not cand.done:
-                slot.open += 1
+            if cand.done:
+                continue
+            slot.open += 1
+            if cand.item is None:
                 self._submit_classification(stream, cand, position)
+                continue
+            task = make_alpaca_task(
+                cand.item,
+                max_similarity=cand.max_similarity if cand.most_similar or self.config.similarity_floor == 0 else None,
+                most_similar=cand.most_similar,
+                demonstrations=slot.demos,
+                run_id=self.run_id,
+                round_number=slot.round,
+                model=getattr(self.backend, "model", None),
+            )
+            self._finish(stream, cand, position, task)
 
     def _commit(self, slot: _Slot) -> None:
         """Accept the slot's finished tasks while the budget has room; the rest are surplus."""
@@ -734,9 +894,7 @@ class Bootstrap:
             if slot.completion is None:
                 continue
             if not slot.checked:
-                parsed = read_instruction_list(slot.completion)
-                slot.notes.update(parsed.notes)
-                slot.candidates = [_Candidate(slot, text) for text in parsed.items]
+                slot.candidates = self._parse_slot(slot)
             self.totals.candidates += len(slot.candidates)
             self.totals.notes.update(slot.notes)
             for cand in slot.candidates:

@@ -95,6 +95,7 @@ LOOP = "Loop and budgets"
 SAMP = "Sampling"
 VLLM = "vLLM backend"
 OAI = "OpenAI-compatible backend"
+JUDGE = "Judge"
 
 
 @app.command()
@@ -262,11 +263,53 @@ def generate(
         bool | None,
         typer.Option("--keep-rejected/--no-keep-rejected", help="Write rejected candidates to rejected.jsonl."),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="self-instruct (the paper: instruction list, classification, instances) or alpaca (one request "
+            "of complete tasks). \\[default: self-instruct]",
+            rich_help_panel=GEN,
+        ),
+    ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            help="completions for a base model, chat for an instruct model (prompts/chat/, the model's chat "
+            "template), auto: chat only where the server says it is a chat model. \\[default: auto]",
+            rich_help_panel=GEN,
+        ),
+    ] = None,
+    alpaca_count: Annotated[
+        int | None,
+        typer.Option(
+            help="With --method alpaca: new tasks asked for per request. \\[default: 20]", rich_help_panel=GEN
+        ),
+    ] = None,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Score every task that passed the filters with this model (1-5, a rubric in prompts/judge.txt); "
+            "'same' is the generating model on its own engine.",
+            rich_help_panel=JUDGE,
+        ),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The judge's own OpenAI-compatible server. \\[default: the generator's]",
+            rich_help_panel=JUDGE,
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(help="Reject tasks the judge scores below this (reason low_score).", rich_help_panel=JUDGE),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")] = False,
     repair: Annotated[bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
 ) -> None:
-    """Grow a pool of instruction tasks by bootstrapping a base LM from seed tasks.
+    """Grow a pool of instruction tasks by bootstrapping a language model from seed tasks.
 
     Each round samples 6 seed and 2 pool instructions as demonstrations, asks the model for new ones,
     filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
@@ -290,6 +333,8 @@ def generate(
         "max_model_len": max_model_len, "window": window, "concurrency": concurrency,
         "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout, "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
+        "method": method, "api": api, "alpaca_count": alpaca_count, "judge_model": judge_model,
+        "judge_base_url": judge_base_url, "min_score": min_score,
     }  # fmt: skip
     with _user_errors():
         overrides["engine_args"] = parse_key_values("engine_args", engine_arg)
@@ -537,6 +582,16 @@ def _render_status_lines(report: dict[str, Any]) -> None:
         )
     for reason, n in Counter(report["rejected"]).most_common():
         line(f"rejected {reason}: {n}")
+    if report["judged"]["judged"]:
+        line(_judged_line(report))
+
+
+def _judged_line(report: dict[str, Any]) -> str:
+    judged = report["judged"]
+    mean = judged["mean_score"]
+    scores = " ".join(f"{k}:{n}" for k, n in judged["scores"].items())
+    text = f"judged: {judged['judged']} of {report['pool_size']} tasks, {judged['scored']} with a score"
+    return text + (f" (mean {mean:.2f}; {scores})" if mean is not None else "")
 
 
 def _render_status_tables(report: dict[str, Any]) -> None:
@@ -545,6 +600,8 @@ def _render_status_tables(report: dict[str, Any]) -> None:
     target = report.get("target")
     out.print(f"pool: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
     out.print(f"lock: {_lock_line(holder)}", markup=False)
+    if report["judged"]["judged"]:
+        out.print(_judged_line(report), markup=False, highlight=False)
     if report["runs"]:
         table = Table(title="recent runs", header_style="bold")
         for col in ("run", "started", "exit", "rounds", "accepted", "candidates", "accept rate", "seconds"):
@@ -764,6 +821,13 @@ def export(
             rich_help_panel=EXP_SELECT,
         ),
     ] = 0.0,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep only machine tasks a judge scored at least this, 1 to 5 (see `selfinstruct judge`).",
+            rich_help_panel=EXP_SELECT,
+        ),
+    ] = None,
     shuffle: Annotated[
         bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle the records.", rich_help_panel=EXP_SELECT)
     ] = False,
@@ -800,6 +864,7 @@ def export(
         template_no_input=_unescape(template_no_input),
         include_seeds=include_seeds, seeds=seeds, per=per, dedup=dedup, validation_size=validation_size,
         shuffle=shuffle, seed=seed, trainer_configs=trainer_configs, push_to_hub=push_to_hub, private=private,
+        min_score=min_score,
     )  # fmt: skip
     with _user_errors():
         result = export_pool(directory, output, options)
@@ -813,6 +878,11 @@ def export(
     err.print(f"wrote {result.total} {fmt} records ({where})", markup=False, highlight=False, soft_wrap=True)
     if result.duplicates_dropped:
         err.print(f"dropped {result.duplicates_dropped} duplicate (instruction, input) pairs", markup=False)
+    if min_score is not None:
+        err.print(
+            f"left out {result.below_min_score} tasks scored below {min_score:g} and {result.unscored} without a score",
+            markup=False,
+        )
     for path in result.trainer_configs:
         err.print(f"trainer config: {path}", markup=False, highlight=False, soft_wrap=True)
     if result.pushed_to:
@@ -820,6 +890,97 @@ def export(
 
 
 # ----------------------------------------------------------------------------------------------- filter
+
+
+@app.command()
+def judge(
+    directory: Annotated[Path, typer.Argument(help="Pool directory.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="The judge model. With --base-url it may be omitted if the server serves one model."),
+    ] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="URL", help="The judge's OpenAI-compatible server(s); without it, vLLM in-process loads --model."
+        ),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="vllm or openai. Default: openai with --base-url.")] = None,
+    api: Annotated[
+        str,
+        typer.Option(help="completions (a base model continues 'Score:'), chat (an instruct model), or auto."),
+    ] = "auto",
+    prompts: Annotated[
+        Path | None, typer.Option(help="Directory with your copy of the prompt templates (judge.txt).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with engine and server options (as for generate).")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Tasks per batch of requests and per fsynced append.")
+    ] = 64,
+    limit: Annotated[int | None, typer.Option(min=1, help="Judge at most this many tasks in this run.")] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Judge again the tasks whose earlier reply (from this judge) had no score.")
+    ] = False,
+    engine_arg: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="A vllm.LLM engine argument, repeatable.")
+    ] = None,
+    request_field: Annotated[
+        list[str] | None, typer.Option(metavar="KEY=VALUE", help="An extra field for every request, repeatable.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight per server.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds for one attempt of a request.")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Retries of a failed request.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
+) -> None:
+    """Score the tasks of an existing pool with a judge model (1-5, the rubric in prompts/judge.txt).
+
+    Scores go to DIR/judgements.jsonl, one line per task, written under the pool's lock (tasks.jsonl is never
+    rewritten). Resumable: rerun the same command and only the tasks this judge (model and rubric) has not
+    scored are sent. Then `selfinstruct export DIR --min-score 4` keeps what scored at least 4.
+    """
+    from selfinstruct.config import GenerateConfig, parse_key_values
+    from selfinstruct.judge import JudgeTemplate
+    from selfinstruct.judging import JudgeOptions, configured_backend, run_judge
+
+    urls: str | list[str] | None = base_url[0] if base_url and len(base_url) == 1 else (base_url or None)
+    overrides: dict[str, Any] = {
+        "model": model, "base_url": urls, "backend": backend, "prompts": str(prompts) if prompts else None,
+        "concurrency": concurrency, "timeout": timeout, "max_retries": max_retries, "judge_api": api,
+    }  # fmt: skip
+    with _user_errors():
+        overrides["engine_args"] = parse_key_values("engine_args", engine_arg)
+        overrides["request_fields"] = parse_key_values("request_fields", request_field)
+        cfg = GenerateConfig.from_sources(config, overrides)
+        template = JudgeTemplate.load(cfg.prompts)
+    options = JudgeOptions(api=cfg.judge_api or "auto", batch_size=batch_size, limit=limit,
+                           retry_failed=retry_failed, max_tokens=cfg.judge_max_tokens)  # fmt: skip
+
+    def event(kind: str, payload: Any) -> None:
+        if kind == "warning":
+            err.print(f"warning: {payload}", markup=False, highlight=False, soft_wrap=True)
+        elif kind == "start" and not quiet:
+            err.print(
+                f"{_stamp()} judging {payload.todo} of {payload.pool_size} tasks with {payload.model} "
+                f"({payload.api}; {payload.already} already scored by this judge)",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
+        elif kind == "batch" and not quiet:
+            err.print(f"{_stamp()} judged {payload.judged}/{payload.todo}", markup=False, highlight=False)
+
+    with _user_errors():
+        outcome = run_judge(directory, configured_backend(cfg), template, options, on_event=event)
+    scores = " ".join(f"{k:g}:{n}" for k, n in sorted(outcome.scores.items()))
+    mean = f", mean {outcome.mean:.2f}" if outcome.mean is not None else ""
+    problems = ", ".join(f"{n} {k}" for k, n in outcome.problems.most_common())
+    err.print(
+        f"{outcome.exit_reason}: judged {outcome.judged} tasks in {outcome.seconds:.0f}s{mean}"
+        + (f" ({scores})" if scores else "") + (f"; without a score: {problems}" if problems else ""),
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    if outcome.exit_reason in ("interrupted", "terminated"):
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command("filter")

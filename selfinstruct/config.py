@@ -27,11 +27,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.alpaca import completion_stop
 from selfinstruct.backends import BackendOptions, Sampling, normalize_base_url, strip_userinfo
 from selfinstruct.errors import ConfigError
 from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
 from selfinstruct.jsontext import JSONProblem
 from selfinstruct.jsontext import loads as json_loads
+from selfinstruct.judge import SCALE as JUDGE_SCALE
+from selfinstruct.judge import judge_sampling
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
 from selfinstruct.prompts import CLASSIFICATION_STOP, INSTANCE_STOP, INSTRUCTION_STOP
 
@@ -101,6 +104,20 @@ class GenerateConfig:
     max_retries: int = 6
     # pool behaviour
     keep_rejected: bool = True
+    # the method and the model's API
+    method: str = "self-instruct"  # or "alpaca": one request of complete tasks
+    api: str = "auto"  # "completions" (base model), "chat" (instruct model), "auto": chat where the server says so
+    alpaca_count: int = 20  # new tasks asked for per Alpaca request
+    alpaca_demos: int = 3  # complete seed tasks shown per Alpaca request
+    alpaca_temperature: float = 1.0
+    alpaca_top_p: float = 1.0
+    alpaca_max_tokens: int = 3072
+    # the judge
+    judge_model: str | None = None  # "same": the generating model on the same engine
+    judge_base_url: str | None = None  # None: the generator's server (or engine)
+    judge_api: str | None = None  # None: the generator's API when sharing its engine, else auto
+    min_score: float | None = None  # reject tasks the judge scores below this (reason low_score)
+    judge_max_tokens: int = 128
 
     # -- construction ----------------------------------------------------------------------------------
 
@@ -175,6 +192,14 @@ class GenerateConfig:
             if root in seen:
                 raise ConfigError(f"{where('base_url')} names {root} twice")
             seen.add(root)
+        if self.min_score is not None and self.judge_model is None:
+            raise ConfigError(f"{where('min_score')} needs a judge: give {where('judge_model')} too")
+        if self.judge_base_url is not None and self.judge_model is None:
+            raise ConfigError(f"{where('judge_base_url')} needs {where('judge_model')} (the model it serves)")
+        if self.judge_model is not None and not self.judge_model.strip():
+            raise ConfigError(f"{where('judge_model')} must not be empty")
+        if self.judge_base_url is not None:
+            normalize_base_url(self.judge_base_url, where("judge_base_url"))
         if self.time_limit is not None:
             try:
                 parse_duration(self.time_limit)
@@ -187,6 +212,8 @@ class GenerateConfig:
         This is what ``config.json`` and ``runs.jsonl`` store; the API key never reaches this object.
         """
         data = self.to_dict()
+        if self.judge_base_url is not None:
+            data["judge_base_url"] = strip_userinfo(self.judge_base_url)
         if isinstance(self.base_url, str):
             data["base_url"] = strip_userinfo(self.base_url)
         elif self.base_url is not None:
@@ -199,26 +226,44 @@ class GenerateConfig:
     def time_limit_seconds(self) -> float | None:
         return None if self.time_limit is None else parse_duration(self.time_limit)
 
-    def instruction_sampling(self) -> Sampling:
+    def instruction_sampling(self, *, chat: bool = False) -> Sampling:
+        """A chat model ends its own turn: no stop sequences, which would cut a reply after its preamble."""
+        if self.method == "alpaca":
+            return Sampling(
+                max_tokens=self.alpaca_max_tokens,
+                temperature=self.alpaca_temperature,
+                top_p=self.alpaca_top_p,
+                stop=() if chat else completion_stop(self.alpaca_demos, self.alpaca_count),
+            )
         return Sampling(
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
-            stop=INSTRUCTION_STOP,
+            stop=() if chat else INSTRUCTION_STOP,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
         )
 
-    def classification_sampling(self) -> Sampling:
+    def classification_sampling(self, *, chat: bool = False) -> Sampling:
+        # A chat model may wrap its answer ("**Yes**", "Answer: No"): room for a few more tokens, no stop.
+        if chat:
+            return Sampling(max_tokens=8, temperature=0.0)
         return Sampling(max_tokens=3, temperature=0.0, stop=CLASSIFICATION_STOP)
 
-    def instance_sampling(self) -> Sampling:
+    def instance_sampling(self, *, chat: bool = False) -> Sampling:
         return Sampling(
             max_tokens=self.instance_max_tokens,
             temperature=self.instance_temperature,
             top_p=self.instance_top_p,
             stop=INSTANCE_STOP,
         )
+
+    def judge_sampling(self, *, chat: bool = False) -> Sampling:
+        return judge_sampling(chat=chat, max_tokens=self.judge_max_tokens)
+
+    @property
+    def judging(self) -> bool:
+        return self.judge_model is not None
 
     def backend_options(self) -> BackendOptions:
         return BackendOptions(
@@ -260,6 +305,12 @@ FILE_ONLY_OPTIONS = frozenset(
         "max_instances",
         "frequency_penalty",
         "instance_top_p",
+        "alpaca_demos",
+        "alpaca_temperature",
+        "alpaca_top_p",
+        "alpaca_max_tokens",
+        "judge_api",
+        "judge_max_tokens",
     }
 )
 
@@ -343,6 +394,13 @@ RANGES: dict[str, Range] = {
     "concurrency": Range(1, 65_536, reason=" (requests in flight per server)"),
     "timeout": Range(0.0, 86_400.0, low_open=True, reason=" (seconds)"),
     "max_retries": Range(0, 100),
+    "alpaca_count": Range(1, 200, reason=" (tasks asked for per Alpaca request)"),
+    "alpaca_demos": Range(1, 64),
+    "alpaca_temperature": Range(0.0, 100.0),
+    "alpaca_top_p": Range(0.0, 1.0, low_open=True),
+    "alpaca_max_tokens": Range(1, 1_000_000),
+    "min_score": Range(float(JUDGE_SCALE[0]), float(JUDGE_SCALE[1]), reason=" (the judge's scale)"),
+    "judge_max_tokens": Range(1, 1_000_000),
 }
 
 # vLLM's --dtype values.
@@ -350,7 +408,15 @@ DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Servers one run may spread its requests over (--base-url given several times).
 MAX_BASE_URLS = 1024
 
-CHOICES: dict[str, tuple[str, ...]] = {"dtype": DTYPES, "backend": ("auto", "vllm", "openai")}
+METHODS = ("self-instruct", "alpaca")
+APIS = ("auto", "chat", "completions")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": DTYPES,
+    "backend": ("auto", "vllm", "openai"),
+    "method": METHODS,
+    "api": APIS,
+    "judge_api": APIS,
+}
 
 
 _TYPE_NAMES = {

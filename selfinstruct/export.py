@@ -17,6 +17,11 @@ Formats (what one record looks like):
 * ``seed``: the seed schema with every instance and the provenance fields (one record per task), so a pool
   can seed another run.
 
+Judge scores. Scores given after the fact by ``selfinstruct judge`` live in the pool's ``judgements.jsonl``;
+export merges them into each task (the ``judge`` field of a ``seed`` export) and ``min_score`` keeps only the
+machine tasks whose judge scored them at least that (tasks without a score are left out too, and counted).
+Seed tasks, written by people, are never judged and never dropped by it.
+
 The user turn. Every chat format builds the user message from a task's instruction and an instance's
 input by one rule: the instruction alone when the input is empty, else the instruction, a newline, and
 the input (``"{instruction}\\n{input}"``). That is also how LLaMA-Factory joins an Alpaca record's
@@ -53,8 +58,17 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import ConfigError, InputError, SelfInstructError
+from selfinstruct.judge import (
+    JUDGE_FIELD,
+    LOW_SCORE,
+    effective_judgements,
+    passes,
+    read_sidecar_records,
+    with_judgement,
+)
+from selfinstruct.judge import SCALE as JUDGE_SCALE
 from selfinstruct.paths import default_seeds_path
-from selfinstruct.pool import CONFIG_FILE, LOCK_FILE, REJECTED_FILE, RUNS_FILE, TASKS_FILE, Pool
+from selfinstruct.pool import CONFIG_FILE, JUDGEMENTS_FILE, LOCK_FILE, REJECTED_FILE, RUNS_FILE, TASKS_FILE, Pool
 from selfinstruct.task import Instance, Task, load_seed_tasks
 
 FORMATS = ("messages", "prompt-completion", "openai", "alpaca", "sharegpt", "seed")
@@ -64,7 +78,7 @@ SPLITS = ("train", "validation")
 
 _SUFFIX_CONTAINER = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 _CONTAINER_SUFFIX = {"jsonl": ".jsonl", "json": ".json", "parquet": ".parquet", "hf": ""}
-_POOL_FILES = (TASKS_FILE, REJECTED_FILE, RUNS_FILE, CONFIG_FILE, LOCK_FILE)
+_POOL_FILES = (TASKS_FILE, REJECTED_FILE, RUNS_FILE, CONFIG_FILE, LOCK_FILE, JUDGEMENTS_FILE)
 
 DEFAULT_TEMPLATE = "{instruction}\n{input}"
 DEFAULT_TEMPLATE_NO_INPUT = "{instruction}"
@@ -148,6 +162,7 @@ class ExportOptions:
     trainer_configs: bool = True
     push_to_hub: str | None = None
     private: bool = False
+    min_score: float | None = None  # keep machine tasks a judge scored at least this (see selfinstruct.judge)
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for a value or a combination that cannot work, before reading anything."""
@@ -171,6 +186,13 @@ class ExportOptions:
             raise ConfigError(
                 f"--push-to-hub takes a repository id such as 'user/my-dataset', not {self.push_to_hub!r}"
             )
+        if self.min_score is not None and not (
+            math.isfinite(self.min_score) and JUDGE_SCALE[0] <= self.min_score <= JUDGE_SCALE[1]
+        ):
+            raise ConfigError(
+                f"--min-score must be on the judge's scale, {JUDGE_SCALE[0]} to {JUDGE_SCALE[1]}, "
+                f"not {self.min_score:g}"
+            )
         self.user_turn()  # validates the templates
 
     def user_turn(self) -> UserTurn:
@@ -186,6 +208,8 @@ class ExportResult:
     tasks: dict[str, int]
     container: str
     duplicates_dropped: int = 0
+    below_min_score: int = 0  # machine tasks left out by --min-score: scored below it
+    unscored: int = 0  # machine tasks left out by --min-score: no score (never judged, or unreadable reply)
     trainer_configs: list[Path] = field(default_factory=list)
     pushed_to: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -330,6 +354,32 @@ def _load_pool(directory: Path, warnings: list[str]) -> list[Task]:
     tasks = pool.read_tasks()
     warnings.extend(pool.warnings)
     return tasks
+
+
+def _judged(
+    directory: Path, tasks: list[Task], min_score: float | None, warnings: list[str]
+) -> tuple[list[Task], int, int]:
+    """The tasks with their effective judgements merged in (``judgements.jsonl`` over the task records),
+    those below ``min_score`` or without a score left out; and how many of each were left out."""
+    pool = Pool(directory)
+    sidecar, bad = read_sidecar_records(pool.iter_judgements())
+    warnings.extend(pool.warnings)
+    if bad:
+        warnings.append(f"{pool.judgements_path}: skipped {bad} line(s) that are not judgements")
+    merged = effective_judgements(tasks, sidecar)
+    kept: list[Task] = []
+    below = unscored = 0
+    for task, judgement in zip(tasks, merged.judgements, strict=True):
+        if judgement is not None and task.meta.get(JUDGE_FIELD) != judgement.to_dict():
+            task = with_judgement(task, judgement)
+        reason = passes(judgement, min_score)
+        if reason == LOW_SCORE:
+            below += 1
+        elif reason is not None:
+            unscored += 1
+        else:
+            kept.append(task)
+    return kept, below, unscored
 
 
 def _seed_file_of(directory: Path) -> Path:
@@ -692,12 +742,18 @@ def export_pool(
     warnings: list[str] = []
 
     tasks = _load_pool(pool_dir, warnings)
+    tasks, below, unscored = _judged(pool_dir, tasks, opts.min_score, warnings)
     if opts.include_seeds or opts.seeds is not None:
         seed_path = Path(opts.seeds) if opts.seeds is not None else _seed_file_of(pool_dir)
         tasks = load_seed_tasks(seed_path) + tasks
     _check_output(out, container, pool_dir)
 
     examples, dropped = _select(tasks, dedup=opts.dedup)
+    if not examples and opts.min_score is not None and below + unscored:
+        raise InputError(
+            pool_dir, None, f"nothing to export: no task has a judge score of at least {opts.min_score:g} "
+            f"({below} scored below it, {unscored} without a score; run `selfinstruct judge` first?)"
+        )  # fmt: skip
     if not examples:
         raise InputError(pool_dir, None, "nothing to export: the pool holds no tasks yet")
     rng = random.Random(opts.seed)
@@ -722,6 +778,8 @@ def export_pool(
         tasks={s: len(p) for s, p in splits.items()},
         container=container,
         duplicates_dropped=dropped,
+        below_min_score=below,
+        unscored=unscored,
         warnings=warnings,
     )
     with _Staging() as staging:

@@ -9,6 +9,8 @@ Layout of a pool directory::
     tasks.jsonl          accepted machine tasks, one seed-schema record per line (Task.to_record), append-only
     rejected.jsonl       rejected candidates with a "reject_reason" field; append-only, best effort
     runs.jsonl           the run ledger: one line per finished run (a dict given by the caller)
+    judgements.jsonl     scores given after the fact by `selfinstruct judge`, one line per judgement keyed by
+                         task id; append-only, fsynced (tasks.jsonl is never rewritten to hold them)
     config.json          identity and configuration, stored with the first round that adds a task (atomically)
     .lock                while the pool is locked: the holder's pid, hostname, started_at, command
     tasks.jsonl.corrupt  lines moved out of tasks.jsonl, each after a "# <when> tasks.jsonl:<line> <why>"
@@ -73,6 +75,7 @@ from selfinstruct.task import Task, task_from_record
 TASKS_FILE = "tasks.jsonl"
 REJECTED_FILE = "rejected.jsonl"
 RUNS_FILE = "runs.jsonl"
+JUDGEMENTS_FILE = "judgements.jsonl"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 CORRUPT_SUFFIX = ".corrupt"
@@ -393,6 +396,7 @@ class Pool:
         self.tasks_path = self.directory / TASKS_FILE
         self.rejected_path = self.directory / REJECTED_FILE
         self.runs_path = self.directory / RUNS_FILE
+        self.judgements_path = self.directory / JUDGEMENTS_FILE
         self.config_path = self.directory / CONFIG_FILE
         self.lock_path = self.directory / LOCK_FILE
         self.corrupt_path = self.directory / (TASKS_FILE + CORRUPT_SUFFIX)
@@ -864,6 +868,30 @@ class Pool:
             _append_block(self.runs_path, line, sync=True, on_torn_tail="terminate")
         except _AppendFailed as exc:
             raise PoolError(f"could not record the run in {self.runs_path}: {_reason(exc.error)}") from None
+
+    def append_judgements(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Append judgements to ``judgements.jsonl``: whole lines, one write, fsync. Needs the lock.
+
+        A failed write is undone (the file truncated back) and raised as :class:`PoolError`: the
+        judgements of that batch were not stored, and a resumed ``judge`` run scores those tasks again. A
+        torn last line left by a killed writer is ended first, so it stays one unreadable line that
+        :meth:`iter_judgements` skips.
+        """
+        self._require_lock("appending judgements")
+        block = "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        if not block:
+            return
+        try:
+            _append_block(self.judgements_path, block, sync=True, on_torn_tail="terminate")
+        except _AppendFailed as exc:
+            raise PoolError(
+                f"could not record judgements in {self.judgements_path}: {_reason(exc.error)}"
+                + ("" if exc.restored else "; the file may end with an incomplete line (readers skip it)")
+            ) from None
+
+    def iter_judgements(self) -> Iterator[Any]:
+        """Stream the JSON values of ``judgements.jsonl`` (unreadable lines skipped, with a warning)."""
+        return self._read_jsonl_tolerant(self.judgements_path)
 
     def read_runs(self) -> list[dict[str, Any]]:
         """Every run record of the ledger, oldest first. Unreadable lines are skipped; never writes."""

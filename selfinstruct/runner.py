@@ -6,6 +6,11 @@ made with another model, prompt templates or seed file unless forced, runs :clas
 pool as its sink, and appends one line to the run ledger whatever happens (budget reached, Ctrl-C,
 SIGTERM, a dead server, a failed write). It never prints: progress and warnings go to ``on_event``.
 
+The method (``self-instruct`` or ``alpaca``) and the model's API (``completions`` or ``chat``, resolved
+here: ``auto`` asks the server once, for a new pool; a pool keeps the API it was grown with) are part of the
+pool's identity, with the fingerprint of the templates they use. A judge (``--judge-model``) shares the
+generator's engine when it is the same model, else gets its own backend; it is recorded in the ledger.
+
 The ledger line records, besides counts by reason, each stage's requests, tokens and request-seconds,
 the retries the backend made, and the seconds spent starting (model load, server detection) apart from
 the seconds the loop ran, so rates never count a model's load time.
@@ -17,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import secrets
 import socket
 import time
@@ -27,10 +33,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from selfinstruct.alpaca import AlpacaTemplates
 from selfinstruct.backends import Backend, make_backend, resolve_backend_name
-from selfinstruct.bootstrap import INTERRUPTED, SURPLUS, Bootstrap, Progress, RoundReport, RunTotals
+from selfinstruct.bootstrap import INTERRUPTED, SURPLUS, Bootstrap, JudgeSpec, Progress, RoundReport, RunTotals
+from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
-from selfinstruct.errors import PoolError, SelfInstructError
+from selfinstruct.errors import ConfigError, PoolError, SelfInstructError
+from selfinstruct.judge import JudgeTemplate
 from selfinstruct.pool import Pool, compare_configs
 from selfinstruct.prompts import PromptTemplates
 from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
@@ -42,7 +51,11 @@ EventHandler = Callable[[str, Any], None]
 ``("endpoint_down", str)``."""
 
 # Keys of the stored configuration that must match for a later run to add to the same pool.
-IDENTITY_KEYS = ("model", "prompts_hash", "seeds_hash")
+IDENTITY_KEYS = ("model", "prompts_hash", "seeds_hash", "method", "api")
+# What a pool recorded before these keys existed was grown this way.
+IDENTITY_DEFAULTS = {"method": "self-instruct", "api": "completions"}
+# Model names that usually mean an instruct (chat) model: a hint when --api auto chose completions.
+_INSTRUCT_NAME = re.compile(r"(?i)(?:instruct|chat|[-_]it(?:[-_.]|$)|-sft|-dpo)")
 
 
 @dataclass
@@ -57,6 +70,9 @@ class RunInfo:
     seeds: int
     startup_seconds: float = 0.0
     window: int = 0
+    method: str = "self-instruct"
+    api: str = "completions"
+    judge: str | None = None  # the judge's model, when there is one
 
 
 @dataclass
@@ -99,6 +115,8 @@ def _check_identity(pool: Pool, machine: list[Task], identity: dict[str, Any], f
     stored, source = _stored_identity(pool, machine)
     if stored is None:
         return []
+    if stored.get("prompts_hash") is not None:  # recorded by a run, perhaps before method and api were
+        stored = {**IDENTITY_DEFAULTS, **stored}
     # Only what both sides know: a pool identified by its tasks knows the model, not the fingerprints.
     keys = [k for k in IDENTITY_KEYS if identity.get(k) is not None and stored.get(k) is not None]
     diffs = compare_configs(stored, identity, keys=tuple(keys))
@@ -142,6 +160,12 @@ def run_generate(
     # Local files the user named are read before the pool is touched: bad input is exit 2, nothing written.
     seeds = load_seed_tasks(config.seeds)
     templates = PromptTemplates.load(config.prompts)
+    prompts = _Prompts(
+        templates,
+        chat=ChatTemplates.load(config.prompts) if config.api == "chat" and config.method != "alpaca" else None,
+        alpaca=AlpacaTemplates.load(config.prompts) if config.method == "alpaca" else None,
+        judge=JudgeTemplate.load(config.prompts) if config.judging else None,
+    )
     seeds_hash = file_fingerprint(config.seeds)
     backend_name = "custom" if backend is not None else resolve_backend_name(config.backend, config.base_url)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
@@ -156,19 +180,23 @@ def run_generate(
         target=config.num_instructions,
         seeds=len(seeds),
         window=config.window,
+        method=config.method,
+        judge=config.judge_model,
     )
 
     pool = Pool(config.out)
     with ExitStack() as cleanup:
         cleanup.enter_context(pool.lock("generate"))  # locked out (75) or unusable: no run, no ledger line
-        state = _RunState(info=info, identity={"model": config.model, "prompts_hash": templates.fingerprint(),
-                                               "seeds_hash": seeds_hash})  # fmt: skip
+        api = config.api if config.api != "auto" else None  # resolved once the backend is up
+        state = _RunState(info=info, identity={"model": config.model, "seeds_hash": seeds_hash,
+                                               "method": config.method, "api": api,
+                                               "prompts_hash": prompts.fingerprint(config.method, api)})  # fmt: skip
         started_wall, started = _utc_now(), clock()
         state.started = started
         try:
             try:
                 backend = _start_and_loop(
-                    config, pool, state, seeds, templates, backend, backend_name, force, repair, cleanup, emit, warn,
+                    config, pool, state, seeds, prompts, backend, backend_name, force, repair, cleanup, emit, warn,
                     clock,
                 )  # fmt: skip
                 state.exit_reason = state.loop.stop_reason if state.loop and state.loop.stop_reason else "error"
@@ -207,6 +235,30 @@ def run_generate(
 
 
 @dataclass
+class _Prompts:
+    """The templates a run may use: the completion ones always; chat, Alpaca and judge ones when needed."""
+
+    completion: PromptTemplates
+    chat: ChatTemplates | None = None
+    alpaca: AlpacaTemplates | None = None
+    judge: JudgeTemplate | None = None
+
+    def fingerprint(self, method: str, api: str | None) -> str | None:
+        """The hash of the templates a run of this method and API uses (None while the API is unknown).
+        Self-Instruct on completions keeps the hash pools have always recorded."""
+        if api is None:
+            return None
+        chat = api == "chat"
+        if method == "alpaca":
+            assert self.alpaca is not None
+            return self.alpaca.fingerprint(chat=chat)
+        if chat:
+            assert self.chat is not None
+            return self.chat.fingerprint()
+        return self.completion.fingerprint()
+
+
+@dataclass
 class _RunState:
     """What is known about a run so far: enough for its ledger line at any moment after the lock."""
 
@@ -221,6 +273,8 @@ class _RunState:
     started: float = 0.0
     retries: int = 0
     endpoint_stats: Callable[[], Any] | None = None
+    judge: JudgeSpec | None = None
+    forced: set[str] = field(default_factory=set)  # identity differences already warned about
 
 
 def _start_and_loop(
@@ -228,7 +282,7 @@ def _start_and_loop(
     pool: Pool,
     state: _RunState,
     seeds: list[Task],
-    templates: PromptTemplates,
+    prompts: _Prompts,
     backend: Backend | None,
     backend_name: str,
     force: bool,
@@ -246,6 +300,7 @@ def _start_and_loop(
     pool.warnings.clear()
     if config.model is not None:  # check before a model is loaded: a wrong pool fails in a second
         for diff in _check_identity(pool, machine, state.identity, force):
+            state.forced.add(diff)
             warn(f"--force: adding to a pool made with another setup: {diff}")
     if backend is None:
 
@@ -264,9 +319,17 @@ def _start_and_loop(
     state.endpoint_stats = endpoint_stats if callable(endpoint_stats) else None
     state.info.model = backend.model
     state.identity["model"] = backend.model
-    if config.model is None:
+    api = _resolve_api(config, pool, backend, warn)
+    if api == "chat" and prompts.chat is None and config.method != "alpaca":
+        prompts.chat = ChatTemplates.load(config.prompts)
+    state.info.api = state.identity["api"] = api
+    state.identity["prompts_hash"] = prompts.fingerprint(config.method, api)
+    if config.model is None or config.api == "auto":  # the model or the API is known only now
         for diff in _check_identity(pool, machine, state.identity, force):
-            warn(f"--force: adding to a pool made with another setup: {diff}")
+            if diff not in state.forced:
+                warn(f"--force: adding to a pool made with another setup: {diff}")
+    judge = _make_judge(config, prompts, backend, backend_name, api, cleanup, emit)
+    state.judge = judge
     # The identity is stored with the first round that adds a task: a run that produced nothing (a
     # mistyped model, a server that is down) must not decide what later runs may add to this pool.
     config_pending = pool.read_config() is None
@@ -296,13 +359,17 @@ def _start_and_loop(
         backend,
         seeds,
         machine,
-        templates,
+        prompts.completion,
         rng=random.Random(state.info.seed),
         run_id=state.info.run_id,
         next_index=pool.next_index(machine),
         last_round=last_round,
         sink=sink,
         clock=clock,
+        chat=api == "chat",
+        chat_templates=prompts.chat,
+        alpaca=prompts.alpaca,
+        judge=judge,
     )
     state.loop = loop
     for message in loop.warnings:
@@ -314,6 +381,70 @@ def _start_and_loop(
             emit("progress" if isinstance(event, Progress) else "round", event)
             raise_pending()  # a signal that arrived while the event was shown
     return backend
+
+
+def _resolve_api(config: GenerateConfig, pool: Pool, backend: Backend, warn: Callable[[str], None]) -> str:
+    """``completions`` or ``chat``. An explicit ``--api`` wins (``chat`` checks that the model has a chat
+    template, where the backend can tell). ``auto``: the API the pool was grown with, else what the server
+    makes clear (:meth:`OpenAIBackend.detect_api`), else completions, the method's default."""
+    if config.api == "chat":
+        check = getattr(backend, "check_chat", None)
+        if callable(check):
+            check()
+        return "chat"
+    if config.api == "completions":
+        return "completions"
+    stored = (pool.read_config() or {}).get("api")
+    if stored in ("chat", "completions"):
+        return str(stored)
+    detect = getattr(backend, "detect_api", None)
+    api, why = detect() if callable(detect) else ("completions", "the backend cannot tell")
+    if api == "chat":
+        warn(f"--api auto: using the chat API: {why}")
+    elif _INSTRUCT_NAME.search(backend.model or ""):
+        warn(
+            f"--api auto: using completions, as for a base model, but {backend.model!r} looks like an instruct "
+            "model; --api chat sends it chat requests with the templates of prompts/chat/"
+        )
+    return api
+
+
+def _make_judge(
+    config: GenerateConfig,
+    prompts: _Prompts,
+    backend: Backend,
+    backend_name: str,
+    api: str,
+    cleanup: ExitStack,
+    emit: EventHandler,
+) -> JudgeSpec | None:
+    """The run's judge: the generating model itself (``--judge-model same`` or its own name, no
+    ``--judge-base-url``) on the same engine and stream, or another model with its own backend."""
+    if config.judge_model is None:
+        return None
+    assert prompts.judge is not None
+    if config.judge_base_url is None and config.judge_model in ("same", backend.model):
+        chat = (config.judge_api or api) == "chat"
+        return JudgeSpec(prompts.judge, backend.model, chat, None, config.min_score)
+    if config.judge_base_url is None and backend_name != "openai":
+        raise ConfigError(
+            f"--judge-model {config.judge_model}: in-process vLLM runs one model; judge with the same model "
+            "(--judge-model same) or give the judge's server with --judge-base-url"
+        )
+    options = config.backend_options()
+    options.model = config.judge_model
+    if config.judge_base_url is not None:
+        options.base_url = config.judge_base_url
+    options.on_event = emit
+    judge_backend = make_backend("openai", options)
+    close = getattr(judge_backend, "close", None)
+    if callable(close):
+        cleanup.callback(close)
+    judge_api = config.judge_api or "auto"
+    if judge_api == "auto":
+        detect = getattr(judge_backend, "detect_api", None)
+        judge_api = detect()[0] if callable(detect) else "completions"
+    return JudgeSpec(prompts.judge, judge_backend.model, judge_api == "chat", judge_backend, config.min_score)
 
 
 def _int(value: Any) -> int:
@@ -369,6 +500,14 @@ def _record(
             "retries": state.retries,
             **endpoints,
         }
+        if state.judge is not None:
+            record["judge"] = {
+                "model": state.judge.model,
+                "rubric": state.judge.rubric,
+                "api": "chat" if state.judge.chat else "completions",
+                "shares_engine": state.judge.backend is None,
+                "min_score": state.judge.min_score,
+            }
         try:
             pool.append_run(record)
         except PoolError as exc:

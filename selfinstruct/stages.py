@@ -1,6 +1,11 @@
 """The stages of one Self-Instruct request's life, as plain functions of text: build a prompt, read a
 completion, decide. Nothing here knows about scheduling, engines, time or files.
 
+The readers take ``chat=True`` for a chat model's replies (:mod:`selfinstruct.chatprompts` undoes the chat
+habits first). Two more lives share the same scheduler: the Alpaca method's one request of complete tasks
+(:func:`read_task_list`, :func:`screen_alpaca_task`, :func:`make_alpaca_task`) and the judge's one request
+per finished task (:func:`read_judgement`).
+
 A request's life, top to bottom (the scheduler in :mod:`selfinstruct.bootstrap` runs many at once):
 
 1. :func:`sample_demos` picks the instructions shown in an instruction-generation prompt;
@@ -27,7 +32,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from selfinstruct import filters as F
+from selfinstruct.alpaca import parse_task_list
 from selfinstruct.backends import Completion
+from selfinstruct.chatprompts import parse_chat_classification, parse_chat_instances, parse_chat_list
+from selfinstruct.judge import JUDGE_FIELD, Judgement
 from selfinstruct.prompts import parse_classification, parse_input_first, parse_instructions, parse_output_first
 from selfinstruct.task import Instance, Task
 
@@ -37,6 +45,9 @@ UNPARSEABLE_CLASSIFICATION = "unparseable_classification"  # counted; the task i
 UNPARSEABLE_INSTANCE = "unparseable_instance"  # an instance block without Output / Class label
 STRAY_MARKER = "stray_marker"  # a field cut short by a misplaced Input:/Output:/Class label: line
 OVERSIZED_COMPLETION = "oversized_completion"  # the backend cut a reply longer than max_tokens could be
+CHATTER = "chatter"  # lines of a chat reply outside its list (a preamble, a closing remark)
+UNPARSEABLE_TASK = "unparseable_task"  # an Alpaca-list block with no instruction or no output
+UNSCORED_JUDGEMENT = "unscored_judgement"  # a judge's reply without a readable score (kept without --min-score)
 
 
 def derive_seed(*parts: object) -> int:
@@ -68,12 +79,18 @@ class InstructionList:
     notes: Counter[str]
 
 
-def read_instruction_list(completion: Completion) -> InstructionList:
+def read_instruction_list(completion: Completion, *, chat: bool = False) -> InstructionList:
     """Candidates from an instruction-generation completion; a cut-off last item is dropped and noted."""
     notes: Counter[str] = Counter()
     if completion.cut:
         notes[OVERSIZED_COMPLETION] += 1
-    items = parse_instructions(completion.text, truncated=False)
+    if chat:
+        reply = parse_chat_list(completion.text, truncated=False)
+        items = reply.items
+        if reply.chatter:
+            notes[CHATTER] += reply.chatter
+    else:
+        items = parse_instructions(completion.text, truncated=False)
     if completion.finish_reason == "length" and items:
         notes[CUT_OFF] += 1
         items.pop()
@@ -97,10 +114,10 @@ class Classification:
     notes: Counter[str]
 
 
-def read_classification(completion: Completion) -> Classification:
+def read_classification(completion: Completion, *, chat: bool = False) -> Classification:
     """The Yes/No verdict; anything else is noted and read as No."""
     notes: Counter[str] = Counter()
-    verdict = parse_classification(completion.text)
+    verdict = (parse_chat_classification if chat else parse_classification)(completion.text)
     if verdict is None:
         notes[UNPARSEABLE_CLASSIFICATION] += 1
     if completion.cut:
@@ -117,10 +134,16 @@ class InstanceVerdict:
     notes: Counter[str]
 
 
-def read_instances(completion: Completion, *, output_first: bool, max_instances: int) -> InstanceVerdict:
+def read_instances(
+    completion: Completion, *, output_first: bool, max_instances: int, chat: bool = False
+) -> InstanceVerdict:
     """Parse an instance completion (input-first or output-first) and apply the instance filters."""
-    parse = parse_output_first if output_first else parse_input_first
-    parsed = parse(completion.text, truncated=completion.finish_reason == "length")
+    truncated = completion.finish_reason == "length"
+    if chat:
+        parsed = parse_chat_instances(completion.text, truncated=truncated, output_first=output_first)
+    else:
+        parse = parse_output_first if output_first else parse_input_first
+        parsed = parse(completion.text, truncated=truncated)
     notes: Counter[str] = Counter()
     if completion.cut:
         notes[OVERSIZED_COMPLETION] += 1
@@ -183,21 +206,122 @@ def make_task(
     )
 
 
+# -- the Alpaca method ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlpacaItem:
+    """One complete task read from an Alpaca list: instruction, and its one instance."""
+
+    instruction: str
+    instance: Instance
+
+
+@dataclass(frozen=True, slots=True)
+class TaskListRead:
+    items: list[AlpacaItem]
+    notes: Counter[str]
+
+
+def read_task_list(completion: Completion, *, chat: bool) -> TaskListRead:
+    """Complete tasks from an Alpaca one-shot completion. A cut-off last task is dropped and noted, blocks
+    without an instruction or output are noted (``unparseable_task``), never fatal."""
+    notes: Counter[str] = Counter()
+    if completion.cut:
+        notes[OVERSIZED_COMPLETION] += 1
+    parsed = parse_task_list(completion.text, truncated=completion.finish_reason == "length", continues_task=not chat)
+    if parsed.cut_off:
+        notes[CUT_OFF] += 1
+    if parsed.unparseable:
+        notes[UNPARSEABLE_TASK] += parsed.unparseable
+    if parsed.stray:
+        notes[STRAY_MARKER] += parsed.stray
+    return TaskListRead([AlpacaItem(t.instruction, t.instance()) for t in parsed.tasks], notes)
+
+
+def screen_alpaca_task(item: AlpacaItem) -> InstanceVerdict:
+    """The instance filters on the task's one instance (empty output, output equal to the input)."""
+    report = F.clean_instances([item.instance], 1)
+    return InstanceVerdict(report.kept, report.task_reason, Counter(report.dropped))
+
+
+def make_alpaca_task(
+    item: AlpacaItem,
+    *,
+    max_similarity: float | None,
+    most_similar: list[dict[str, Any]],
+    demonstrations: list[str],
+    run_id: str,
+    round_number: int,
+    model: str | None,
+) -> Task:
+    """An accepted Alpaca task: one instance, ``is_classification`` unknown (this method does not ask)."""
+    meta: dict[str, Any] = {
+        "source": "machine",
+        "run_id": run_id,
+        "round": round_number,
+        "created_at": utc_now(),
+        "model": model,
+        "method": "alpaca",
+        "max_similarity": max_similarity,
+        "most_similar": most_similar,
+        "instance_format": "alpaca",
+        "demonstrations": demonstrations,
+    }
+    return Task(
+        instruction=item.instruction,
+        instances=[item.instance],
+        is_classification=None,
+        name=task_name(item.instruction),
+        meta=meta,
+    )
+
+
+# -- the judge -------------------------------------------------------------------------------------------
+
+
+def read_judgement(completion: Completion, *, model: str, rubric: str, chat: bool) -> tuple[Judgement, Counter[str]]:
+    """The judge's verdict on a task; a reply without a readable score is noted (its judgement has score
+    None and keeps the reply)."""
+    notes: Counter[str] = Counter()
+    judgement = Judgement.from_reply(completion.text, model=model, rubric=rubric, after_score=not chat)
+    if judgement.score is None:
+        notes[UNSCORED_JUDGEMENT] += 1
+    if completion.cut:
+        notes[OVERSIZED_COMPLETION] += 1
+    return judgement, notes
+
+
+def attach_judgement(task: Task, judgement: Judgement) -> None:
+    """Store the judgement in the task record (its ``judge`` field)."""
+    task.meta[JUDGE_FIELD] = judgement.to_dict()
+
+
 __all__ = [
+    "CHATTER",
     "CUT_OFF",
     "OVERSIZED_COMPLETION",
     "STRAY_MARKER",
     "UNPARSEABLE_CLASSIFICATION",
     "UNPARSEABLE_INSTANCE",
+    "UNPARSEABLE_TASK",
+    "UNSCORED_JUDGEMENT",
+    "AlpacaItem",
     "Classification",
     "InstanceVerdict",
     "InstructionList",
+    "TaskListRead",
+    "attach_judgement",
     "derive_seed",
+    "make_alpaca_task",
     "make_task",
     "read_classification",
     "read_instances",
     "read_instruction_list",
+    "read_judgement",
+    "read_task_list",
     "sample_demos",
+    "screen_alpaca_task",
     "screen_instruction",
     "task_name",
 ]

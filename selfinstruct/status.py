@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import PoolError
+from selfinstruct.judge import effective_judgements, read_sidecar_records
 from selfinstruct.pool import Pool
 
 
@@ -76,6 +77,10 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
     config = stored.get("config")
     config = config if isinstance(config, dict) else {}
     target = runs[-1].get("target") if runs else config.get("num_instructions")
+    sidecar, _ = read_sidecar_records(pool.iter_judgements())
+    judgements = effective_judgements(tasks, sidecar).judgements
+    scores = Counter(j.score for j in judgements if j is not None and j.score is not None)
+    scored = sum(scores.values())
     return {
         "directory": str(pool.directory),
         "pool_size": len(tasks),
@@ -86,5 +91,11 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
         "runs": recent,
         "rejected": dict(rejected.most_common()),
         "rejected_logged": pool.read_rejected_counts(),
+        "judged": {
+            "judged": sum(1 for j in judgements if j is not None),
+            "scored": scored,
+            "mean_score": sum(k * v for k, v in scores.items()) / scored if scored else None,
+            "scores": {str(k): scores[k] for k in sorted(scores)},
+        },
         "warnings": list(pool.warnings),
     }

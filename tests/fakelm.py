@@ -25,6 +25,12 @@ What the server does:
   ``jitter_seed``), so that concurrent requests finish in a shuffled order; ``answered`` lists the
   prompts of completions requests in the order their replies were sent.
 
+* ``POST /v1/chat/completions`` calls ``respond(text, body)`` with the messages' contents joined by blank
+  lines (``body["messages"]`` holds them), with the same limits; its bodies are kept in ``chat_requests``.
+  A reply text of None is sent as ``"content": null``. ``apis`` says which endpoints exist: without
+  ``"completions"`` the server answers ``/v1/completions`` with OpenAI's 404 for a chat model; without
+  ``"chat"`` it answers ``/v1/chat/completions`` as vLLM does for a model without a chat template (400).
+
 Faults are consumed by the next requests in arrival order, whatever their path (``GET /v1/models``
 included). ``log`` records ``(method, path, outcome)`` for every request, outcome being the status
 code sent or ``"dropped"``; ``requests`` holds every completions body received, failed ones included.
@@ -110,6 +116,7 @@ class FakeLM:
         jitter: tuple[float, float] | None = None,
         jitter_seed: int = 0,
         drip: float = 0.0,
+        apis: tuple[str, ...] = ("completions", "chat"),
     ) -> None:
         self.respond: Respond = respond or echo
         self.models: list[str] = list(models) if models is not None else ["fake-model"]
@@ -122,7 +129,9 @@ class FakeLM:
         self.drip = drip
         self._jitter_rng = random.Random(jitter_seed)
         self.answered: list[str] = []
+        self.apis = apis
         self.requests: list[dict[str, Any]] = []
+        self.chat_requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.log: list[tuple[str, str, int | str]] = []
         self.in_flight = 0
@@ -238,6 +247,43 @@ class FakeLM:
             }
         return 200, reply
 
+    def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        model = body.get("model")
+        if model is not None and model not in self.models:
+            return 404, {"object": "error", "message": f"The model `{model}` does not exist.", "code": 404}
+        messages = body.get("messages")
+        roles = ("system", "user", "assistant")
+        ok = (
+            isinstance(messages, list)
+            and messages
+            and all(
+                isinstance(m, dict) and m.get("role") in roles and isinstance(m.get("content"), str) for m in messages
+            )
+        )
+        if not ok:
+            return 400, {"object": "error", "message": "messages must be a list of {role, content} objects"}
+        text_in = "\n\n".join(m["content"] for m in messages)
+        stop = body.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        text, finish = self.respond(text_in, body)
+        if text is not None and self.apply_limits:
+            text, finish = cut_completion(text, finish, stop, body.get("max_tokens"))
+        reply: dict[str, Any] = {
+            "id": f"chatcmpl-fake-{time.monotonic_ns()}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model or self.models[0],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            words_in, words_out = len(text_in.split()), len((text or "").split())
+            reply["usage"] = {
+                "prompt_tokens": words_in,
+                "completion_tokens": words_out,
+                "total_tokens": words_in + words_out,
+            }
+        return 200, reply
+
 
 class _QuietServer(ThreadingHTTPServer):
     """Daemon handler threads; a client that hung up (a timeout in a test) is not an error worth a trace."""
@@ -296,6 +342,8 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
                 lm.headers.append(dict(self.headers.items()))
                 if method == "POST" and path == "/v1/completions" and body is not None:
                     lm.requests.append(body)
+                if method == "POST" and path == "/v1/chat/completions" and body is not None:
+                    lm.chat_requests.append(body)
             if lm.delay:
                 time.sleep(lm.delay)
             if lm.jitter is not None:
@@ -319,6 +367,33 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
             if method == "GET" and path == "/v1/models":
                 data = [{"id": m, "object": "model", "owned_by": "fakelm"} for m in lm.models]
                 self._send(method, path, 200, json.dumps({"object": "list", "data": data}))
+            elif method == "POST" and path == "/v1/completions" and "completions" not in lm.apis:
+                message = (
+                    "This is a chat model and not supported in the v1/completions endpoint. "
+                    "Did you mean v1/chat/completions?"
+                )
+                self._error(method, path, 404, _error_body(message, 404))
+            elif method == "POST" and path == "/v1/chat/completions" and "chat" not in lm.apis:
+                message = (
+                    "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat "
+                    "template if the tokenizer does not define one."
+                )
+                self._error(method, path, 400, _error_body(message, 400))
+            elif method == "POST" and path == "/v1/chat/completions":
+                if body is None:
+                    self._error(method, path, 400, _error_body("request body must be a JSON object", 400))
+                    return
+                try:
+                    status, reply = lm._chat(body)
+                except Fault as fault:
+                    self._error(method, path, fault.status, fault.body, fault.retry_after)
+                    return
+                except Exception as exc:  # a broken respond() shows up as a 500, as on a real server
+                    self._error(method, path, 500, _error_body(f"respond failed: {exc!r}", 500))
+                    return
+                with lm._lock:
+                    lm.answered.append("\n\n".join(str(m.get("content")) for m in body.get("messages") or []))
+                self._send(method, path, status, json.dumps(reply))
             elif method == "POST" and path == "/v1/completions":
                 if body is None:
                     self._error(method, path, 400, _error_body("request body must be a JSON object", 400))

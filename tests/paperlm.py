@@ -2,9 +2,14 @@
 
 ``PaperLM()`` is a ``respond(prompt, body)`` function for :class:`fakelm.FakeLM`. It recognises the stage
 from the prompt (a numbered list ending in ``N.``, the ``Is it classification?`` question, an instance
-prompt ending in ``Task: ...``) and replies like a base model would, including the mess a real one makes:
-too-short items, blocked keywords, copies of a demonstration, a list cut off at ``max_tokens``,
-unparseable classification answers and instance blocks without an output.
+prompt ending in ``Task: ...``, an Alpaca one-shot list ending in ``Task N``, a judge's rubric ending in
+``Score:``) and replies like a base model would, including the mess a real one makes: too-short items,
+blocked keywords, copies of a demonstration, a list cut off at ``max_tokens``, unparseable classification
+answers, instance blocks without an output, Alpaca tasks without an output, judge replies without a score.
+
+Asked through the chat endpoint (``body`` holds ``messages``), it answers like an instruct model instead:
+the same content wrapped in the habits of chat models (a preamble, Markdown bold and headings, a closing
+remark), from the user's message of the chat templates.
 
 Replies depend only on the prompt and the request's ``seed``, never on call order, so runs are
 deterministic whatever the thread scheduling.
@@ -147,6 +152,12 @@ class PaperLM:
         self.items = items
 
     def __call__(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if "messages" in body:
+            return self.chat(prompt, body)
+        if prompt.endswith("\nScore:"):
+            return self.judge(prompt, body)
+        if re.search(r"\nTask (\d+)\n$", prompt):
+            return self.alpaca(prompt, body)
         if prompt.rstrip().endswith("Is it classification?"):
             return self.classify(prompt, body)
         if re.search(r"\n\d+\.$", prompt):
@@ -193,3 +204,85 @@ class PaperLM:
         if self.garbage and rng.randrange(4) == 0:
             blocks.append(blocks[0])  # an exact duplicate instance
         return "\n\n".join(blocks) + "\n\n", "stop"
+
+    def alpaca(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        """Complete tasks continuing the list: mostly novel ones, and (with ``garbage``) a copy of a
+        demonstration, a task without an output, a blocked keyword, and now and then a cut-off last task."""
+        rng = _rng(prompt, body, "alpaca")
+        start = int(re.search(r"\nTask (\d+)\n$", prompt).group(1))  # type: ignore[union-attr]
+        demos = re.findall(r"^Instruction: (.+)$", prompt, flags=re.MULTILINE)
+        blocks = []
+        for n in range(self.items):
+            instruction = novel_instruction(rng)
+            a, b = rng.sample(WORDS, 2)
+            given = f"{a} and {b}" if n % 3 == 0 else "<none>"
+            output = f"The {a} meets the {b}, as '{instruction[:20]}' asks."
+            if self.garbage and n == 1 and demos:
+                instruction = demos[0]  # too similar
+            if self.garbage and n == 2:
+                output = ""  # no output: unparseable
+            if self.garbage and n == 3:
+                instruction = f"Draw a map of the {a} {b} and label every {rng.choice(WORDS)} on it."
+            blocks.append(f"Instruction: {instruction}\nInput: {given}\nOutput: {output}".rstrip())
+        text = "\n\n".join(blocks[:1] + [f"Task {start + i}\n{b}" for i, b in enumerate(blocks[1:], start=1)])
+        if self.cut_every and rng.randrange(self.cut_every) == 0:
+            return text + f"\n\nTask {start + len(blocks)}\nInstruction: Explain why the", "length"
+        return text + "\n\n", "stop"
+
+    def judge(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        """A score from 1 to 5 fixed by the task's text; with ``garbage``, one reply in eight has none."""
+        rng = _rng(prompt.rsplit("Instruction: ", 1)[-1], {}, "judge")
+        if self.garbage and rng.randrange(8) == 0:
+            return " This task looks fine to me overall", "stop"
+        score = rng.randint(1, 5)
+        return f" {score}\nReason: scored {score} by the scripted judge.", "stop"
+
+    # -- as an instruct model -------------------------------------------------------------------------------
+
+    def chat(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if "Answer in two lines and nothing more" in prompt:
+            text, finish = self.judge(prompt, body)
+            if text.startswith(" This task"):
+                return "I think " + text.strip() + ".", finish
+            score, reason = text.strip().split("\nReason: ", 1)
+            return f"Here is my assessment.\n\n**Score:** {score}/5\n**Reason:** {reason}", finish
+        if 'numbered "Task 1" to' in prompt:
+            count = int(re.search(r'to "Task (\d+)"', prompt).group(1))  # type: ignore[union-attr]
+            text, finish = self.alpaca(prompt.rstrip() + "\n\nTask 1\n", body)
+            text = re.sub(r"^(Instruction|Input|Output):", r"**\1:**", text, flags=re.MULTILINE)
+            body_text = "**Task 1**\n" + re.sub(r"^Task (\d+)$", r"### Task \1", text, flags=re.MULTILINE)
+            del count
+            return (
+                "Sure! Here are new tasks for the collection:\n\n" + body_text.rstrip() + "\n\nI hope these help!",
+                finish,
+            )
+        if "Reply with a numbered list from 1 to" in prompt:
+            rng = _rng(prompt, body, "chat-instructions")
+            demos = re.findall(r"^\d+\. (.+)$", prompt, flags=re.MULTILINE)
+            items = [novel_instruction(rng) for _ in range(self.items)]
+            if self.garbage:
+                items[1] = "Say hi."
+                items[2] = f"Describe the {rng.choice(WORDS)} in this picture of a {rng.choice(WORDS)} please."
+                if demos:
+                    items[3] = demos[0]
+            lines = "\n".join(f"{i}. **{t.split(' ', 1)[0]}** {t.split(' ', 1)[1]}" for i, t in enumerate(items, 1))
+            return f"Sure! Here are {len(items)} new requests:\n\n{lines}\n\nLet me know if you need more.", "stop"
+        if "Is it classification? Answer with one word" in prompt:
+            text, finish = self.classify(
+                prompt.rsplit("\nIs it classification?", 1)[0] + "\nIs it classification?", body
+            )
+            word = text.strip()
+            return (f"**{word}**" if word in ("Yes", "No") else "I am not sure."), finish
+        if "Write up to five examples for this task" in prompt:
+            instruction = prompt.split("Write up to five examples for this task, in the same format:", 1)[1]
+            instruction = instruction.split("Task: ", 1)[1].split("\n", 1)[0]
+            demo_part = prompt.split("Write up to five examples", 1)[0]
+            base_prompt = demo_part + f"Task: {instruction}\n"
+            text, finish = self.instances(base_prompt, body)
+            text = re.sub(r"^(Input|Output|Class label):", r"**\1:**", text, flags=re.MULTILINE)
+            text = re.sub(r"^Example (\d+)$", r"### Example \1", text, flags=re.MULTILINE)
+            if "Example 1" not in text:  # output-first replies: give them headers as the format asks
+                blocks = [b for b in text.split("\n\n") if b.strip()]
+                text = "\n\n".join(f"### Example {i}\n{b}" for i, b in enumerate(blocks, 1))
+            return "Here are the examples:\n\n" + text.strip() + "\n\nLet me know if you need more examples!", finish
+        return "I'm not sure what you are asking for.", "stop"

@@ -587,3 +587,80 @@ def test_transport_can_be_injected() -> None:
 
     with OpenAIBackend("http://mock/v1", "m", transport=httpx.MockTransport(handler)) as b:
         assert b.generate(["x"], SAMPLING) == [Completion("hi", "stop")]
+
+
+# -- chat ------------------------------------------------------------------------------------------
+
+
+def test_chat_prompts_go_to_the_chat_endpoint_as_messages(fake_lm: FakeLM) -> None:
+    from selfinstruct.backends.chat import user_chat
+
+    with backend(fake_lm) as b:
+        out = b.generate(
+            [user_chat("Hi there", system="Be brief."), "plain text"], Sampling(max_tokens=50, stop=("!",))
+        )
+    assert out[0].text == "echo: Be brief.\n\nHi there" and out[0].finish_reason == "stop"
+    assert out[1].text == "echo: plain text"
+    (chat,) = fake_lm.chat_requests
+    assert chat["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    assert "prompt" not in chat and chat["stop"] == ["!"] and chat["max_tokens"] == 50
+    assert [r["prompt"] for r in fake_lm.requests] == ["plain text"]
+
+
+def test_chat_reply_with_null_content_is_an_empty_completion() -> None:
+    from selfinstruct.backends.chat import user_chat
+
+    with FakeLM(respond=lambda prompt, body: (None, "stop")) as lm, backend(lm) as b:  # type: ignore[arg-type,return-value]
+        (out,) = b.generate([user_chat("Hi")], SAMPLING)
+    assert out.text == "" and out.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"choices": [{"index": 0, "text": "completion-shaped"}]}',
+        '{"choices": [{"index": 0, "message": "not an object"}]}',
+        '{"choices": [{"index": 0, "message": {"role": "assistant", "content": 7}}]}',
+    ],
+)
+def test_malformed_chat_choice_is_a_backend_error(reply: str) -> None:
+    from fakelm import Fault
+
+    from selfinstruct.backends.chat import user_chat
+
+    def respond(prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        raise Fault(200, reply)
+
+    with FakeLM(respond=respond) as lm, backend(lm, max_retries=0) as b, pytest.raises(BackendError, match="malformed"):
+        b.generate([user_chat("Hi")], SAMPLING)
+
+
+@pytest.mark.parametrize(
+    ("apis", "expected"),
+    [(("completions", "chat"), "completions"), (("chat",), "chat"), (("completions",), "completions")],
+)
+def test_detect_api(apis: tuple[str, ...], expected: str) -> None:
+    with FakeLM(apis=apis) as lm, backend(lm) as b:
+        api, why = b.detect_api()
+    assert api == expected
+    assert ("refused" in why) is (expected == "chat")
+
+
+def test_detect_api_does_not_retry_and_a_broken_server_means_completions() -> None:
+    with FakeLM() as lm, backend(lm, max_retries=5) as b:
+        lm.fail_next(500)
+        api, why = b.detect_api()
+        assert api == "completions" and "failed" in why
+        assert b.retries == 0
+
+
+def test_detect_api_reads_a_chat_model_message_on_a_400() -> None:
+    from fakelm import Fault
+
+    def respond(prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        raise Fault(
+            400, '{"error": {"message": "This model does not support the Completions API; use chat completions"}}'
+        )
+
+    with FakeLM(respond=respond) as lm, backend(lm) as b:
+        assert b.detect_api()[0] == "chat"

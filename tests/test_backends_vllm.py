@@ -53,7 +53,31 @@ class Recorder:
     threads: set[str] = field(default_factory=set)
 
 
-def complete(prompt: str, kwargs: dict[str, Any]) -> FakeRequestOutput:
+class FakeTokenizer:
+    """A chat template like Gemma's (the BOS is part of the template); token ids are character codes.
+    ``template=None`` is a base model's tokenizer without one; ``system_ok=False`` refuses a system role."""
+
+    def __init__(self, template: str | None = "gemma-like", system_ok: bool = True) -> None:
+        self.chat_template = template
+        self.system_ok = system_ok
+
+    def apply_chat_template(
+        self, conversation: list[dict[str, str]], tokenize: bool = True, add_generation_prompt: bool = False
+    ) -> Any:
+        if not self.system_ok and any(m["role"] == "system" for m in conversation):
+            raise ValueError("System role not supported")
+        text = "<bos>" + "".join(f"<start_of_turn>{m['role']}\n{m['content']}<end_of_turn>\n" for m in conversation)
+        text += "<start_of_turn>model\n" if add_generation_prompt else ""
+        return [ord(c) for c in text] if tokenize else text
+
+
+def decode(prompt: Any) -> str:
+    """The text of an engine prompt: itself, or the characters of its token ids."""
+    return "".join(map(chr, prompt["prompt_token_ids"])) if isinstance(prompt, dict) else prompt
+
+
+def complete(prompt: Any, kwargs: dict[str, Any]) -> FakeRequestOutput:
+    prompt = decode(prompt)
     words = f"seed {kwargs.get('seed')} says {prompt}".split()[: kwargs["max_tokens"]]
     finish = "length" if len(words) == kwargs["max_tokens"] else "stop"
     return FakeRequestOutput(
@@ -117,7 +141,11 @@ class FakeEngine:
 
 
 def make_fake_vllm(
-    recorder: Recorder, fail_load: Exception | None = None, max_num_seqs: int = 4, enqueue: bool = True
+    recorder: Recorder,
+    fail_load: Exception | None = None,
+    max_num_seqs: int = 4,
+    enqueue: bool = True,
+    tokenizer: FakeTokenizer | None = None,
 ) -> types.ModuleType:
     """A module shaped like vllm: ``LLM(**kwargs).generate(prompts, params, use_tqdm=...)``, and the
     incremental API (``LLM.enqueue`` unless ``enqueue`` is False, ``LLM.llm_engine``)."""
@@ -134,6 +162,9 @@ def make_fake_vllm(
                 raise fail_load
             self.llm_engine = FakeEngine(recorder, max_num_seqs)
             self.counter = itertools.count()
+
+        def get_tokenizer(self) -> FakeTokenizer:
+            return tokenizer or FakeTokenizer()
 
         def generate(self, prompts: list[str], params: list[SamplingParams], **kwargs: Any) -> list[FakeRequestOutput]:
             recorder.generate_calls.append((prompts, params, kwargs))
@@ -495,3 +526,78 @@ def test_oversized_output_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     (out,) = VLLMBackend("org/tiny", llm=Huge()).generate(["a"], Sampling(max_tokens=5))
     assert out.cut and out.finish_reason == "length" and len(out.text) < 2000
+
+
+# -- chat ------------------------------------------------------------------------------------------------
+
+GEMMA_CHAT = "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_generate_renders_a_chat_with_the_template_as_token_ids(recorder: Recorder) -> None:
+    from selfinstruct.backends.chat import user_chat
+
+    backend = VLLMBackend("org/tiny-it")
+    out = backend.generate([user_chat("Hi there"), "plain"], Sampling(max_tokens=50), seeds=[1, 2])
+    prompts, _, _ = recorder.generate_calls[0]
+    assert prompts[0] == {"prompt_token_ids": [ord(c) for c in GEMMA_CHAT]}  # the template's BOS, once
+    assert prompts[1] == "plain"
+    assert out[0].text == "seed 1 says " + " ".join(GEMMA_CHAT.split())
+
+
+def test_stream_renders_chats_too(recorder: Recorder) -> None:
+    from selfinstruct.backends.chat import user_chat
+
+    backend = VLLMBackend("org/tiny-it")
+    stream = backend.stream()
+    stream.submit(Request(0, user_chat("Hi there"), Sampling(max_tokens=50), seed=3))
+    (done,) = drain(stream, 1)
+    stream.close()
+    assert decode(recorder.added[0]) == GEMMA_CHAT
+    assert done.completion.text.startswith("seed 3 says <bos><start_of_turn>user")
+
+
+def test_a_template_refusing_the_system_role_gets_it_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfinstruct.backends.chat import user_chat
+
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, tokenizer=FakeTokenizer(system_ok=False)))
+    VLLMBackend("org/gemma-2").generate([user_chat("Hi", system="Be brief.")], Sampling(max_tokens=50))
+    assert decode(rec.generate_calls[0][0][0]) == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_a_base_model_without_a_chat_template_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfinstruct.backends.chat import user_chat
+
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, tokenizer=FakeTokenizer(template=None)))
+    backend = VLLMBackend("org/base")
+    with pytest.raises(ConfigError, match="has no chat template, so it is not a chat model"):
+        backend.check_chat()
+    with pytest.raises(ConfigError, match="--api completions"):
+        backend.generate([user_chat("Hi")], Sampling(max_tokens=5))
+    assert backend.generate(["text is fine"], Sampling(max_tokens=5))[0].text
+    assert backend.detect_api()[0] == "completions"
+
+
+def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The whole loop in-process with --api chat: every request is a chat rendered by the template, and
+    every candidate is accounted for in the ledger."""
+    import json
+
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.runner import run_generate
+
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec))
+    config = GenerateConfig(model="org/tiny-it", api="chat", out=str(tmp_path / "pool"), max_rounds=1, batch_size=2,
+                            seed=1)  # fmt: skip
+    outcome = run_generate(config)
+    assert outcome.exit_reason == "max_rounds"
+    assert rec.added and all(
+        isinstance(p, dict) and decode(p).startswith("<bos><start_of_turn>user") for p in rec.added
+    )
+    (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
+    assert run["api"] == "chat" and run["method"] == "self-instruct"
+    assert run["stages"]["instructions"]["finished"] == 2

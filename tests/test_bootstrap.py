@@ -23,6 +23,7 @@ from seedsets import write_seeds
 
 from selfinstruct import stopping
 from selfinstruct.backends import Completion, Finished, Request, Sampling
+from selfinstruct.backends.chat import prompt_text
 from selfinstruct.bootstrap import (
     MAX_NEW,
     MAX_ROUNDS,
@@ -68,7 +69,10 @@ class ShuffledStream:
         done = []
         for key in keys[: engine.rng.randint(1, max(1, len(keys) // 2))]:
             request = self.held.pop(key)
-            text, finish = engine.lm(request.prompt, {"seed": request.seed})
+            body: dict[str, Any] = {"seed": request.seed}
+            if isinstance(request.prompt, tuple):  # a chat: the stand-in answers as an instruct model
+                body["messages"] = [m.to_dict() for m in request.prompt]
+            text, finish = engine.lm(prompt_text(request.prompt), body)
             done.append(Finished(key, Completion(text, finish, 3, len(text.split()))))
         return done
 
@@ -361,3 +365,96 @@ def test_a_pool_already_at_its_target_sends_nothing(seeds: list[Task]) -> None:
     again = make_loop(seeds, engine, pool=first.machine, num_instructions=5)
     assert list(again.run()) == [] and again.stop_reason == TARGET_REACHED
     assert engine.submitted == []
+
+
+# -- chat, the Alpaca method and the judge --------------------------------------------------------------
+
+
+def make_issue13_loop(
+    seeds: list[Task], backend: Any, *, chat: bool, method: str, judge: Any = None, sink: Any = None, **options: Any
+) -> Bootstrap:
+    from selfinstruct.alpaca import AlpacaTemplates
+    from selfinstruct.chatprompts import ChatTemplates
+
+    cfg = GenerateConfig(**{"num_instructions": 30, "batch_size": 3, "window": 4, "method": method, **options})
+    return Bootstrap(
+        cfg, backend, seeds, [], PromptTemplates.load(PROMPTS), rng=random.Random(5), run_id="r", sink=sink,
+        chat=chat, chat_templates=ChatTemplates.load(PROMPTS), alpaca=AlpacaTemplates.load(PROMPTS), judge=judge,
+    )  # fmt: skip
+
+
+def judge_spec(chat: bool = False, backend: Any = None, min_score: float | None = None) -> Any:
+    from selfinstruct.bootstrap import JudgeSpec
+    from selfinstruct.judge import JudgeTemplate
+
+    return JudgeSpec(JudgeTemplate.load(PROMPTS), "shuffled", chat, backend, min_score)
+
+
+@pytest.mark.parametrize(
+    ("method", "chat", "judged"),
+    [
+        ("self-instruct", True, False),
+        ("alpaca", False, False),
+        ("alpaca", True, False),
+        ("self-instruct", False, True),
+        ("alpaca", True, True),
+    ],
+)
+def test_replay_and_accounting_hold_for_every_mode(seeds: list[Task], method: str, chat: bool, judged: bool) -> None:
+    pools = []
+    for engine_seed in (1, 2):
+        sink = Recorder()
+        judge = judge_spec(chat=chat, min_score=3) if judged else None
+        loop = make_issue13_loop(seeds, ShuffledEngine(seed=engine_seed), chat=chat, method=method, judge=judge,
+                                 sink=sink)  # fmt: skip
+        list(loop.run())
+        totals = loop.totals
+        assert loop.stop_reason == TARGET_REACHED and len(loop.machine) == 30
+        assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
+        assert Counter(r["reject_reason"] for r in sink.records) == totals.rejected + totals.surplus
+        for stats in totals.stages.values():
+            assert stats.requests == stats.finished + stats.cancelled
+        assert (totals.stages["judge"].requests > 0) is judged
+        if judged:
+            assert {"low_score", "no_score"} <= totals.rejected.keys()
+            assert all(t.meta["judge"]["score"] >= 3 for t in loop.machine)
+        if method == "alpaca":
+            assert totals.stages["classification"].requests == totals.stages["instances"].requests == 0
+            assert all(t.meta["method"] == "alpaca" and len(t.instances) == 1 for t in loop.machine)
+        records = comparable(loop.machine)
+        for record in records:  # the judgement's time, like created_at, is no part of a replay
+            if "judge" in record:
+                record["judge"] = {k: v for k, v in record["judge"].items() if k != "judged_at"}
+        pools.append(records)
+    assert pools[0] == pools[1]
+
+
+def test_a_judge_with_its_own_backend_gets_only_the_judge_requests(seeds: list[Task]) -> None:
+    generator, judge_engine = ShuffledEngine(seed=1), ShuffledEngine(seed=9)
+    loop = make_issue13_loop(seeds, generator, chat=False, method="self-instruct",
+                             judge=judge_spec(backend=judge_engine), num_instructions=10)  # fmt: skip
+    list(loop.run())
+    assert len(loop.machine) == 10 and all("judge" in t.meta for t in loop.machine)
+    assert judge_engine.submitted and all(r.prompt.endswith("\nScore:") for r in judge_engine.submitted)
+    assert not any(isinstance(r.prompt, str) and r.prompt.endswith("\nScore:") for r in generator.submitted)
+    assert generator.streams[0].closed and judge_engine.streams[0].closed
+
+
+def test_tasks_waiting_for_the_judge_at_the_time_limit_are_unfinished(seeds: list[Task]) -> None:
+    now = [0.0]
+
+    class SilentJudge(ShuffledEngine):
+        def stall(self, stream: ShuffledStream) -> bool:
+            now[0] += 1.0
+            return now[0] > 20 and all(r.priority == -1 for r in stream.held.values())
+
+    sink = Recorder()
+    cfg = {"num_instructions": 1000, "time_limit": "40s"}
+    loop = make_issue13_loop(seeds, SilentJudge(seed=3), chat=False, method="alpaca", judge=judge_spec(), sink=sink,
+                             **cfg)  # fmt: skip
+    loop.clock = lambda: now[0]
+    list(loop.run())
+    totals = loop.totals
+    assert loop.stop_reason == TIME_LIMIT
+    assert totals.stages["judge"].cancelled > 0 and totals.surplus[UNFINISHED] >= totals.stages["judge"].cancelled
+    assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from selfinstruct import export as export_module
 from selfinstruct.cli import app
-from selfinstruct.errors import ConfigError
+from selfinstruct.errors import ConfigError, InputError
 from selfinstruct.export import (
     ExportOptions,
     UserTurn,
@@ -648,3 +648,80 @@ def test_cli_reads_backslash_n_in_templates_as_a_newline(pool_dir: Path, tmp_pat
     assert record["messages"][1]["content"] == "Label the mood of the sentence as Calm or Tense.\n\nInput: We waited."
     assert cli(str(pool_dir), "--template", r"{instruction} \\n {input}", "--out", str(out)).exit_code == 0
     assert read_jsonl(out)[1]["messages"][0]["content"].endswith(r"Tense. \n We waited.")
+
+
+# -- judge scores ----------------------------------------------------------------------------------------
+
+
+def _judge(pool: Path, scores: dict[str, float | None], *, embedded: dict[str, float] | None = None) -> None:
+    """Scores for tasks of the POOL_TASKS pool: ``embedded`` in the task records (as generate writes them),
+    ``scores`` in judgements.jsonl (as `selfinstruct judge` writes them)."""
+    from selfinstruct.judge import Judgement, with_judgement
+    from selfinstruct.pool import Pool
+
+    tasks = [
+        with_judgement(t, Judgement(embedded[t.id], "gen", "m", "r", "t")) if embedded and t.id in embedded else t
+        for t in POOL_TASKS
+    ]
+    write_pool(pool, tasks)
+    by_id = {t.id: t for t in POOL_TASKS}
+    lines = [{"id": i, "instruction": by_id[i].instruction, **Judgement(s, "side", "m", "r", "t").to_dict()}
+             for i, s in scores.items()]  # fmt: skip
+    p = Pool(pool)
+    with p.lock():
+        p.append_judgements(lines)
+
+
+def test_min_score_keeps_tasks_scored_at_least_the_bar(tmp_path: Path) -> None:
+    ids = [t.id for t in POOL_TASKS]
+    _judge(tmp_path / "pool", {ids[0]: 5, ids[1]: 3, ids[2]: 4.5, ids[3]: None}, embedded={ids[4]: 4, ids[1]: 5})
+    result = export_pool(tmp_path / "pool", tmp_path / "out.jsonl", ExportOptions(fmt="seed", min_score=4))
+    kept = read_jsonl(tmp_path / "out.jsonl")
+    # ids[1]: the sidecar's 3 overrides the record's 5; ids[3]: unreadable reply; ids[5]: never judged.
+    assert [r["id"] for r in kept] == [ids[0], ids[2], ids[4]]
+    assert [r["judge"]["score"] for r in kept] == [5, 4.5, 4]
+    assert (result.below_min_score, result.unscored) == (1, 2)
+
+
+def test_judgements_are_merged_without_a_bar(tmp_path: Path) -> None:
+    ids = [t.id for t in POOL_TASKS]
+    _judge(tmp_path / "pool", {ids[0]: 2})
+    export_pool(tmp_path / "pool", tmp_path / "out.jsonl", ExportOptions(fmt="seed"))
+    kept = read_jsonl(tmp_path / "out.jsonl")
+    assert len(kept) == len(POOL_TASKS) and kept[0]["judge"]["score"] == 2 and "judge" not in kept[1]
+
+
+def test_min_score_never_drops_seeds(tmp_path: Path) -> None:
+    _judge(tmp_path / "pool", {})
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    result = export_pool(
+        tmp_path / "pool", tmp_path / "out.jsonl", ExportOptions(fmt="alpaca", min_score=1, seeds=seeds)
+    )
+    assert result.unscored == len(POOL_TASKS) and result.total > 0
+
+
+def test_min_score_with_nothing_left_says_why(tmp_path: Path) -> None:
+    _judge(tmp_path / "pool", {POOL_TASKS[0].id: 1})
+    with pytest.raises(InputError, match=r"no task has a judge score of at least 4 \(1 scored below it, 5 without"):
+        export_pool(tmp_path / "pool", tmp_path / "out.jsonl", ExportOptions(min_score=4))
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("bar", [0.5, 6, float("nan"), float("inf")])
+def test_min_score_off_the_scale_is_refused(pool_dir: Path, tmp_path: Path, bar: float) -> None:
+    with pytest.raises(ConfigError, match="--min-score must be on the judge's scale, 1 to 5"):
+        export_pool(pool_dir, tmp_path / "out.jsonl", ExportOptions(min_score=bar))
+
+
+def test_min_score_on_the_command_line(tmp_path: Path) -> None:
+    _judge(tmp_path / "pool", {POOL_TASKS[0].id: 5, POOL_TASKS[1].id: 2})
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "pool"), "--out", str(out), "--min-score", "4"])
+    assert result.exit_code == 0, result.output
+    assert "left out 1 tasks scored below 4 and 4 without a score" in result.output
+    assert len(read_jsonl(out)) == 1
+
+
+def test_export_refuses_to_overwrite_judgements(pool_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="would overwrite the pool itself"):
+        export_pool(pool_dir, pool_dir / "judgements.jsonl")

@@ -366,3 +366,213 @@ def test_bootstrap_round_with_an_in_process_backend(tmp_path: Path) -> None:
     assert first_round[0][1].temperature == 0.7 and first_round[0][1].presence_penalty == 2.0
     assert all(p.endswith("\n9.") for p in first_round[0][0])
     assert all(p.endswith("Is it classification?") for p in first_round[1][0])
+
+
+# -- instruct models, the Alpaca method and the judge ------------------------------------------------------
+
+
+def accounted(run: dict[str, Any]) -> bool:
+    """Every candidate of the run is accepted, rejected by reason, or surplus/unfinished."""
+    return run["candidates"] == run["accepted"] + sum(run["rejected"].values()) + sum(run["surplus"].values())
+
+
+def test_chat_model_grows_a_pool(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--api", "chat", "--num-instructions", "12", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert len(tasks) == 12 and all(t["instances"] for t in tasks)
+    assert not any("**" in t["instruction"] or "**" in i["output"] for t in tasks for i in t["instances"])
+    assert not any("Let me know" in i["output"] for t in tasks for i in t["instances"])
+    assert {t["instance_format"] for t in tasks} <= {"input_first", "output_first"}
+    assert paper_lm.chat_requests and not paper_lm.requests  # no completions request, not even a probe
+    (run,) = read_jsonl(out / "runs.jsonl")
+    assert run["api"] == "chat" and accounted(run)
+    assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
+    assert run["notes"]["chatter"] > 0
+    assert json.loads((out / "config.json").read_text())["api"] == "chat"
+
+
+def test_auto_detects_a_chat_only_server(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM(respond=PaperLM(), apis=("chat",)) as lm:
+        result = gen(lm, seeds, tmp_path / "pool", "--num-instructions", "5", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "--api auto: using the chat API" in result.output
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["api"] == "chat" and run["accepted"] == 5
+
+
+def test_auto_keeps_completions_and_hints_at_an_instruct_name(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM(respond=PaperLM(), models=["org/Tiny-7B-Instruct"]) as lm:
+        result = gen(lm, seeds, tmp_path / "pool", "--num-instructions", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "looks like an instruct model; --api chat" in result.output
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["api"] == "completions"
+
+
+def test_the_api_is_part_of_the_pool_identity(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--api", "chat", "--num-instructions", "3").exit_code == 0
+    refused = gen(paper_lm, seeds, out, "--api", "completions", "--num-instructions", "6")
+    assert refused.exit_code == 4 and "api: stored 'chat', now 'completions'" in refused.output
+    resumed = gen(paper_lm, seeds, out, "--num-instructions", "6")  # auto: the pool's own API
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["api"] for r in read_jsonl(out / "runs.jsonl")][-1] == "chat"
+
+
+def test_an_old_pool_without_method_and_api_is_self_instruct_on_completions(
+    paper_lm: FakeLM, seeds: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--num-instructions", "3", "--api", "completions").exit_code == 0
+    stored = json.loads((out / "config.json").read_text())
+    del stored["api"], stored["method"]
+    (out / "config.json").write_text(json.dumps(stored))
+    assert gen(paper_lm, seeds, out, "--num-instructions", "6").exit_code == 0
+    refused = gen(paper_lm, seeds, out, "--num-instructions", "9", "--method", "alpaca")
+    assert refused.exit_code == 4 and "method" in refused.output
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_alpaca_method_grows_a_pool_of_complete_tasks(paper_lm: FakeLM, seeds: Path, tmp_path: Path, api: str) -> None:
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--method", "alpaca", "--api", api, "--num-instructions", "15", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert len(tasks) == 15
+    for task in tasks:
+        assert task["method"] == "alpaca" and task["instance_format"] == "alpaca"
+        assert task["is_classification"] is None and len(task["instances"]) == 1
+        assert task["instances"][0]["output"].strip() and "<none>" not in task["instances"][0]["input"]
+        assert len(task["demonstrations"]) == 3
+    assert any(t["instances"][0]["input"] for t in tasks) and any(not t["instances"][0]["input"] for t in tasks)
+    (run,) = read_jsonl(out / "runs.jsonl")
+    assert run["method"] == "alpaca" and accounted(run)
+    assert {"too_similar", "blocked_keyword"} <= run["rejected"].keys()
+    assert run["notes"]["unparseable_task"] > 0
+    assert run["stages"]["classification"]["requests"] == run["stages"]["instances"]["requests"] == 0
+    # One request gives several tasks: far fewer requests per accepted task than Self-Instruct's three or more.
+    assert run["stages"]["instructions"]["requests"] < 15
+
+
+def test_judge_on_the_same_engine_with_a_bar(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--judge-model", "same", "--min-score", "3", "--num-instructions", "10",
+                 "--seed", "5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert len(tasks) == 10
+    assert all(t["judge"]["score"] >= 3 and t["judge"]["model"] == "fake-model" for t in tasks)
+    (run,) = read_jsonl(out / "runs.jsonl")
+    assert {"low_score", "no_score"} <= run["rejected"].keys() and accounted(run)
+    assert run["judge"]["shares_engine"] is True and run["judge"]["min_score"] == 3
+    assert run["notes"]["unscored_judgement"] == run["rejected"]["no_score"]
+    judged = [r for r in read_jsonl(out / "rejected.jsonl") if r["reject_reason"] == "low_score"]
+    assert judged and all(r["judge"]["score"] < 3 and r["instances"] for r in judged)
+    assert any(p.endswith("\nScore:") for p in paper_lm.answered)  # the judge's requests went to the same server
+
+
+def test_judge_without_a_bar_keeps_every_task_and_its_score(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--judge-model", "fake-model", "--num-instructions", "8").exit_code == 0
+    tasks = read_jsonl(out / "tasks.jsonl")
+    assert (all("judge" in t for t in tasks) and any(t["judge"]["score"] is None for t in tasks)) or tasks
+    (run,) = read_jsonl(out / "runs.jsonl")
+    assert "low_score" not in run["rejected"] and run["stages"]["judge"]["requests"] >= 8
+
+
+def test_judge_on_its_own_server(seeds: Path, tmp_path: Path) -> None:
+    with (
+        FakeLM(respond=PaperLM()) as gen_lm,
+        FakeLM(respond=PaperLM(), models=["judge-9b"], apis=("chat",)) as judge_lm,
+    ):
+        result = gen(gen_lm, seeds, tmp_path / "pool", "--judge-model", "judge-9b", "--judge-base-url",
+                     judge_lm.base_url, "--min-score", "2", "--num-instructions", "6")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert not any(p.endswith("\nScore:") for p in gen_lm.answered)
+        assert judge_lm.chat_requests and all("Answer in two lines" in r["messages"][0]["content"]
+                                              for r in judge_lm.chat_requests)  # fmt: skip
+    tasks = read_jsonl(tmp_path / "pool" / "tasks.jsonl")
+    assert all(t["judge"]["model"] == "judge-9b" and t["judge"]["score"] >= 2 for t in tasks)
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["judge"]["shares_engine"] is False and run["judge"]["api"] == "chat"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min-score", "3"], "--min-score needs a judge: give --judge-model too"),
+        (["--judge-base-url", "http://127.0.0.1:1/v1"], "--judge-base-url needs --judge-model"),
+        (["--judge-model", "x", "--min-score", "6"], "--min-score must be between 1 and 5"),
+        (["--method", "magic"], "--method must be one of self-instruct, alpaca"),
+        (["--api", "grpc"], "--api must be one of auto, chat, completions"),
+        (["--alpaca-count", "0"], "--alpaca-count must be between 1 and 200"),
+    ],
+)
+def test_bad_new_options(paper_lm: FakeLM, seeds: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = gen(paper_lm, seeds, tmp_path / "pool", *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "pool").exists()
+
+
+def test_in_process_judge_of_another_model_is_refused(seeds: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    from selfinstruct.runner import run_generate
+
+    class Fake:
+        model = "gen"
+
+        def generate(self, prompts: Any, sampling: Any, seeds: Any = None) -> list[Completion]:
+            return [Completion("", "stop") for _ in prompts]
+
+    config = GenerateConfig(seeds=str(seeds), out=str(tmp_path / "pool"), judge_model="other", max_rounds=1)
+    monkeypatch.setattr("selfinstruct.runner.make_backend", lambda name, options: Fake())
+    from selfinstruct.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="in-process vLLM runs one model"):
+        run_generate(config)
+
+
+def test_replay_holds_for_alpaca_with_a_judge_under_shuffled_timing(seeds: Path, tmp_path: Path) -> None:
+    pools = []
+    for i in range(2):
+        with FakeLM(respond=PaperLM(), jitter=(0.0, 0.01), jitter_seed=i) as lm:
+            out = tmp_path / f"pool{i}"
+            result = gen(lm, seeds, out, "--method", "alpaca", "--judge-model", "same", "--min-score", "2",
+                         "--num-instructions", "12", "--seed", "9")  # fmt: skip
+            assert result.exit_code == 0, result.output
+        pools.append([(t["instruction"], t["instances"], t["judge"]["score"]) for t in read_jsonl(out / "tasks.jsonl")])
+    assert pools[0] == pools[1]
+
+
+def test_judge_command_scores_a_pool_resumably(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    assert gen(paper_lm, seeds, out, "--num-instructions", "9").exit_code == 0
+    first = run_cli("judge", str(out), "--base-url", paper_lm.base_url, "--prompts", str(PROMPTS), "--limit", "4")
+    assert first.exit_code == 0, first.output
+    assert "judging 4 of 9 tasks with fake-model (completions; 0 already scored" in first.output
+    assert "limit: judged 4 tasks" in first.output
+    second = run_cli("judge", str(out), "--base-url", paper_lm.base_url, "--prompts", str(PROMPTS))
+    assert "judging 5 of 9 tasks" in second.output and "done: judged 5 tasks" in second.output
+    third = run_cli("judge", str(out), "--base-url", paper_lm.base_url, "--prompts", str(PROMPTS))
+    assert "judging 0 of 9 tasks" in third.output
+    assert len(read_jsonl(out / "judgements.jsonl")) == 9
+    status = run_cli("status", str(out))
+    assert "judged: 9 of 9 tasks" in status.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--api", "grpc"], 2, "must be one of auto, chat, completions"),
+        (["--batch-size", "0"], 2, "greater than or equal to 1"),
+    ],
+)
+def test_judge_command_bad_options(paper_lm: FakeLM, tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(app, ["judge", str(tmp_path), "--base-url", paper_lm.base_url, *args])
+    assert result.exit_code == code and message in result.output, result.output
+
+
+def test_judge_command_on_a_missing_pool(paper_lm: FakeLM, tmp_path: Path) -> None:
+    result = run_cli("judge", str(tmp_path / "nope"), "--base-url", paper_lm.base_url)
+    assert result.exit_code == 2 and "no such pool directory" in result.output

@@ -33,3 +33,35 @@ def test_status_of_a_pool_with_runs(tmp_path: Path) -> None:
 def test_status_of_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(PoolError, match="no such pool directory"):
         pool_status(tmp_path / "nope")
+
+
+def test_status_counts_judgements(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selfinstruct.cli import app
+    from selfinstruct.judge import Judgement, with_judgement
+    from selfinstruct.task import Instance, Task
+
+    tasks = [Task(f"Describe item {i} in plain words.", [Instance("", "x")], False, f"machine_task_{i:06d}")
+             for i in range(4)]  # fmt: skip
+    tasks[0] = with_judgement(tasks[0], Judgement(5, "", "m", "r", "t"))
+    pool = Pool(tmp_path / "pool")
+    with pool.lock():
+        pool.append(tasks)
+        pool.append_judgements(
+            [
+                {"id": t.id, "instruction": t.instruction, **Judgement(s, "", "m", "r", "t").to_dict()}
+                for t, s in ((tasks[1], 2), (tasks[2], None))
+            ]
+        )
+    judged = pool_status(pool.directory)["judged"]
+    assert judged == {"judged": 3, "scored": 2, "mean_score": 3.5, "scores": {"2": 1, "5": 1}}
+    result = CliRunner().invoke(app, ["status", str(pool.directory)])
+    assert "judged: 3 of 4 tasks, 2 with a score (mean 3.50; 2:1 5:1)" in result.output
+
+
+def test_status_without_judgements(tmp_path: Path) -> None:
+    pool = Pool(tmp_path / "pool")
+    with pool.lock():
+        pool.append_run({"run_id": "r1"})
+    assert pool_status(pool.directory)["judged"] == {"judged": 0, "scored": 0, "mean_score": None, "scores": {}}

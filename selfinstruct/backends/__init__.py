@@ -9,12 +9,15 @@ Two forms of the same contract:
   :meth:`Stream.cancel` what is no longer wanted. A backend that can stream has a ``stream()`` method;
   :func:`open_stream` gives every backend one, wrapping a batch-only backend in :class:`BatchStream`.
 
+A prompt is text for a completions (base) model or a :data:`~selfinstruct.backends.chat.Chat` of messages
+for a chat (instruct) model (:mod:`selfinstruct.backends.chat`); every backend takes both.
+
 Two backends ship:
 
 * ``vllm``   -- in-process vLLM on the local GPU(s), streamed through its engine's incremental API
   (:mod:`selfinstruct.backends.vllm`);
-* ``openai`` -- one or many OpenAI-compatible ``/v1/completions`` servers: ``vllm serve``, llama.cpp's
-  server, Ollama, SGLang (:mod:`selfinstruct.backends.openai`).
+* ``openai`` -- one or many OpenAI-compatible servers (``/v1/completions``, ``/v1/chat/completions``):
+  ``vllm serve``, llama.cpp's server, Ollama, SGLang (:mod:`selfinstruct.backends.openai`).
 
 Whatever a server sends, one completion contributes at most :func:`max_completion_chars` characters
 (:func:`bound_completion`): a server that answers with megabytes of text cannot put them into a pool.
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from selfinstruct.backends.chat import Chat, ChatMessage, Prompt
 from selfinstruct.errors import ConfigError
 
 
@@ -116,7 +120,7 @@ class Backend(Protocol):
     model: str
 
     def generate(
-        self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None
+        self, prompts: Sequence[Prompt], sampling: Sampling, seeds: Sequence[int] | None = None
     ) -> list[Completion]: ...
 
 
@@ -126,7 +130,7 @@ class Request:
     ``priority``: lower goes to the engine first when more requests wait than it takes at once."""
 
     key: int
-    prompt: str
+    prompt: Prompt  # text for a completions model, a Chat (tuple of messages) for a chat model
     sampling: Sampling
     seed: int | None = None
     priority: int = 0
@@ -364,9 +368,12 @@ __all__ = [
     "Backend",
     "BackendOptions",
     "BatchStream",
+    "Chat",
+    "ChatMessage",
     "Completion",
     "EventHandler",
     "Finished",
+    "Prompt",
     "Request",
     "RetryEvent",
     "Sampling",

@@ -1,5 +1,5 @@
-"""A Backend for one or many OpenAI-compatible ``/v1/completions`` servers: ``vllm serve``, llama.cpp,
-Ollama, SGLang.
+"""A Backend for one or many OpenAI-compatible servers (``/v1/completions`` and ``/v1/chat/completions``):
+``vllm serve``, llama.cpp, Ollama, SGLang.
 
 What it does:
 
@@ -16,10 +16,12 @@ What it does:
 * bounds each request as a whole by ``timeout`` (a server that sends one byte a second still times
   out) and what one reply may contribute (see :func:`~selfinstruct.backends.bound_completion`; a body
   larger than :func:`reply_byte_limit` is not read further and counts as an empty, cut-off completion);
-* asks ``GET /v1/models`` for the model name when none is given and the server serves exactly one.
+* asks ``GET /v1/models`` for the model name when none is given and the server serves exactly one;
+* sends a prompt that is a chat (:data:`~selfinstruct.backends.chat.Chat`) to ``/chat/completions`` as
+  ``messages``, a text prompt to ``/completions``; :meth:`OpenAIBackend.detect_api` tells which one a
+  server wants where it makes that clear (a chat-only server refuses ``/completions``).
 
-What it deliberately does not do: the chat endpoint (Self-Instruct drives a *base* model with plain
-prompts), streaming of tokens, logprobs. It never imports vllm.
+What it deliberately does not do: streaming of tokens, logprobs, tools. It never imports vllm.
 
 Secrets: the API key travels only in the ``Authorization`` header; credentials written into a URL
 (``http://user:key@host/v1``) are taken out of it and sent as HTTP Basic auth. Neither appears in
@@ -38,6 +40,7 @@ import json
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,6 +58,7 @@ from selfinstruct.backends import (
     Completion,
     EventHandler,
     Finished,
+    Prompt,
     Request,
     RetryEvent,
     Sampling,
@@ -63,6 +67,7 @@ from selfinstruct.backends import (
     normalize_base_url,
     strip_userinfo,
 )
+from selfinstruct.backends.chat import to_openai
 from selfinstruct.errors import BackendError, ConfigError
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
@@ -71,6 +76,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MESSAGE_EXCERPT = 500
 _SERVER_HINT = "Is the server (for example `vllm serve`) running? Check --base-url."
 _T = TypeVar("_T")
+
+
+# What servers say when a model only speaks chat: OpenAI ("This is a chat model and not supported in the
+# v1/completions endpoint"), gateways ("use the chat completions endpoint", "does not support completions").
+_CHAT_ONLY = re.compile(
+    r"chat model|chat[ /_-]?completions? (?:endpoint|api)|(?:does not|doesn't|not) support(?:ed)? .{0,40}completion",
+    re.IGNORECASE,
+)
 
 
 def reply_byte_limit(max_tokens: int) -> int:
@@ -300,7 +313,7 @@ class OpenAIBackend:
     # -- the Backend contract -------------------------------------------------------------------
 
     def generate(
-        self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None
+        self, prompts: Sequence[Prompt], sampling: Sampling, seeds: Sequence[int] | None = None
     ) -> list[Completion]:
         """Complete ``prompts``, one request each, all in flight together; completions in prompt order.
 
@@ -334,9 +347,12 @@ class OpenAIBackend:
 
     def _request_body(self, request: Request) -> dict[str, Any]:
         sampling = request.sampling
+        prompt: dict[str, Any] = (
+            {"prompt": request.prompt} if isinstance(request.prompt, str) else {"messages": to_openai(request.prompt)}
+        )
         body: dict[str, Any] = {
             "model": self.model,
-            "prompt": request.prompt,
+            **prompt,
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -356,13 +372,15 @@ class OpenAIBackend:
     async def _complete(self, request: Request) -> Completion:
         body = self._request_body(request)
         max_tokens = request.sampling.max_tokens
-        reply = await self._send("POST", "/completions", body, (request.priority, request.key), max_tokens)
+        chat = "messages" in body
+        path = "/chat/completions" if chat else "/completions"
+        reply = await self._send("POST", path, body, (request.priority, request.key), max_tokens)
         if reply.too_big:
             # A reply this large is not a completion of max_tokens tokens: count it, keep nothing of it.
             return Completion("", "length", cut=True)
-        return bound_completion(self._parse_completion(reply), max_tokens)
+        return bound_completion(self._parse_completion(reply, chat=chat), max_tokens)
 
-    def _parse_completion(self, reply: _Reply) -> Completion:
+    def _parse_completion(self, reply: _Reply, *, chat: bool = False) -> Completion:
         payload = self._json(reply)
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not isinstance(choices, list) or not choices:
@@ -370,7 +388,14 @@ class OpenAIBackend:
         if len(choices) != 1:
             raise self._error(f"the server returned {len(choices)} choices for one prompt")
         choice = choices[0]
-        text = choice.get("text") if isinstance(choice, dict) else None
+        if chat:
+            # A chat choice holds a message; its content is null when the model wrote nothing but a refusal,
+            # a tool call or (a reasoning parser's) reasoning: an empty answer, for the parsers to count.
+            message = choice.get("message") if isinstance(choice, dict) else None
+            content = message.get("content", "") if isinstance(message, dict) else None
+            text = "" if isinstance(message, dict) and content is None else content
+        else:
+            text = choice.get("text") if isinstance(choice, dict) else None
         if not isinstance(text, str):
             raise self._error(f"the server replied with a malformed choice (no text): {_excerpt(repr(choice), 200)}")
         finish = choice.get("finish_reason")
@@ -384,11 +409,19 @@ class OpenAIBackend:
         )
 
     async def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, order: tuple[int, int], max_tokens: int
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        order: tuple[int, int],
+        max_tokens: int,
+        *,
+        attempts: int | None = None,
     ) -> _Reply:
         """One logical request: attempted on the least busy endpoint, retried elsewhere or later while
-        failures are transient; a BackendError when they are not, or when the attempts run out."""
-        attempts = self.max_retries + 1
+        failures are transient; a BackendError when they are not, or when the attempts run out (``attempts``:
+        at most this many, instead of ``1 + max_retries``)."""
+        attempts = attempts or self.max_retries + 1
         failed: _Endpoint | None = None
         for attempt in range(1, attempts + 1):
             endpoint = await self._acquire(order, failed, max_tokens)
@@ -506,6 +539,23 @@ class OpenAIBackend:
             chosen.outstanding += 1
             chosen.work += waiter.work
             waiter.future.set_result(chosen)
+
+    # -- API detection ------------------------------------------------------------------------
+
+    def detect_api(self) -> tuple[str, str]:
+        """Which API to use with this server, as far as the server makes it clear, and why: ``("chat",
+        reason)`` when it has no ``/completions`` route or answers it with a message saying the model is a
+        chat model; else ``("completions", reason)``. One tiny request (one token) to the first endpoint."""
+        body = {"model": self.model, "prompt": "Hello", "max_tokens": 1, "temperature": 0.0}
+        try:
+            self._call(self._send("POST", "/completions", body, (-1, -1), 1, attempts=1))
+        except BackendError as exc:
+            message = str(exc)
+            if re.search(r"HTTP (404|405)\b", message) or _CHAT_ONLY.search(message):
+                return "chat", f"{self.base_url}/completions refused a completion ({_excerpt(message, 160)})"
+            # Anything else (a busy or broken server) says nothing about the API: the run finds out.
+            return "completions", f"the probe of {self.base_url}/completions failed ({_excerpt(message, 160)})"
+        return "completions", f"{self.base_url}/completions answers"
 
     # -- model detection ----------------------------------------------------------------------
 

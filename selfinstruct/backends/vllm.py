@@ -14,7 +14,11 @@ Two ways in, one engine:
   The thread keeps about ``max_num_seqs`` requests (plus a quarter) inside the engine and holds the rest
   back, lowest ``priority`` first, so follow-up requests overtake new instruction requests.
 
-Per-prompt seeds make runs replayable either way. Not handled here: chat templates, LoRA adapters,
+A chat prompt (:data:`~selfinstruct.backends.chat.Chat`) is rendered with the model's own chat template
+and given to the engine as token ids (:meth:`VLLMBackend.engine_prompt`), what ``LLM.chat`` does; a model
+whose tokenizer has no chat template is refused with a clear message (:meth:`VLLMBackend.check_chat`).
+
+Per-prompt seeds make runs replayable either way. Not handled here: LoRA adapters,
 multiple samples per prompt (``n`` is always 1). Tensor parallelism is vLLM's own
 (``tensor_parallel_size``); for data parallelism run one ``vllm serve`` per GPU and use the openai backend.
 
@@ -45,7 +49,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.backends import BackendOptions, Completion, Finished, Request, Sampling, bound_completion
+from selfinstruct.backends import BackendOptions, Completion, Finished, Prompt, Request, Sampling, bound_completion
+from selfinstruct.backends.chat import NoChatTemplate, chat_token_ids
 from selfinstruct.errors import BackendError, ConfigError
 
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMStream
@@ -223,6 +228,7 @@ class VLLMBackend:
                 raise BackendError(f"vLLM could not load model {model!r}: {type(exc).__name__}: {exc}") from exc
         self.llm = llm
         self._stream: VLLMStream | None = None
+        self._chat_tokenizer: Any = None
 
     @property
     def capacity(self) -> int:
@@ -256,8 +262,39 @@ class VLLMBackend:
     def __repr__(self) -> str:
         return f"VLLMBackend(model={self.model!r})"
 
+    # -- chat ------------------------------------------------------------------------------------
+
+    def _tokenizer(self) -> Any:
+        if self._chat_tokenizer is None:
+            self._chat_tokenizer = self.llm.get_tokenizer()
+        return self._chat_tokenizer
+
+    def check_chat(self) -> None:
+        """Raise a ConfigError unless the model has a chat template (``--api chat`` needs one)."""
+        if not getattr(self._tokenizer(), "chat_template", None):
+            raise ConfigError(
+                f"--api chat: the tokenizer of {self.model!r} has no chat template, so it is not a chat model; "
+                "use --api completions (the default) for a base model"
+            )
+
+    def detect_api(self) -> tuple[str, str]:
+        """In-process, nothing makes chat clear (base models ship chat templates too): completions."""
+        return "completions", "in-process vLLM: completions unless --api chat"
+
+    def engine_prompt(self, prompt: Prompt) -> Any:
+        """What the engine takes for ``prompt``: the text itself, or a chat's token ids from the template."""
+        if isinstance(prompt, str):
+            return prompt
+        try:
+            return {"prompt_token_ids": chat_token_ids(self._tokenizer(), prompt)}
+        except NoChatTemplate:
+            self.check_chat()
+            raise
+        except Exception as exc:
+            raise BackendError(f"the chat template of {self.model!r} failed: {type(exc).__name__}: {exc}") from exc
+
     def generate(
-        self, prompts: Sequence[str], sampling: Sampling, seeds: Sequence[int] | None = None
+        self, prompts: Sequence[Prompt], sampling: Sampling, seeds: Sequence[int] | None = None
     ) -> list[Completion]:
         """Complete ``prompts`` in order with one ``LLM.generate`` call.
 
@@ -274,7 +311,7 @@ class VLLMBackend:
             self._sampling_params(**self._params_kwargs(sampling, None if seeds is None else int(seeds[i])))
             for i in range(len(prompts))
         ]
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        outputs = self.llm.generate([self.engine_prompt(p) for p in prompts], params, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
         return [_completion(out, sampling.max_tokens) for out in outputs]
@@ -432,8 +469,9 @@ class VLLMStream:
         params = self._backend._sampling_params(**kwargs)
         # Our own request id, through the engine API: outputs and aborts use this (external) id. LLM.enqueue
         # returns vLLM's internal id instead (a suffixed one since vLLM 0.1x), which no output carries.
+        # A chat goes in as the token ids of its chat template (a TokensPrompt), text as text.
         rid = f"selfinstruct-{next(self._ids)}"
-        self._engine.add_request(rid, request.prompt, params)
+        self._engine.add_request(rid, self._backend.engine_prompt(request.prompt), params)
         self._inside[rid] = (request.key, started, request.sampling.max_tokens)
 
     def _step(self) -> None:

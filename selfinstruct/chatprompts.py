@@ -1,0 +1,293 @@
+"""Prompts for chat (instruct) models: the four Self-Instruct stages as a user's message, and the reading of
+what a chat model answers.
+
+A base model continues text, so the completion templates of :mod:`selfinstruct.prompts` end where the model
+should go on (``9.``, ``Task: ...``). A chat model answers a request instead: the templates in
+``prompts/chat/`` put the demonstrations into the user's message and then ask for the next items in the
+same format. The formats are the ones the completion parsers already read (a numbered list; ``Yes``/``No``;
+``Example N`` / ``Input:`` / ``Output:``; ``Class label:``), so the parsers here only undo the habits of
+chat models first:
+
+* a preamble ("Sure! Here are eight new tasks:") and a closing remark ("Let me know if ...", cut by
+  :func:`strip_closing_remark`),
+* Markdown: ``**Input:**``, ``### Example 2``, ````` fences, ``- `` bullets instead of numbers,
+* a reasoning model's ``<think>...</think>`` block before its answer.
+
+==================================  ======================================================================
+``chat/instruction_generation.txt``  ``{examples}`` (numbered 1..k) and ``{count}``, the number of new items
+``chat/classification.txt``          ``{examples}`` (``Task:`` / ``Is it classification?``), ``{instruction}``
+``chat/instances_input_first.txt``   ``{examples}`` (input-first blocks), ``{instruction}``
+``chat/instances_output_first.txt``  ``{examples}`` (output-first blocks), ``{instruction}``
+==================================  ======================================================================
+
+This module renders and parses; it sends nothing and decides nothing about a candidate's fate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfinstruct.backends.chat import Chat, user_chat
+from selfinstruct.errors import ConfigError
+from selfinstruct.prompts import (
+    ParsedInstances,
+    _fill,
+    one_line,
+    parse_classification,
+    parse_input_first,
+    parse_output_first,
+    render_input_first,
+    render_output_first,
+)
+from selfinstruct.task import Task, read_text_file
+
+CHAT_DIR = "chat"
+CHAT_TEMPLATE_FILES = {
+    "instruction_generation": "instruction_generation.txt",
+    "classification": "classification.txt",
+    "instances_input_first": "instances_input_first.txt",
+    "instances_output_first": "instances_output_first.txt",
+}
+_REQUIRED = {
+    "instruction_generation": ("{examples}", "{count}"),
+    "classification": ("{examples}", "{instruction}"),
+    "instances_input_first": ("{examples}", "{instruction}"),
+    "instances_output_first": ("{examples}", "{instruction}"),
+}
+
+#: New instructions asked for per chat request: what a completion prompt of 8 demonstrations yields at most
+#: before its stop at item 16.
+DEFAULT_CHAT_LIST_SIZE = 8
+
+
+def load_template(path: Path, placeholders: Sequence[str], hint: str) -> str:
+    """One template file's text; a missing file or placeholder is a :class:`ConfigError` naming the file."""
+    if not path.exists():
+        raise ConfigError(f"{path}: prompt template missing ({hint})")
+    text = read_text_file(path)  # InputError (exit 2) for a directory, unreadable or non-UTF-8 file
+    for placeholder in placeholders:
+        if placeholder not in text:
+            raise ConfigError(f"{path}: the template must contain the placeholder {placeholder}")
+    return text
+
+
+def fingerprint(*texts: str) -> str:
+    """A short hash of template texts, stored with a pool so a later run can tell they changed."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ChatTemplates:
+    """The four chat template texts (user messages), loaded from ``<prompts>/chat/``."""
+
+    instruction_generation: str
+    classification: str
+    instances_input_first: str
+    instances_output_first: str
+    source: str = "<memory>"
+
+    @classmethod
+    def load(cls, prompts_dir: str | Path) -> ChatTemplates:
+        """Read ``<prompts_dir>/chat/*.txt``; a missing directory, file or placeholder is a ConfigError."""
+        root = Path(prompts_dir) / CHAT_DIR
+        if not root.is_dir():
+            raise ConfigError(
+                f"{root}: chat prompt templates not found (a chat model needs them; copy the folder prompts/chat "
+                "of selfinstruct into your --prompts directory)"
+            )
+        texts = {
+            key: load_template(root / name, _REQUIRED[key], f"expected {name} in {root}")
+            for key, name in CHAT_TEMPLATE_FILES.items()
+        }
+        return cls(**texts, source=str(root))
+
+    def fingerprint(self) -> str:
+        return fingerprint(*(getattr(self, key) for key in CHAT_TEMPLATE_FILES))
+
+    def instruction_chat(self, demos: Sequence[str], count: int = DEFAULT_CHAT_LIST_SIZE) -> Chat:
+        """The demonstrations as a numbered list in the user's message, asking for ``count`` more.
+
+        >>> t = ChatTemplates("Examples:\\n{examples}\\nWrite {count} more.", "", "", "")
+        >>> print(t.instruction_chat(["Say hi.", "Count to  three."], 2)[0].content)
+        Examples:
+        1. Say hi.
+        2. Count to three.
+        Write 2 more.
+        """
+        examples = "\n".join(f"{i}. {one_line(text)}" for i, text in enumerate(demos, start=1))
+        return user_chat(_fill(self.instruction_generation, examples=examples, count=str(count)).strip())
+
+    def classification_chat(self, demos: Sequence[Task], instruction: str) -> Chat:
+        examples = "".join(
+            f"Task: {one_line(t.instruction)}\nIs it classification? {'Yes' if t.is_classification else 'No'}\n\n"
+            for t in demos
+        )
+        return user_chat(_fill(self.classification, examples=examples, instruction=one_line(instruction)).strip())
+
+    def instance_chat(self, demos: Sequence[Task], instruction: str, *, classification: bool) -> Chat:
+        render = render_output_first if classification else render_input_first
+        template = self.instances_output_first if classification else self.instances_input_first
+        examples = "".join(render(t) + "\n" for t in demos)
+        return user_chat(_fill(template, examples=examples, instruction=one_line(instruction)).strip())
+
+
+# -- reading chat replies ------------------------------------------------------------------------------
+
+_THINK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"^[ \t]*```[^\n]*$\n?", re.MULTILINE)
+# Markdown emphasis around a marker at the start of a line: "**Input:**", "__Output__:", "*Example 2*".
+_EMPHASIS = re.compile(
+    r"^([ \t]*)(?:#{1,6}[ \t]*)?[*_]{1,2}[ \t]*((?:Example[ \t]+\d+|Input|Output|Class label|Task|Instruction|Score|"
+    r"Reason)[ \t]*:?)[ \t]*[*_]{1,2}(:?)",
+    re.MULTILINE | re.IGNORECASE,
+)
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]*", re.MULTILINE)
+
+
+def strip_chat_markup(text: str) -> str:
+    """Undo chat habits that hide the markers: a ``<think>`` block, code fences, Markdown headings and
+    emphasis around ``Example N`` / ``Input:`` / ``Output:`` / ``Class label:`` and the like.
+
+    >>> strip_chat_markup("<think>hmm</think>### Example 1\\n**Input:** 2+2\\n**Output**: 4")
+    'Example 1\\nInput: 2+2\\nOutput: 4'
+    """
+    text = _THINK.sub("", text)
+    text = _FENCE.sub("", text)
+    text = _EMPHASIS.sub(lambda m: m.group(1) + m.group(2) + m.group(3), text)
+    text = _HEADING.sub("", text)
+    return text.strip("\n")
+
+
+_CLOSING = re.compile(
+    r"(?i)(?:i hope|hope (?:this|these)|let me know|feel free|these (?:tasks|examples|requests)|each (?:task|example)"
+    r"|note:|note that|would you like|if you (?:need|want|would)|happy to help|enjoy)"
+)
+
+
+def strip_closing_remark(text: str) -> str:
+    """``text`` without a chat model's closing remark: a last paragraph (after a blank line) that opens like
+    one ("Let me know if ...", "I hope these help!"). Other last paragraphs stay: outputs may have several.
+
+    >>> strip_closing_remark("Output: 4\\n\\nLet me know if you need more!")
+    'Output: 4'
+    """
+    text = text.rstrip()
+    head, sep, tail = text.rpartition("\n\n")
+    if sep and _CLOSING.match(tail.strip()):
+        return head.rstrip()
+    return text
+
+
+_NUMBERED = re.compile(r"^[ \t]*(?:\d+[ \t]*[.)]|[-*•])[ \t]+(.*\S)[ \t]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatList:
+    """Items of a chat model's list. ``chatter`` counts lines outside the list (preamble, closing remarks)."""
+
+    items: list[str]
+    chatter: int
+
+
+def parse_chat_list(text: str, *, truncated: bool) -> ChatList:
+    """Read a numbered (or bulleted) list out of a chat reply.
+
+    An item starts at a line ``N.``, ``N)``, ``-`` or ``*``; a following line that is neither blank nor a new
+    item continues it. Lines before the first item and after a blank line that ends the list are chatter.
+    Markdown emphasis is removed (``**Poem:** write ...`` -> ``Poem: write ...``). When the reply was cut off
+    at ``max_tokens`` (``truncated``) its last item is incomplete and dropped.
+
+    >>> r = parse_chat_list("Sure! Here they are:\\n\\n1. **Add** two numbers.\\n2. Name a\\n   red fruit.\\n\\nEnjoy!",
+    ...                     truncated=False)
+    >>> r.items, r.chatter
+    (['Add two numbers.', 'Name a red fruit.'], 2)
+    """
+    items: list[str] = []
+    chatter = 0
+    current: list[str] | None = None  # the item being read; None outside the list
+    for raw in strip_chat_markup(text).split("\n"):
+        line = raw.strip()
+        match = _NUMBERED.match(raw)
+        if match:
+            current = [match.group(1)]
+            items.append("")
+        elif not line:
+            current = None
+            continue
+        elif current is not None:
+            current.append(line)
+        else:
+            chatter += 1
+            continue
+        items[-1] = one_line(" ".join(current).replace("**", "").replace("__", ""))
+    items = [item for item in items if item]
+    if truncated and items:
+        items.pop()
+    return ChatList(items, chatter)
+
+
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def parse_chat_classification(text: str) -> bool | None:
+    """``Yes`` or ``No`` wherever the reply first says one of them as a word, else None.
+
+    >>> [parse_chat_classification(t) for t in ("**Yes**", "Answer: No.", "It is. Yes", "Maybe", "Not sure")]
+    [True, False, True, None, None]
+    """
+    text = strip_chat_markup(text)
+    direct = parse_classification(text)
+    if direct is not None:
+        return direct
+    match = _YES_NO.search(text)
+    if match is None:
+        return None
+    return match.group(1).lower() == "yes"
+
+
+_FIRST_BLOCK = {
+    False: re.compile(r"^[ \t]*(?:Example[ \t]+\d+|Input[ \t]*:|Output[ \t]*:)", re.MULTILINE | re.IGNORECASE),
+    True: re.compile(r"^[ \t]*(?:Example[ \t]+\d+|Class label[ \t]*:)", re.MULTILINE | re.IGNORECASE),
+}
+_CASE = re.compile(r"^([ \t]*)(example|input|output|class label)(?=[ \t]*(?::|\d))", re.MULTILINE | re.IGNORECASE)
+_CANON = {"example": "Example", "input": "Input", "output": "Output", "class label": "Class label"}
+
+
+def parse_chat_instances(text: str, *, truncated: bool, output_first: bool) -> ParsedInstances:
+    """Instances from a chat reply in the input-first or output-first format: markup stripped, the preamble
+    before the first example dropped, marker case normalised, then the completion parsers.
+
+    >>> parse_chat_instances("Here you go!\\n\\n**Example 1**\\n**Input:** 2+2\\n**Output:** 4", truncated=False,
+    ...                      output_first=False).instances
+    [Instance(input='2+2', output='4')]
+    """
+    body = strip_closing_remark(strip_chat_markup(text))
+    first = _FIRST_BLOCK[output_first].search(body)
+    body = body[first.start() :] if first else body
+    body = _CASE.sub(lambda m: m.group(1) + _CANON[m.group(2).lower()], body)
+    parse = parse_output_first if output_first else parse_input_first
+    return parse(body, truncated=truncated)
+
+
+__all__ = [
+    "CHAT_DIR",
+    "CHAT_TEMPLATE_FILES",
+    "DEFAULT_CHAT_LIST_SIZE",
+    "ChatList",
+    "ChatTemplates",
+    "fingerprint",
+    "load_template",
+    "parse_chat_classification",
+    "parse_chat_instances",
+    "parse_chat_list",
+    "strip_chat_markup",
+    "strip_closing_remark",
+]

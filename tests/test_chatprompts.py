@@ -1,0 +1,214 @@
+"""Tests for selfinstruct.chatprompts: chat templates of the four stages, and reading chat replies."""
+
+from __future__ import annotations
+
+import doctest
+import shutil
+from pathlib import Path
+
+import pytest
+
+import selfinstruct.chatprompts as chatprompts
+from selfinstruct.chatprompts import (
+    CHAT_TEMPLATE_FILES,
+    ChatTemplates,
+    parse_chat_classification,
+    parse_chat_instances,
+    parse_chat_list,
+    strip_chat_markup,
+)
+from selfinstruct.errors import ConfigError, InputError
+from selfinstruct.task import Instance, Task
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(chatprompts).failed == 0
+
+
+@pytest.fixture(scope="module")
+def templates() -> ChatTemplates:
+    return ChatTemplates.load(PROMPTS_DIR)
+
+
+@pytest.fixture
+def prompt_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "prompts"
+    shutil.copytree(PROMPTS_DIR, target)
+    return target
+
+
+# -- loading -------------------------------------------------------------------------------------------
+
+
+def test_project_templates_load_and_fingerprint(templates: ChatTemplates) -> None:
+    assert templates.source.endswith("chat")
+    assert len(templates.fingerprint()) == 16
+    assert templates.fingerprint() == ChatTemplates.load(PROMPTS_DIR).fingerprint()
+
+
+def test_fingerprint_changes_with_any_template(prompt_copy: Path, templates: ChatTemplates) -> None:
+    path = prompt_copy / "chat" / "classification.txt"
+    path.write_text(path.read_text() + "\nBe careful.\n")
+    assert ChatTemplates.load(prompt_copy).fingerprint() != templates.fingerprint()
+
+
+def test_missing_chat_directory_says_what_to_copy(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"chat prompt templates not found .*copy the folder prompts/chat"):
+        ChatTemplates.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(CHAT_TEMPLATE_FILES.values()))
+def test_missing_file_is_named(prompt_copy: Path, name: str) -> None:
+    (prompt_copy / "chat" / name).unlink()
+    with pytest.raises(ConfigError, match=rf"{name}: prompt template missing"):
+        ChatTemplates.load(prompt_copy)
+
+
+@pytest.mark.parametrize(
+    ("name", "placeholder"),
+    [
+        ("instruction_generation.txt", "{count}"),
+        ("instruction_generation.txt", "{examples}"),
+        ("classification.txt", "{instruction}"),
+        ("instances_output_first.txt", "{examples}"),
+    ],
+)
+def test_missing_placeholder_is_named(prompt_copy: Path, name: str, placeholder: str) -> None:
+    path = prompt_copy / "chat" / name
+    path.write_text(path.read_text().replace(placeholder, "x"))
+    with pytest.raises(ConfigError, match=rf"{name}: the template must contain the placeholder \{placeholder}"):
+        ChatTemplates.load(prompt_copy)
+
+
+def test_non_utf8_template_is_an_input_error(prompt_copy: Path) -> None:
+    (prompt_copy / "chat" / "classification.txt").write_bytes(b"\xff\xfe{examples}{instruction}")
+    with pytest.raises(InputError, match=r"classification\.txt"):
+        ChatTemplates.load(prompt_copy)
+
+
+# -- rendering -----------------------------------------------------------------------------------------
+
+YES = Task("Classify the review as positive or negative.", [Instance("Great!", "Positive")], True)
+NO = Task("Write a haiku about rain.", [Instance("", "Rain on the roof...")], False)
+
+
+def test_instruction_chat_is_one_user_message_with_numbered_demos(templates: ChatTemplates) -> None:
+    chat = templates.instruction_chat(["Say hi to   me.", "Add two numbers."], count=5)
+    assert [m.role for m in chat] == ["user"]
+    text = chat[0].content
+    assert "1. Say hi to me.\n2. Add two numbers." in text
+    assert "Write 5 new requests" in text and "from 1 to 5" in text
+    assert "{" not in text
+
+
+def test_classification_chat_shows_demos_and_asks(templates: ChatTemplates) -> None:
+    text = templates.classification_chat([YES, NO], "Is this  email spam?")[0].content
+    assert f"Task: {YES.instruction}\nIs it classification? Yes" in text
+    assert f"Task: {NO.instruction}\nIs it classification? No" in text
+    assert "Task: Is this email spam?\nIs it classification?" in text
+
+
+@pytest.mark.parametrize("classification", [False, True])
+def test_instance_chat_uses_the_matching_format(templates: ChatTemplates, classification: bool) -> None:
+    demo = YES if classification else NO
+    text = templates.instance_chat([demo], "Sort the fruit by colour.", classification=classification)[0].content
+    assert ("Class label: Positive" in text) is classification
+    assert ("Output: Rain on the roof..." in text) is (not classification)
+    assert "Task: Sort the fruit by colour." in text
+
+
+def test_demonstration_holding_a_placeholder_is_not_filled_again(templates: ChatTemplates) -> None:
+    text = templates.instruction_chat(["Explain {count} and {examples} literally."], count=3)[0].content
+    assert "1. Explain {count} and {examples} literally." in text
+
+
+# -- reading replies ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "truncated", "items", "chatter"),
+    [
+        ("1. Add two numbers.\n2. Name a red fruit.", False, ["Add two numbers.", "Name a red fruit."], 0),
+        ("Sure! Here are two:\n\n1. A b c d.\n2. E f g h.\n\nHope this helps!", False, ["A b c d.", "E f g h."], 2),
+        ("1) First one here.\n2) Second one here.", False, ["First one here.", "Second one here."], 0),
+        ("- Bullet task one.\n* Bullet task two.", False, ["Bullet task one.", "Bullet task two."], 0),
+        ("1. **Poem:** Write a poem.\n\n2. __Sum__ the list.", False, ["Poem: Write a poem.", "Sum the list."], 0),
+        ("1. Starts here\n   and goes on.\n2. Next.", False, ["Starts here and goes on.", "Next."], 0),
+        ("1. Whole item.\n2. Cut off in the mid", True, ["Whole item."], 0),
+        ("<think>\n1. not this\n</think>\n1. This one.", False, ["This one."], 0),
+        ("```\n1. Fenced item.\n```", False, ["Fenced item."], 0),
+        ("I cannot help with that.", False, [], 1),
+        ("", False, [], 0),
+        ("1.   \n2. Real.", False, ["Real."], 1),  # an empty item is chatter
+        ("<think>never closed 1. x", False, [], 0),
+    ],
+)
+def test_parse_chat_list(reply: str, truncated: bool, items: list[str], chatter: int) -> None:
+    parsed = parse_chat_list(reply, truncated=truncated)
+    assert parsed.items == items
+    assert parsed.chatter == chatter
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Yes", True),
+        ("No.", False),
+        ("**Yes**", True),
+        ("Answer: No", False),
+        ("This is a classification task, so yes.", True),
+        ("It is open-ended: no, not classification. Yes-men disagree.", False),
+        ("<think>Maybe yes?</think>No", False),
+        ("Maybe", None),
+        ("Not sure", None),
+        ("", None),
+        ("Yesterday it rained.", None),
+    ],
+)
+def test_parse_chat_classification(reply: str, expected: bool | None) -> None:
+    assert parse_chat_classification(reply) is expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "output_first", "instances", "unparseable"),
+    [
+        ("Example 1\nInput: 2+2\nOutput: 4", False, [Instance("2+2", "4")], 0),
+        ("Here you go!\n\n### Example 1\n**Input:** 2+2\n**Output:** 4", False, [Instance("2+2", "4")], 0),
+        ("example 1\ninput: a\noutput: b", False, [Instance("a", "b")], 0),
+        ("Sure:\nExample 1\nOutput: A haiku.\n\nExample 2\nOutput: Another.", False,
+         [Instance("", "A haiku."), Instance("", "Another.")], 0),
+        ("```\nExample 1\nInput: x\nOutput: y\n```", False, [Instance("x", "y")], 0),
+        ("Example 1\nInput: only input", False, [], 1),
+        ("I can't do that.", False, [], 1),
+        ("Of course!\n\nExample 1\n**Class label:** Spam\n**Input:** Win now\n\nExample 2\nClass label: Ham\nInput: Hi",
+         True, [Instance("Win now", "Spam"), Instance("Hi", "Ham")], 0),
+        ("Class label: Spam\nInput: Win now", True, [Instance("Win now", "Spam")], 0),
+        ("Nothing useful", True, [], 1),
+    ],
+)  # fmt: skip
+def test_parse_chat_instances(reply: str, output_first: bool, instances: list[Instance], unparseable: int) -> None:
+    parsed = parse_chat_instances(reply, truncated=False, output_first=output_first)
+    assert parsed.instances == instances
+    assert parsed.unparseable == unparseable
+
+
+def test_parse_chat_instances_drops_a_cut_off_last_example() -> None:
+    reply = "Example 1\nInput: a\nOutput: b\n\nExample 2\nInput: c\nOutput: d is"
+    assert parse_chat_instances(reply, truncated=True, output_first=False).instances == [Instance("a", "b")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("**Output:** x", "Output: x"),
+        ("__Input__: y", "Input: y"),
+        ("## Example 3", "Example 3"),
+        ("*Example 2*", "Example 2"),
+        ("Use **bold** words", "Use **bold** words"),
+        ("<THINK>a</THINK>b", "b"),
+    ],
+)
+def test_strip_chat_markup(text: str, expected: str) -> None:
+    assert strip_chat_markup(text) == expected
