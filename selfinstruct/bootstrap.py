@@ -674,7 +674,7 @@ class Bootstrap:
                 cand.instruction,
                 verdict.instances,
                 is_classification=bool(clf and clf.is_classification),
-                output_first=cand.output_first,
+                instance_format="output_first" if cand.output_first else "input_first",
                 classification_answer=clf.answer if clf else "",
                 # Exact when known; None when a similarity floor hid every neighbour (all below the floor).
                 max_similarity=(

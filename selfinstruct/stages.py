@@ -174,27 +174,33 @@ def make_task(
     instruction: str,
     instances: list[Instance],
     *,
-    is_classification: bool,
-    output_first: bool,
-    classification_answer: str,
+    is_classification: bool | None,
+    instance_format: str,
+    classification_answer: str | None,
     max_similarity: float | None,
     most_similar: list[dict[str, Any]],
     demonstrations: list[str],
     run_id: str,
     round_number: int,
     model: str | None,
+    method: str | None = None,
 ) -> Task:
-    """An accepted task with its provenance (the id is given when it is committed to the pool)."""
+    """An accepted task with its provenance (the id is given when it is committed to the pool).
+
+    ``instance_format`` is ``input_first``, ``output_first`` or ``alpaca``; ``classification_answer`` is
+    None (and left out) when the method did not ask; ``method`` is recorded when it is not self-instruct.
+    """
     meta: dict[str, Any] = {
         "source": "machine",
         "run_id": run_id,
         "round": round_number,
         "created_at": utc_now(),
         "model": model,
+        **({"method": method} if method else {}),
         "max_similarity": max_similarity,
         "most_similar": most_similar,
-        "classification_answer": classification_answer,
-        "instance_format": "output_first" if output_first else "input_first",
+        **({"classification_answer": classification_answer} if classification_answer is not None else {}),
+        "instance_format": instance_format,
         "demonstrations": demonstrations,
     }
     return Task(
@@ -256,24 +262,19 @@ def make_alpaca_task(
     model: str | None,
 ) -> Task:
     """An accepted Alpaca task: one instance, ``is_classification`` unknown (this method does not ask)."""
-    meta: dict[str, Any] = {
-        "source": "machine",
-        "run_id": run_id,
-        "round": round_number,
-        "created_at": utc_now(),
-        "model": model,
-        "method": "alpaca",
-        "max_similarity": max_similarity,
-        "most_similar": most_similar,
-        "instance_format": "alpaca",
-        "demonstrations": demonstrations,
-    }
-    return Task(
-        instruction=item.instruction,
-        instances=[item.instance],
+    return make_task(
+        item.instruction,
+        [item.instance],
         is_classification=None,
-        name=task_name(item.instruction),
-        meta=meta,
+        instance_format="alpaca",
+        classification_answer=None,
+        max_similarity=max_similarity,
+        most_similar=most_similar,
+        demonstrations=demonstrations,
+        run_id=run_id,
+        round_number=round_number,
+        model=model,
+        method="alpaca",
     )
 
 
