@@ -380,38 +380,44 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
                 )
                 self._error(method, path, 400, _error_body(message, 400))
             elif method == "POST" and path == "/v1/chat/completions":
-                if body is None:
-                    self._error(method, path, 400, _error_body("request body must be a JSON object", 400))
-                    return
-                try:
-                    status, reply = lm._chat(body)
-                except Fault as fault:
-                    self._error(method, path, fault.status, fault.body, fault.retry_after)
-                    return
-                except Exception as exc:  # a broken respond() shows up as a 500, as on a real server
-                    self._error(method, path, 500, _error_body(f"respond failed: {exc!r}", 500))
-                    return
-                with lm._lock:
-                    lm.answered.append("\n\n".join(str(m.get("content")) for m in body.get("messages") or []))
-                self._send(method, path, status, json.dumps(reply))
+
+                def chat_prompts(b: dict[str, Any]) -> list[str]:
+                    return ["\n\n".join(str(m.get("content")) for m in b.get("messages") or [])]
+
+                self._answer(method, path, body, lm._chat, chat_prompts)
             elif method == "POST" and path == "/v1/completions":
-                if body is None:
-                    self._error(method, path, 400, _error_body("request body must be a JSON object", 400))
-                    return
-                try:
-                    status, reply = lm._complete(body)
-                except Fault as fault:
-                    self._error(method, path, fault.status, fault.body, fault.retry_after)
-                    return
-                except Exception as exc:  # a broken respond() shows up as a 500, as on a real server
-                    self._error(method, path, 500, _error_body(f"respond failed: {exc!r}", 500))
-                    return
-                with lm._lock:
-                    prompt = body.get("prompt")
-                    lm.answered.extend(prompt if isinstance(prompt, list) else [str(prompt)])
-                self._send(method, path, status, json.dumps(reply))
+
+                def completion_prompts(b: dict[str, Any]) -> list[str]:
+                    prompt = b.get("prompt")
+                    return prompt if isinstance(prompt, list) else [str(prompt)]
+
+                self._answer(method, path, body, lm._complete, completion_prompts)
             else:
                 self._error(method, path, 404, _error_body(f"no route for {method} {path}", 404))
+
+        def _answer(
+            self,
+            method: str,
+            path: str,
+            body: dict[str, Any] | None,
+            handle: Callable[[dict[str, Any]], tuple[int, Any]],
+            prompts_of: Callable[[dict[str, Any]], list[str]],
+        ) -> None:
+            """Answer one generation request with ``handle``, recording its prompts once it succeeded."""
+            if body is None:
+                self._error(method, path, 400, _error_body("request body must be a JSON object", 400))
+                return
+            try:
+                status, reply = handle(body)
+            except Fault as fault:
+                self._error(method, path, fault.status, fault.body, fault.retry_after)
+                return
+            except Exception as exc:  # a broken respond() shows up as a 500, as on a real server
+                self._error(method, path, 500, _error_body(f"respond failed: {exc!r}", 500))
+                return
+            with lm._lock:
+                lm.answered.extend(prompts_of(body))
+            self._send(method, path, status, json.dumps(reply))
 
         def _error(self, method: str, path: str, status: int, body: str | None, retry_after: str | None = None) -> None:
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
