@@ -8,18 +8,60 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling, make_backend
-from selfinstruct.errors import (
-    BackendError,
-    ConfigError,
-    InputError,
-    OutputError,
-    PoolError,
-    PoolLockedError,
-    SelfInstructError,
-)
-from selfinstruct.filters import InstructionHeuristics, clean_instances
-from selfinstruct.task import Instance, Task, load_seed_tasks, load_tasks, read_records
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use (PEP 562): ``python -m selfinstruct`` imports this package before its entry point
+# installs the signal handlers, so the package itself must cost next to nothing to import.
+_HOME = {
+    "Backend": "backends",
+    "BackendOptions": "backends",
+    "Completion": "backends",
+    "Sampling": "backends",
+    "make_backend": "backends",
+    "BackendError": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "OutputError": "errors",
+    "PoolError": "errors",
+    "PoolLockedError": "errors",
+    "SelfInstructError": "errors",
+    "InstructionHeuristics": "filters",
+    "clean_instances": "filters",
+    "Instance": "task",
+    "Task": "task",
+    "load_seed_tasks": "task",
+    "load_tasks": "task",
+    "read_records": "task",
+}
+
+if TYPE_CHECKING:
+    from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling, make_backend
+    from selfinstruct.errors import (
+        BackendError,
+        ConfigError,
+        InputError,
+        OutputError,
+        PoolError,
+        PoolLockedError,
+        SelfInstructError,
+    )
+    from selfinstruct.filters import InstructionHeuristics, clean_instances
+    from selfinstruct.task import Instance, Task, load_seed_tasks, load_tasks, read_records
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'selfinstruct' has no attribute {name!r}")
+    value = getattr(import_module(f"selfinstruct.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])
+
 
 __all__ = [
     "Backend",

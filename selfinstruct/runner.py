@@ -344,8 +344,14 @@ def _start_and_loop(
         with held():
             pool.append(accepted)
             if accepted and config_pending:
-                pool.write_config({**state.identity, "config": _public_config(config), "created_at": _utc_now()})
-                config_pending = False
+                # The tasks are in: a failure here must not fail the group (the loop would offer the same
+                # tasks again). The tasks record their model, so the pool's identity survives a missing
+                # config.json; the next group tries again.
+                try:
+                    pool.write_config({**state.identity, "config": _public_config(config), "created_at": _utc_now()})
+                    config_pending = False
+                except PoolError as exc:
+                    warn(f"{exc}; the tasks record their model, and the next group tries again")
             # Surplus tasks are finished, paid-for work: always kept. Rejections only when asked.
             keep = records if config.keep_rejected else [r for r in records if r.get("reject_reason") == SURPLUS]
             if keep:

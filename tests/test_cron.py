@@ -107,9 +107,9 @@ def test_overlapping_runs_exactly_one_writes(seeds: Path, tmp_path: Path) -> Non
 def test_sigterm_finishes_cleanly_and_is_recorded(seeds: Path, tmp_path: Path) -> None:
     out = tmp_path / "pool"
     with FakeLM(respond=PaperLM(), delay=0.05) as lm:
-        proc = start(lm, seeds, out, "--num-instructions", "400")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (out / "tasks.jsonl").exists():
+        proc = start(lm, seeds, out, "--num-instructions", "100000")  # a target it cannot reach first
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _size(out / "tasks.jsonl") == 0:
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)

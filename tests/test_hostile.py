@@ -515,13 +515,38 @@ def test_generate_on_a_read_only_or_full_filesystem(tmp_path: Path, seeds: Path,
         result = run_cli(*gen_args(paper_lm.base_url, seeds, ro / "pool", "--num-instructions", "4"))
         assert result.exit_code == 4, result.output
         assert "cannot create the pool directory" in result.output and "Read-only file system" in result.output
-    with tmpfs(tmp_path / "small", "size=48k") as small:
+    # Room for the first group commit (64 tasks of about 1.9 KB from this stand-in) and not for 2,000 tasks:
+    # the run must stop on the full disk with whole groups in the pool, never a half-written one.
+    with tmpfs(tmp_path / "small", "size=256k") as small:
         out = small / "pool"
         result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "2000", "--no-keep-rejected"))
         assert result.exit_code == 4, result.output
         assert "No space left on device" in result.output and "Traceback" not in result.output
-        tasks = check_valid_pool(out)  # whole rounds only, nothing half-written
+        tasks = check_valid_pool(out)  # whole groups only, nothing half-written
         assert tasks
+        assert "refusing" not in result.output  # a failed group is never offered twice
+
+
+def test_config_that_cannot_be_written_after_the_tasks_landed_fails_nothing(
+    tmp_path: Path, seeds: Path, paper_lm: FakeLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first group's tasks are appended, then config.json cannot be written (a disk that just filled):
+    # the tasks stay, once, the run goes on, and the identity is checked against the tasks next time.
+    def full(self: Pool, config: Any) -> None:
+        raise PoolError(f"could not write {self.config_path}: No space left on device; the previous file is unchanged")
+
+    out = tmp_path / "pool"
+    with monkeypatch.context() as patch:
+        patch.setattr(Pool, "write_config", full)
+        result = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "6"))
+    assert result.exit_code == 0, result.output
+    assert "config.json: No space left on device" in result.output and "the tasks record their model" in result.output
+    assert "refusing" not in result.output and not (out / "config.json").exists()
+    tasks = check_valid_pool(out)
+    assert len(tasks) >= 6
+    again = run_cli(*gen_args(paper_lm.base_url, seeds, out, "--num-instructions", "10"))
+    assert again.exit_code == 0, again.output
+    assert len(check_valid_pool(out)) >= 10 and (out / "config.json").exists()
 
 
 # -- signals, as real processes -------------------------------------------------------------------------------
@@ -531,6 +556,24 @@ def spawn(lm: FakeLM, seeds: Path, out: Path, *extra: str, wrapper: tuple[str, .
     cmd = [*wrapper, sys.executable, "-m", "selfinstruct", *gen_args(lm.base_url, seeds, out, *extra)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def catches_stop_signals(pid: int) -> bool:
+    """Whether the process has its own handlers for SIGHUP, SIGINT and SIGTERM (Linux's /proc SigCgt mask;
+    elsewhere, a second after the start)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            line = next((x for x in status if x.startswith("SigCgt:")), None)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        time.sleep(1.0)
+        return True
+    if line is None:
+        time.sleep(1.0)
+        return True
+    mask = int(line.split()[1], 16)
+    return all(mask >> (sig - 1) & 1 for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM))
 
 
 def wait_for(predicate: Any, timeout: float = 30.0) -> None:
@@ -598,7 +641,10 @@ def test_signals_at_random_moments_never_give_a_traceback_or_lose_the_ledger(see
     with FakeLM(respond=PaperLM(), delay=0.02) as lm:
         for _ in range(8):
             proc = spawn(lm, seeds, out, "--num-instructions", "100000")
-            time.sleep(rng.uniform(0.3, 2.5))
+            # From the moment the handlers are in: before that the interpreter itself is starting (tens of
+            # ms), where no program can catch a signal, and a loaded machine stretches that window.
+            wait_for(lambda p=proc: catches_stop_signals(p.pid) or p.poll() is not None)
+            time.sleep(rng.uniform(0.0, 2.2))
             sig = rng.choice([signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
             holding = Pool(out).lock_holder() is not None
             runs_before = len(Pool(out).read_runs())
