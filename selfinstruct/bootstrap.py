@@ -170,7 +170,8 @@ class RoundReport:
 @dataclass
 class Progress:
     """The engine's view, about once a second: requests in flight by stage, output tokens per second
-    (over the last ten seconds), accepted tasks per minute and the estimated time to the target."""
+    (over the last ten seconds; the run's average when nothing finished in them), accepted tasks per
+    minute and the estimated time to the target."""
 
     seconds: float
     in_flight: dict[str, int]
@@ -501,8 +502,11 @@ class Bootstrap:
         elapsed = max(now - self._started, 1e-9)
         while self._token_times and now - self._token_times[0][0] > TOKEN_RATE_WINDOW:
             self._token_times.popleft()
-        span = min(TOKEN_RATE_WINDOW, elapsed)
-        tokens = sum(n for _, n in self._token_times)
+        if self._token_times:
+            span = min(TOKEN_RATE_WINDOW, elapsed)
+            tokens = sum(n for _, n in self._token_times)
+        else:  # long sequences, none finished lately: the run's average, not a misleading zero
+            span, tokens = elapsed, self.totals.completion_tokens
         in_flight = Counter(stage for stage, _ in self._requests.values())
         rate = self.totals.accepted / elapsed
         room = self._room()

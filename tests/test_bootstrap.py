@@ -294,6 +294,15 @@ def test_time_limit_cancels_what_is_in_flight_and_records_it(seeds: list[Task]) 
     assert any(p.output_tokens_per_second > 0 for p in progress)
 
 
+def test_progress_falls_back_to_the_run_average_when_nothing_finished_lately(seeds: list[Task]) -> None:
+    now = [0.0]
+    loop = make_loop(seeds, ShuffledEngine(seed=5), clock=lambda: now[0])
+    assert loop.progress().output_tokens_per_second == 0  # nothing finished yet: nothing to show
+    loop.totals.stages["instructions"].completion_tokens = 600
+    now[0] = 60.0  # long sequences in flight, none finished in the last ten seconds
+    assert loop.progress().output_tokens_per_second == pytest.approx(10.0)
+
+
 def test_interrupt_cancels_in_flight_and_keeps_what_was_committed(seeds: list[Task]) -> None:
     engine = ShuffledEngine(seed=6)
     engine.interrupt_at = 25
