@@ -362,6 +362,16 @@ def test_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kw["max_num_batched_tokens"] == 16384
 
 
+@pytest.mark.parametrize(("cores", "seqs"), [(1, 16), (2, 16), (3, 24), (16, 128), (32, 256), (96, 256), (None, 16)])
+def test_cpu_engine_steps_eight_sequences_per_core(
+    monkeypatch: pytest.MonkeyPatch, cores: int | None, seqs: int
+) -> None:
+    monkeypatch.setattr(vllm_backend, "_cpu_cores", lambda: cores)
+    assert kwargs_for(on_cpu=True)["max_num_seqs"] == seqs
+    assert kwargs_for(on_cpu=True, engine_args={"max_num_seqs": 64})["max_num_seqs"] == 64  # the user's wins
+    assert "max_num_seqs" not in kwargs_for(on_cpu=False)  # on a GPU, vLLM's own
+
+
 def test_cpu_defaults_respect_the_users_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vllm_backend, "_cpu_has_bf16", lambda: False)
     kw = kwargs_for(

@@ -31,8 +31,10 @@ them unset, :func:`engine_kwargs` picks values that work on the platform vLLM ru
 * vLLM's CPU build: ``gpu_memory_utilization`` is the share of *RAM* reserved (0.9 fails at start on a
   machine running anything else), so 0.3, or less when less RAM is free; ``float32`` weights unless the
   CPU has bf16 instructions (AVX2-only CPUs ran float32 about 4x faster than bfloat16 with Gemma 3 270M);
-  and ``max_num_batched_tokens`` 16384, which avoided the engine dying on long seeded batches
-  ("CPU Generator does not use offset").
+  ``max_num_batched_tokens`` 16384, which avoided the engine dying on long seeded batches
+  ("CPU Generator does not use offset"); and ``max_num_seqs`` 8 per core (16 on 2 cores, vLLM's own 256
+  from 32 cores up): the stream keeps hundreds of requests queued, and a 2-core engine stepping all of them
+  at once gave half the output tokens/s of one stepping 16.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import dataclasses
 import difflib
 import heapq
 import itertools
+import os
 import queue
 import sys
 import threading
@@ -87,6 +90,17 @@ FIRST_CLASS = {
 GPU_MEMORY_UTILIZATION = 0.9
 CPU_MEMORY_UTILIZATION = 0.3
 CPU_MAX_NUM_BATCHED_TOKENS = 16384
+CPU_SEQS_PER_CORE = 8
+CPU_MAX_NUM_SEQS = 256  # vLLM's own default for the CPU build
+
+
+def cpu_max_num_seqs(cores: int | None) -> int:
+    """Sequences the CPU engine steps at once: 8 per core, at least 16, at most vLLM's own 256.
+
+    >>> cpu_max_num_seqs(2), cpu_max_num_seqs(16), cpu_max_num_seqs(64), cpu_max_num_seqs(None)
+    (16, 128, 256, 16)
+    """
+    return max(16, min(CPU_MAX_NUM_SEQS, CPU_SEQS_PER_CORE * (cores or 1)))
 
 
 def cpu_memory_utilization(total: int, available: int) -> float:
@@ -118,6 +132,17 @@ def _cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpu_cores() -> int | None:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return len(affinity(0))
+        except OSError:
+            pass
+    return os.cpu_count()
 
 
 def _on_cpu() -> bool:
@@ -180,6 +205,7 @@ def engine_kwargs(
         if dtype == "auto" and not _cpu_has_bf16():
             kwargs["dtype"] = "float32"
         kwargs["max_num_batched_tokens"] = max(CPU_MAX_NUM_BATCHED_TOKENS, max_model_len or 0)
+        kwargs["max_num_seqs"] = cpu_max_num_seqs(_cpu_cores())
     kwargs.update(engine_args)
     return kwargs
 
