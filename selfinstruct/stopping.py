@@ -14,6 +14,11 @@ Why it is built this way:
 * Code that must finish once started runs inside :func:`deferred`: a signal arriving there is held and
   raised when the section ends. Signals are handled between Python bytecodes of the main thread only, so
   the handler itself never runs in the middle of a system call's bookkeeping.
+* A stop, once requested, stays requested: :func:`raise_pending` is a checkpoint that raises whenever a
+  signal was received, even if the handler already raised once. The exception the handler raises can be
+  lost in code we do not own: a SIGTERM that landed while CPython compiled a module for an import was
+  swallowed there and the run went on for ever. The loop's checkpoints then stop it at its next turn. For
+  the same reason a second :func:`install` (the CLI's, over the entry point's) keeps what was received.
 
 Typical use (the CLI installs the handlers before it imports anything heavy)::
 
@@ -94,10 +99,13 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> Callable[[], None]:
-    """Install the handlers (main thread only; elsewhere a no-op). Returns a function that restores them."""
+    """Install the handlers (main thread only; elsewhere a no-op). Returns a function that restores them.
+
+    Installing over handlers that are already ours keeps any signal they received."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    reset()
+    if not _state.installed:
+        reset()
     previous = {}
     for sig in HANDLED_SIGNALS:
         previous[sig] = signal.signal(sig, _handler)
@@ -161,8 +169,9 @@ def held() -> Iterator[None]:
 
 
 def raise_pending() -> None:
-    """Raise :class:`StopRequested` now if a signal arrived while it was held and was not raised yet."""
-    if not _state.deferring and _state.first is not None and not _state.raised:
+    """A checkpoint: raise :class:`StopRequested` now if a signal was received (held meanwhile, or raised
+    before and lost on the way), unless signals are held here. Call it only where work would go on."""
+    if not _state.deferring and _state.first is not None:
         _state.raised = True
         raise StopRequested(_state.first)
 

@@ -1,0 +1,100 @@
+"""selfinstruct.stopping: signals become one orderly stop, and a stop once requested is never lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from selfinstruct import stopping
+
+
+@pytest.fixture
+def handlers() -> Iterator[None]:
+    stopping.reset()
+    restore = stopping.install()
+    try:
+        yield
+    finally:
+        restore()
+        stopping.reset()
+
+
+def deliver(sig: int) -> None:
+    """Send ``sig`` to this process and give the interpreter a few bytecodes to run its handler."""
+    os.kill(os.getpid(), sig)
+    for _ in range(100):
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize(("sig", "reason"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated"),
+                                             (signal.SIGHUP, "terminated")])  # fmt: skip
+def test_the_first_signal_raises_with_its_reason(handlers: None, sig: int, reason: str) -> None:
+    with pytest.raises(stopping.StopRequested) as info:
+        deliver(sig)
+    assert info.value.reason == reason and stopping.stop_reason() == reason and stopping.received() == sig
+
+
+def test_a_repeat_is_counted_not_raised(handlers: None) -> None:
+    with pytest.raises(stopping.StopRequested):
+        deliver(signal.SIGTERM)
+    deliver(signal.SIGTERM)  # `timeout -s TERM` sends two: the second must not cut the cleanup short
+    assert stopping.received() == signal.SIGTERM
+
+
+def test_a_signal_in_a_held_section_waits_for_the_checkpoint(handlers: None) -> None:
+    with stopping.held():
+        deliver(signal.SIGTERM)  # nothing raised here: the section finishes
+        stopping.raise_pending()  # still held: a checkpoint inside does nothing
+    with pytest.raises(stopping.StopRequested):
+        stopping.raise_pending()
+
+
+def test_a_stop_lost_in_code_we_do_not_own_is_raised_again_at_the_next_checkpoint(handlers: None) -> None:
+    # CPython swallowed the handler's exception once while compiling a module for an import; any library
+    # with a bare `except BaseException: pass` would do the same. The stop must survive that.
+    with contextlib.suppress(stopping.StopRequested):  # swallowed
+        deliver(signal.SIGTERM)
+    with pytest.raises(stopping.StopRequested) as info:
+        stopping.raise_pending()
+    assert info.value.reason == "terminated"
+    with pytest.raises(stopping.StopRequested):
+        stopping.raise_pending()  # and at every checkpoint after: nothing goes on once a stop was asked
+
+
+def test_installing_again_over_our_own_handlers_keeps_what_was_received(handlers: None) -> None:
+    # The entry point installs the handlers before importing the CLI, which installs its own over them.
+    with contextlib.suppress(stopping.StopRequested):
+        deliver(signal.SIGINT)
+    restore = stopping.install()
+    try:
+        assert stopping.received() == signal.SIGINT
+        with pytest.raises(stopping.StopRequested):
+            stopping.raise_pending()
+    finally:
+        restore()
+
+
+def test_shielded_cleanup_is_never_cut_short(handlers: None) -> None:
+    with stopping.shielded():
+        deliver(signal.SIGTERM)
+        deliver(signal.SIGINT)
+    assert stopping.received() == signal.SIGTERM
+
+
+def test_deferred_raises_when_the_section_ends(handlers: None) -> None:
+    done = []
+    with pytest.raises(stopping.StopRequested), stopping.deferred():
+        deliver(signal.SIGHUP)
+        done.append(True)
+    assert done == [True]
+
+
+def test_without_handlers_nothing_is_pending() -> None:
+    stopping.reset()
+    stopping.raise_pending()  # no signal, no stop
+    assert stopping.received() is None and stopping.stop_reason() is None
