@@ -55,7 +55,17 @@ IDENTITY_KEYS = ("model", "prompts_hash", "seeds_hash", "method", "api")
 # What a pool recorded before these keys existed was grown this way.
 IDENTITY_DEFAULTS = {"method": "self-instruct", "api": "completions"}
 # Model names that usually mean an instruct (chat) model: a hint when --api auto chose completions.
-_INSTRUCT_NAME = re.compile(r"(?i)(?:instruct|chat|[-_]it(?:[-_.]|$)|-sft|-dpo)")
+_INSTRUCT_NAME = re.compile(r"(?i)(?:instruct|chat|[-_.](?:it|sft|dpo|rlhf)(?:[-_.]|$))")
+
+
+def looks_instruct(model: str) -> bool:
+    """Whether a model's name suggests an instruction-tuned model. Only the last part of a name or path
+    counts: ``~/.cache/selfinstruct/models/gemma-3-270m`` is a base model whatever its folders are called.
+
+    >>> [looks_instruct(m) for m in ("org/Llama-3.1-8B-Instruct", "google/gemma-2-9b-it", "/m/selfinstruct/gpt2")]
+    [True, True, False]
+    """
+    return bool(_INSTRUCT_NAME.search(model.rstrip("/").rsplit("/", 1)[-1]))
 
 
 @dataclass
@@ -407,7 +417,7 @@ def _resolve_api(config: GenerateConfig, pool: Pool, backend: Backend, warn: Cal
     api, why = detect() if callable(detect) else ("completions", "the backend cannot tell")
     if api == "chat":
         warn(f"--api auto: using the chat API: {why}")
-    elif _INSTRUCT_NAME.search(backend.model or ""):
+    elif looks_instruct(backend.model or ""):
         warn(
             f"--api auto: using completions, as for a base model, but {backend.model!r} looks like an instruct "
             "model; --api chat sends it chat requests with the templates of prompts/chat/"

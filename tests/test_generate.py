@@ -25,6 +25,7 @@ from selfinstruct.cli import app
 from selfinstruct.config import GenerateConfig
 from selfinstruct.pool import Pool
 from selfinstruct.prompts import PromptTemplates
+from selfinstruct.runner import looks_instruct
 from selfinstruct.task import load_seed_tasks
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -409,6 +410,29 @@ def test_auto_keeps_completions_and_hints_at_an_instruct_name(seeds: Path, tmp_p
     assert "looks like an instruct model; --api chat" in result.output
     (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
     assert run["api"] == "completions"
+
+
+@pytest.mark.parametrize(
+    ("model", "instruct"),
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", True),
+        ("mistralai/Mistral-7B-Instruct-v0.3", True),
+        ("google/gemma-2-9b-it", True),
+        ("HuggingFaceH4/zephyr-7b-sft-full", True),
+        ("allenai/tulu-2-dpo-70b", True),
+        ("THUDM/chatglm3-6b", True),
+        ("/models/Qwen2.5-7B-Instruct/", True),
+        ("meta-llama/Llama-3.1-8B", False),
+        ("google/gemma-3-270m", False),
+        ("/root/.cache/selfinstruct/models/gemma-3-270m", False),  # the folders do not count
+        ("/data/chat-models/gpt2", False),
+        ("EleutherAI/pythia-2.8b", False),
+        ("tiiuae/falcon-7b-italian", False),
+        ("", False),
+    ],
+)
+def test_an_instruct_name_is_read_from_the_last_part_of_the_model(model: str, instruct: bool) -> None:
+    assert looks_instruct(model) is instruct
 
 
 def test_the_api_is_part_of_the_pool_identity(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
