@@ -243,6 +243,11 @@ def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) ->
     return identity
 
 
+def _jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Records as JSON Lines in UTF-8 (non-ASCII kept as is), ready for one append."""
+    return "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temporary file beside it, fsync, rename, fsync the directory.
 
@@ -852,7 +857,7 @@ class Pool:
         instead of stopping the run (these records are diagnostics, not the dataset).
         """
         self._require_lock("appending rejected candidates")
-        block = "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        block = _jsonl(records)
         if not block:
             return
         try:
@@ -863,7 +868,7 @@ class Pool:
     def append_run(self, record: Mapping[str, Any]) -> None:
         """Append one finished run's record to the ledger ``runs.jsonl`` (one line, fsync). Needs the lock."""
         self._require_lock("recording the run")
-        line = (json.dumps(dict(record), ensure_ascii=False) + "\n").encode("utf-8")
+        line = _jsonl([record])
         try:
             _append_block(self.runs_path, line, sync=True, on_torn_tail="terminate")
         except _AppendFailed as exc:
@@ -878,7 +883,7 @@ class Pool:
         :meth:`iter_judgements` skips.
         """
         self._require_lock("appending judgements")
-        block = "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        block = _jsonl(records)
         if not block:
             return
         try:
