@@ -7,7 +7,7 @@ test:
 	python -m pytest
 
 lint:
-	ruff check selfinstruct tests benchmarks
+	ruff check selfinstruct tests benchmarks tools
 	ruff format --check selfinstruct tests benchmarks
 	mypy
 

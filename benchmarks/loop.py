@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default="../shared/bench/instructions.jsonl")
     parser.add_argument("--target", type=int, default=52_000, help="pool size to grow to (the paper: 52,000)")
     parser.add_argument("--batch-size", type=int, default=32, help="instruction requests per round (reporting)")
-    parser.add_argument("--similarity-floor", type=float, default=0.0, help="provenance floor (see README)")
+    parser.add_argument("--similarity-floor", type=float, default=0.0, help="provenance floor (docs/performance.md)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
     args = parser.parse_args(argv)
 

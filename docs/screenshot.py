@@ -1,4 +1,4 @@
-"""Regenerate docs/report.png, the README's picture of ``selfinstruct report``.
+"""Regenerate docs/report.png, the picture in docs/report.md of ``selfinstruct report``.
 
 Grows a demonstration pool with the test suite's scripted stand-in model (tests/paperlm.py: the paper's
 prompt and reply shapes, words drawn at random, so the instructions read oddly), over four runs against a

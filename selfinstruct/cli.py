@@ -315,7 +315,7 @@ def generate(
     filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
     generates input/output instances, and appends the accepted tasks to OUT/tasks.jsonl. Rerunning on
     the same --out resumes. Every option (and a few more: demonstration counts, blocked keywords,
-    max instances) can also be set in a --config TOML file; see the README.
+    max instances) can also be set in a --config TOML file; see docs/operations.md.
     """
     from selfinstruct.config import GenerateConfig, parse_key_values
     from selfinstruct.runner import run_generate
@@ -855,7 +855,7 @@ def export(
 
     Every chat format builds the user turn by one rule: the instruction, then a newline and the input when
     there is one (as LLaMA-Factory joins Alpaca fields); --template replaces it. Outputs appear whole or not
-    at all. Never takes the pool's lock. See the README's "Export for training" for each trainer's recipe.
+    at all. Never takes the pool's lock. See docs/exports.md for each trainer's recipe.
     """
     from selfinstruct.export import ExportOptions, export_pool
 
