@@ -45,6 +45,7 @@ pyarrow and datasets are imported only when a Parquet, ``datasets`` or hub expor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -57,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.errors import ConfigError, InputError, SelfInstructError
+from selfinstruct.errors import ConfigError, InputError, OutputError, SelfInstructError
 from selfinstruct.judge import (
     JUDGE_FIELD,
     LOW_SCORE,
@@ -67,8 +68,10 @@ from selfinstruct.judge import (
     with_judgement,
 )
 from selfinstruct.judge import SCALE as JUDGE_SCALE
+from selfinstruct.outputs import check_output, directory_lock, open_output
 from selfinstruct.paths import default_seeds_path
 from selfinstruct.pool import CONFIG_FILE, JUDGEMENTS_FILE, LOCK_FILE, REJECTED_FILE, RUNS_FILE, TASKS_FILE, Pool
+from selfinstruct.redact import redact, redact_value
 from selfinstruct.task import Instance, Task, load_seed_tasks
 
 FORMATS = ("messages", "prompt-completion", "openai", "alpaca", "sharegpt", "seed")
@@ -89,10 +92,9 @@ OPENAI_MIN_EXAMPLES = 10
 _INSTALL_HINT = "install it with: pip install 'selfinstruct[export]'"
 
 
-class ExportOutputError(SelfInstructError):
-    """An output of ``export`` cannot be written (a directory in the way, no permission, a full disk)."""
-
-    exit_code = 2
+class ExportOutputError(OutputError):
+    """An output of ``export`` cannot be written (a directory in the way, no permission, a full disk).
+    Exit 73 (EX_CANTCREAT), as every output that cannot be written (:mod:`selfinstruct.outputs`)."""
 
 
 class HubPushError(SelfInstructError):
@@ -447,7 +449,7 @@ def _check_output(out: Path, container: str, pool_dir: Path) -> None:
     except OSError as exc:
         raise ExportOutputError(f"--out {out}: {exc.strerror or exc}") from None
     if out_res == pool_res or (out_res.parent == pool_res and out_res.name in _POOL_FILES):
-        raise ConfigError(f"--out {out} would overwrite the pool itself; choose a path outside {pool_dir}")
+        raise OutputError(f"--out {out} would overwrite the pool itself; choose a path outside {pool_dir}")
     if container != "hf" and out.is_dir():
         raise ExportOutputError(
             f"--out {out} is a directory: give a file name such as {out / ('train' + _CONTAINER_SUFFIX[container])}, "
@@ -644,9 +646,11 @@ def _dataset_dict(by_split: dict[str, list[dict[str, Any]]], fmt: str) -> Any:
 # ------------------------------------------------------------------------------------- trainer configs
 
 
-def llamafactory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
+def llamafactory_entry(fmt: str, file_name: str, *, system: bool = False) -> dict[str, Any] | None:
     """The ``dataset_info.json`` entry with which LLaMA-Factory reads one exported file, or None for a
-    format it has no reader for (prompt-completion, seed)."""
+    format it has no reader for (prompt-completion, seed). ``system``: the records carry a ``system`` field
+    (an alpaca export with --system); LLaMA-Factory fails with ``KeyError: 'system'`` on a mapped column
+    that the file does not have, so it is mapped only then."""
     if fmt in ("messages", "openai"):
         return {
             "file_name": file_name,
@@ -667,7 +671,8 @@ def llamafactory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
         return {
             "file_name": file_name,
             "formatting": "alpaca",
-            "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
+            "columns": {"prompt": "instruction", "query": "input", "response": "output"}
+            | ({"system": "system"} if system else {}),
         }
     return None
 
@@ -732,23 +737,43 @@ def export_pool(
     """Export the pool at ``directory`` to ``output`` as ``options`` say; see the module docstring.
 
     Raises :class:`InputError` (a missing pool, a bad seed file), :class:`ConfigError` (options),
-    :class:`ExportOutputError` (an output that cannot be written; nothing is left half-written) and
-    :class:`HubPushError` (the upload failed after the local files were written).
+    :class:`~selfinstruct.errors.OutputError` (an output that would replace an input or a pool file, or a
+    device for a format that cannot be streamed), :class:`ExportOutputError` (an output that cannot be
+    written; nothing is left half-written) and :class:`HubPushError` (the upload failed after the local
+    files were written).
     """
     opts = options or ExportOptions()
     opts.check()
     pool_dir, out = Path(directory), Path(output)
     container = container_for(out, opts.container)
-    warnings: list[str] = []
+    warnings: list[str] = trainer_warnings(opts.fmt, container, system=opts.system is not None)
+    if opts.push_to_hub:
+        _require_hub_packages()  # before anything is read or written
+
+    seed_path: Path | None = None
+    if opts.include_seeds or opts.seeds is not None:
+        seed_path = Path(opts.seeds) if opts.seeds is not None else _seed_file_of(pool_dir)
+    inputs = [seed_path] if seed_path is not None else []
+
+    def check(path: Path, directory_ok: bool = False) -> Path:
+        """Refuse a path that is an input or a pool file; the path to write (links followed)."""
+        return check_output(path, pools=[pool_dir], inputs=inputs, directory_ok=directory_ok, fmt=path.name).real
+
+    _check_output(out, container, pool_dir)
+    first = check_output(
+        out, pools=[pool_dir], inputs=inputs, stream_ok=container in ("jsonl", "json"),
+        directory_ok=container == "hf", fmt=f"a {container} export",
+    )  # fmt: skip
+    if first.stream and opts.validation_size:
+        raise ConfigError(f"--out {out} is a stream: a validation split needs file names (--out NAME.jsonl)")
 
     tasks = _load_pool(pool_dir, warnings)
     tasks, below, unscored = _judged(pool_dir, tasks, opts.min_score, warnings)
-    if opts.include_seeds or opts.seeds is not None:
-        seed_path = Path(opts.seeds) if opts.seeds is not None else _seed_file_of(pool_dir)
+    if seed_path is not None:
         tasks = load_seed_tasks(seed_path) + tasks
-    _check_output(out, container, pool_dir)
 
     examples, dropped = _select(tasks, dedup=opts.dedup)
+    del tasks
     if not examples and opts.min_score is not None and below + unscored:
         raise InputError(
             pool_dir, None, f"nothing to export: no task has a judge score of at least {opts.min_score:g} "
@@ -761,7 +786,8 @@ def export_pool(
     ids = _Ids()
     by_split: dict[str, list[dict[str, Any]]] = {}
     for name, part in splits.items():
-        records = list(_records(part, opts, random.Random(f"{opts.seed}:{name}"), ids))
+        # Known secrets (an API key a judge's server echoed into a reply) never leave in an export.
+        records = [redact_value(r) for r in _records(part, opts, random.Random(f"{opts.seed}:{name}"), ids)]
         if opts.shuffle:
             random.Random(f"{opts.seed}:shuffle:{name}").shuffle(records)
         by_split[name] = records
@@ -782,20 +808,36 @@ def export_pool(
         unscored=unscored,
         warnings=warnings,
     )
-    with _Staging() as staging:
-        if container == "hf":
-            dataset = _dataset_dict(by_split, opts.fmt)
-            tmp_dir = staging.directory(out)
-            with _quiet_datasets():
-                _write_guarded(out, lambda: dataset.save_to_disk(str(tmp_dir)))
-        else:
-            for split, records in by_split.items():
-                target = paths[split]
-                tmp = staging.file(target)
-                _write_guarded(target, _writer(container, tmp, records, opts.fmt))
+    if first.stream:
+        with open_output(first) as fh:
+            _stream_records(fh, container, by_split["train"])
         if opts.trainer_configs:
-            result.trainer_configs = _stage_trainer_configs(staging, out, opts.fmt, container, paths, warnings)
-        staging.commit()
+            warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
+    else:
+        reals = {split: check(path, container == "hf") for split, path in paths.items()}
+        sidecar_names = {"dataset_info.json", f"{_dataset_name(out)}.axolotl.yml"} if opts.trainer_configs else set()
+        for path in paths.values():
+            if path.name in sidecar_names:
+                raise OutputError(
+                    f"--out {path} is the name of a trainer config that export writes beside it; choose another "
+                    "name, or pass --no-trainer-configs"
+                )
+        locked = opts.trainer_configs and container != "hf"
+        with directory_lock(out.parent) if locked else contextlib.nullcontext(), _Staging() as staging:
+            if container == "hf":
+                dataset = _dataset_dict(by_split, opts.fmt)
+                tmp_dir = staging.directory(reals["train"])
+                with _quiet_datasets():
+                    _write_guarded(out, lambda: dataset.save_to_disk(str(tmp_dir)))
+            else:
+                for split, records in by_split.items():
+                    tmp = staging.file(reals[split])
+                    _write_guarded(paths[split], _writer(container, tmp, records, opts.fmt))
+            if opts.trainer_configs:
+                result.trainer_configs = _stage_trainer_configs(
+                    staging, out, opts.fmt, container, paths, warnings, system=opts.system is not None, check=check
+                )
+            staging.commit()
 
     if opts.push_to_hub:
         dataset = _dataset_dict(by_split, opts.fmt)
@@ -805,14 +847,71 @@ def export_pool(
         except Exception as exc:
             raise HubPushError(
                 f"the export is written to {out}, but pushing it to the Hugging Face Hub as {opts.push_to_hub} "
-                f"failed: {type(exc).__name__}: {exc}"
+                f"failed: {type(exc).__name__}: {redact(str(exc))}"
             ) from None
         result.pushed_to = opts.push_to_hub
     return result
 
 
+def _stream_records(fh: Any, container: str, records: list[dict[str, Any]]) -> None:
+    if container == "jsonl":
+        for record in records:
+            fh.write(_dumps(record))
+            fh.write("\n")
+    else:
+        fh.write("[\n" + ",\n".join(_dumps(r) for r in records) + ("\n]\n" if records else "]\n"))
+
+
+def _require_hub_packages() -> None:
+    """--push-to-hub needs datasets and huggingface_hub (the export extra): say which one is missing before
+    anything is written."""
+    import importlib.util
+
+    missing = [name for name in ("datasets", "huggingface_hub", "pyarrow") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"--push-to-hub needs the {', '.join(missing)} package{'s' if len(missing) > 1 else ''}: {_INSTALL_HINT}; "
+            "nothing was written"
+        )
+
+
+#: Which exported formats each trainer reads (checked in the trainers themselves; see docs).
+TRAINER_FORMATS = {
+    "TRL": ("messages", "prompt-completion", "openai"),
+    "LLaMA-Factory": ("messages", "openai", "alpaca", "sharegpt"),
+    "Axolotl": ("messages", "openai", "alpaca", "sharegpt"),
+    "OpenAI fine-tuning": ("openai",),
+}
+
+
+def trainer_warnings(fmt: str, container: str, *, system: bool) -> list[str]:
+    """What a trainer would do silently with this export: the warnings ``export`` prints before it writes."""
+    warnings = []
+    if fmt == "sharegpt":
+        warnings.append(
+            "TRL does not read sharegpt records (from/value turns): its chat template skips the human/gpt turns "
+            "and trains on the system prompt alone; for TRL export --format messages or prompt-completion"
+        )
+    if fmt == "openai" and container != "jsonl":
+        warnings.append(f"OpenAI fine-tuning takes JSONL files only; this {container} export will be refused there")
+    if fmt == "alpaca" and system:
+        warnings.append(
+            "Axolotl's `type: alpaca` ignores the system column, so --system reaches no Axolotl prompt; for "
+            "Axolotl with a system prompt export --format messages"
+        )
+    return warnings
+
+
 def _stage_trainer_configs(
-    staging: _Staging, out: Path, fmt: str, container: str, paths: dict[str, Path], warnings: list[str]
+    staging: _Staging,
+    out: Path,
+    fmt: str,
+    container: str,
+    paths: dict[str, Path],
+    warnings: list[str],
+    *,
+    system: bool = False,
+    check: Callable[[Path], Path] = lambda p: p,
 ) -> list[Path]:
     written: list[Path] = []
     if fmt == "seed":
@@ -830,6 +929,7 @@ def _stage_trainer_configs(
         warnings.append("no LLaMA-Factory entry: it cannot read a datasets directory (export .jsonl for it)")
     else:
         info_path = out.parent / "dataset_info.json"
+        check(info_path)
         entries: dict[str, Any] = {}
         if info_path.exists():
             try:
@@ -843,7 +943,7 @@ def _stage_trainer_configs(
                 raise ExportOutputError(f"{info_path} is not a JSON object; fix it, or pass --no-trainer-configs")
         for split, path in paths.items():
             key = name if split == "train" else f"{name}_{split}"
-            entries[key] = llamafactory_entry(fmt, path.name)
+            entries[key] = llamafactory_entry(fmt, path.name, system=system)
         tmp = staging.file(info_path)
         text = json.dumps(entries, ensure_ascii=False, indent=2) + "\n"
         _write_guarded(info_path, lambda: tmp.write_text(text, encoding="utf-8"))
@@ -852,6 +952,7 @@ def _stage_trainer_configs(
     block = axolotl_datasets(fmt, container, paths)
     if block is not None:
         yml = out.parent / f"{name}.axolotl.yml"
+        check(yml)
         tmp = staging.file(yml)
         _write_guarded(yml, lambda: tmp.write_text(block, encoding="utf-8"))
         written.append(yml)

@@ -70,6 +70,8 @@ from typing import Any
 from selfinstruct.errors import InputError, PoolError, PoolLockedError
 from selfinstruct.jsontext import JSONProblem
 from selfinstruct.jsontext import loads as json_loads
+from selfinstruct.redact import redact_value
+from selfinstruct.safetext import clean_value
 from selfinstruct.task import Task, task_from_record
 
 TASKS_FILE = "tasks.jsonl"
@@ -243,9 +245,14 @@ def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) ->
     return identity
 
 
-def _jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
-    """Records as JSON Lines in UTF-8 (non-ASCII kept as is), ready for one append."""
-    return "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+def _jsonl(records: Iterable[Mapping[str, Any]], *, clean: bool = False) -> bytes:
+    """Records as JSON Lines in UTF-8 (non-ASCII kept as is), ready for one append. Known secrets (an API key
+    a server echoed into a reply) are replaced (:mod:`selfinstruct.redact`); ``clean`` also drops escape
+    sequences and control characters from every string (the ledger, which ``status`` shows)."""
+    values = (redact_value(dict(r)) for r in records)
+    if clean:
+        values = (clean_value(v) for v in values)
+    return "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in values).encode("utf-8")
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -800,7 +807,7 @@ class Pool:
         ids, instructions = set(self._ids), set(self._instructions)
         lines = []
         for task in tasks:
-            record = task.to_record()
+            record = redact_value(task.to_record())
             try:
                 task_from_record(record, path)
             except InputError as exc:
@@ -868,7 +875,7 @@ class Pool:
     def append_run(self, record: Mapping[str, Any]) -> None:
         """Append one finished run's record to the ledger ``runs.jsonl`` (one line, fsync). Needs the lock."""
         self._require_lock("recording the run")
-        line = _jsonl([record])
+        line = _jsonl([record], clean=True)
         try:
             _append_block(self.runs_path, line, sync=True, on_torn_tail="terminate")
         except _AppendFailed as exc:

@@ -53,6 +53,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from selfinstruct import redact
 from selfinstruct.backends import (
     BackendOptions,
     Completion,
@@ -69,6 +70,7 @@ from selfinstruct.backends import (
 )
 from selfinstruct.backends.chat import to_openai
 from selfinstruct.errors import BackendError, ConfigError
+from selfinstruct.safetext import clean
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -114,7 +116,7 @@ def _display(url: str) -> str:
 
 
 def _excerpt(text: str, limit: int = MESSAGE_EXCERPT) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean(text).split())  # a server's text never carries escape sequences into our messages
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -257,6 +259,7 @@ class OpenAIBackend:
         self.on_event = on_event
         self._api_key = api_key or None
         self._secrets = self._secret_forms(self._api_key, [cred for _, cred in roots])
+        redact.register(*self._secrets)  # and out of every file the process writes (judgements, exports)
         self._retry_wait_initial = retry_wait_initial
         self._retry_wait_max = retry_wait_max
         self._retry_after_max = retry_after_max
@@ -568,6 +571,12 @@ class OpenAIBackend:
                 f"{self.base_url}/models did not list its models ({_excerpt(self._text(reply), 200)}); pass --model"
             )
         ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        for model_id in ids:
+            if clean(model_id) != model_id or not model_id.strip():
+                raise ConfigError(
+                    f"the server at {self.base_url} lists a model id holding control characters or escape "
+                    f"sequences ({clean(model_id)!r} once they are removed); refusing it: pass --model"
+                )
         if len(ids) == 1:
             return ids[0]
         if not ids:
@@ -633,7 +642,7 @@ class OpenAIBackend:
     def _redact(self, message: str) -> str:
         for secret in self._secrets:
             message = message.replace(secret, "<redacted>")
-        return message
+        return redact.redact(message)
 
     def _error(self, message: str) -> BackendError:
         """A BackendError whose message cannot carry a secret, even if a server echoed it."""
