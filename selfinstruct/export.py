@@ -402,7 +402,7 @@ def _seed_file_of(directory: Path) -> Path:
         try:
             if path.is_file() and (stored is None or file_fingerprint(path) == stored):
                 return path
-        except OSError:
+        except (OSError, SelfInstructError):
             continue
     raise ConfigError(
         f"cannot tell which seed file {directory} was made with (none of {', '.join(map(str, candidates))} "
