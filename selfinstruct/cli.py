@@ -5,12 +5,17 @@ on a terminal, plain timestamped lines otherwise (cron, CI, ``| tee``). A :class
 its message on stderr and its exit code; nothing else lives here.
 
 Exit codes: 0 done (a budget or the target ended the run), 1 unexpected error, 2 bad input or options,
-3 backend failure, 4 pool problem, 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
+3 backend failure, 4 pool problem, 73 an output cannot be written or would replace an input (EX_CANTCREAT),
+74 standard output cannot be written, e.g. a full disk (EX_IOERR; a reader that closed the pipe is not an
+error: exit 0), 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import re
 import sys
 import time
@@ -1161,16 +1166,76 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 
 
+class _StdoutFailed(BaseException):
+    """Writing to standard output failed (a closed pipe, a full disk). A BaseException, so that neither click
+    (which turns a broken pipe into a silent exit 1) nor a library's ``except Exception`` takes it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _GuardedStdout:
+    """``sys.stdout`` for the command's lifetime: a failed write or flush raises :class:`_StdoutFailed`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+#: Exit status when standard output cannot be written (EX_IOERR); a reader that closed the pipe early
+#: (``selfinstruct status POOL | head -1``) is not an error: exit 0, as the shell expects.
+EXIT_STDOUT = 74
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that what is still buffered cannot fail again at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
 def main() -> None:
     """Console-script entry point (``selfinstruct.__main__.main`` installs the signal handlers first)."""
-    from selfinstruct import stopping
+    from selfinstruct import redact, stopping
 
     restore = stopping.install()
+    redact.register_environment()
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(real_stdout)
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a failure could only print a traceback
     except (stopping.StopRequested, KeyboardInterrupt) as stop:  # a stop outside a run: no traceback
         name = stop.args[0] if isinstance(stop, stopping.StopRequested) else "interrupted"
         err.print(f"selfinstruct: {name}; no run was in progress, nothing was written", markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    except _StdoutFailed as failed:
+        _silence_stdout()
+        if failed.error.errno == errno.EPIPE:
+            sys.exit(0)
+        err.print(
+            f"selfinstruct: cannot write to standard output: {failed.error.strerror or failed.error}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        sys.exit(EXIT_STDOUT)
     finally:
+        sys.stdout = real_stdout
         restore()

@@ -37,6 +37,17 @@ def register(*values: str | None) -> None:
         _secrets = tuple(sorted(forms, key=len, reverse=True))
 
 
+#: Environment variables whose values are secrets wherever they appear (the API keys the backends send).
+SECRET_ENV = ("SELFINSTRUCT_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")
+
+
+def register_environment() -> None:
+    """Register the values of :data:`SECRET_ENV` that are set (the CLI does this as it starts)."""
+    import os
+
+    register(*(os.environ.get(name, "").strip() or None for name in SECRET_ENV))
+
+
 def known() -> tuple[str, ...]:
     """The registered secrets, longest first."""
     return _secrets
@@ -71,4 +82,14 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["MIN_SECRET_CHARS", "REDACTED", "forget", "known", "redact", "redact_value", "register"]
+__all__ = [
+    "MIN_SECRET_CHARS",
+    "REDACTED",
+    "SECRET_ENV",
+    "forget",
+    "known",
+    "redact",
+    "redact_value",
+    "register",
+    "register_environment",
+]
