@@ -421,6 +421,8 @@ def container_for(out: Path, container: str | None) -> str:
     suffix = out.suffix.lower()
     if suffix in _SUFFIX_CONTAINER:
         return _SUFFIX_CONTAINER[suffix]
+    if out.exists() and not out.is_dir() and not out.is_file():
+        return "jsonl"  # /dev/stdout, a FIFO: a stream of records
     if not suffix or out.is_dir():
         return "hf"
     raise ConfigError(
@@ -444,12 +446,7 @@ def _dataset_name(out: Path) -> str:
 
 
 def _check_output(out: Path, container: str, pool_dir: Path) -> None:
-    try:
-        out_res, pool_res = out.resolve(), pool_dir.resolve()
-    except OSError as exc:
-        raise ExportOutputError(f"--out {out}: {exc.strerror or exc}") from None
-    if out_res == pool_res or (out_res.parent == pool_res and out_res.name in _POOL_FILES):
-        raise OutputError(f"--out {out} would overwrite the pool itself; choose a path outside {pool_dir}")
+    # An output that is a pool file, the pool or an input is refused by selfinstruct.outputs.check_output.
     if container != "hf" and out.is_dir():
         raise ExportOutputError(
             f"--out {out} is a directory: give a file name such as {out / ('train' + _CONTAINER_SUFFIX[container])}, "
@@ -745,15 +742,16 @@ def export_pool(
     opts = options or ExportOptions()
     opts.check()
     pool_dir, out = Path(directory), Path(output)
-    container = container_for(out, opts.container)
-    warnings: list[str] = trainer_warnings(opts.fmt, container, system=opts.system is not None)
-    if opts.push_to_hub:
-        _require_hub_packages()  # before anything is read or written
-
     seed_path: Path | None = None
     if opts.include_seeds or opts.seeds is not None:
         seed_path = Path(opts.seeds) if opts.seeds is not None else _seed_file_of(pool_dir)
     inputs = [seed_path] if seed_path is not None else []
+    # First of all, whatever the name says: never an input or a file of the pool.
+    check_output(out, pools=[pool_dir], inputs=inputs, stream_ok=True, directory_ok=True)
+    container = container_for(out, opts.container)
+    warnings: list[str] = trainer_warnings(opts.fmt, container, system=opts.system is not None)
+    if opts.push_to_hub:
+        _require_hub_packages()  # before anything is read or written
 
     def check(path: Path, directory_ok: bool = False) -> Path:
         """Refuse a path that is an input or a pool file; the path to write (links followed)."""

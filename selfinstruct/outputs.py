@@ -114,11 +114,13 @@ def check_output(
     pool_dirs = [Path(os.path.realpath(p)) for p in pools]
     input_paths = [Path(p) for p in inputs] + [f for d in pool_dirs for f in pool_inputs(d)]
     if real in pool_dirs:
-        raise OutputError(f"{flag} {given} is the pool directory itself; choose a path outside it")
+        raise OutputError(
+            f"{flag} {given} is the pool directory itself: it would overwrite the pool; choose a path outside it"
+        )
     if is_pool_file(real):
         raise OutputError(
             f"{flag} {given} is {'a link to ' if real != given.absolute() else ''}{real}, a file of the pool in "
-            f"{real.parent}; writing it would destroy the pool: choose a path outside the pool's files"
+            f"{real.parent}: it would overwrite the pool; choose a path outside the pool's files"
         )
     mine = _identity(real)
     for inp in input_paths:
@@ -127,7 +129,7 @@ def check_output(
                 f"{flag} {given} is {inp}, an input of this command; writing it would destroy it: choose another path"
             )
     try:
-        st = os.stat(real)
+        st = os.stat(given)  # through the links: /dev/stdout's target (pipe:[...]) has no usable path
     except FileNotFoundError:
         return Target(given, real, stream=False)
     except OSError as exc:
@@ -137,11 +139,13 @@ def check_output(
             return Target(given, real, stream=False)
         raise OutputError(f"{flag} {given} is a directory; name a file")
     if stat.S_ISREG(st.st_mode):
+        if stream_ok and str(given.absolute()).startswith(("/dev/", "/proc/")):
+            return Target(given, given, stream=True)  # /dev/stdout redirected to a file: write through it
         return Target(given, real, stream=False)
     kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) else "not a file"
     if not stream_ok:
         raise OutputError(f"{flag} {given} is {kind}, not a regular file, and {fmt} cannot be streamed: name a file")
-    return Target(given, real, stream=True)
+    return Target(given, given, stream=True)
 
 
 def _umask() -> int:
