@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -581,6 +582,59 @@ class Pool:
         or with ``skip_bad=True`` is skipped and summed up in one warning (``status`` shows a damaged pool).
         """
         return self._read_tasks(repair=False, may_write=False, skip_bad=skip_bad)
+
+    def iter_tasks(self) -> Iterator[Task]:
+        """Stream the valid tasks of ``tasks.jsonl`` for a reader that needs each task once (``status``):
+        one line in memory at a time, never writes, never raises for a bad line.
+
+        The same lines count as :meth:`read_tasks` with ``skip_bad=True`` keeps: bad lines and duplicates
+        (by id, and by instruction as an 8-byte digest, so a million tasks cost tens of MB) are skipped and
+        summed up in one warning; an incomplete last line (no newline, not a whole record) gets its own.
+        """
+        path = self.tasks_path
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            raise PoolError(f"{path} is a directory, not the pool's task file") from None
+        except OSError as exc:
+            raise PoolError(f"cannot read {path}: {_reason(exc)}") from None
+        ids: set[str] = set()
+        keys: set[bytes] = set()
+        bad = 0
+        first_bad: tuple[int, str] | None = None
+        with fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                task, problem = _parse_task_line(raw, path, number)
+                if not raw.endswith(b"\n") and task is None:
+                    self.warnings.append(
+                        f"{path}:{number}: skipped an incomplete last line ({problem}); a run may be writing it "
+                        "right now, or was killed while writing it (the next run moves it aside)"
+                    )
+                    break
+                if task is not None:
+                    key = hashlib.blake2b(_instruction_key(task.instruction).encode(), digest_size=8).digest()
+                    if task.id and task.id in ids:
+                        problem, task = f"duplicate id {task.id!r}", None
+                    elif key in keys:
+                        problem, task = "duplicate instruction", None
+                    else:
+                        if task.id:
+                            ids.add(task.id)
+                        keys.add(key)
+                        yield task
+                        continue
+                bad += 1
+                first_bad = first_bad or (number, problem or "not a task")
+        if bad and first_bad:
+            self.warnings.append(
+                f"{path}: skipped {bad} bad line{'s' if bad != 1 else ''} (line {first_bad[0]}: {first_bad[1]}); "
+                f"`selfinstruct repair {self.directory}` moves {'it' if bad == 1 else 'them'} aside to "
+                f"{self.corrupt_path}"
+            )
 
     def _read_tasks(self, *, repair: bool, may_write: bool, skip_bad: bool = False) -> list[Task]:
         path = self.tasks_path
