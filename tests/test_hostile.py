@@ -1048,3 +1048,23 @@ def test_push_to_hub_without_the_export_extra_writes_nothing(tmp_path: Path, mon
     result = run_cli("export", pool, "--out", out, "--push-to-hub", "me/data")
     assert result.exit_code == 2 and "--push-to-hub needs the" in result.output and "huggingface_hub" in result.output
     assert not out.exists() and not (tmp_path / "dataset_info.json").exists()
+
+
+def test_a_report_of_a_pool_with_huge_fields_stays_small(tmp_path: Path, seeds: Path) -> None:
+    huge = "w" * 5_000_000
+    record = json.loads(task_line(99))
+    record["instruction"] = huge + " describe it."
+    record["instances"][0]["output"] = huge
+    pool = write_pool(tmp_path / "pool")
+    with (pool / "tasks.jsonl").open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    rejected = [
+        {"instruction": "Write a poem about the sea.", "reject_reason": huge},
+        {"instruction": "Draw a picture of a cat.", "reject_reason": "blocked_keyword", "keyword": huge},
+    ]
+    (pool / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
+    (pool / "runs.jsonl").write_text(json.dumps({"run_id": "r", "rejected": {huge: 1}}) + "\n")
+    out = tmp_path / "report.html"
+    result = run_cli("report", pool, "--seeds", seeds, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size < 1_000_000, out.stat().st_size
