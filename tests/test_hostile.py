@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -1068,3 +1069,22 @@ def test_a_report_of_a_pool_with_huge_fields_stays_small(tmp_path: Path, seeds: 
     result = run_cli("report", pool, "--seeds", seeds, "--out", out)
     assert result.exit_code == 0, result.output
     assert out.stat().st_size < 1_000_000, out.stat().st_size
+
+
+@pytest.mark.slow
+def test_a_signal_in_the_first_moments_never_gives_a_traceback_from_selfinstruct(tmp_path: Path) -> None:
+    """SIGINT at random moments of the first 0.3 s of `status`: exit 130 (or the signal's own death before
+    Python runs any code), never a traceback through our code. Python's own start-up (site, before the first
+    line of selfinstruct runs) is outside any program's reach, so a traceback from there alone is tolerated."""
+    pool = write_pool(tmp_path / "pool")
+    rng = random.Random(19)
+    for _ in range(10):
+        proc = subprocess.Popen([*SELFINSTRUCT, "status", str(pool)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if "Traceback" in err or "Exception ignored" in err:
+            assert not re.search(r'File "[^"]*/selfinstruct/[\w/]+\.py"', err), err  # not from our code
+        else:
+            assert proc.returncode in (0, 130, -signal.SIGINT), err
