@@ -46,6 +46,8 @@ pyarrow and datasets are imported only when a Parquet, ``datasets`` or hub expor
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import json
 import math
 import os
@@ -88,6 +90,9 @@ DEFAULT_TEMPLATE_NO_INPUT = "{instruction}"
 
 # OpenAI's fine-tuning API refuses a training file with fewer examples than this.
 OPENAI_MIN_EXAMPLES = 10
+
+#: JSON Lines and JSON exports without --shuffle stream the pool (bounded memory); False loads it (tests).
+STREAM = True
 
 _INSTALL_HINT = "install it with: pip install 'selfinstruct[export]'"
 
@@ -296,21 +301,28 @@ class _Ids:
 
 
 def _records(examples: list[_Example], opts: ExportOptions, rng: random.Random, ids: _Ids) -> Iterator[dict[str, Any]]:
-    fmt, turn, system = opts.fmt, opts.user_turn(), opts.system
+    turn = opts.user_turn()
     for position, ex in enumerate(examples):
-        task = ex.task
-        task_id = task.id or f"task_{position}"
-        if fmt == "seed":
-            record = task.to_record()
-            record["id"] = ids(task_id)
-            record["instances"] = [inst.to_dict() for _, inst in ex.instances]
-            yield record
-            continue
-        chosen = [rng.choice(ex.instances)] if opts.per == "task" else ex.instances
-        for k, inst in chosen:
-            record_id = ids(task_id if opts.per == "task" else f"{task_id}-{k}")
-            user = turn.render(task.instruction, inst.input)
-            yield _shape(fmt, record_id, user, task, inst, system, turn.is_default)
+        yield from _example_records(ex, position, opts, turn, rng, ids)
+
+
+def _example_records(
+    ex: _Example, position: int, opts: ExportOptions, turn: UserTurn, rng: random.Random, ids: _Ids
+) -> Iterator[dict[str, Any]]:
+    """The records of one example, the ``position``-th of its split."""
+    fmt, system, task = opts.fmt, opts.system, ex.task
+    task_id = task.id or f"task_{position}"
+    if fmt == "seed":
+        record = task.to_record()
+        record["id"] = ids(task_id)
+        record["instances"] = [inst.to_dict() for _, inst in ex.instances]
+        yield record
+        return
+    chosen = [rng.choice(ex.instances)] if opts.per == "task" else ex.instances
+    for k, inst in chosen:
+        record_id = ids(task_id if opts.per == "task" else f"{task_id}-{k}")
+        user = turn.render(task.instruction, inst.input)
+        yield _shape(fmt, record_id, user, task, inst, system, turn.is_default)
 
 
 def _shape(
@@ -343,19 +355,23 @@ def _shape(
 
 
 def _load_pool(directory: Path, warnings: list[str]) -> list[Task]:
+    _check_pool(directory)
+    pool = Pool(directory)
+    tasks = pool.read_tasks()
+    warnings.extend(pool.warnings)
+    return tasks
+
+
+def _check_pool(directory: Path) -> None:
     if not directory.exists():
         raise InputError(directory, None, "no such pool directory")
     if not directory.is_dir():
         hint = "; pass the directory that holds it" if directory.name == TASKS_FILE else ""
         raise InputError(directory, None, f"not a pool directory (it is a file){hint}")
-    pool = Pool(directory)
-    if not pool.tasks_path.exists():
+    if not (directory / TASKS_FILE).exists():
         raise InputError(
             directory, None, f"holds no {TASKS_FILE}: not a pool directory, or no round of a run has finished yet"
         )
-    tasks = pool.read_tasks()
-    warnings.extend(pool.warnings)
-    return tasks
 
 
 def _judged(
@@ -765,6 +781,9 @@ def export_pool(
     if first.stream and opts.validation_size:
         raise ConfigError(f"--out {out} is a stream: a validation split needs file names (--out NAME.jsonl)")
 
+    if STREAM and container in ("jsonl", "json") and not opts.shuffle and not opts.push_to_hub:
+        return _export_streaming(pool_dir, out, opts, container, first, seed_path, check, warnings)
+
     tasks = _load_pool(pool_dir, warnings)
     tasks, below, unscored = _judged(pool_dir, tasks, opts.min_score, warnings)
     if seed_path is not None:
@@ -813,13 +832,7 @@ def export_pool(
             warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
     else:
         reals = {split: check(path, container == "hf") for split, path in paths.items()}
-        sidecar_names = {"dataset_info.json", f"{_dataset_name(out)}.axolotl.yml"} if opts.trainer_configs else set()
-        for path in paths.values():
-            if path.name in sidecar_names:
-                raise OutputError(
-                    f"--out {path} is the name of a trainer config that export writes beside it; choose another "
-                    "name, or pass --no-trainer-configs"
-                )
+        _refuse_config_names(out, paths, opts)
         locked = opts.trainer_configs and container != "hf"
         with directory_lock(out.parent) if locked else contextlib.nullcontext(), _Staging() as staging:
             if container == "hf":
@@ -849,6 +862,168 @@ def export_pool(
             ) from None
         result.pushed_to = opts.push_to_hub
     return result
+
+
+@dataclass(slots=True)
+class _Tally:
+    dropped: int = 0  # duplicate (instruction, input) pairs
+    below: int = 0  # machine tasks scored below --min-score
+    unscored: int = 0  # machine tasks without a score, with --min-score
+
+
+def _streamed_examples(
+    pool_dir: Path, seed_tasks: list[Task], sidecar: Any, opts: ExportOptions, tally: _Tally, warnings: list[str]
+) -> Iterator[_Example]:
+    """The examples of the export in order, the pool read as a stream (one task in memory at a time): seeds
+    first, then the pool's tasks with their judgements merged and --min-score applied, duplicate (instruction,
+    input) pairs dropped (remembered as 16-byte digests). The same examples, in the same order, as
+    :func:`_select` over :func:`_judged` over the loaded pool."""
+    pool = Pool(pool_dir)
+    seen: set[bytes] = set()
+
+    def pool_tasks() -> Iterator[Task]:
+        for task in pool.iter_tasks(strict=True):
+            (judgement,) = effective_judgements([task], sidecar).judgements
+            if judgement is not None and task.meta.get(JUDGE_FIELD) != judgement.to_dict():
+                task = with_judgement(task, judgement)
+            reason = passes(judgement, opts.min_score)
+            if reason == LOW_SCORE:
+                tally.below += 1
+            elif reason is not None:
+                tally.unscored += 1
+            else:
+                yield task
+
+    try:
+        for task in itertools.chain(seed_tasks, pool_tasks()):
+            kept = []
+            for k, inst in enumerate(task.instances):
+                instruction = task.instruction.strip()
+                key = hashlib.blake2b(
+                    f"{len(instruction)}:{instruction}\0{inst.input.strip()}".encode(), digest_size=16
+                ).digest()
+                if opts.dedup and key in seen:
+                    tally.dropped += 1
+                    continue
+                seen.add(key)
+                kept.append((k, inst))
+            if kept:
+                yield _Example(task, kept)
+    finally:
+        warnings.extend(w for w in pool.warnings if w not in warnings)
+
+
+class _RecordWriter:
+    """Records written one at a time as JSON Lines or as one JSON array (the same bytes as :func:`_write_jsonl`
+    and :func:`_write_json` write for a list)."""
+
+    def __init__(self, fh: Any, container: str) -> None:
+        self.fh, self.container, self.count = fh, container, 0
+        if container == "json":
+            fh.write("[\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.container == "json":
+            self.fh.write((",\n" if self.count else "") + _dumps(record))
+        else:
+            self.fh.write(_dumps(record) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self.container == "json":
+            self.fh.write("\n]\n" if self.count else "]\n")
+
+
+def _export_streaming(
+    pool_dir: Path,
+    out: Path,
+    opts: ExportOptions,
+    container: str,
+    first: Any,
+    seed_path: Path | None,
+    check: Callable[..., Path],
+    warnings: list[str],
+) -> ExportResult:
+    """A JSON Lines or JSON export without --shuffle, streamed: the pool is read twice (once to count the
+    examples for the split, once to write them), so memory stays bounded by what is remembered per task (a
+    digest per instruction and input, the record ids), not by the pool. Writes what the in-memory path
+    writes, byte for byte."""
+    _check_pool(pool_dir)
+    jpool = Pool(pool_dir)
+    sidecar, bad = read_sidecar_records(jpool.iter_judgements())
+    warnings.extend(jpool.warnings)
+    if bad:
+        warnings.append(f"{jpool.judgements_path}: skipped {bad} line(s) that are not judgements")
+    seed_tasks = load_seed_tasks(seed_path) if seed_path is not None else []
+
+    tally = _Tally()
+    n = sum(1 for _ in _streamed_examples(pool_dir, seed_tasks, sidecar, opts, tally, warnings))
+    if not n and opts.min_score is not None and tally.below + tally.unscored:
+        raise InputError(
+            pool_dir, None, f"nothing to export: no task has a judge score of at least {opts.min_score:g} "
+            f"({tally.below} scored below it, {tally.unscored} without a score; run `selfinstruct judge` first?)"
+        )  # fmt: skip
+    if not n:
+        raise InputError(pool_dir, None, "nothing to export: the pool holds no tasks yet")
+    k = _validation_count(n, opts.validation_size)
+    chosen = set(random.Random(opts.seed).sample(range(n), k)) if k else set()
+    splits = ["train", "validation"] if k else ["train"]
+    paths = _split_paths(out, container, splits)
+    result = ExportResult(
+        files=paths, records=dict.fromkeys(splits, 0), tasks=dict.fromkeys(splits, 0), container=container,
+        duplicates_dropped=tally.dropped, below_min_score=tally.below, unscored=tally.unscored, warnings=warnings,
+    )  # fmt: skip
+    turn, ids = opts.user_turn(), _Ids()
+    rngs = {split: random.Random(f"{opts.seed}:{split}") for split in splits}
+
+    def write_all(writers: dict[str, _RecordWriter]) -> None:
+        again = _Tally()
+        for i, ex in enumerate(_streamed_examples(pool_dir, seed_tasks, sidecar, opts, again, [])):
+            split = "validation" if i in chosen else "train"
+            for record in _example_records(ex, result.tasks[split], opts, turn, rngs[split], ids):
+                writers[split].write(redact_value(record))
+            result.tasks[split] += 1
+        for writer in writers.values():
+            writer.close()
+        result.records = {split: writer.count for split, writer in writers.items()}
+
+    if first.stream:
+        with open_output(first) as fh:
+            write_all({"train": _RecordWriter(fh, container)})
+        if opts.trainer_configs:
+            warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
+    else:
+        reals = {split: check(path) for split, path in paths.items()}
+        _refuse_config_names(out, paths, opts)
+        with directory_lock(out.parent) if opts.trainer_configs else contextlib.nullcontext(), _Staging() as staging:
+            tmps = {split: staging.file(reals[split]) for split in splits}
+            with contextlib.ExitStack() as files:
+                try:
+                    handles = {s: files.enter_context(open(tmps[s], "w", encoding="utf-8")) for s in splits}
+                    write_all({s: _RecordWriter(handles[s], container) for s in splits})
+                except OSError as exc:
+                    raise ExportOutputError(f"cannot write {out}: {_reason(exc)}; nothing was written") from None
+            if opts.trainer_configs:
+                result.trainer_configs = _stage_trainer_configs(
+                    staging, out, opts.fmt, container, paths, warnings, system=opts.system is not None, check=check
+                )
+            staging.commit()
+    if opts.fmt == "openai" and result.records["train"] < OPENAI_MIN_EXAMPLES:
+        warnings.append(
+            f"OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} training examples; this file has "
+            f"{result.records['train']}"
+        )
+    return result
+
+
+def _refuse_config_names(out: Path, paths: dict[str, Path], opts: ExportOptions) -> None:
+    sidecar_names = {"dataset_info.json", f"{_dataset_name(out)}.axolotl.yml"} if opts.trainer_configs else set()
+    for path in paths.values():
+        if path.name in sidecar_names:
+            raise OutputError(
+                f"--out {path} is the name of a trainer config that export writes beside it; choose another "
+                "name, or pass --no-trainer-configs"
+            )
 
 
 def _stream_records(fh: Any, container: str, records: list[dict[str, Any]]) -> None:

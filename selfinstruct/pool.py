@@ -583,13 +583,14 @@ class Pool:
         """
         return self._read_tasks(repair=False, may_write=False, skip_bad=skip_bad)
 
-    def iter_tasks(self) -> Iterator[Task]:
+    def iter_tasks(self, *, strict: bool = False) -> Iterator[Task]:
         """Stream the valid tasks of ``tasks.jsonl`` for a reader that needs each task once (``status``):
         one line in memory at a time, never writes, never raises for a bad line.
 
         The same lines count as :meth:`read_tasks` with ``skip_bad=True`` keeps: bad lines and duplicates
         (by id, and by instruction as an 8-byte digest, so a million tasks cost tens of MB) are skipped and
         summed up in one warning; an incomplete last line (no newline, not a whole record) gets its own.
+        ``strict``: a bad line or a duplicate raises :class:`PoolError` instead, as :meth:`read_tasks` does.
         """
         path = self.tasks_path
         try:
@@ -604,10 +605,16 @@ class Pool:
         keys: set[bytes] = set()
         bad = 0
         first_bad: tuple[int, str] | None = None
+        held: tuple[int, str] | None = None  # strict: a line that is not JSON, an error unless it is the last
         with fh:
             for number, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue
+                if held is not None:
+                    raise PoolError(
+                        f"{path}:{held[0]}: {held[1]}; `selfinstruct repair {self.directory}` moves it aside to "
+                        f"{self.corrupt_path}"
+                    )
                 task, problem = _parse_task_line(raw, path, number)
                 if not raw.endswith(b"\n") and task is None:
                     self.warnings.append(
@@ -627,8 +634,21 @@ class Pool:
                         keys.add(key)
                         yield task
                         continue
+                if strict and task is None and _parse_json_line(raw)[1] is not None:
+                    held = (number, problem or "not JSON")  # torn by a killed writer if nothing follows
+                    continue
+                if strict:
+                    raise PoolError(
+                        f"{path}:{number}: {problem}; `selfinstruct repair {self.directory}` moves it aside to "
+                        f"{self.corrupt_path}"
+                    )
                 bad += 1
                 first_bad = first_bad or (number, problem or "not a task")
+        if held is not None:
+            self.warnings.append(
+                f"{path}:{held[0]}: skipped an incomplete last line ({held[1]}); a run may be writing it right "
+                "now, or was killed while writing it (the next run moves it aside)"
+            )
         if bad and first_bad:
             self.warnings.append(
                 f"{path}: skipped {bad} bad line{'s' if bad != 1 else ''} (line {first_bad[0]}: {first_bad[1]}); "

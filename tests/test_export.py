@@ -510,6 +510,14 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(export_module, "_write_jsonl", write_then_fail)
+    streamed = export_module._RecordWriter.write  # the streaming path (JSON Lines without --shuffle)
+
+    def stream_then_fail(self: Any, record: dict[str, Any]) -> None:
+        if self.count:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        streamed(self, record)
+
+    monkeypatch.setattr(export_module._RecordWriter, "write", stream_then_fail)
     yield
 
 
@@ -725,3 +733,32 @@ def test_min_score_on_the_command_line(tmp_path: Path) -> None:
 def test_export_refuses_to_overwrite_judgements(pool_dir: Path) -> None:
     with pytest.raises(OutputError, match="would overwrite the pool"):
         export_pool(pool_dir, pool_dir / "judgements.jsonl")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--format", "seed"],
+        ["--format", "alpaca", "--system", "Be brief."],
+        ["--format", "sharegpt", "--per", "task", "--seed", "3"],
+        ["--format", "prompt-completion", "--validation-size", "2", "--seed", "7"],
+        ["--format", "openai", "--validation-size", "0.4", "--per", "task"],
+        ["--include-seeds", "--keep-duplicates"],
+        ["--template", "{instruction}\\n\\nInput: {input}"],
+    ],
+)
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_the_streamed_export_writes_what_the_loaded_one_writes(
+    pool_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], suffix: str
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    extra = [*args, "--seeds", str(seeds)] if "--include-seeds" in args else args
+    outputs = {}
+    for stream in (True, False):
+        monkeypatch.setattr(export_module, "STREAM", stream)
+        out = tmp_path / f"{stream}" / f"data{suffix}"
+        result = cli(str(pool_dir), "--out", str(out), *extra)
+        assert result.exit_code == 0, result.output
+        outputs[stream] = {p.name: p.read_bytes() for p in sorted(out.parent.iterdir()) if "axolotl" not in p.name}
+    assert outputs[True] == outputs[False]
