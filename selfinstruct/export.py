@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import ConfigError, InputError, OutputError, SelfInstructError
+from selfinstruct.inputs import read_bounded
 from selfinstruct.judge import (
     JUDGE_FIELD,
     LOW_SCORE,
@@ -90,6 +91,9 @@ DEFAULT_TEMPLATE_NO_INPUT = "{instruction}"
 
 # OpenAI's fine-tuning API refuses a training file with fewer examples than this.
 OPENAI_MIN_EXAMPLES = 10
+
+#: The most bytes read from an existing dataset_info.json (LLaMA-Factory's own holds ~100 entries in ~30 KB).
+INFO_LIMIT_BYTES = 64_000_000
 
 #: JSON Lines and JSON exports without --shuffle stream the pool (bounded memory); False loads it (tests).
 STREAM = True
@@ -1106,10 +1110,11 @@ def _stage_trainer_configs(
         entries: dict[str, Any] = {}
         if info_path.exists():
             try:
-                entries = json.loads(info_path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                entries = json.loads(read_bounded(info_path, limit=INFO_LIMIT_BYTES, what="a dataset_info.json"))
+            except (InputError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                why = exc.problem if isinstance(exc, InputError) else exc
                 raise ExportOutputError(
-                    f"{info_path} exists but cannot be read as JSON ({exc}); fix it, move it, or pass "
+                    f"{info_path} exists but cannot be read as JSON ({why}); fix it, move it, or pass "
                     "--no-trainer-configs"
                 ) from None
             if not isinstance(entries, dict):
