@@ -9,7 +9,9 @@ signals are ignored, so that one arriving while the interpreter shuts down canno
 
 from __future__ import annotations
 
+import os  # loaded by the interpreter's start-up already: costs nothing
 import signal
+import sys
 
 _early: list[int] = []
 
@@ -18,8 +20,12 @@ def _note(signum: int, frame: object) -> None:
     _early.append(signum)
 
 
-# The spawned processes of vLLM import this module as __mp_main__: they keep their own signal handling.
-if __name__ in ("__main__", "selfinstruct.__main__"):
+# Only in the process the command runs in: `python -m selfinstruct`, or the `selfinstruct` script importing
+# this module. The spawned processes of vLLM import it as __mp_main__ and keep their own signal handling,
+# and a program that merely imports it keeps its own.
+if __name__ == "__main__" or (
+    __name__ == "selfinstruct.__main__" and os.path.basename(sys.argv[0] if sys.argv else "").startswith("selfinstruct")
+):
     try:
         for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(_sig, _note)
