@@ -54,6 +54,7 @@ from selfinstruct import filters as F
 from selfinstruct import stopping
 from selfinstruct.alpaca import AlpacaTemplates, pick_demos
 from selfinstruct.backends import Backend, Completion, Finished, Prompt, Request, Stream, open_stream
+from selfinstruct.backends.pacing import EndpointLoad
 from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
 from selfinstruct.judge import JudgeTemplate, passes
@@ -181,6 +182,7 @@ class Progress:
     output_tokens_per_second: float
     tasks_per_minute: float
     eta_seconds: float | None
+    endpoints: list[EndpointLoad] = field(default_factory=list)  # per server, where the backend has servers
 
     @property
     def in_flight_total(self) -> int:

@@ -99,7 +99,8 @@ class GenerateConfig:
     # openai backend: extra request-body fields ([request] table / --request-field)
     request_fields: dict[str, Any] = field(default_factory=dict)
     # openai backend
-    concurrency: int = 256  # requests in flight per endpoint
+    concurrency: int | None = None  # requests in flight per endpoint, fixed; None: each follows its server
+    server_priority: bool = False  # send each request's priority (for vllm serve --scheduling-policy priority)
     timeout: float = 300.0
     max_retries: int = 6
     # pool behaviour
@@ -277,6 +278,7 @@ class GenerateConfig:
             engine_args=dict(self.engine_args),
             request_fields=dict(self.request_fields),
             concurrency=self.concurrency,
+            server_priority=self.server_priority,
             timeout=self.timeout,
             max_retries=self.max_retries,
         )

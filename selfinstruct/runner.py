@@ -327,6 +327,7 @@ def _start_and_loop(
             cleanup.callback(close)  # the backend we made, we close (HTTP connections)
     endpoint_stats = getattr(backend, "endpoint_stats", None)
     state.endpoint_stats = endpoint_stats if callable(endpoint_stats) else None
+    endpoint_loads = getattr(backend, "endpoint_loads", None)
     state.info.model = backend.model
     state.identity["model"] = backend.model
     api = _resolve_api(config, pool, backend, warn)
@@ -394,6 +395,8 @@ def _start_and_loop(
     emit("start", state.info)
     with closing(loop.run()) as events:
         for event in events:
+            if isinstance(event, Progress) and callable(endpoint_loads):
+                event.endpoints = endpoint_loads()  # each server's running, waiting, in flight, tokens/s
             emit("progress" if isinstance(event, Progress) else "round", event)
             raise_pending()  # a signal that arrived while the event was shown
     return backend

@@ -85,9 +85,10 @@ def test_concurrency_bounds_requests_in_flight() -> None:
     assert elapsed < 9 * 0.15  # not one after the other
 
 
-def test_default_concurrency_is_sized_for_a_vllm_server() -> None:
+def test_default_limit_starts_at_64_per_server_and_follows_it() -> None:
     with FakeLM(delay=0.3) as lm, OpenAIBackend(lm.base_url, "fake-model") as b:
-        assert b.concurrency == 256
+        assert b.concurrency is None  # adaptive (selfinstruct.backends.pacing)
+        assert b.capacity() == 64
         b.generate(prompts(60), SAMPLING)
     assert lm.max_in_flight >= 40  # all of them at once, give or take the server's accept loop
 

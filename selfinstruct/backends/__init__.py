@@ -328,7 +328,8 @@ class BackendOptions:
     engine_args: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of vllm.LLM
     # openai
     api_key_env: tuple[str, ...] = ("SELFINSTRUCT_API_KEY", "OPENAI_API_KEY")
-    concurrency: int = 256  # requests in flight per endpoint
+    concurrency: int | None = None  # requests in flight per endpoint, fixed; None: follow each server
+    server_priority: bool = False  # send each request's priority (vllm serve --scheduling-policy priority)
     timeout: float = 300.0
     max_retries: int = 6
     request_fields: dict[str, Any] = field(default_factory=dict)  # merged into every request body
