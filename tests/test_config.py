@@ -46,7 +46,7 @@ def test_defaults() -> None:
         1, None, None, "auto",
     )  # fmt: skip
     assert (cfg.concurrency, cfg.server_priority, cfg.timeout, cfg.max_retries) == (None, False, 300.0, 6)
-    assert cfg.window == 256
+    assert cfg.window is None  # None: follows the engine
     assert cfg.keep_rejected is True
     cfg.validate()
 
