@@ -262,6 +262,10 @@ class BatchLM:
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # so that stop() ends the connections too
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             while True:
                 try:
@@ -291,8 +295,8 @@ class BatchLM:
                 await writer.drain()
                 if not keep:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # the client went away, or the server is stopping
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

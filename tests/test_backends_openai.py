@@ -576,7 +576,7 @@ def test_bad_numbers_are_config_errors(kwargs: dict[str, Any]) -> None:
 def test_close_releases_the_clients_and_the_thread(fake_lm: FakeLM) -> None:
     b = backend(fake_lm)
     b.close()
-    assert all(e.client.is_closed for e in b._endpoints)
+    assert all(c.is_closed for e in b._endpoints for c in [e.client, *(p.client for p in e.pools)])
     assert not b._thread.is_alive()
     b.close()  # twice is fine
 

@@ -23,7 +23,9 @@ steps informed:
 * **shrink** when more than ``headroom`` requests wait: by the excess, at most by half (a queue of a few
   requests is kept on purpose: it covers the time the client takes to send the next request after one
   finishes, so the engine never runs short); when preemptions climb (the KV cache is overcommitted): by a
-  quarter; without metrics, by half on a 429/503 or a latency jump, once per look.
+  quarter; without metrics, by half on a 429/503 or a latency jump, once per look. A cut shows on the
+  server only as requests finish, so the requests this client still holds beyond its new limit are taken
+  off the waiting count (and preemptions while they drain are not counted again): one queue, one cut.
 
 A fixed ``--concurrency`` turns the controller off for that run (the limit stays where it was put); the
 metrics are still read, to show and record.
@@ -336,12 +338,15 @@ class Pacer:
         s = self.settings
         limit = self.limit_value
         room = self.headroom(load.running)
-        if climbed:
+        # A cut takes effect as requests finish: until then this client holds more than its limit, and the
+        # server's queue still shows them. Only what remains beyond that is news.
+        draining = max(0, in_flight - self.limit)
+        if climbed and not draining:
             self.starting = False
             return self._set(limit * s.preemption_backoff, "preemptions")
-        if load.waiting > room:
+        excess = load.waiting - draining - room
+        if excess > 0:
             self.starting = False
-            excess = load.waiting - room
             # From what was really sent (the limit may not have been reached), less the excess queue, but
             # never more than ``backoff`` at once: another client's queue should not zero ours.
             return self._set(max(min(limit, peak) - excess, limit * s.backoff), "waiting")
