@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure-server", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--connections", type=int, default=64, help="for --measure-server")
     parser.add_argument("--time-limit", default="10m", help="a bound on the run")
+    parser.add_argument("--progress", type=int, default=0, metavar="SECONDS",
+                        help="print the loop's progress (in flight by stage, each server) every SECONDS")  # fmt: skip
+    parser.add_argument("--timeline", type=float, default=0.0, metavar="SECONDS",
+                        help="also print mean running/waiting per endpoint for each slice of this length")  # fmt: skip
     args = parser.parse_args(argv)
     if args.measure_server:
         return measure_server(args.measure_server, args.connections)
@@ -221,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             def on_event(kind: str, payload: Any) -> None:
                 if kind == "round" and not first_round:
                     first_round.append(time.perf_counter())
+                if kind == "progress" and args.progress and int(payload.seconds) % args.progress == 0:
+                    stages = " ".join(f"{k} {v}" for k, v in payload.in_flight.items() if v)
+                    servers = "; ".join(e.describe() for e in payload.endpoints)
+                    print(f"  {payload.seconds:5.1f}s pool {payload.pool_size} in flight: {stages} "
+                          f"(capacity {payload.capacity}); {servers}", flush=True)  # fmt: skip
 
             if args.other_client:
                 # A guess of the run's length from the engines' rate; the queue appears in its middle fifth.
@@ -274,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         later = [d for d in decisions[url][8:] if d.reason in ("waiting", "preemptions", "overload", "latency")]
         if later:
             print("  later shrinks: " + _changes(later[:12]))
+        if args.timeline:
+            cuts = [first + k * args.timeline for k in range(int(span / args.timeline) + 1)]
+            steps = len(report["history"]) / max(span, 1e-9)
+            print(f"  timeline ({args.timeline:g} s slices, running/waiting; {steps:.1f} steps/s, a full step "
+                  f"{step_full * 1000:.1f} ms): " + " ".join(
+                      f"{_mean(report['history'], a, a + args.timeline, 2):.0f}/"
+                      f"{_mean(report['history'], a, a + args.timeline, 3):.0f}" for a in cuts))  # fmt: skip
     return 0
 
 

@@ -18,8 +18,9 @@ The rule is additive increase, multiplicative decrease (AIMD), with the server's
 steps informed:
 
 * **grow** while the limit is what holds requests back (the client had that many in flight since the last
-  look), nothing waits on the server and its KV cache has room: double while starting (until the first
-  sign of a full server), then add a few (``headroom``: 5% of the running sequences, at least 4);
+  look), nothing waits on the server and its KV cache has room: by half while starting (until the first
+  sign of a full server; half, not double, so that the probe past a full engine queues at most a third of
+  what it runs), then by a few (``headroom``: 5% of the running sequences, at least 4);
 * **shrink** when more than ``headroom`` requests wait: by the excess, at most by half (a queue of a few
   requests is kept on purpose: it covers the time the client takes to send the next request after one
   finishes, so the engine never runs short); when preemptions climb (the KV cache is overcommitted): by a
@@ -165,6 +166,7 @@ class PacingSettings:
     get thousands of requests at once because it never said no)."""
 
     initial: int = 64
+    start_growth: float = 1.5  # the limit's factor per look while starting
     ceiling: int = 4096
     blind_ceiling: int = 256
     floor: int = 1
@@ -330,7 +332,7 @@ class Pacer:
         if load.preemptions is not None:
             self._preemptions = load.preemptions
         peak = max(self.peak_in_flight, in_flight)
-        self.peak_in_flight = in_flight
+        self.peak_in_flight = 0  # what is sent from now on is the next look's evidence
         self._overloads = 0
         self._reset_latency()
         if self.fixed is not None:
@@ -350,17 +352,17 @@ class Pacer:
             # From what was really sent (the limit may not have been reached), less the excess queue, but
             # never more than ``backoff`` at once: another client's queue should not zero ours.
             return self._set(max(min(limit, peak) - excess, limit * s.backoff), "waiting")
-        binding = peak >= s.binding_share * limit
+        binding = peak >= s.binding_share * limit and not draining  # a cut still draining is not tested yet
         full_cache = load.kv_usage is not None and load.kv_usage >= s.kv_high
         if load.waiting == 0 and binding and not full_cache:
-            grown = limit * 2 if self.starting else limit + room
+            grown = limit * s.start_growth if self.starting else limit + room
             return self._set(grown, "start" if self.starting else "room")
         return None
 
     def on_interval(self, in_flight: int) -> Decision | None:
         """A look without metrics: back off on 429/503 or a latency jump, else grow while the limit binds."""
         peak = max(self.peak_in_flight, in_flight)
-        self.peak_in_flight = in_flight
+        self.peak_in_flight = 0  # what is sent from now on is the next look's evidence
         overloads, self._overloads = self._overloads, 0
         latency = self._take_latency()
         if self.fixed is not None:
@@ -376,8 +378,8 @@ class Pacer:
         if latency is not None and trend is not None and latency > s.latency_jump * trend:
             self.starting = False
             return self._set(min(limit, peak) * s.backoff, "latency")
-        if peak >= s.binding_share * limit:
-            grown = limit * 2 if self.starting else limit + max(1.0, math.sqrt(limit))
+        if peak >= s.binding_share * limit and in_flight <= self.limit:
+            grown = limit * s.start_growth if self.starting else limit + max(1.0, math.sqrt(limit))
             return self._set(grown, "start" if self.starting else "room")
         return None
 
