@@ -691,25 +691,27 @@ def drain(stream: OpenAIStream, n: int, seconds: float = 30.0, during: Any = Non
 
 @pytest.mark.slow
 def test_limit_grows_while_the_server_has_room_and_shrinks_when_its_metrics_show_waiting() -> None:
-    with BatchLM(fixed_tokens(5), max_num_seqs=16, step_base=0.01, step_per_seq=0.0) as lm:
-        with OpenAIBackend(lm.base_url, "stand-in", pacing=PACE, **FAST) as b:
-            stream = b.stream()
-            for k in range(400):
-                stream.submit(Request(k, f"p{k}", SAMPLING, k))
-            pacer = b._endpoints[0].pacer
-            seen: dict[str, int] = {}
+    with (
+        BatchLM(fixed_tokens(5), max_num_seqs=16, step_base=0.01, step_per_seq=0.0) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", pacing=PACE, **FAST) as b,
+    ):
+        stream = b.stream()
+        for k in range(400):
+            stream.submit(Request(k, f"p{k}", SAMPLING, k))
+        pacer = b._endpoints[0].pacer
+        seen: dict[str, int] = {}
 
-            def other_client(got: int) -> None:
-                # Once the limit has found the engine, another client's queue appears, then goes away.
-                if "grown" not in seen and pacer.limit >= 16 and pacer.counts["waiting"] == 0:
-                    seen["grown"] = pacer.limit
-                    lm.phantom_waiting = 200
-                elif "grown" in seen and "shrunk" not in seen and pacer.counts["waiting"]:
-                    seen["shrunk"] = pacer.limit
-                    lm.phantom_waiting = 0
+        def other_client(got: int) -> None:
+            # Once the limit has found the engine, another client's queue appears, then goes away.
+            if "grown" not in seen and pacer.limit >= 16 and pacer.counts["waiting"] == 0:
+                seen["grown"] = pacer.limit
+                lm.phantom_waiting = 200
+            elif "grown" in seen and "shrunk" not in seen and pacer.counts["waiting"]:
+                seen["shrunk"] = pacer.limit
+                lm.phantom_waiting = 0
 
-            assert drain(stream, 400, during=other_client) == 400
-            stats = b.endpoint_stats()[b.base_url]
+        assert drain(stream, 400, during=other_client) == 400
+        stats = b.endpoint_stats()[b.base_url]
     assert seen["shrunk"] <= seen["grown"] // 2  # one look halves it at most, and it did
     assert pacer.counts["start"] >= 2 and pacer.counts["waiting"] >= 1
     assert lm.max_queued <= 400  # the client never sent everything at once
@@ -719,13 +721,15 @@ def test_limit_grows_while_the_server_has_room_and_shrinks_when_its_metrics_show
 
 @pytest.mark.slow
 def test_the_servers_queue_stays_short_without_another_client() -> None:
-    with BatchLM(fixed_tokens(10), max_num_seqs=16, step_base=0.005, step_per_seq=0.0) as lm:
-        with OpenAIBackend(lm.base_url, "stand-in", pacing=PACE, **FAST) as b:
-            stream = b.stream()
-            for k in range(600):
-                stream.submit(Request(k, f"p{k}", SAMPLING, k))
-            assert drain(stream, 600) == 600
-            limit = b._endpoints[0].pacer.limit
+    with (
+        BatchLM(fixed_tokens(10), max_num_seqs=16, step_base=0.005, step_per_seq=0.0) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", pacing=PACE, **FAST) as b,
+    ):
+        stream = b.stream()
+        for k in range(600):
+            stream.submit(Request(k, f"p{k}", SAMPLING, k))
+        assert drain(stream, 600) == 600
+        limit = b._endpoints[0].pacer.limit
     # The engine runs 16: the limit settles near that plus a short queue, nowhere near the 600 submitted.
     assert 16 <= limit <= 16 * 2
     assert lm.max_queued < 100
@@ -756,25 +760,30 @@ def test_fakelm_has_no_metrics_so_pacing_goes_by_replies(fake_lm: FakeLM) -> Non
 
 
 def test_capacity_sums_the_limits_of_live_endpoints() -> None:
-    with BatchLM() as one, BatchLM() as two:
-        with OpenAIBackend([one.base_url, two.base_url], "stand-in") as b:
-            stream = b.stream()
-            assert stream.capacity() == 128 and stream.max_capacity() == 2 * 4096
-            b._endpoints[1].cooldown_until = time.monotonic() + 60  # failing: not counted
-            assert stream.capacity() == 64
-            b._endpoints[0].cooldown_until = time.monotonic() + 60  # all failing: all counted
-            assert stream.capacity() == 128
+    with (
+        BatchLM() as one,
+        BatchLM() as two,
+        OpenAIBackend([one.base_url, two.base_url], "stand-in") as b,
+    ):
+        stream = b.stream()
+        assert stream.capacity() == 128 and stream.max_capacity() == 2 * 4096
+        b._endpoints[1].cooldown_until = time.monotonic() + 60  # failing: not counted
+        assert stream.capacity() == 64
+        b._endpoints[0].cooldown_until = time.monotonic() + 60  # all failing: all counted
+        assert stream.capacity() == 128
         with OpenAIBackend([one.base_url, two.base_url], "stand-in", concurrency=5) as b:
             assert (b.capacity(), b.max_capacity()) == (10, 10)
 
 
 def test_server_priority_sends_each_requests_priority_and_a_priority_server_runs_low_numbers_first() -> None:
-    with BatchLM(fixed_tokens(4), max_num_seqs=1, step_base=0.01, priority_scheduling=True) as lm:
-        with OpenAIBackend(lm.base_url, "stand-in", server_priority=True, concurrency=40, **FAST) as b:
-            stream = b.stream()
-            for k in range(20):
-                stream.submit(Request(k, f"p{k}", SAMPLING, k, priority=2 if k < 15 else 0))
-            assert drain(stream, 20) == 20
+    with (
+        BatchLM(fixed_tokens(4), max_num_seqs=1, step_base=0.01, priority_scheduling=True) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", server_priority=True, concurrency=40, **FAST) as b,
+    ):
+        stream = b.stream()
+        for k in range(20):
+            stream.submit(Request(k, f"p{k}", SAMPLING, k, priority=2 if k < 15 else 0))
+        assert drain(stream, 20) == 20
     # One sequence at a time: whatever was there first runs first, then the five priority-0 requests jump the
     # fifteen priority-2 ones that were queued before them.
     first_zero = lm.priorities.index(0)
@@ -790,8 +799,11 @@ def test_without_server_priority_no_priority_is_sent() -> None:
 
 
 def test_server_priority_against_a_server_without_priority_scheduling_says_how_to_fix_it() -> None:
-    with BatchLM(fixed_tokens(1)) as lm, OpenAIBackend(lm.base_url, "stand-in", server_priority=True, **FAST) as b:
-        with pytest.raises(BackendError, match=r"scheduling-policy priority.*--server-priority"):
-            stream = b.stream()
-            stream.submit(Request(0, "p", SAMPLING, 0, priority=2))
-            drain(stream, 1)
+    with (
+        BatchLM(fixed_tokens(1)) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", server_priority=True, **FAST) as b,
+        pytest.raises(BackendError, match=r"scheduling-policy priority.*--server-priority"),
+    ):
+        stream = b.stream()
+        stream.submit(Request(0, "p", SAMPLING, 0, priority=2))
+        drain(stream, 1)

@@ -614,14 +614,16 @@ def test_a_run_against_batching_servers_records_each_servers_load_and_can_send_p
         return text, len(text.split())
 
     out = tmp_path / "pool"
-    with BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as a:
-        with BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as b:
-            urls = [a.base_url, b.base_url]
-            result = run_cli(
-                "generate", "--base-url", urls[0], "--base-url", urls[1], "--seeds", str(seeds),
-                "--out", str(out), "--prompts", str(PROMPTS), "--num-instructions", "20", "--seed", "3",
-                "--api", "completions", "--server-priority",
-            )  # fmt: skip
+    with (
+        BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as a,
+        BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as b,
+    ):
+        urls = [a.base_url, b.base_url]
+        result = run_cli(
+            "generate", "--base-url", urls[0], "--base-url", urls[1], "--seeds", str(seeds),
+            "--out", str(out), "--prompts", str(PROMPTS), "--num-instructions", "20", "--seed", "3",
+            "--api", "completions", "--server-priority",
+        )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(out / "tasks.jsonl")) == 20
     assert set(a.priorities) | set(b.priorities) >= {1, 2}  # classification and instruction requests
