@@ -129,9 +129,12 @@ def test_growth_needs_an_empty_queue_and_room_in_the_cache(load: ServerLoad, gro
     assert (p.limit > 64) is grows
 
 
-def test_waiting_beyond_the_headroom_shrinks_by_the_excess_and_ends_the_start() -> None:
+def test_waiting_beyond_the_headroom_on_two_looks_shrinks_by_the_excess_and_ends_the_start() -> None:
     p = pacer(initial=300)
-    # 256 run, 44 of ours wait; the headroom at 256 running is 13: 31 too many
+    # 256 run, 44 of ours wait; the headroom at 256 running is 13: 31 too many. One look could be a burst
+    # of arrivals between two engine steps: it holds (no growth either).
+    assert p.on_metrics(ServerLoad(running=256, waiting=44), in_flight=300) is None
+    assert p.limit == 300 and p.starting
     decision = p.on_metrics(ServerLoad(running=256, waiting=44), in_flight=300)
     assert decision is not None and decision.reason == "waiting"
     assert p.limit == 300 - 31 - (300 - 300)  # no drain yet: the limit was what was in flight
@@ -141,14 +144,24 @@ def test_waiting_beyond_the_headroom_shrinks_by_the_excess_and_ends_the_start() 
     assert p.limit == 269 + 13
 
 
+def test_a_burst_seen_on_one_look_only_changes_nothing() -> None:
+    p = pacer(initial=100)
+    p.on_metrics(ServerLoad(running=60, waiting=70), in_flight=100)
+    p.on_metrics(ServerLoad(running=100, waiting=0), in_flight=100)
+    p.on_metrics(ServerLoad(running=60, waiting=70), in_flight=100)
+    assert p.counts["waiting"] == 0 and p.limit == 150  # it grew on the look without a queue
+
+
 def test_a_shrink_is_at_most_by_half_even_when_another_client_floods_the_server() -> None:
     p = pacer(initial=200)
+    p.on_metrics(ServerLoad(running=256, waiting=5000), in_flight=200)
     p.on_metrics(ServerLoad(running=256, waiting=5000), in_flight=200)
     assert p.limit == 100
 
 
 def test_requests_draining_after_a_cut_are_not_counted_twice() -> None:
     p = pacer(initial=512)
+    p.on_metrics(ServerLoad(running=256, waiting=256), in_flight=512)
     p.on_metrics(ServerLoad(running=256, waiting=256), in_flight=512)
     assert p.limit == 269  # 512 - (256 - 13)
     # A second later nothing has finished yet: the same queue is still there, because of our own 512 in

@@ -21,7 +21,8 @@ steps informed:
   look), nothing waits on the server and its KV cache has room: by half while starting (until the first
   sign of a full server; half, not double, so that the probe past a full engine queues at most a third of
   what it runs), then by a few (``headroom``: 5% of the running sequences, at least 4);
-* **shrink** when more than ``headroom`` requests wait: by the excess, at most by half (a queue of a few
+* **shrink** when more than ``headroom`` requests wait, on two looks in a row (one look can catch a burst of
+  arrivals between two engine steps): by the excess, at most by half (a queue of a few
   requests is kept on purpose: it covers the time the client takes to send the next request after one
   finishes, so the engine never runs short); when preemptions climb (the KV cache is overcommitted): by a
   quarter; without metrics, by half on a 429/503 or a latency jump, once per look. A cut shows on the
@@ -236,6 +237,10 @@ class Pacer:
     counts: Counter[str] = field(default_factory=Counter)
     # the last look's preemption total, and the fallback's evidence
     _preemptions: float | None = None
+    # Requests that arrive between two engine steps wait until the next one admits them (vLLM also admits
+    # only so many prompt tokens per step): one look can catch a burst that is no queue at all. A real
+    # queue lasts as long as a sequence runs, so a cut needs the excess on two looks in a row.
+    _queued: bool = False
     _overloads: int = 0
     _latency_seconds: float = 0.0
     _latency_tokens: int = 0
@@ -347,11 +352,14 @@ class Pacer:
             self.starting = False
             return self._set(limit * s.preemption_backoff, "preemptions")
         excess = load.waiting - draining - room
-        if excess > 0:
+        queued, self._queued = self._queued, excess > 0
+        if excess > 0 and queued:  # a queue seen on two looks in a row (see _queued)
             self.starting = False
             # From what was really sent (the limit may not have been reached), less the excess queue, but
             # never more than ``backoff`` at once: another client's queue should not zero ours.
             return self._set(max(min(limit, peak) - excess, limit * s.backoff), "waiting")
+        if excess > 0:
+            return None  # seen once: hold, and act if the next look shows it again
         binding = peak >= s.binding_share * limit and not draining  # a cut still draining is not tested yet
         full_cache = load.kv_usage is not None and load.kv_usage >= s.kv_high
         if load.waiting == 0 and binding and not full_cache:
