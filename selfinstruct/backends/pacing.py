@@ -301,6 +301,8 @@ class Pacer:
         if status >= 400 or completion_tokens <= 0:
             return
         now = self.clock()
+        while self._tokens and now - self._tokens[0][0] > TOKEN_RATE_SECONDS:
+            self._tokens.popleft()
         self._tokens.append((now, completion_tokens))
         self._tokens_total += completion_tokens
         self._latency_seconds += max(seconds, 0.0)
@@ -308,12 +310,12 @@ class Pacer:
         self._latency_replies += 1
 
     def tokens_per_second(self) -> float:
-        """Output tokens of this endpoint's replies per second over the last ten seconds."""
+        """Output tokens of this endpoint's replies per second over the last ten seconds. Safe to call from
+        another thread than the one that feeds the pacer (the progress line does): it reads a copy."""
         now = self.clock()
-        while self._tokens and now - self._tokens[0][0] > TOKEN_RATE_SECONDS:
-            self._tokens.popleft()
+        recent = list(self._tokens)  # one atomic copy; only on_reply's thread changes the deque
         span = min(TOKEN_RATE_SECONDS, max(now - self._started, 1e-9))
-        return sum(n for _, n in self._tokens) / span
+        return sum(n for t, n in recent if now - t <= TOKEN_RATE_SECONDS) / span
 
     def on_metrics(self, load: ServerLoad | None, in_flight: int) -> Decision | None:
         """A look at the server's ``/metrics`` (None: it has none, or they could not be read); returns the
