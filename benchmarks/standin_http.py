@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import sys
@@ -65,7 +66,10 @@ def _serve(conn: Connection, endpoints: int, options: dict[str, Any], corpus: st
         servers = [BatchLM(**options).start() for _ in range(endpoints)]
     conn.send([s.base_url for s in servers])
     while True:
-        command, *args = conn.recv()
+        try:
+            command, *args = conn.recv()
+        except EOFError:  # the benchmark went away: stop quietly
+            command, args = "stop", []
         if command == "phantom":
             servers[args[0]].phantom_waiting = args[1]
         elif command == "report":
@@ -83,7 +87,8 @@ def _serve(conn: Connection, endpoints: int, options: dict[str, Any], corpus: st
         elif command == "stop":
             for s in servers:
                 s.stop()
-            conn.send("stopped")
+            with contextlib.suppress(OSError):
+                conn.send("stopped")
             return
 
 
