@@ -397,8 +397,9 @@ def _start_and_loop(
     with closing(loop.run()) as events:
         for event in events:
             state.info.lag = loop.lag
-            if isinstance(event, Progress) and callable(endpoint_loads):
-                event.endpoints = endpoint_loads()  # each server's running, waiting, in flight, tokens/s
+            progress = event if isinstance(event, Progress) else event.progress
+            if progress is not None and callable(endpoint_loads):
+                progress.endpoints = endpoint_loads()  # each server's running, waiting, in flight, tokens/s
             emit("progress" if isinstance(event, Progress) else "round", event)
             raise_pending()  # a signal that arrived while the event was shown
     state.info.lag = loop.lag

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -626,6 +627,11 @@ def test_a_run_against_batching_servers_records_each_servers_load_and_can_send_p
         )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(out / "tasks.jsonl")) == 20
+    # each round's line ends with every server: running and waiting from its metrics, in flight, tokens/s
+    host = urls[0].split("://")[1].rsplit("/v1", 1)[0]
+    assert re.search(
+        rf"servers: .*{re.escape(host)} run \d+ wait \d+ · in flight \d+/\d+ · [\d,]+ tok/s", result.output
+    )
     assert set(a.priorities) | set(b.priorities) >= {1, 2}  # classification and instruction requests
     ledger = read_jsonl(out / "runs.jsonl")[-1]
     assert ledger["config"]["server_priority"] is True and ledger["config"]["concurrency"] is None
