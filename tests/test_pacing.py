@@ -221,7 +221,7 @@ def test_without_metrics_429_or_503_halve_what_was_sent_once_per_look() -> None:
     assert p.on_metrics(None, in_flight=10) is None  # the next look has no new overload and does not bind
 
 
-def test_without_metrics_a_latency_jump_halves_and_a_steady_latency_grows() -> None:
+def test_without_metrics_a_latency_jump_while_the_limit_held_halves_what_was_sent() -> None:
     p = pacer(initial=40, latency_min_replies=4)
     p.starting = False
 
@@ -232,12 +232,14 @@ def test_without_metrics_a_latency_jump_halves_and_a_steady_latency_grows() -> N
 
     look(0.02, 40)  # the trend starts at 0.02 s per token; binding: grows by sqrt(40)
     assert p.limit == 46
-    look(0.025, 46)  # a little slower (batching): within the tolerance, grows again
-    assert p.limit > 46
-    before = p.limit
-    look(0.09, before)  # more than twice the trend: requests queue
-    assert p.limit == before // 2
-    assert p.counts["latency"] == 1
+    look(0.09, 46)  # slower right after a growth: the batch filling, not a queue; still binding, grows
+    assert p.limit > 46 and p.counts["latency"] == 0
+    look(0.03, 10)  # not binding: the limit holds
+    held = p.limit
+    look(0.03, 10)
+    assert p.limit == held
+    look(0.2, 30)  # more than twice the trend while the limit held: requests queue
+    assert p.limit == 15 and p.counts["latency"] == 1
 
 
 def test_without_metrics_the_blind_ceiling_applies() -> None:

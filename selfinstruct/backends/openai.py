@@ -77,6 +77,7 @@ from selfinstruct.backends.pacing import (
     EndpointLoad,
     Pacer,
     PacingSettings,
+    ServerLoad,
     metrics_url,
     parse_metrics,
 )
@@ -658,25 +659,28 @@ class OpenAIBackend:
         next_try = 0.0
         while True:
             now = time.monotonic()
-            load = None
+            answer: ServerLoad | bool | None = False  # not asked this time: a server known to have none
             if now >= next_try:
-                load = await self._read_metrics(endpoint, url, interval)
-                if load is None and not pacer.has_metrics:
+                answer = await self._read_metrics(endpoint, url, interval)
+                if answer is False:
                     next_try = now + 30.0
             before = pacer.limit
-            pacer.on_metrics(load, endpoint.outstanding)
+            if isinstance(answer, ServerLoad) or (answer is False and pacer.has_metrics is not True):
+                pacer.on_metrics(answer or None, endpoint.outstanding)
+            # else: no answer in time (a busy or dead server): hold; the replies' retries tell the rest
             if pacer.limit > before:
                 self._dispatch()
             await asyncio.sleep(interval)
 
-    async def _read_metrics(self, endpoint: _Endpoint, url: str, interval: float) -> Any:
-        """The server's load from its metrics page, or None when there is none or it could not be read in
-        time (a slow page must not stall the looks)."""
+    async def _read_metrics(self, endpoint: _Endpoint, url: str, interval: float) -> ServerLoad | bool | None:
+        """The server's load from its metrics page; False when it has none (a 404, or a page without request
+        counts); None when no answer came in time or the connection failed (a slow page must not stall the
+        looks, and says nothing about whether the server has metrics)."""
 
         async def fetch() -> bytes | None:
             async with endpoint.client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    return None
+                    return b""
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
@@ -690,9 +694,11 @@ class OpenAIBackend:
             data = await asyncio.wait_for(fetch(), max(2.0, 2 * interval))
         except asyncio.CancelledError:
             raise
-        except Exception:  # anything at all: no metrics this time, the replies decide instead
+        except Exception:  # anything at all (timeout, refused, reset, a broken transport): no answer
             return None
-        return None if data is None else parse_metrics(data.decode("utf-8", errors="replace"))
+        if data is None:  # larger than any metrics page
+            return False
+        return parse_metrics(data.decode("utf-8", errors="replace")) or False
 
     # -- API detection ------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ endpoint, a *limit* on its requests in flight and moves it with what the server 
   highest. :func:`parse_metrics` reads them, :meth:`Pacer.on_metrics` decides;
 * **without metrics** (llama.cpp without ``--metrics``, Ollama, hosted APIs): the replies themselves.
   HTTP 429 or 503 means the server is over its limit; a per-token latency that jumps to twice its recent
-  trend means requests queue. :meth:`Pacer.on_reply` collects them, :meth:`Pacer.on_interval` decides.
+  trend while the limit held means requests queue (right after a growth, slower steps are the batch
+  filling). :meth:`Pacer.on_reply` collects them, :meth:`Pacer.on_interval` decides.
 
 The rule is additive increase, multiplicative decrease (AIMD), with the server's numbers making both
 steps informed:
@@ -241,6 +242,7 @@ class Pacer:
     # only so many prompt tokens per step): one look can catch a burst that is no queue at all. A real
     # queue lasts as long as a sequence runs, so a cut needs the excess on two looks in a row.
     _queued: bool = False
+    _last_limit: int = 0  # the limit at the previous look without metrics
     _overloads: int = 0
     _latency_seconds: float = 0.0
     _latency_tokens: int = 0
@@ -385,7 +387,10 @@ class Pacer:
         trend = self._latency_trend
         if latency is not None:
             self._latency_trend = latency if trend is None else trend + s.latency_trend * (latency - trend)
-        if latency is not None and trend is not None and latency > s.latency_jump * trend:
+        # A batching server's steps slow down as its batch grows: latency that rises right after the limit
+        # rose is the batch filling, not a queue. Only a jump while the limit held counts.
+        steady, self._last_limit = self._last_limit == self.limit, self.limit
+        if latency is not None and trend is not None and steady and latency > s.latency_jump * trend:
             self.starting = False
             return self._set(min(limit, peak) * s.backoff, "latency")
         if peak >= s.binding_share * limit and in_flight <= self.limit:
