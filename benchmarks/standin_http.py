@@ -17,8 +17,8 @@ Reports, per endpoint, the mean number of running sequences in the middle half o
 between the first request and the last step) divided by ``max_num_seqs`` (target: >= 0.95), the mean
 waiting; output tokens/s against the engines' maximum; the time to the first committed round; and what the
 controller did (its limit changes, by reason, with the first ones in full). ``--other-client N`` makes the
-first endpoint report N more waiting requests (another client's queue) through the middle fifth of the
-run, to show the controller backing off and coming back.
+first endpoint report N more waiting requests (another client's queue) from ``--other-at`` seconds for
+``--other-for`` seconds, to show the controller backing off and coming back.
 
 ``--measure-server SECONDS`` instead measures the stand-in itself: requests per second it answers on
 keep-alive connections from a minimal asyncio client in another process (1-token completions, no step
@@ -199,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=None, help="the loop's --window (default: the loop's own)")
     parser.add_argument("--concurrency", type=int, default=None, help="fixed per endpoint (default: adaptive)")
     parser.add_argument("--other-client", type=int, default=0, metavar="N",
-                        help="N more waiting on the first endpoint through the middle fifth of the run")  # fmt: skip
+                        help="N more waiting on the first endpoint (another client's queue), from --other-at "
+                        "seconds after the start for --other-for seconds")
+    parser.add_argument("--other-at", type=float, default=20.0)
+    parser.add_argument("--other-for", type=float, default=20.0)  # fmt: skip
     parser.add_argument("--measure-server", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--connections", type=int, default=64, help="for --measure-server")
     parser.add_argument("--time-limit", default="10m", help="a bound on the run")
@@ -237,13 +240,15 @@ def main(argv: list[str] | None = None) -> int:
                           f"(capacity {payload.capacity}); {servers}", flush=True)  # fmt: skip
 
             if args.other_client:
-                # A guess of the run's length from the engines' rate; the queue appears in its middle fifth.
+
                 def other_client() -> None:
-                    if stop_phantom.wait(args.target / (40 * args.endpoints) * 0.4 + 5):
+                    if stop_phantom.wait(args.other_at):
                         return
                     servers.phantom(0, args.other_client)
-                    stop_phantom.wait(max(5.0, args.target / (40 * args.endpoints) * 0.2))
+                    print(f"  (another client's {args.other_client} waiting requests appear on endpoint 0)")
+                    stop_phantom.wait(args.other_for)
                     servers.phantom(0, 0)
+                    print("  (and go away)")
 
                 threading.Thread(target=other_client, daemon=True).start()
             started = time.perf_counter()
