@@ -198,9 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-per-seq", type=float, default=0.0001, help="seconds per step per sequence")
     parser.add_argument("--window", type=int, default=None, help="the loop's --window (default: the loop's own)")
     parser.add_argument("--concurrency", type=int, default=None, help="fixed per endpoint (default: adaptive)")
-    parser.add_argument("--other-client", type=int, default=0, metavar="N",
-                        help="N more waiting on the first endpoint (another client's queue), from --other-at "
-                        "seconds after the start for --other-for seconds")
+    parser.add_argument(
+        "--other-client",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more waiting on the first endpoint (another client's queue), from --other-at "
+        "seconds after the start for --other-for seconds",
+    )
     parser.add_argument("--other-at", type=float, default=20.0)
     parser.add_argument("--other-for", type=float, default=20.0)  # fmt: skip
     parser.add_argument("--measure-server", type=float, default=0.0, metavar="SECONDS")
