@@ -152,6 +152,20 @@ def test_a_burst_seen_on_one_look_only_changes_nothing() -> None:
     assert p.counts["waiting"] == 0 and p.limit == 150  # it grew on the look without a queue
 
 
+def test_after_another_clients_queue_is_gone_the_limit_returns_half_the_way_per_look() -> None:
+    p = pacer(initial=300)
+    p.on_metrics(ServerLoad(running=256, waiting=13), in_flight=300)  # the engine runs 256: seen
+    for _ in range(9):  # another client's 500 waiting: halved on every look from the second
+        p.on_metrics(ServerLoad(running=256, waiting=500), in_flight=p.limit)
+    assert p.limit < 10
+    limits = []
+    for _ in range(6):  # gone: nothing waits, the limit binds
+        p.on_metrics(ServerLoad(running=p.limit, waiting=0), in_flight=p.limit)
+        limits.append(p.limit)
+    assert limits[0] > 100 and limits[2] > 220  # half the way back to 256 + 13 per look, not 4 at a time
+    assert 0 < limits[-1] - limits[-2] <= 14  # past the engine's size: a short queue's worth (5%) per look
+
+
 def test_a_shrink_is_at_most_by_half_even_when_another_client_floods_the_server() -> None:
     p = pacer(initial=200)
     p.on_metrics(ServerLoad(running=256, waiting=5000), in_flight=200)

@@ -21,7 +21,8 @@ steps informed:
 * **grow** while the limit is what holds requests back (the client had that many in flight since the last
   look), nothing waits on the server and its KV cache has room: by half while starting (until the first
   sign of a full server; half, not double, so that the probe past a full engine queues at most a third of
-  what it runs), then by a few (``headroom``: 5% of the running sequences, at least 4);
+  what it runs), then by a few (``headroom``: 5% of the running sequences, at least 4), or, while below the
+  most the server was seen running at once (after a cut for a queue that has gone), half the way back;
 * **shrink** when more than ``headroom`` requests wait, on two looks in a row (one look can catch a burst of
   arrivals between two engine steps): by the excess, at most by half (a queue of a few
   requests is kept on purpose: it covers the time the client takes to send the next request after one
@@ -243,6 +244,7 @@ class Pacer:
     # queue lasts as long as a sequence runs, so a cut needs the excess on two looks in a row.
     _queued: bool = False
     _last_limit: int = 0  # the limit at the previous look without metrics
+    _max_running: int = 0  # the most sequences the server was seen running at once
     _overloads: int = 0
     _latency_seconds: float = 0.0
     _latency_tokens: int = 0
@@ -335,6 +337,7 @@ class Pacer:
         self._running_sum += load.running
         self._waiting_sum += load.waiting
         self._waiting_peak = max(self._waiting_peak, load.waiting)
+        self._max_running = max(self._max_running, load.running)
         climbed = (
             load.preemptions is not None and self._preemptions is not None and load.preemptions > self._preemptions
         )
@@ -364,11 +367,15 @@ class Pacer:
             return self._set(max(min(limit, peak) - excess, limit * s.backoff), "waiting")
         if excess > 0:
             return None  # seen once: hold, and act if the next look shows it again
-        binding = peak >= s.binding_share * limit and not draining  # a cut still draining is not tested yet
+        binding = peak >= s.binding_share * self.limit and not draining  # a cut still draining is not tested yet
         full_cache = load.kv_usage is not None and load.kv_usage >= s.kv_high
         if load.waiting == 0 and binding and not full_cache:
-            grown = limit * s.start_growth if self.starting else limit + room
-            return self._set(grown, "start" if self.starting else "room")
+            if self.starting:
+                return self._set(limit * s.start_growth, "start")
+            # Below what the server has already run at once (a cut for another client's queue that is gone
+            # now), half the way back per look; beyond it, a short queue's worth at a time.
+            back = (self._max_running + room - limit) / 2
+            return self._set(limit + max(room, back), "room")
         return None
 
     def on_interval(self, in_flight: int) -> Decision | None:
@@ -393,7 +400,7 @@ class Pacer:
         if latency is not None and trend is not None and steady and latency > s.latency_jump * trend:
             self.starting = False
             return self._set(min(limit, peak) * s.backoff, "latency")
-        if peak >= s.binding_share * limit and in_flight <= self.limit:
+        if peak >= s.binding_share * self.limit and in_flight <= self.limit:
             grown = limit * s.start_growth if self.starting else limit + max(1.0, math.sqrt(limit))
             return self._set(grown, "start" if self.starting else "room")
         return None
