@@ -367,7 +367,11 @@ class Pacer:
             return self._set(max(min(limit, peak) - excess, limit * s.backoff), "waiting")
         if excess > 0:
             return None  # seen once: hold, and act if the next look shows it again
-        binding = peak >= s.binding_share * self.limit and not draining  # a cut still draining is not tested yet
+        # The limit holds requests back when this client had that many out and the server sees them: a client
+        # short of CPU counts requests as in flight that have not reached the server (or whose replies it has
+        # not read yet); growing then would only pile more up in the client. A cut still draining is untested.
+        seen = load.running + load.waiting
+        binding = peak >= s.binding_share * self.limit and seen >= s.binding_share * self.limit and not draining
         full_cache = load.kv_usage is not None and load.kv_usage >= s.kv_high
         if load.waiting == 0 and binding and not full_cache:
             if self.starting:
