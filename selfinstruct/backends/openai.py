@@ -45,7 +45,6 @@ import os
 import queue
 import random
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -86,8 +85,6 @@ from selfinstruct.errors import BackendError, ConfigError
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: Python's GIL hand-over interval while a stream is open (seconds; see OpenAIStream).
-GIL_SWITCH_INTERVAL = 0.0005
 #: How much of a server's error message goes into ours.
 MESSAGE_EXCERPT = 500
 _SERVER_HINT = "Is the server (for example `vllm serve`) running? Check --base-url."
@@ -882,10 +879,6 @@ class OpenAIStream:
 
     def __init__(self, backend: OpenAIBackend) -> None:
         self._backend = backend
-        # The HTTP thread needs the GIL for every reply and every send; Python hands it over every 5 ms by
-        # default, so behind the loop's novelty checks each reply would wait that long while the server's
-        # slots stay empty. 0.5 ms, as for the in-process engine thread (selfinstruct.backends.vllm).
-        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
         self._futures: dict[int, Future[Completion]] = {}
         self._started: dict[int, float] = {}
         self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
