@@ -137,9 +137,12 @@ def generate(
     window: Annotated[
         int | None,
         typer.Option(
-            help="Instruction requests in flight or waiting to be committed, at most; request k shows the pool "
-            "as it stood at request k - window. Raise it for engines that batch more than ~256 sequences. "
-            "\\[default: 256]",
+            help="Fix the window: at most N instruction requests in flight or waiting to be committed, and "
+            "request k shows the pool as it stood at request k - N. By default the window follows the engine "
+            "(in-process vLLM: as many requests as it runs at once, from max_num_seqs and its running and "
+            "waiting counts, plus a quarter) and the lag is twice what the engine can hold, at most half the "
+            "instruction requests the run needs (recorded in the ledger as lag). "
+            "\\[default: follows the engine]",
             rich_help_panel=LOOP,
         ),
     ] = None,
@@ -438,7 +441,8 @@ class _GenerateView:
             self.line(
                 f"run {info.run_id}: {info.backend} backend, model {info.model}, seed {info.seed}, "
                 f"pool {info.pool_dir} holds {info.pool_size}/{info.target}, {info.seeds} seed tasks, "
-                f"window {info.window}; ready after {info.startup_seconds:.1f}s"
+                f"{'window follows the engine' if info.window is None else f'window {info.window}'}; "
+                f"ready after {info.startup_seconds:.1f}s"
             )
             if self.live:
                 self.progress = Progress(

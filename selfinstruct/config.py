@@ -59,7 +59,10 @@ class GenerateConfig:
     # the loop
     num_instructions: int = 100
     batch_size: int = 16  # instruction-generation requests per round (the reporting and --max-rounds unit)
-    window: int = 256  # unresolved instruction requests at most; request k shows the pool as of k - window
+    # None: follow the engine (what is in flight follows the stream's capacity; the lag is derived from the
+    # engine's settings and the budget, see selfinstruct.bootstrap). N: at most N unresolved instruction
+    # requests, and request k shows the pool as of k - N.
+    window: int | None = None
     seed: int | None = None  # None: a fresh random seed, recorded in the run ledger for replay
     num_seed_demos: int = 6
     num_machine_demos: int = 2

@@ -79,7 +79,8 @@ class RunInfo:
     target: int
     seeds: int
     startup_seconds: float = 0.0
-    window: int = 0
+    window: int | None = None  # --window; None: the window follows the engine
+    lag: int | None = None  # the staleness lag the loop used (known once the loop opened its stream)
     method: str = "self-instruct"
     api: str = "completions"
     judge: str | None = None  # the judge's model, when there is one
@@ -394,8 +395,10 @@ def _start_and_loop(
     emit("start", state.info)
     with closing(loop.run()) as events:
         for event in events:
+            state.info.lag = loop.lag
             emit("progress" if isinstance(event, Progress) else "round", event)
             raise_pending()  # a signal that arrived while the event was shown
+    state.info.lag = loop.lag
     return backend
 
 
@@ -499,6 +502,8 @@ def _record(
             "host": socket.gethostname(),
             "config": _public_config(config),
             "config_hash": _config_hash(config),
+            # Request k showed the pool as of request k - lag: with the seed, pool and config, what replays it.
+            "lag": loop.lag if loop else None,
             **state.identity,
             "pool_before": state.info.pool_size,
             "pool_after": state.info.pool_size + persisted,

@@ -45,7 +45,7 @@ def test_defaults() -> None:
     assert (cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len, cfg.dtype) == (
         1, None, None, "auto",
     )  # fmt: skip
-    assert (cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.window) == (256, 300.0, 6, 256)
+    assert (cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.window) == (256, 300.0, 6, None)  # None: follows
     assert cfg.keep_rejected is True
     cfg.validate()
 
