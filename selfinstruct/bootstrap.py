@@ -8,7 +8,7 @@ filters -> accept. With ``--method alpaca`` the life is shorter: one request of 
 the filters takes one more request (the rubric) before it is accepted; below ``--min-score`` it is rejected
 as ``low_score``. A chat model gets the chat templates and its replies the chat readers; nothing else
 changes. The stages are the plain functions of :mod:`selfinstruct.stages`; this module is the scheduler
-that runs lives side by side. It owns four things:
+that runs lives side by side. It owns five things:
 
 * **the window**: instruction requests are topped up while fewer than the *lag* are unresolved
   (submitted, not yet committed), no more than the budget still needs, and -- by default -- while the
