@@ -678,3 +678,56 @@ def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, 
     (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
     assert run["api"] == "chat" and run["method"] == "self-instruct"
     assert run["stages"]["instructions"]["finished"] == 2
+
+
+@pytest.mark.parametrize("runnable", [2, 5])
+def test_the_loop_through_the_stream_replays_whatever_the_engine_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, runnable: int
+) -> None:
+    """The whole loop in-process, the window following the engine: an engine that runs every sequence it
+    may, and one whose KV cache runs only a few (so the stream's capacity shrinks and grows), finishing in
+    different random orders, build the same pool."""
+    from pathlib import Path
+
+    from paperlm import PaperLM
+    from seedsets import write_seeds
+
+    from selfinstruct.bootstrap import Bootstrap
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.prompts import PromptTemplates
+    from selfinstruct.task import load_seed_tasks
+
+    lm = PaperLM()
+
+    def paper_complete(prompt: Any, kwargs: dict[str, Any]) -> FakeRequestOutput:
+        text, finish = lm(decode(prompt), {"seed": kwargs.get("seed")})
+        tokens = [0] * len(text.split())
+        return FakeRequestOutput(decode(prompt), [0, 1, 2], [FakeCompletionOutput(text, finish, tokens)])
+
+    monkeypatch.setitem(globals(), "complete", paper_complete)
+    seeds = load_seed_tasks(write_seeds(tmp_path / "seeds.jsonl"))
+    prompts = PromptTemplates.load(Path(__file__).resolve().parents[1] / "prompts")
+    pools, limits = [], []
+    observe = VLLMStream._observe
+    for engine_seed, kv in ((1, 8), (2, runnable)):
+        monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=8))
+        backend = VLLMBackend("org/tiny")
+        engine = backend.llm.llm_engine
+        engine.rng, engine.runnable = random.Random(engine_seed), kv
+        seen: list[int] = []
+
+        def watch(self: VLLMStream, inside: int, outputs: Any, seen: list[int] = seen) -> None:
+            observe(self, inside, outputs)
+            seen.append(self.capacity())
+
+        monkeypatch.setattr(VLLMStream, "_observe", watch)
+        config = GenerateConfig(num_instructions=40, batch_size=3)  # no --window: it follows the engine
+        loop = Bootstrap(config, backend, seeds, [], prompts, rng=random.Random(5), run_id="r")
+        list(loop.run())
+        assert loop.stop_reason == "target_reached" and len(loop.machine) == 40
+        assert loop.lag == 15  # 3/4 of the 20 requests 40 tasks need; 2 x (8 + 8) would be 32
+        pools.append([{k: v for k, v in t.to_record().items() if k != "created_at"} for t in loop.machine])
+        limits.append(seen)
+    assert pools[0] == pools[1]
+    assert set(limits[0]) == {16}  # every slot could run: capacity stayed at max_num_seqs + 8
+    assert min(limits[1]) == runnable + 8  # the engine ran fewer while requests waited: capacity followed
