@@ -8,7 +8,7 @@ filters -> accept. With ``--method alpaca`` the life is shorter: one request of 
 the filters takes one more request (the rubric) before it is accepted; below ``--min-score`` it is rejected
 as ``low_score``. A chat model gets the chat templates and its replies the chat readers; nothing else
 changes. The stages are the plain functions of :mod:`selfinstruct.stages`; this module is the scheduler
-that runs lives side by side. It owns four things:
+that runs lives side by side. It owns five things:
 
 * **the window**: instruction requests are topped up while fewer than the *lag* are unresolved
   (submitted, not yet committed), no more than the budget still needs, and -- by default -- while the
@@ -20,9 +20,9 @@ that runs lives side by side. It owns four things:
 * **the lag**: a staleness rule fixed before the first request and never by timing (:func:`default_lag`):
   ``--window`` when given, else twice the most the engine can hold (:meth:`Stream.max_capacity
   <selfinstruct.backends.Stream.max_capacity>`, from its settings such as ``max_num_seqs``; 256 when the
-  stream does not say), but no more than half the instruction requests the budget is expected to need,
-  so a small run still shows its own tasks as demonstrations. The dynamic in-flight bound never exceeds
-  it. The run records it (``Bootstrap.lag``, the ledger's ``lag``);
+  stream does not say), but no more than three quarters of the instruction requests the budget is
+  expected to need, so a small run still shows its own tasks as demonstrations. The dynamic in-flight
+  bound never exceeds it. The run records it (``Bootstrap.lag``, the ledger's ``lag``);
 * **the order**: completions arrive in any order, but each instruction request's candidates are
   novelty-checked, and each request's tasks committed, in *submission order* (a reorder buffer). A
   candidate is compared with every seed, every pool task and every earlier surviving candidate of this
@@ -123,8 +123,10 @@ _PRIORITY = {"judge": -1, "instances": 0, "classification": 1, "instructions": 2
 
 DEFAULT_LAG = 256  # the lag when neither --window nor the stream says otherwise
 LAG_PER_CAPACITY = 2  # the lag, in multiples of what the engine can hold (see default_lag)
+LAG_BUDGET_SHARE = 0.75  # the lag, at most this share of the instruction requests the budget needs
 MIN_LAG = 8  # the smallest default lag (a tiny budget still keeps a few requests going)
 MAX_LAG = 65_536  # as --window's own bound
+TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then completions are taken in again)
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
 PROGRESS_SECONDS = 1.0
@@ -136,19 +138,20 @@ Sink = Callable[[list[Task], list[dict[str, Any]]], None]
 
 def default_lag(max_capacity: int | None, expected_requests: float) -> int:
     """The lag when ``--window`` is not given: ``LAG_PER_CAPACITY`` times what the engine can hold at
-    most (a request's answer, its follow-ups and the reorder buffer keep about that many instruction
-    requests unresolved while the engine stays full; :data:`DEFAULT_LAG` when the stream does not say),
-    but at most half the instruction requests the run is expected to send, so that at least the later
-    half of a small run shows the run's own tasks as demonstrations; never below :data:`MIN_LAG`.
-    Both inputs are fixed by settings (engine, budget, pool), never by timing.
+    most (while the engine stays full, the requests in it, those waiting for their follow-ups and those
+    held in the reorder buffer behind a slow earlier one add up to about that many unresolved
+    instruction requests; :data:`DEFAULT_LAG` when the stream does not say), but at most
+    :data:`LAG_BUDGET_SHARE` of the instruction requests the run is expected to send, so that the rest of
+    a small run shows the run's own tasks as demonstrations; never below :data:`MIN_LAG`. Both inputs are
+    fixed by settings (engine, budget, pool), never by timing.
 
     >>> default_lag(1280, 3000), default_lag(320, 3000), default_lag(24, 50), default_lag(None, 10**6)
-    (1500, 640, 25, 256)
+    (2250, 640, 38, 256)
     >>> default_lag(1280, 4)
     8
     """
     engine = DEFAULT_LAG if max_capacity is None else LAG_PER_CAPACITY * max_capacity
-    budget = math.ceil(expected_requests / 2) if math.isfinite(expected_requests) else MAX_LAG
+    budget = math.ceil(expected_requests * LAG_BUDGET_SHARE) if math.isfinite(expected_requests) else MAX_LAG
     return max(MIN_LAG, min(engine, budget, MAX_LAG))
 
 
@@ -522,6 +525,8 @@ class Bootstrap:
         if self.stop_reason is not None and self.stop_reason != MAX_ROUNDS:
             return None
         self._top_up(stream)
+        if self._backlog():
+            return 0.0  # completions still to check: take in what finished meanwhile, then go on checking
         if not self._requests:
             if self.stop_reason is None:  # nothing in flight and nothing to send: cannot happen
                 raise AssertionError("the loop has nothing in flight and nothing to submit")
@@ -765,14 +770,26 @@ class Bootstrap:
             )
             self._finish(stream, cand, position, task)
 
+    def _backlog(self) -> bool:
+        """Whether an instruction request's completion is waiting to be checked (the turn's time ran out)."""
+        if self._checked >= self._submitted or self.stop_reason not in (None, MAX_ROUNDS):
+            return False
+        return self._slots[self._checked].completion is not None
+
     def _advance(self, stream: Stream) -> None:
-        """Novelty-check and commit, in submission order, as far as the completions allow."""
+        """Novelty-check and commit, in submission order, as far as the completions allow -- checking for
+        at most :data:`TURN_SECONDS` (at least one request), so that a burst of completions does not keep
+        the loop from taking in the follow-ups' answers (and sending the next requests) meanwhile; the rest
+        waits for the next turn, in the same order."""
+        ends = time.perf_counter() + TURN_SECONDS
         while self._checked < self._submitted and self.stop_reason in (None, MAX_ROUNDS):
             slot = self._slots[self._checked]
             if slot.completion is None:
                 break
             self._check(slot, stream)
             self._checked += 1
+            if time.perf_counter() >= ends:
+                break
         while self._committed < self._checked and self.stop_reason in (None, MAX_ROUNDS):
             slot = self._slots[self._committed]
             if slot.open:

@@ -157,7 +157,7 @@ def generate(
             help="Fix the window: at most N instruction requests in flight or waiting to be committed, and "
             "request k shows the pool as it stood at request k - N. By default the window follows the engine "
             "(in-process vLLM: as many requests as it runs at once, from max_num_seqs and its running and "
-            "waiting counts, plus a quarter) and the lag is twice what the engine can hold, at most half the "
+            "waiting counts, plus a quarter) and the lag is twice what the engine can hold, at most 3/4 of the "
             "instruction requests the run needs (recorded in the ledger as lag). "
             "\\[default: follows the engine]",
             rich_help_panel=LOOP,

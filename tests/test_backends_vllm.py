@@ -95,6 +95,9 @@ class FakeEngine:
         self.recorder = recorder
         self.vllm_config = types.SimpleNamespace(scheduler_config=types.SimpleNamespace(max_num_seqs=max_num_seqs))
         self.max_num_seqs = max_num_seqs
+        self.runnable = max_num_seqs  # what the KV cache lets run at once (a test may lower it)
+        self.final_only = False  # return finished outputs only (vLLM's FINAL_ONLY output kind)
+        self.max_inside = 0  # the most requests the engine held (running and waiting) at once
         self.waiting: list[tuple[str, str, dict[str, Any], int]] = []
         self.running: list[tuple[str, str, dict[str, Any], int]] = []
         self.rng = random.Random(seed)
@@ -120,7 +123,8 @@ class FakeEngine:
         if self.fail_on_step is not None:
             raise self.fail_on_step
         self.recorder.steps += 1
-        while self.waiting and len(self.running) < self.max_num_seqs:
+        self.max_inside = max(self.max_inside, len(self.waiting) + len(self.running))
+        while self.waiting and len(self.running) < self.runnable:
             self.running.append(self.waiting.pop(0))
         self.recorder.max_running = max(self.recorder.max_running, len(self.running))
         time.sleep(0.001)
@@ -136,7 +140,8 @@ class FakeEngine:
             outputs.append(out)
         # as vLLM's default output kind does: a partial output for every sequence that got a token and
         # did not finish (the stream counts them, and must not take them for completions)
-        outputs += [FakeRequestOutput(prompt, None, [], request_id=rid, finished=False) for rid, prompt, _, _ in left]
+        if not self.final_only:
+            outputs += [FakeRequestOutput(p, None, [], request_id=rid, finished=False) for rid, p, _, _ in left]
         return outputs
 
 
@@ -456,6 +461,67 @@ def test_stream_feeds_the_engine_and_returns_completions_as_they_finish(
     assert stream.capacity() == stream.max_capacity() == 4 + 8
 
 
+def feed(stream: Any, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        stream.submit(Request(i, f"prompt {i}", Sampling(max_tokens=8), seed=i))
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return bool(condition())
+
+
+@pytest.mark.parametrize(("max_num_seqs", "limit"), [(1, 9), (4, 12), (64, 80), (256, 320)])
+def test_stream_capacity_is_max_num_seqs_and_a_quarter(
+    monkeypatch: pytest.MonkeyPatch, max_num_seqs: int, limit: int
+) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=max_num_seqs))
+    backend = VLLMBackend("org/tiny")
+    stream = backend.stream()
+    assert stream.capacity() == stream.max_capacity() == limit
+    feed(stream, 3 * limit)
+    assert len(drain(stream, 3 * limit)) == 3 * limit
+    stream.close()
+    assert backend.llm.llm_engine.max_inside <= limit  # admitted up to the capacity, the rest held back
+    assert stream.capacity() == limit  # every slot ran while some waited: nothing to shrink
+
+
+def test_stream_capacity_follows_what_the_engine_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KV cache that holds only 5 of 32 sequences: requests wait inside the engine while slots stay empty,
+    so capacity shrinks to what it runs plus the queue; once it runs everything again, capacity grows back."""
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=32))
+    backend = VLLMBackend("org/tiny")
+    engine = backend.llm.llm_engine
+    engine.runnable = 5
+    stream = backend.stream()
+    feed(stream, 200)
+    assert wait_for(lambda: stream.capacity() == 5 + 8)
+    assert stream.max_capacity() == 32 + 8  # the settings did not change
+    got = drain(stream, 200)
+    assert len(got) == 200
+    engine.runnable = 32  # memory freed: nothing waits once it runs every sequence it is given
+    feed(stream, 200, start=200)
+    assert wait_for(lambda: stream.capacity() == 32 + 8)
+    assert len(drain(stream, 200)) == 200
+    stream.close()
+
+
+def test_stream_capacity_stays_put_without_running_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that returns finished outputs only says nothing about what runs: capacity keeps its setting."""
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=16))
+    backend = VLLMBackend("org/tiny")
+    engine = backend.llm.llm_engine
+    engine.final_only, engine.runnable = True, 2
+    stream = backend.stream()
+    feed(stream, 60)
+    assert len(drain(stream, 60)) == 60
+    stream.close()
+    assert stream.capacity() == 16 + 8
+
+
 def test_stream_fails_instead_of_hanging_when_the_engine_lost_its_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -612,3 +678,56 @@ def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, 
     (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
     assert run["api"] == "chat" and run["method"] == "self-instruct"
     assert run["stages"]["instructions"]["finished"] == 2
+
+
+@pytest.mark.parametrize("runnable", [2, 5])
+def test_the_loop_through_the_stream_replays_whatever_the_engine_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, runnable: int
+) -> None:
+    """The whole loop in-process, the window following the engine: an engine that runs every sequence it
+    may, and one whose KV cache runs only a few (so the stream's capacity shrinks and grows), finishing in
+    different random orders, build the same pool."""
+    from pathlib import Path
+
+    from paperlm import PaperLM
+    from seedsets import write_seeds
+
+    from selfinstruct.bootstrap import Bootstrap
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.prompts import PromptTemplates
+    from selfinstruct.task import load_seed_tasks
+
+    lm = PaperLM()
+
+    def paper_complete(prompt: Any, kwargs: dict[str, Any]) -> FakeRequestOutput:
+        text, finish = lm(decode(prompt), {"seed": kwargs.get("seed")})
+        tokens = [0] * len(text.split())
+        return FakeRequestOutput(decode(prompt), [0, 1, 2], [FakeCompletionOutput(text, finish, tokens)])
+
+    monkeypatch.setitem(globals(), "complete", paper_complete)
+    seeds = load_seed_tasks(write_seeds(tmp_path / "seeds.jsonl"))
+    prompts = PromptTemplates.load(Path(__file__).resolve().parents[1] / "prompts")
+    pools, limits = [], []
+    observe = VLLMStream._observe
+    for engine_seed, kv in ((1, 8), (2, runnable)):
+        monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=8))
+        backend = VLLMBackend("org/tiny")
+        engine = backend.llm.llm_engine
+        engine.rng, engine.runnable = random.Random(engine_seed), kv
+        seen: list[int] = []
+
+        def watch(self: VLLMStream, inside: int, outputs: Any, seen: list[int] = seen) -> None:
+            observe(self, inside, outputs)
+            seen.append(self.capacity())
+
+        monkeypatch.setattr(VLLMStream, "_observe", watch)
+        config = GenerateConfig(num_instructions=40, batch_size=3)  # no --window: it follows the engine
+        loop = Bootstrap(config, backend, seeds, [], prompts, rng=random.Random(5), run_id="r")
+        list(loop.run())
+        assert loop.stop_reason == "target_reached" and len(loop.machine) == 40
+        assert loop.lag == 15  # 3/4 of the 20 requests 40 tasks need; 2 x (8 + 8) would be 32
+        pools.append([{k: v for k, v in t.to_record().items() if k != "created_at"} for t in loop.machine])
+        limits.append(seen)
+    assert pools[0] == pools[1]
+    assert set(limits[0]) == {16}  # every slot could run: capacity stayed at max_num_seqs + 8
+    assert min(limits[1]) == runnable + 8  # the engine ran fewer while requests waited: capacity followed
