@@ -295,7 +295,16 @@ class ModelDone:
 
 def missing_dependencies(model: PackagedModel) -> list[str]:
     """Modules the conversion of ``model`` needs that cannot be imported here."""
-    return [name for name in (*model.needs, model.module) if importlib.util.find_spec(name) is None]
+    return [name for name in (*model.needs, model.module) if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    if sys.modules.get(name) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def install_hint(model: PackagedModel) -> str:

@@ -59,8 +59,10 @@ from selfinstruct.errors import BackendError, ConfigError
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMStream
 
 INSTALL_HINT = (
-    "vLLM is not installed. Install it with: pip install 'selfinstruct[vllm]'  (needs a CUDA GPU), "
-    "or point selfinstruct at a running server with --base-url http://HOST:PORT/v1"
+    "vLLM is not installed. On a machine without a GPU: pip install torch==2.13.0 && pip install "
+    "'selfinstruct[cpu]' (vLLM's CPU build and the default model; torch's CPU wheel first, alone). With a CUDA "
+    "GPU: pip install 'selfinstruct[gpu]'. Or point selfinstruct at a running server with --base-url "
+    "http://HOST:PORT/v1"
 )
 
 
@@ -202,6 +204,9 @@ def engine_kwargs(
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     if on_cpu:
+        # CUDA graphs do not exist on a CPU; eager mode skips the compile step (the engine starts in
+        # seconds instead of minutes on 2 cores).
+        kwargs["enforce_eager"] = True
         if dtype == "auto" and not _cpu_has_bf16():
             kwargs["dtype"] = "float32"
         kwargs["max_num_batched_tokens"] = max(CPU_MAX_NUM_BATCHED_TOKENS, max_model_len or 0)
@@ -222,6 +227,7 @@ class VLLMBackend:
         self,
         model: str | None,
         *,
+        path: str | None = None,
         seed: int = 0,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
@@ -232,19 +238,22 @@ class VLLMBackend:
     ) -> None:
         if not model:
             raise ConfigError("--model is required with the vllm backend")
-        self.model: str = model
+        self.model: str = model  # the name recorded in the pool: a packaged model's name, not its cache path
+        self.path = path or model  # what vLLM loads
+        self.prepare_seconds = 0.0  # spent converting a packaged model before the engine started
         llm_class, self._sampling_params = _import_vllm()
+        self.on_cpu = _on_cpu()  # vLLM's CPU build: the runner picks CPU defaults for what the user left unset
         self.engine_kwargs: dict[str, Any] = {}
         if llm is None:
             kwargs = engine_kwargs(
-                model,
+                self.path,
                 seed=seed,
                 tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len,
                 dtype=dtype,
                 engine_args=engine_args or {},
-                on_cpu=_on_cpu(),
+                on_cpu=self.on_cpu,
                 known=known_engine_args(),
             )
             self.engine_kwargs = kwargs
@@ -274,9 +283,27 @@ class VLLMBackend:
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> VLLMBackend:
-        """Build from CLI/config options; ``options.engine_args`` go to ``vllm.LLM`` as keyword arguments."""
-        return cls(
-            options.model,
+        """Build from CLI/config options; ``options.engine_args`` go to ``vllm.LLM`` as keyword arguments.
+
+        Without a model, the default packaged model (:data:`selfinstruct.localmodels.DEFAULT_MODEL`); a
+        packaged model's name is converted into the cache on first use (:func:`selfinstruct.localmodels.prepare`,
+        its progress reported through ``options.on_event``) and loaded from there.
+        """
+        from selfinstruct import localmodels
+
+        model = options.model or localmodels.DEFAULT_MODEL
+        path = None
+        started = time.monotonic()
+        packaged = localmodels.lookup(model)
+        if packaged is not None:
+            _import_vllm()  # vLLM missing: say how to install it before converting anything
+            path = str(localmodels.prepare(packaged.name, on_event=options.on_event))
+        prepared = time.monotonic() - started if packaged is not None else 0.0
+        if options.on_event is not None:
+            options.on_event("notice", f"loading {model} into vLLM" + (f" from {path}" if path else ""))
+        backend = cls(
+            model,
+            path=path,
             seed=options.seed,
             tensor_parallel_size=options.tensor_parallel_size,
             gpu_memory_utilization=options.gpu_memory_utilization,
@@ -284,6 +311,8 @@ class VLLMBackend:
             dtype=options.dtype,
             engine_args=options.engine_args,
         )
+        backend.prepare_seconds = prepared
+        return backend
 
     def __repr__(self) -> str:
         return f"VLLMBackend(model={self.model!r})"
