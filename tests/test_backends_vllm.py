@@ -647,3 +647,31 @@ def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, 
     (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
     assert run["api"] == "chat" and run["method"] == "self-instruct"
     assert run["stages"]["instructions"]["finished"] == 2
+
+
+def test_broken_torch_extras_are_hidden_and_good_ones_kept(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyPI's CUDA torchvision beside torch's CPU wheel fails on import; hidden, transformers sees it absent."""
+    import importlib.util
+
+    broken = tmp_path / "torchvision"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("from torchvision import ops\n")
+    (broken / "ops.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    good = tmp_path / "torchaudio"
+    good.mkdir()
+    (good / "__init__.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in vllm_backend.TORCH_EXTRAS:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(vllm_backend, "HIDDEN_EXTRAS", [])
+    try:
+        assert vllm_backend.hide_broken_torch_extras() == ["torchvision"]
+        assert sys.modules["torchvision"] is None and "torchvision.ops" not in sys.modules
+        assert importlib.util.find_spec("torchvision") is None  # what transformers asks
+        with pytest.raises(ImportError):
+            __import__("torchvision")
+        assert sys.modules["torchaudio"].VERSION == 1
+        assert vllm_backend.hide_broken_torch_extras() == []  # once is enough
+    finally:
+        for name in vllm_backend.TORCH_EXTRAS:
+            sys.modules.pop(name, None)

