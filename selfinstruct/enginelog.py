@@ -28,6 +28,8 @@ LOG_NAME = "engine.log"
 _WARNING = re.compile(r"\bWARNING\b[^\]]*\]\s*(?P<vllm>.*)|\b(?P<kind>[A-Z]\w*Warning): (?P<py>.*)")
 _ERROR = re.compile(r"\b(ERROR|CRITICAL)\b")
 _DIGITS = re.compile(r"\d+(\.\d+)?")
+# The last line of a Python traceback: "RuntimeError: operator torchvision::nms does not exist"
+_EXCEPTION = re.compile(r"^(?:\(\w+ pid=\d+\)\s*)?(?:[\w.]+\.)?\w*(?:Error|Exception|Exit)\b: .+")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class LogSummary:
     errors: int
     top: str | None  # the most frequent warning, numbers folded
     top_count: int
+    last_exception: str | None = None  # the last traceback's last line, when the log holds one
 
     def describe(self, path: Path) -> str:
         """``engine: 152 warnings (146× "..."), 0 errors, in outputs/pool/engine.log``."""
@@ -87,7 +90,10 @@ class LogSummary:
             parts[0] += f" ({self.top!r})"
         if self.errors:
             parts.append(f"{self.errors} error line{'s' if self.errors != 1 else ''}")
-        return f"engine log: {self.lines} lines, {', '.join(parts)}, in {path}"
+        text = f"engine log: {self.lines} lines, {', '.join(parts)}, in {path}"
+        if self.last_exception:
+            text += f"; its last exception: {self.last_exception[:300]}"
+        return text
 
 
 def summarize(path: Path, offset: int = 0, limit: int = 16 << 20) -> LogSummary:
@@ -109,10 +115,13 @@ def summarize(path: Path, offset: int = 0, limit: int = 16 << 20) -> LogSummary:
     text = data.decode("utf-8", errors="replace")
     counts: Counter[str] = Counter()
     lines = warnings = errors = 0
+    last_exception = None
     for line in text.splitlines():
         if not line.strip():
             continue
         lines += 1
+        if _EXCEPTION.match(line) and "Warning" not in line.split(":", 1)[0]:
+            last_exception = line.strip()
         match = _WARNING.search(line)
         if match:
             warnings += 1
@@ -121,7 +130,7 @@ def summarize(path: Path, offset: int = 0, limit: int = 16 << 20) -> LogSummary:
         elif _ERROR.search(line):
             errors += 1
     top, top_count = counts.most_common(1)[0] if counts else (None, 0)
-    return LogSummary(lines, warnings, errors, top, top_count)
+    return LogSummary(lines, warnings, errors, top, top_count, last_exception)
 
 
 def size(path: Path) -> int:

@@ -20,6 +20,7 @@ REASONS: dict[str, str] = {
     "conflicting_outputs": "the same input was given different outputs",
     "one_label": "a classification task whose instances all carry the same label",
     "low_score": "the judge scored it below --min-score",
+    "no_score": "with --min-score: the judge's reply held no readable score from 1 to 5",
     "empty_instruction": "(filter command) the record's instruction is empty",
     "no_instruction": "(filter command) the record has no instruction field",
     "not_an_object": "(filter command) the line is not a JSON object",

@@ -664,8 +664,10 @@ def test_broken_torch_extras_are_hidden_and_good_ones_kept(tmp_path: Any, monkey
     for name in vllm_backend.TORCH_EXTRAS:
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setattr(vllm_backend, "HIDDEN_EXTRAS", [])
+    monkeypatch.delenv(vllm_backend.HIDDEN_ENV, raising=False)
     try:
         assert vllm_backend.hide_broken_torch_extras() == ["torchvision"]
+        assert os.environ[vllm_backend.HIDDEN_ENV] == "torchvision"  # for the engine's spawned process
         assert sys.modules["torchvision"] is None and "torchvision.ops" not in sys.modules
         assert importlib.util.find_spec("torchvision") is None  # what transformers asks
         with pytest.raises(ImportError):
@@ -675,3 +677,16 @@ def test_broken_torch_extras_are_hidden_and_good_ones_kept(tmp_path: Any, monkey
     finally:
         for name in vllm_backend.TORCH_EXTRAS:
             sys.modules.pop(name, None)
+
+
+def test_a_spawned_process_hides_what_the_parent_hid() -> None:
+    """vLLM's CPU engine runs in a spawned process that imports this package first: the hiding carries over."""
+    import subprocess
+
+    code = "import sys, selfinstruct; print(sys.modules.get('torchvision', 'absent'), 'os' in sys.modules)"
+    env = {**os.environ, vllm_backend.HIDDEN_ENV: "torchvision,not_a_torch_extra"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["None", "True"], done.stderr
+    env.pop(vllm_backend.HIDDEN_ENV)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[0] == "absent"

@@ -91,3 +91,18 @@ def test_describe_is_one_line(tmp_path: Path) -> None:
     line = enginelog.LogSummary(200, 152, 1, "cast to float32", 146).describe(tmp_path / "engine.log")
     assert "\n" not in line
     assert line.startswith("engine log: 200 lines, 152 warnings (146× 'cast to float32'), 1 error line, in ")
+
+
+def test_the_last_exception_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "engine.log"
+    path.write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "RuntimeError: operator torchvision::nms does not exist\n"
+        "ERROR 12-04 22:28:20 [core.py:1] EngineCore failed to start.\n"
+        "x.py:2: UserWarning: not this one\n"
+    )
+    summary = enginelog.summarize(path)
+    assert summary.last_exception == "RuntimeError: operator torchvision::nms does not exist"
+    assert summary.describe(path).endswith(
+        "; its last exception: RuntimeError: operator torchvision::nms does not exist"
+    )

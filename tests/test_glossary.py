@@ -16,6 +16,7 @@ RECORDED = {
     *filters.TASK_REASONS,
     *filters.INSTANCE_REASONS,
     judge.LOW_SCORE,
+    judge.NO_SCORE,
     *constants(filtering, ("EMPTY_INSTRUCTION", "NO_INSTRUCTION", "NOT_AN_OBJECT")),
     *constants(
         stages,
@@ -51,3 +52,11 @@ def test_the_glossary_holds_no_name_the_code_never_records() -> None:
 
 def test_unknown_name() -> None:
     assert "not known" in glossary.explain("from_another_tool")
+
+
+def test_the_docs_table_says_the_same() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
+    for name, meaning in glossary.ALL.items():
+        assert f"| `{name}` |" in page and meaning.replace("|", "/") in page, name

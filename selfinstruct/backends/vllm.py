@@ -71,6 +71,7 @@ INSTALL_HINT = (
 # torchvision whenever it is installed. vLLM needs none of them for text models.
 TORCH_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 HIDDEN_EXTRAS: list[str] = []  # the ones hidden in this process, for a message
+HIDDEN_ENV = "SELFINSTRUCT_HIDDEN_MODULES"
 
 
 def hide_broken_torch_extras() -> list[str]:
@@ -94,6 +95,8 @@ def hide_broken_torch_extras() -> list[str]:
             sys.modules[name] = None  # type: ignore[assignment]
             hidden.append(name)
     HIDDEN_EXTRAS.extend(hidden)
+    if HIDDEN_EXTRAS:  # for vLLM's spawned engine process (see selfinstruct/__init__.py)
+        os.environ[HIDDEN_ENV] = ",".join(dict.fromkeys(HIDDEN_EXTRAS))
     return hidden
 
 
