@@ -378,20 +378,23 @@ def generate(
     # SIGINT/SIGTERM/SIGHUP were turned into StopRequested by main() before anything was imported; once
     # run_generate holds the pool they end the run in order, with its ledger line (see selfinstruct.stopping).
     engine_log = Path(cfg.out) / "engine.log" if in_process and not verbose else None
-    with _user_errors(), _engine_output(engine_log, quiet=quiet), view:
+    with _user_errors(), _engine_output(engine_log, quiet=quiet) as engine_lines, view:
         outcome = run_generate(cfg, force=force, repair=repair, on_event=view.event)
-    view.summary(outcome)
+    view.summary(outcome, before_final=engine_lines)
     if outcome.exit_reason in ("interrupted", "terminated"):
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @contextmanager
-def _engine_output(log_path: Path | None, *, quiet: bool) -> Iterator[None]:
+def _engine_output(log_path: Path | None, *, quiet: bool) -> Iterator[list[str]]:
     """Inside the block, what vLLM and the libraries under it write to stdout/stderr (this process's and
     its engine processes') goes to ``log_path``; our own consoles keep the terminal. Afterwards one line
-    sums the log up. ``None``: nothing is redirected (``--verbose``, or no in-process engine)."""
+    sums the log up: put in the yielded list when the block ended normally (the caller shows it before its
+    final line), printed at once when it failed. ``None``: nothing is redirected (``--verbose``, or no
+    in-process engine)."""
+    lines: list[str] = []
     if log_path is None:
-        yield
+        yield lines
         return
     from selfinstruct import enginelog
 
@@ -402,19 +405,23 @@ def _engine_output(log_path: Path | None, *, quiet: bool) -> Iterator[None]:
             handle.write(f"--- selfinstruct generate, {_stamp()}, pid {os.getpid()}\n")
     except OSError as exc:  # the pool itself will say what is wrong with the folder
         err.print(f"warning: cannot write {log_path} ({exc}); the engine's log stays on the terminal", markup=False)
-        yield
+        yield lines
         return
+    failed = True
     try:
         with enginelog.redirected(log_path) as terminal:
             err.file, out.file = terminal.stderr, terminal.stdout
             try:
-                yield
+                yield lines
+                failed = False
             finally:
                 err.file = out.file = None  # type: ignore[assignment]  # rich: None is the process's stream
     finally:
-        if not quiet:
-            line = enginelog.summarize(log_path, offset).describe(log_path)
+        line = enginelog.summarize(log_path, offset).describe(log_path)
+        if failed and not quiet:
             err.print(f"{_stamp()} {line}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            lines.append(line)
 
 
 def _duration(seconds: float | None) -> str:
@@ -557,7 +564,7 @@ class _GenerateView:
                     + f", {report.seconds:.1f}s; {self._engine_view()}"
                 )
 
-    def summary(self, outcome: Any) -> None:
+    def summary(self, outcome: Any, before_final: list[str] | None = None) -> None:
         totals = outcome.totals
         if not self.quiet and not self.live:
             reasons = ", ".join(f"{k} {v}" for k, v in totals.rejected.most_common()) or "none"
@@ -594,6 +601,9 @@ class _GenerateView:
                 table.add_row("output tokens/s", f"{totals.completion_tokens / outcome.seconds:,.1f}")
             table.add_row("time", f"{outcome.seconds:.1f} s")
             err.print(table)
+        if not self.quiet:
+            for text in before_final or ():
+                err.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
         rejected = sum(totals.rejected.values())
         final = (
             f"selfinstruct generate: {outcome.exit_reason}; run {outcome.info.run_id}; "

@@ -106,3 +106,54 @@ def test_the_last_exception_is_named(tmp_path: Path) -> None:
     assert summary.describe(path).endswith(
         "; its last exception: RuntimeError: operator torchvision::nms does not exist"
     )
+
+
+GENERATE = textwrap.dedent(
+    """
+    import subprocess, sys
+    sys.path.insert(0, sys.argv[1])
+    from test_backends_vllm import Recorder, make_fake_vllm
+
+    fake = make_fake_vllm(Recorder())
+    build = fake.LLM.__init__
+
+    def noisy(self, **kwargs):  # what vLLM does while it starts: its log, library warnings, engine processes
+        print("INFO 12-04 22:10:00 [llm.py:1] starting the engine")
+        print("WARNING 12-04 22:10:01 [config.py:1] casting 7 tensors", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", "import sys; print('from the engine process', file=sys.stderr)"])
+        build(self, **kwargs)
+
+    fake.LLM.__init__ = noisy
+    sys.modules["vllm"] = fake
+    from selfinstruct.cli import main
+
+    sys.argv = ["selfinstruct", "generate", "--model", "org/tiny", *sys.argv[2:]]
+    main()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_generate_keeps_the_engines_output_off_the_terminal(tmp_path: Path, verbose: bool) -> None:
+    from seedsets import write_seeds
+
+    tests = Path(__file__).resolve().parent
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    out = tmp_path / "pool"
+    args = ["--out", str(out), "--seeds", str(seeds), "--max-rounds", "1", "--batch-size", "2", "--seed", "1"]
+    args += ["--verbose"] if verbose else []
+    done = subprocess.run([sys.executable, "-c", GENERATE, str(tests), *args], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    terminal = done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert "selfinstruct generate: max_rounds;" in lines[-1]
+    if verbose:
+        assert "casting 7 tensors" in terminal and "from the engine process" in terminal
+        assert not (out / "engine.log").exists()
+        return
+    assert "casting 7" not in terminal and "from the engine process" not in terminal and "starting the" not in terminal
+    log = (out / "engine.log").read_text()
+    assert "casting 7 tensors" in log and "from the engine process" in log and "starting the engine" in log
+    assert "engine log: 4 lines, 1 warning ('casting N tensors'), in " in lines[-2]  # the header line counts too

@@ -347,12 +347,13 @@ class VLLMBackend:
 
         model = options.model or localmodels.DEFAULT_MODEL
         path = None
-        started = time.monotonic()
+        prepared = 0.0
         packaged = localmodels.lookup(model)
         if packaged is not None:
             _import_vllm()  # vLLM missing: say how to install it before converting anything
+            started = time.monotonic()
             path = str(localmodels.prepare(packaged.name, on_event=options.on_event))
-        prepared = time.monotonic() - started if packaged is not None else 0.0
+            prepared = time.monotonic() - started
         if options.on_event is not None:
             options.on_event("notice", f"loading {model} into vLLM" + (f" from {path}" if path else ""))
         backend = cls(
