@@ -140,7 +140,7 @@ GEMMA_3_270M = PackagedModel(
     gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     # 3: the recipe of tests/realmodel.py (dense copy, bos forced); 4: the same, built atomically with a stamp
     recipe=4,
-    size_note="about 2 minutes on 2 cores, 3.5 GB of RAM while it runs, 1.1 GB of disk",
+    size_note="a few minutes (4 to 7 on a busy 2-core machine), 3 GB of RAM while it runs, 1.1 GB of disk",
     # Gemma without <bos> degenerates ("The capital of France is France. The The The").
     add_bos=True,
 )

@@ -1,7 +1,9 @@
 """A Backend that runs ``vllm.LLM`` in this process, on the local GPU(s).
 
-vLLM is an optional dependency (``pip install 'selfinstruct[vllm]'``), imported only when this backend is
-constructed; without it the error says how to install it or how to use a running server instead.
+vLLM is an optional dependency (``pip install 'selfinstruct[cpu]'`` or ``'selfinstruct[gpu]'``), imported only
+when this backend is constructed; without it the error says how to install it or how to use a running server
+instead. Without a model, the default packaged model (:mod:`selfinstruct.localmodels`) is converted on first
+use and loaded from the cache.
 
 Two ways in, one engine:
 
