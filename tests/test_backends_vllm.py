@@ -690,3 +690,13 @@ def test_a_spawned_process_hides_what_the_parent_hid() -> None:
     env.pop(vllm_backend.HIDDEN_ENV)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.split()[0] == "absent"
+
+
+def test_close_shuts_the_engine_down_once(recorder: Recorder) -> None:
+    backend = VLLMBackend("org/tiny")
+    backend.close()  # a stand-in engine without engine_core: nothing to do
+    calls: list[str] = []
+    backend.llm.llm_engine.engine_core = types.SimpleNamespace(shutdown=lambda: calls.append("down"))
+    stream = backend.stream()
+    backend.close()
+    assert calls == ["down"] and stream.closed

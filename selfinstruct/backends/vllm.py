@@ -41,6 +41,7 @@ them unset, :func:`engine_kwargs` picks values that work on the platform vLLM ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import heapq
@@ -373,6 +374,18 @@ class VLLMBackend:
 
     def __repr__(self) -> str:
         return f"VLLMBackend(model={self.model!r})"
+
+    def close(self) -> None:
+        """Shut the engine and its processes down now (the runner calls this for a backend it made), so
+        that vLLM's shutdown happens, and logs, while the run still owns the console, not at interpreter
+        exit. A stand-in engine without ``engine_core`` has nothing to shut down."""
+        if self._stream is not None and not self._stream.closed:
+            self._stream.close()
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):  # already gone: nothing left to stop
+                shutdown()
 
     # -- chat ------------------------------------------------------------------------------------
 
