@@ -620,6 +620,11 @@ class _GenerateView:
 EXIT_NOT_READY = 3
 
 
+def _plain(text: str) -> None:
+    """One line on stdout, as it is (no markup, no wrapping; control characters stripped)."""
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def doctor(
     no_import: Annotated[
@@ -640,19 +645,19 @@ def doctor(
     width = max(len(f.topic) for f in report.findings)
     fixes: set[str] = set()
     for finding in report.findings:
-        print(f"{finding.topic:<{width}}  {'' if finding.ok else 'MISSING: '}{finding.text}")
+        _plain(f"{finding.topic:<{width}}  {'' if finding.ok else 'MISSING: '}{finding.text}")
         if finding.fix:
-            print(f"{'':<{width}}  install: {'as above' if finding.fix in fixes else finding.fix}")
+            _plain(f"{'':<{width}}  install: {'as above' if finding.fix in fixes else finding.fix}")
             fixes.add(finding.fix)
     if report.engine:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(report.engine.items()))
-        print(f"{'engine':<{width}}  {'CPU' if report.on_cpu else 'GPU'}: {settings}")
+        _plain(f"{'engine':<{width}}  {'CPU' if report.on_cpu else 'GPU'}: {settings}")
         if report.on_cpu:
-            print(f"{'target':<{width}}  {CPU_TARGET} tasks unless --num-instructions says otherwise (CPU default)")
+            _plain(f"{'target':<{width}}  {CPU_TARGET} tasks unless --num-instructions says otherwise (CPU default)")
     if report.ready:
-        print("ready: selfinstruct generate --out outputs/pool")
+        _plain("ready: selfinstruct generate --out outputs/pool")
     else:
-        print("not ready: install what the lines above say, then run selfinstruct doctor again")
+        _plain("not ready: install what the lines above say, then run selfinstruct doctor again")
         raise typer.Exit(EXIT_NOT_READY)
 
 
