@@ -175,10 +175,10 @@ def main() -> None:
     from selfinstruct.runner import run_generate
 
     model = args.model
-    if model is None:
-        import realmodel
+    if model is None:  # the default packaged model, converted into $SELFINSTRUCT_CACHE on first use
+        from selfinstruct import localmodels
 
-        model = str(realmodel.prepare())
+        model = str(localmodels.prepare(localmodels.DEFAULT_MODEL))
     engine_args = parse_key_values("engine_args", args.engine_arg) or {}
     loaded = time.perf_counter()
     backend = VLLMBackend(

@@ -565,7 +565,6 @@ class Bootstrap:
             span, tokens = elapsed, self.totals.completion_tokens
         in_flight = Counter(stage for stage, _ in self._requests.values())
         rate = self.totals.accepted / elapsed
-        room = self._room()
         return Progress(
             seconds=elapsed,
             in_flight={s: in_flight.get(s, 0) for s in STAGES},
@@ -574,9 +573,25 @@ class Bootstrap:
             accepted=self.totals.accepted,
             output_tokens_per_second=tokens / span,
             tasks_per_minute=rate * 60,
-            eta_seconds=(room / rate) if rate > 0 and room < math.inf else None,
+            eta_seconds=self._eta(elapsed, rate),
             capacity=self._capacity,
         )
+
+    def _eta(self, elapsed: float, rate: float) -> float | None:
+        """Seconds until the first budget ends the run, by what each has shown so far: the target and
+        --max-new at the accepted rate, --max-rounds at the rate requests are committed, --time-limit by
+        the clock. None while no budget can be estimated (nothing accepted and no round or time budget)."""
+        estimates: list[float] = []
+        room = self._room()
+        if rate > 0 and room < math.inf:
+            estimates.append(max(0.0, room) / rate)
+        if self._max_requests is not None and self._committed > 0:
+            left = max(0, self._max_requests - self._committed)
+            estimates.append(left * elapsed / self._committed)
+        limit = self.config.time_limit_seconds
+        if limit is not None:
+            estimates.append(max(0.0, limit - elapsed))
+        return min(estimates) if estimates else None
 
     # -- submission ----------------------------------------------------------------------------------
 

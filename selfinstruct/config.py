@@ -123,6 +123,10 @@ class GenerateConfig:
     judge_api: str | None = None  # None: the generator's API when sharing its engine, else auto
     min_score: float | None = None  # reject tasks the judge scores below this (reason low_score)
     judge_max_tokens: int = 128
+    # The options a flag or the config file set (from_sources fills it in): a platform may choose other
+    # defaults for the rest (a smaller target on vLLM's CPU build). None (built in code): every value is
+    # meant as given. Not an option itself, never stored.
+    explicit: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     # -- construction ----------------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class GenerateConfig:
             else:
                 values[name] = value
             origins[name] = option_label(name)
-        config = cls(**{k: _check_type(k, v, origins[k]) for k, v in values.items()})
+        config = cls(**{k: _check_type(k, v, origins[k]) for k, v in values.items()}, explicit=frozenset(values))
         config.validate(origins)
         return config
 
@@ -296,7 +300,9 @@ class GenerateConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as given, credentials included: store :meth:`to_public_dict` instead."""
-        return asdict(self)
+        data = asdict(self)
+        del data["explicit"]
+        return data
 
 
 # Options that only a --config file can set (they have no flag): a message names them as a config key.
@@ -472,7 +478,7 @@ def _check_type(name: str, value: Any, source: str) -> Any:
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(GenerateConfig)]
+    return [f.name for f in fields(GenerateConfig) if f.name != "explicit"]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import PoolError
+from selfinstruct.glossary import explain
 from selfinstruct.judge import effective_judgements, read_sidecar_records
 from selfinstruct.pool import Pool
 
@@ -34,10 +35,13 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
         raise PoolError(f"{pool.directory}: {what}")
     runs = pool.read_runs()
     rejected: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    surplus: Counter[str] = Counter()
     for run in runs:
-        counts = run.get("rejected")
-        if isinstance(counts, dict):
-            rejected.update({str(k): v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)})
+        for key, total in (("rejected", rejected), ("notes", notes), ("surplus", surplus)):
+            counts = run.get(key)
+            if isinstance(counts, dict):
+                total.update({str(k): _count(v) for k, v in counts.items() if _count(v)})
     recent = []
     for run in runs[-last_runs:]:
         candidates = _count(run.get("candidates"))
@@ -98,6 +102,13 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
         "runs_total": len(runs),
         "runs": recent,
         "rejected": dict(rejected.most_common()),
+        "notes": dict(notes.most_common()),
+        "surplus": dict(surplus.most_common()),
+        # what each name shown above means (selfinstruct.glossary)
+        "explained": {
+            name: explain(name)
+            for name in sorted({*rejected, *notes, *surplus, *(str(r.get("exit_reason")) for r in recent)})
+        },
         "rejected_logged": pool.read_rejected_counts(),
         "judged": {
             "judged": judged,

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from selfinstruct import localmodels
 from selfinstruct.backends import Backend, BackendOptions, Completion, Request, Sampling, open_stream
 from selfinstruct.backends import vllm as vllm_backend
 from selfinstruct.backends.vllm import VLLMBackend, VLLMStream, cpu_memory_utilization, engine_kwargs
@@ -307,16 +308,49 @@ def test_output_count_mismatch_is_a_backend_error(recorder: Recorder) -> None:
         VLLMBackend("org/tiny", llm=Short()).generate(["a"], Sampling(max_tokens=5))
 
 
-def test_model_is_required(recorder: Recorder) -> None:
+def test_model_is_required_by_the_constructor(recorder: Recorder) -> None:
     with pytest.raises(ConfigError, match="--model is required with the vllm backend"):
+        VLLMBackend(None)
+
+
+def test_no_model_means_the_default_packaged_model(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its packages the default model is refused with the install command, before any engine."""
+    monkeypatch.setattr(localmodels, "missing_dependencies", lambda model: ["gguf", model.module])
+    monkeypatch.setenv(localmodels.CACHE_ENV, "/nonexistent/selfinstruct-cache")
+    with pytest.raises(BackendError) as info:
         VLLMBackend.from_options(BackendOptions())
+    assert "cannot convert gemma-3-270m" in str(info.value) and "pip install 'selfinstruct[cpu]'" in str(info.value)
+    assert recorder.llm_kwargs == []
+
+
+def test_packaged_model_loads_from_the_cache_under_its_name(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A packaged model's name is converted once into the cache; vLLM loads the folder, the pool records
+    the name; the second construction reuses the entry."""
+    from test_localmodels import FakeConverter, fake_model
+
+    converter = FakeConverter()
+    model = fake_model(converter)
+    monkeypatch.setitem(localmodels.REGISTRY, model.name, model)
+    monkeypatch.setattr(localmodels, "DEFAULT_MODEL", model.name)
+    monkeypatch.setenv(localmodels.CACHE_ENV, str(tmp_path))
+    events: list[tuple[str, Any]] = []
+    backend = VLLMBackend.from_options(BackendOptions(on_event=lambda k, p: events.append((k, p))))
+    assert backend.model == model.name and backend.path == str(tmp_path / "models" / model.name)
+    assert recorder.llm_kwargs[0]["model"] == backend.path and backend.prepare_seconds > 0
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "model_start" and "model_done" in kinds and kinds[-1] == "notice"
+    again = VLLMBackend.from_options(BackendOptions(model=model.name))
+    assert converter.calls == 1 and again.path == backend.path
 
 
 def test_missing_vllm_says_how_to_install_or_use_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(BackendError) as info:
         VLLMBackend("org/tiny")
-    assert "pip install 'selfinstruct[vllm]'" in str(info.value)
+    assert "pip install torch==2.13.0 && pip install 'selfinstruct[cpu]'" in str(info.value)
+    assert "pip install 'selfinstruct[gpu]'" in str(info.value)
     assert "--base-url" in str(info.value)
 
 
@@ -365,6 +399,8 @@ def test_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kw["gpu_memory_utilization"] == 0.3
     assert kw["dtype"] == "float32"
     assert kw["max_num_batched_tokens"] == 16384
+    assert kw["enforce_eager"] is True  # no CUDA graphs to capture; the engine starts in seconds
+    assert kwargs_for(on_cpu=True, engine_args={"enforce_eager": False})["enforce_eager"] is False
 
 
 @pytest.mark.parametrize(("cores", "seqs"), [(1, 16), (2, 16), (3, 24), (16, 128), (32, 256), (96, 256), (None, 16)])
@@ -731,3 +767,54 @@ def test_the_loop_through_the_stream_replays_whatever_the_engine_runs(
     assert pools[0] == pools[1]
     assert set(limits[0]) == {16}  # every slot could run: capacity stayed at max_num_seqs + 8
     assert min(limits[1]) == runnable + 8  # the engine ran fewer while requests waited: capacity followed
+def test_broken_torch_extras_are_hidden_and_good_ones_kept(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyPI's CUDA torchvision beside torch's CPU wheel fails on import; hidden, transformers sees it absent."""
+    import importlib.util
+
+    broken = tmp_path / "torchvision"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("from torchvision import ops\n")
+    (broken / "ops.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    good = tmp_path / "torchaudio"
+    good.mkdir()
+    (good / "__init__.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in vllm_backend.TORCH_EXTRAS:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(vllm_backend, "HIDDEN_EXTRAS", [])
+    monkeypatch.delenv(vllm_backend.HIDDEN_ENV, raising=False)
+    try:
+        assert vllm_backend.hide_broken_torch_extras() == ["torchvision"]
+        assert os.environ[vllm_backend.HIDDEN_ENV] == "torchvision"  # for the engine's spawned process
+        assert sys.modules["torchvision"] is None and "torchvision.ops" not in sys.modules
+        assert importlib.util.find_spec("torchvision") is None  # what transformers asks
+        with pytest.raises(ImportError):
+            __import__("torchvision")
+        assert sys.modules["torchaudio"].VERSION == 1
+        assert vllm_backend.hide_broken_torch_extras() == []  # once is enough
+    finally:
+        for name in vllm_backend.TORCH_EXTRAS:
+            sys.modules.pop(name, None)
+
+
+def test_a_spawned_process_hides_what_the_parent_hid() -> None:
+    """vLLM's CPU engine runs in a spawned process that imports this package first: the hiding carries over."""
+    import subprocess
+
+    code = "import sys, selfinstruct; print(sys.modules.get('torchvision', 'absent'), 'os' in sys.modules)"
+    env = {**os.environ, vllm_backend.HIDDEN_ENV: "torchvision,not_a_torch_extra"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["None", "True"], done.stderr
+    env.pop(vllm_backend.HIDDEN_ENV)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[0] == "absent"
+
+
+def test_close_shuts_the_engine_down_once(recorder: Recorder) -> None:
+    backend = VLLMBackend("org/tiny")
+    backend.close()  # a stand-in engine without engine_core: nothing to do
+    calls: list[str] = []
+    backend.llm.llm_engine.engine_core = types.SimpleNamespace(shutdown=lambda: calls.append("down"))
+    stream = backend.stream()
+    backend.close()
+    assert calls == ["down"] and stream.closed

@@ -305,6 +305,32 @@ def test_progress_falls_back_to_the_run_average_when_nothing_finished_lately(see
     assert loop.progress().output_tokens_per_second == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "accepted", "committed", "eta"),
+    [
+        ({}, 0, 0, None),  # nothing accepted, no other budget: no estimate
+        ({}, 10, 5, 240.0),  # target 40, the pool still empty: 40 more at 10 per 60 s
+        ({"max_rounds": 2}, 10, 3, 60.0),  # 6 requests, 3 committed in 60 s: 60 s more, before the target
+        ({"max_rounds": 2}, 0, 0, None),  # nothing committed yet: no rate to go by
+        ({"time_limit": "90s"}, 10, 5, 30.0),  # the clock ends it before the target would
+        ({"time_limit": "90s"}, 0, 0, 30.0),
+        ({"time_limit": "1h", "max_new": 12}, 10, 5, 12.0),  # 2 more at 10 per minute
+        ({"time_limit": "30s"}, 10, 5, 0.0),  # past the limit: never negative
+    ],
+)
+def test_eta_is_the_first_budget_to_end_the_run(
+    seeds: list[Task], options: dict[str, Any], accepted: int, committed: int, eta: float | None
+) -> None:
+    now = [0.0]
+    loop = make_loop(seeds, ShuffledEngine(seed=5), clock=lambda: now[0], **options)
+    loop._started = 0.0
+    now[0] = 60.0
+    loop.totals.accepted = accepted
+    loop._committed = committed
+    got = loop.progress().eta_seconds
+    assert got == (None if eta is None else pytest.approx(eta))
+
+
 def test_interrupt_cancels_in_flight_and_keeps_what_was_committed(seeds: list[Task]) -> None:
     engine = ShuffledEngine(seed=6)
     engine.interrupt_at = 25

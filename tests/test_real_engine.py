@@ -11,9 +11,11 @@ What it checks, on both backends:
 
 Marked ``real`` and skipped, with the way to install it, where the tier's environment is missing:
 
-    bash .ci/real-tier-env                       # builds ~/.cache/selfinstruct/venv-real (once)
-    ~/.cache/selfinstruct/venv-real/bin/python tests/realmodel.py     # prepares the model (once)
-    ~/.cache/selfinstruct/venv-real/bin/python -m pytest -m real
+    bash .ci/real-tier-env           # ~/.cache/selfinstruct/venv-real: torch's CPU wheel, then pip install -e '.[cpu]'
+    ~/.cache/selfinstruct/venv-real/bin/python -m pytest -rs -m real tests/test_real_engine.py
+
+The model is the default packaged one (:mod:`selfinstruct.localmodels`), converted into the user's cache
+(``$SELFINSTRUCT_CACHE``) on first use, as ``selfinstruct generate`` does; the first test checks that entry.
 
 Runs are kept small (4 prompts, short completions) so the tier takes minutes on 2 CPU cores.
 """
@@ -34,18 +36,25 @@ from typing import Any
 
 import httpx
 import pytest
-import realmodel
 
+from selfinstruct import localmodels
 from selfinstruct.backends import capacity_of, max_capacity_of
 from selfinstruct.config import GenerateConfig
 from selfinstruct.runner import run_generate
 
 pytestmark = pytest.mark.real
 
+DEFAULT = localmodels.REGISTRY[localmodels.DEFAULT_MODEL]
+INSTALL_HINT = (
+    "the real-engine tier needs vLLM's CPU build and the default model's packages: run `bash .ci/real-tier-env` "
+    "(torch's CPU wheel, then pip install -e '.[cpu]') and pytest with the python it prints"
+)
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip(f"vLLM is not installed: {realmodel.INSTALL_HINT}", allow_module_level=True)
-if importlib.util.find_spec("transformers") is None or importlib.util.find_spec(realmodel.MODEL_PACKAGE) is None:
-    pytest.skip(f"the model package or transformers is missing: {realmodel.INSTALL_HINT}", allow_module_level=True)
+    pytest.skip(f"vLLM is not installed: {INSTALL_HINT}", allow_module_level=True)
+if localmodels.missing_dependencies(DEFAULT):
+    pytest.skip(
+        f"missing {', '.join(localmodels.missing_dependencies(DEFAULT))}: {INSTALL_HINT}", allow_module_level=True
+    )
 
 SERVED_NAME = "gemma-3-270m"
 # Small, CPU-friendly settings shared by both backends. On the CPU build the share covers weights and KV
@@ -67,7 +76,17 @@ SERVER_START_TIMEOUT = 900.0
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    return realmodel.prepare()
+    return localmodels.prepare(DEFAULT.name)
+
+
+def test_the_packaged_model_is_a_whole_cache_entry(model_dir: Path) -> None:
+    """The conversion left a stamped entry whose every file matches its recorded hash, and no leftovers."""
+    state = localmodels.entry_state(DEFAULT, verify=True)
+    assert state.ready and state.path == model_dir, state.reason
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(state.stamp["files"])
+    assert not list(model_dir.parent.glob(f".{DEFAULT.name}.partial-*"))
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "quantization_config" not in config  # else vLLM would pick its GGUF loader
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +150,13 @@ INSTRUCTION_STAGE = {
     "too_short", "too_long", "blocked_keyword", "write_a_program", "starts_with_punctuation",
     "starts_with_non_ascii", "too_similar",
 }  # fmt: skip
+
+
+def test_the_converted_tokenizer_prepends_bos_in_the_engine(engine: Any) -> None:
+    """Gemma without <bos> degenerates; the conversion makes every loader add it, vLLM's included."""
+    tokenizer = engine.llm.get_tokenizer()
+    ids = tokenizer("Hello there").input_ids
+    assert ids and ids[0] == tokenizer.bos_token_id, ids[:3]
 
 
 def test_in_process_engine_grows_a_pool_and_accounts_for_every_candidate(tmp_path: Path, engine: Any) -> None:

