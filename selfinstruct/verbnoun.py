@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +29,11 @@ DEFAULT_SPACY_MODEL = "en_core_web_sm"
 METHODS = ("auto", "spacy", "heuristic")
 
 HEURISTIC_NOTE = (
-    "heuristic, not a parse (spaCy with an English pipeline is not installed): the first word as the verb "
-    "unless it is a question word, auxiliary, pronoun, determiner or preposition; the first content word "
-    "after it as the noun"
+    "heuristic, not a parse ({why}): the first word as the verb unless it is a question word, auxiliary, "
+    "pronoun, determiner or preposition; the first content word after it as the noun"
 )
+PIPELINE_PREFIX = "en_core_web_"
+_PREFERENCE = ("sm", "md", "lg", "trf")  # the small pipeline first: it parses fastest
 
 # First words that are not an imperative verb: no pair is taken from such an instruction.
 _NOT_VERBS = frozenset(
@@ -142,23 +143,62 @@ def _load_spacy(model: str) -> Any:
         ) from None
 
 
-def spacy_available(model: str = DEFAULT_SPACY_MODEL) -> bool:
-    """Whether spaCy and its pipeline ``model`` can be imported, without loading the pipeline."""
+def _find_spec(name: str) -> bool:
     import importlib.util
 
-    if importlib.util.find_spec("spacy") is None:
-        return False
     try:
-        import spacy.util
-
-        return bool(spacy.util.is_package(model)) or bool(importlib.util.find_spec(model))
-    except Exception:  # a broken spaCy install counts as not installed
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or odd package counts as not installed
         return False
 
 
-def _spacy_pairs(nlp: Any, instructions: Sequence[str]) -> list[tuple[str | None, str | None]]:
+def installed_pipelines() -> list[str]:
+    """The installed ``en_core_web_*`` pipeline packages, the small one first; found on ``sys.path``
+    without importing spaCy or any pipeline."""
+    import pkgutil
+
+    names = {m.name for m in pkgutil.iter_modules() if m.name.startswith(PIPELINE_PREFIX)}
+
+    def rank(name: str) -> tuple[int, str]:
+        size = name[len(PIPELINE_PREFIX) :]
+        return (_PREFERENCE.index(size) if size in _PREFERENCE else len(_PREFERENCE), name)
+
+    return sorted(names, key=rank)
+
+
+def choose_parser(method: str, model: str | None) -> tuple[str | None, str]:
+    """``(pipeline, why)`` for ``method``: the spaCy pipeline to load (None: the heuristic) and, for the
+    heuristic under ``auto``, why. Decides with :func:`importlib.util.find_spec` only, so that ``auto``
+    costs nothing where spaCy is absent (importing spaCy loads torch where it is installed)."""
+    if method == "heuristic":
+        return None, "asked for with --parser heuristic"
+    if method == "spacy":
+        return model or DEFAULT_SPACY_MODEL, ""
+    if not _find_spec("spacy"):
+        return None, "spaCy is not installed"
+    if model is not None:
+        if _find_spec(model):
+            return model, ""
+        return None, f"spaCy is installed but its pipeline {model} is not"
+    found = installed_pipelines()
+    if found:
+        return found[0], ""
+    return None, f"spaCy is installed but no {PIPELINE_PREFIX}* pipeline is"
+
+
+def spacy_available(model: str | None = None) -> bool:
+    """Whether ``--parser auto`` would use spaCy (with ``model``, or any English pipeline when None)."""
+    return choose_parser("auto", model)[0] is not None
+
+
+def _spacy_pairs(
+    nlp: Any, instructions: Sequence[str], progress: Callable[[str, int, int], None] | None = None
+) -> list[tuple[str | None, str | None]]:
     pairs: list[tuple[str | None, str | None]] = []
-    for doc in nlp.pipe((text[:1000] for text in instructions), batch_size=256):
+    total = len(instructions)
+    for k, doc in enumerate(nlp.pipe((text[:1000] for text in instructions), batch_size=256)):
+        if progress is not None and k % 256 == 0:
+            progress("parsing instructions (spaCy)", k, total)
         sentence = next(iter(doc.sents), None) if doc.has_annotation("SENT_START") else doc
         root = sentence.root if sentence is not None else None
         if root is None or root.pos_ != "VERB":
@@ -169,15 +209,26 @@ def _spacy_pairs(nlp: Any, instructions: Sequence[str]) -> list[tuple[str | None
             None,
         )
         pairs.append((root.lemma_.lower(), noun))
+    if progress is not None:
+        progress("parsing instructions (spaCy)", total, total)
     return pairs
 
 
-def verb_noun_pairs(instructions: Sequence[str], *, method: str = "auto", model: str = DEFAULT_SPACY_MODEL) -> VerbNoun:
+def verb_noun_pairs(
+    instructions: Sequence[str],
+    *,
+    method: str = "auto",
+    model: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VerbNoun:
     """Extract the pairs with ``method``: ``spacy`` (ConfigError when unavailable), ``heuristic``, or ``auto``
-    (spaCy when it and ``model`` are installed, else the heuristic)."""
+    (spaCy when it and ``model`` -- or, with no model named, any ``en_core_web_*`` pipeline -- are
+    installed, else the heuristic, whose note says why)."""
     if method not in METHODS:
         raise ConfigError(f"unknown parser {method!r}: choose one of {', '.join(METHODS)}")
-    if method == "spacy" or (method == "auto" and spacy_available(model)):
+    chosen, why = choose_parser(method, model)
+    if chosen is not None:
+        model = chosen
         nlp = _load_spacy(model)
         meta = getattr(nlp, "meta", {}) or {}
         name = f"{meta.get('lang', 'en')}_{meta.get('name', model)}" if meta.get("name") else model
@@ -186,5 +237,5 @@ def verb_noun_pairs(instructions: Sequence[str], *, method: str = "auto", model:
             f"dependency parse by spaCy ({name}): the root verb of the first sentence and the first noun "
             "that is its direct object, both lemmatised"
         )
-        return VerbNoun(label, note, _spacy_pairs(nlp, instructions))
-    return VerbNoun("heuristic", HEURISTIC_NOTE, [heuristic_pair(text) for text in instructions])
+        return VerbNoun(label, note, _spacy_pairs(nlp, instructions, progress))
+    return VerbNoun("heuristic", HEURISTIC_NOTE.format(why=why), [heuristic_pair(text) for text in instructions])

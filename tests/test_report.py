@@ -46,8 +46,8 @@ def test_growth_numbers(known: dict[str, Any]) -> None:
     # Per round: accepted tasks of the round over accepted + rejected candidates of the round.
     assert growth["acceptance"]["by"] == "round"
     assert growth["acceptance"]["points"] == [
-        {"first_round": 1, "last_round": 1, "accepted": 2, "rejected": 2, "acceptance_rate": 0.5},
-        {"first_round": 2, "last_round": 2, "accepted": 2, "rejected": 3, "acceptance_rate": 0.4},
+        {"first_round": 1, "last_round": 1, "accepted": 2, "rejected": 2, "unused": 0, "acceptance_rate": 0.5},
+        {"first_round": 2, "last_round": 2, "accepted": 2, "rejected": 3, "unused": 0, "acceptance_rate": 0.4},
     ]
     assert growth["rejections"]["ledger"] == {"too_short": 2, "too_similar": 2, "blocked_keyword": 1}
     assert growth["rejections"]["logged"] == {"too_short": 2, "too_similar": 2, "blocked_keyword": 1}
@@ -135,7 +135,8 @@ def test_a_pool_without_tasks_or_rejected_file(tmp_path: Path) -> None:
     report = build_report(pool.directory, ReportOptions(seeds=str(write_seed_file(tmp_path / "s.jsonl"))))
     assert report["pool"]["tasks"] == 0
     assert report["growth"]["acceptance"] == {
-        "by": "run", "points": [{"run_id": "r", "accepted": 0, "candidates": 7, "acceptance_rate": 0.0}]
+        "by": "run",
+        "points": [{"run_id": "r", "accepted": 0, "rejected": 7, "unused": 0, "candidates": 7, "acceptance_rate": 0.0}],
     }  # fmt: skip
     assert report["growth"]["totals"]["tokens_per_accepted"] is None
     page = render_html([report])
@@ -195,7 +196,7 @@ def test_cli_writes_html_and_json(tmp_path: Path) -> None:
     result = run_cli("report", str(pool), "--seeds", str(seeds), "--json", "--parser", "heuristic")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert data["schema"] == "selfinstruct-report/1" and data["shape"]["tasks"] == 4
+    assert data["schema"] == "selfinstruct-report/2" and data["shape"]["tasks"] == 4
     out = tmp_path / "both.html"
     result = run_cli("report", str(pool), "--against", str(pool), "--seeds", str(seeds), "--json", "--out", str(out))
     assert result.exit_code == 0
