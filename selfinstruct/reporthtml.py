@@ -508,7 +508,7 @@ def _diversity(page: _Page) -> str:
         )
         for k, (n, r) in enumerate(zip(page.names, page.reports, strict=False))
     )
-    parts.append(page.figure(chart, caption) + more)
+    parts.append("<div>" + page.figure(chart, caption) + more + "</div>")
 
     words: list[str] = []
     for r in page.reports:
@@ -620,12 +620,14 @@ def _shape(page: _Page) -> str:
             for k, (n, r) in enumerate(zip(page.names, page.reports, strict=False))
         )
         parts.append(
-            page.figure(
+            "<div>"
+            + page.figure(
                 chart,
                 f"Length of {what} in words ({medians}); the bar set apart, {top:g}+, holds every {kind} of "
                 f"{top:g} words or more. {page.key()}",
             )
             + more
+            + "</div>"
         )
 
     counts = sorted({k for r in page.reports for k in r["shape"]["instances_per_task"]["counts"]}, key=int)

@@ -206,9 +206,10 @@ def line_chart(
         if not s.points:
             continue
         coords = " ".join(f"{_f(frame.sx(x, xlo, xhi))},{_f(frame.sy(y, ylo, yhi))}" for x, y in s.points)
+        data = " ".join(f"{x:g},{y:g}" for x, y in s.points)  # the values drawn, for readers and tests
         parts.append(
-            f'<polyline class="mark" points="{coords}" fill="none" stroke="{s.color}" stroke-width="2" '
-            'stroke-linejoin="round"/>'
+            f'<polyline class="mark" points="{coords}" data-values="{data}" fill="none" stroke="{s.color}" '
+            'stroke-width="2" stroke-linejoin="round"/>'
         )
         if len(s.points) <= 40:
             for x, y in s.points:
