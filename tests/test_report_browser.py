@@ -170,7 +170,10 @@ def test_every_caption_matches_the_pool(browser: Chromium, tmp_path: Path, n: in
     want = _independent(pool)
     page = _write_page(tmp_path, build_report(pool, ReportOptions(parser="heuristic")))
     browser.open(page_url(page))
-    cell = "(label => [...document.querySelectorAll('tr')].find(r => r.cells[0] && r.cells[0].innerText.trim() === label)?.cells[1].innerText)"
+    cell = (
+        "(label => [...document.querySelectorAll('tr')]"
+        ".find(r => r.cells[0] && r.cells[0].innerText.trim() === label)?.cells[1].innerText)"
+    )
     summary = lambda label: browser.evaluate(f"{cell}({json.dumps(label)})")  # noqa: E731
     assert summary("machine tasks") == f"{want['tasks']:,}"
     assert summary("instances") == f"{want['instances']:,}"
@@ -214,7 +217,8 @@ def test_every_caption_matches_the_pool(browser: Chromium, tmp_path: Path, n: in
     keys = json.loads(browser.evaluate("JSON.stringify({verbs: [...document.querySelectorAll('.verb-key')]"
                                        ".map(e => e.dataset.verb), nouns: [...document.querySelectorAll('.noun-key')]"
                                        ".map(e => e.dataset.key), wedges: [...document.querySelectorAll("
-                                       "'path.wedge[data-noun]')].map(e => e.dataset.verb + ' ' + e.dataset.noun)})"))  # fmt: skip
+                                       "'path.wedge[data-noun]')].map(e => e.dataset.verb + ' ' + "
+                                       "e.dataset.noun)})"))  # fmt: skip
     assert len(keys["verbs"]) == 20
     assert len(keys["nouns"]) == 80 if n > 1000 else len(keys["nouns"]) >= 60  # a rare verb of 300 may have < 4
     assert set(keys["wedges"]) == set(keys["nouns"])
