@@ -71,6 +71,13 @@ def proportion(yes: int, n: int) -> dict[str, Any]:
     return {"yes": yes, "n": n, "share": round(yes / n, 4) if n else None, "low": round(lo, 4), "high": round(hi, 4)}
 
 
+def all_valid(answers: Sequence[Mapping[str, bool | None]]) -> dict[str, Any]:
+    """The share of tasks valid in all three: a "no" to any question decides it; otherwise all three need
+    an answer (a task with an unanswered question and no "no" is left out)."""
+    decided = [a for a in answers if any(a[q] is False for q in QUESTIONS) or all(a[q] is not None for q in QUESTIONS)]
+    return proportion(sum(1 for a in decided if all(a[q] for q in QUESTIONS)), len(decided))
+
+
 # ------------------------------------------------------------------------------------------------ judge
 
 
@@ -134,8 +141,7 @@ def table2(records: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None
     for q in QUESTIONS:
         said = [v[q] for v in answered if v[q] is not None]
         out[q] = proportion(sum(1 for x in said if x), len(said))
-    complete = [v for v in answered if all(v[q] is not None for q in QUESTIONS)]
-    out["all"] = proportion(sum(1 for v in complete if all(v[q] for q in QUESTIONS)), len(complete))
+    out["all"] = all_valid(answered)
     return {"tasks": len(answered), **out}
 
 

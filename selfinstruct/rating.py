@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import InputError
-from selfinstruct.quality import QUESTION_TEXT, QUESTIONS, proportion
+from selfinstruct.quality import QUESTION_TEXT, QUESTIONS, all_valid, proportion
 from selfinstruct.task import Task
 
 SHEET_SCHEMA = "selfinstruct-rating-sheet/1"
@@ -144,7 +144,7 @@ def _read_rows(path: Path) -> list[tuple[int, str, dict[str, bool | None]]]:
 def read_ratings(path: str | Path, known_ids: set[str] | None = None) -> dict[str, Any]:
     """The paper's four shares from a filled sheet (CSV or JSONL), with Wilson 95% intervals.
 
-    A question counts the rows that answer it; "all three" counts rows answering all three. Rows naming
+    A question counts the rows that answer it; "all three" counts rows with a "no" or three answers. Rows naming
     a task the pool does not hold (``known_ids``) are counted apart and left out; a task rated twice
     counts once (the last row)."""
     file = Path(path)
@@ -161,7 +161,6 @@ def read_ratings(path: str | Path, known_ids: set[str] | None = None) -> dict[st
     for q in QUESTIONS:
         said = [a[q] for a in answers_list if a[q] is not None]
         out[q] = proportion(sum(1 for x in said if x), len(said))
-    complete = [a for a in answers_list if all(a[q] is not None for q in QUESTIONS)]
-    out["all"] = proportion(sum(1 for a in complete if all(a[q] for q in QUESTIONS)), len(complete))
+    out["all"] = all_valid(answers_list)
     out["unanswered"] = sum(1 for a in answers_list if all(a[q] is None for q in QUESTIONS))
     return out
