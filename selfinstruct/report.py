@@ -592,7 +592,7 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
     verb_noun = verb_noun_pairs(instructions, method=opts.parser, model=opts.spacy_model, progress=opts.progress)
     lap("verb_noun")
     vn_summary = verb_noun.summary()
-    leading_words = [_first_word(t) for t in instructions]
+    leading_words = [_clip(_first_word(t), 40) for t in instructions]
     leading = Counter(w for w in leading_words if w)
     diversity: dict[str, Any] = {
         "seed_rouge": {
@@ -610,7 +610,7 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
         "verb_noun": vn_summary,
         "leading_words": {
             "distinct": len(leading),
-            "top": [{"word": _clip(w, 40), "count": c} for w, c in leading.most_common(20)],
+            "top": [{"word": w, "count": c} for w, c in leading.most_common(20)],
         },
         "distinct_ngrams": _ngrams(tokens),
     }
