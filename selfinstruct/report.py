@@ -708,14 +708,21 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
     inst_bins = bin_indices(instruction_words, _length_edges("instruction"), overflow=True)
     input_edges, output_edges = _length_edges("input"), _length_edges("output")
 
-    def instance_bins(i: int, side: str) -> set[int]:
-        values = [len(getattr(x, side).split()) for x in tasks[i].instances if side == "output" or x.input.strip()]
-        return {int(b) for b in bin_indices(values, input_edges if side == "input" else output_edges, overflow=True)}
-
+    # The bins each task's instances fall in, binned in one go: (task index, words) of every instance.
+    owners_in = [k for k, t in enumerate(tasks) for i in t.instances if i.input.strip()]
+    owners_out = [k for k, t in enumerate(tasks) for _ in t.instances]
+    bins_in: list[set[int]] = [set() for _ in range(n)]
+    bins_out: list[set[int]] = [set() for _ in range(n)]
+    for owners, values, edges, bins_of in (
+        (owners_in, input_words, input_edges, bins_in),
+        (owners_out, output_words, output_edges, bins_out),
+    ):
+        for k, b in zip(owners, bin_indices(values, edges, overflow=True).tolist(), strict=True):
+            bins_of[k].add(b)
     by_len = {
         "instruction": picker.pick(lambda i: [int(inst_bins[i])]),
-        "input": picker.pick(lambda i: instance_bins(i, "input")),
-        "output": picker.pick(lambda i: instance_bins(i, "output")),
+        "input": picker.pick(lambda i: bins_in[i]),
+        "output": picker.pick(lambda i: bins_out[i]),
     }
     by_rouge = picker.pick(lambda i: [int(rouge_bins[i])])
     examples = {

@@ -658,7 +658,7 @@ def _shape(page: _Page) -> str:
         [
             "answers to “is it classification?”",
             *(
-                _e(", ".join(f"{k} {v}" for k, v in r["shape"]["classification"]["answers"].items()))
+                _e(", ".join(f"{k} {v:,}" for k, v in r["shape"]["classification"]["answers"].items()))
                 for r in page.reports
             ),
         ],

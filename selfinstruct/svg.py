@@ -266,7 +266,7 @@ def histogram_chart(
             )
     regular = bins - 1 if overflow else bins
     step = max(1, math.ceil(regular / 10))
-    for i in range(0, regular + 1, step):
+    for i in range(0, regular + 1 - (1 if overflow else 0), step):  # the overflow bar names its own edge
         x = left(i) if i < regular else frame.x0 + regular * slot
         parts.append(f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{frame.y0}" y2="{frame.y0 + 4}" stroke="{AXIS}"/>')
         label = _e(edge_format(edges[i]))
@@ -307,7 +307,7 @@ def bar_chart(
     band = (row - 4) / len(series)
     for i, label in enumerate(labels):
         y = top + i * row
-        shown = label if len(label) <= 24 else label[:23] + "…"
+        shown = label if len(label) <= 22 else label[:21] + "…"
         parts.append(
             f'<text x="{label_width - 6}" y="{_f(y + row / 2 + 3.5)}" text-anchor="end" fill="{INK}">{_e(shown)}'
             f"<title>{_e(label)}</title></text>"
