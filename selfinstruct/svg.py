@@ -300,6 +300,7 @@ def bar_chart(
     if not labels:
         return empty_chart(title, "no data")
     top = 22 if len(series) > 1 else 6
+    row = max(row, 12 * len(series) + 4)  # each series' value label gets its own line
     height = top + row * len(labels) + 8
     frame = _Frame(width, height, label_width, 56, top, 8)
     peak = max([v for s in series for v in s.values] + [1e-12])
