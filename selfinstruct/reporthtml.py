@@ -852,7 +852,7 @@ def _quality(page: _Page) -> str:
 
 def _samples(page: _Page) -> str:
     parts = ['<h2 id="samples">5 Samples</h2>']
-    for name, r in zip(page.names, page.reports, strict=False):
+    for k, (name, r) in enumerate(zip(page.names, page.reports, strict=False)):
         of = f" of {_e(name)}" if page.compare else ""
         s = r["samples"]
         rows = []
@@ -905,7 +905,7 @@ def _samples(page: _Page) -> str:
                 )
         if rows:
             parts.append(
-                f'<div id="rejects{"-" + str(page.names.index(name)) if page.compare else ""}">'
+                f'<div id="rejects{"-" + str(k) if k else ""}">'
                 + page.table(
                     f"Rejected candidates{of} by reason (from <code>rejected.jsonl</code>; surplus and unfinished "
                     "candidates are not rejections and are left out), with the most frequent instructions of each "
@@ -918,8 +918,9 @@ def _samples(page: _Page) -> str:
             )
         else:
             parts.append(
-                f'<div class="note" id="rejects">No rejected candidates recorded{of} (<code>rejected.jsonl</code> is '
-                "missing or empty: runs with <code>--no-keep-rejected</code> do not write it).</div>"
+                f'<div class="note" id="rejects{"-" + str(k) if k else ""}">No rejected candidates recorded{of} '
+                "(<code>rejected.jsonl</code> is missing or empty: runs with <code>--no-keep-rejected</code> do not "
+                "write it).</div>"
             )
     return "".join(parts)
 
