@@ -190,11 +190,12 @@ def judge_section(
 # ------------------------------------------------------------------------------------------------ table 1
 
 
-def table1(tasks: Sequence[Task]) -> dict[str, Any]:
-    """The quantities of the paper's Table 1 for this pool (words are whitespace-separated)."""
-    instances = [i for t in tasks for i in t.instances]
-    inputs = [len(i.input.split()) for i in instances if i.input.strip()]
-    outputs = [len(i.output.split()) for i in instances]
+def table1(
+    tasks: Sequence[Task], input_words: Sequence[int], output_words: Sequence[int], instruction_words: Sequence[int]
+) -> dict[str, Any]:
+    """The quantities of the paper's Table 1 for this pool, from the word counts (whitespace-separated) of
+    the instructions, of the non-empty inputs and of every output."""
+    instances = len(output_words)
     clf = sum(1 for t in tasks if t.is_classification)
     unknown = sum(1 for t in tasks if t.is_classification is None)
 
@@ -206,11 +207,11 @@ def table1(tasks: Sequence[Task]) -> dict[str, Any]:
         "classification": clf,
         "non_classification": len(tasks) - clf - unknown,
         "unknown_type": unknown,
-        "instances": len(instances),
-        "instances_empty_input": len(instances) - len(inputs),
-        "mean_instruction_words": mean([len(t.instruction.split()) for t in tasks]),
-        "mean_input_words": mean(inputs),
-        "mean_output_words": mean(outputs),
+        "instances": instances,
+        "instances_empty_input": instances - len(input_words),
+        "mean_instruction_words": mean(instruction_words),
+        "mean_input_words": mean(input_words),
+        "mean_output_words": mean(output_words),
     }
 
 
@@ -219,29 +220,30 @@ def table1(tasks: Sequence[Task]) -> dict[str, Any]:
 
 def _truncated(output: str) -> bool:
     text = output.rstrip()
-    return len(text.split()) >= TRUNCATION_WORDS and not text.endswith(_CLOSERS) and not text[-1:].isdigit()
+    if not text or text.endswith(_CLOSERS) or text[-1].isdigit():
+        return False
+    return len(text.split(maxsplit=TRUNCATION_WORDS)) >= TRUNCATION_WORDS
 
 
 def signal_flags(tasks: Sequence[Task]) -> dict[str, list[bool]]:
     """Per signal of :data:`SIGNALS`, one flag per task."""
+    inputs = [[norm(i.input) for i in t.instances] for t in tasks]  # "" for an empty input
     seen_in: dict[str, set[int]] = {}
-    for k, task in enumerate(tasks):
-        for inst in task.instances:
-            if inst.input.strip():
-                seen_in.setdefault(norm(inst.input), set()).add(k)
+    for k, keys in enumerate(inputs):
+        for key in keys:
+            if key:
+                seen_in.setdefault(key, set()).add(k)
     repeated = {key for key, where in seen_in.items() if len(where) > 1}
     flags: dict[str, list[bool]] = {name: [] for name in SIGNALS}
-    for task in tasks:
+    for task, ins in zip(tasks, inputs, strict=True):
         outs = [norm(i.output) for i in task.instances]
         many = len(outs) > 1
         instruction = norm(task.instruction)
         flags["identical_outputs"].append(many and not task.is_classification and len(set(outs)) == 1)
-        flags["output_is_input"].append(
-            any(i.input.strip() and norm(i.input) == o for i, o in zip(task.instances, outs, strict=True))
-        )
-        flags["output_is_instruction"].append(any(o == instruction for o in outs))
+        flags["output_is_input"].append(any(i and i == o for i, o in zip(ins, outs, strict=True)))
+        flags["output_is_instruction"].append(instruction in outs)
         flags["truncated_output"].append(any(_truncated(i.output) for i in task.instances))
-        flags["repeated_input"].append(any(i.input.strip() and norm(i.input) in repeated for i in task.instances))
+        flags["repeated_input"].append(any(i in repeated for i in ins if i))
         flags["one_label"].append(bool(task.is_classification) and many and len(set(outs)) == 1)
     return flags
 

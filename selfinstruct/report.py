@@ -499,6 +499,7 @@ def build_report(directory: str | Path, options: ReportOptions | None = None) ->
 def measure_pool(directory: str | Path, options: ReportOptions | None = None) -> Measured:
     """:func:`build_report`, keeping the per-task measures too."""
     opts = options or ReportOptions()
+    started = time.perf_counter()
     pool = Pool(directory)
     if not pool.directory.is_dir():
         raise PoolError(f"{pool.directory}: no such pool directory")
@@ -515,8 +516,8 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
     rejects = _read_rejects(pool.iter_rejected())
     judge_records = quality.judge_records(tasks, pool.iter_judgements())
     warnings.extend(pool.warnings)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    timings: dict[str, float] = {}  # wall seconds per stage
+    clock = started
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -618,8 +619,11 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
 
     # -- shape
     instruction_words = [len(t.instruction.split()) for t in tasks]
-    input_words = [len(i.input.split()) for t in tasks for i in t.instances if i.input.strip()]
-    output_words = [len(i.output.split()) for t in tasks for i in t.instances]
+    # Word counts of every instance, split once: non-empty inputs only (as the paper counts them).
+    task_inputs = [[w for i in t.instances if (w := len(i.input.split()))] for t in tasks]
+    task_outputs = [[len(i.output.split()) for i in t.instances] for t in tasks]
+    input_words = list(itertools.chain.from_iterable(task_inputs))
+    output_words = list(itertools.chain.from_iterable(task_outputs))
     classification = [t for t in tasks if t.is_classification]
     labels = Counter(i.output.strip() for t in classification for i in t.instances)
     label_total = sum(labels.values())
@@ -667,7 +671,7 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
                 "not hold; left out"
             )
     quality_section = {
-        "table1": quality.table1(tasks),
+        "table1": quality.table1(tasks, input_words, output_words, instruction_words),
         "signals": quality.signals_section(tasks, flags, opts.examples, _clip),
         "judge": judge,
         "ratings": ratings,
@@ -709,8 +713,8 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
     input_edges, output_edges = _length_edges("input"), _length_edges("output")
 
     # The bins each task's instances fall in, binned in one go: (task index, words) of every instance.
-    owners_in = [k for k, t in enumerate(tasks) for i in t.instances if i.input.strip()]
-    owners_out = [k for k, t in enumerate(tasks) for _ in t.instances]
+    owners_in = [k for k, words in enumerate(task_inputs) for _ in words]
+    owners_out = [k for k, words in enumerate(task_outputs) for _ in words]
     bins_in: list[set[int]] = [set() for _ in range(n)]
     bins_out: list[set[int]] = [set() for _ in range(n)]
     for owners, values, edges, bins_of in (
@@ -760,14 +764,9 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
         "round": rounds_of,
         "run_id": [t.meta.get("run_id") if isinstance(t.meta.get("run_id"), str) else None for t in tasks],
         "instruction_words": instruction_words,
-        "mean_input_words": [
-            statistics.fmean(w) if (w := [len(i.input.split()) for i in t.instances if i.input.strip()]) else None
-            for t in tasks
-        ],
-        "mean_output_words": [
-            statistics.fmean(len(i.output.split()) for i in t.instances) if t.instances else None for t in tasks
-        ],
-        "empty_inputs": [sum(1 for i in t.instances if not i.input.strip()) for t in tasks],
+        "mean_input_words": [sum(w) / len(w) if w else None for w in task_inputs],
+        "mean_output_words": [sum(w) / len(w) if w else None for w in task_outputs],
+        "empty_inputs": [len(t.instances) - len(w) for t, w in zip(tasks, task_inputs, strict=True)],
         "seed_rouge_l": [float(x) for x in seed_scores],
         "nearest_seed": [nearest_seed(i) for i in range(n)],
         "stored_max_similarity": [
