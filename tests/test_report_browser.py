@@ -237,9 +237,10 @@ def test_every_caption_matches_the_pool(browser: Chromium, tmp_path: Path, n: in
     assert _ink_share(_colours(shot)) > 0.03
 
 
-def test_against_uses_full_counts(browser: Chromium, tmp_path: Path) -> None:
+@pytest.mark.parametrize("n", [3000, pytest.param(52_000, marks=pytest.mark.slow)])
+def test_against_uses_full_counts(browser: Chromium, tmp_path: Path, n: int) -> None:
     small = synthetic_pool(tmp_path, 300, name="small")
-    big = synthetic_pool(tmp_path, 3000, seed=1, name="big", rounds_per_run=50)
+    big = synthetic_pool(tmp_path, n, seed=1, name="big", rounds_per_run=50 if n < 10_000 else 100)
     measured = build_reports([big, small], ReportOptions(parser="heuristic"))
     page = _write_page(tmp_path, *[m.report for m in measured])
     browser.open(page_url(page))
@@ -253,4 +254,4 @@ def test_against_uses_full_counts(browser: Chromium, tmp_path: Path) -> None:
         for j in range(2):
             assert shares[2 * k + j] == f"{want[j][word] / sum(want[j].values()) * 100:.1f}%", word
     text = browser.evaluate("document.body.innerText")
-    assert "on a seeded random subsample of 300 of its 3,000 tasks" in text
+    assert f"on a seeded random subsample of 300 of its {n:,} tasks" in text
