@@ -233,6 +233,32 @@ def test_every_caption_matches_the_pool(browser: Chromium, tmp_path: Path, n: in
                                   ".map(t => t.firstChild.textContent)")  # fmt: skip
     counts = [int(v.replace(",", "")) for v in score_bars if v[0].isdigit()]
     assert counts == [want["scores"][s] for s in range(1, 6)]
+    # Table 1 and the signals, from the files.
+    tasks = [json.loads(x) for x in (pool / "tasks.jsonl").read_text(encoding="utf-8").splitlines()]
+    mean_words = sum(len(t["instruction"].split()) for t in tasks) / len(tasks)
+    assert summary("mean instruction length (words)") == f"{mean_words:.1f}"
+    same = sum(
+        1 for t in tasks if not t["is_classification"] and len(t["instances"]) > 1
+        and len({" ".join(i["output"].casefold().split()) for i in t["instances"]}) == 1
+    )  # fmt: skip
+    assert summary("every output the same (non-classification tasks of 2+ instances)").startswith(
+        f"{same:,} ({same / len(tasks) * 100:.1f}%)"
+    )
+    if n < 1000:  # ROUGE-L of every task to every seed with rouge-score itself: 300 x 175 pairs
+        from rouge_score import rouge_scorer
+
+        from selfinstruct.paths import default_seeds_path
+
+        seeds = [json.loads(x)["instruction"] for x in default_seeds_path().read_text(encoding="utf-8").splitlines()]
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        best = [max(scorer.score(s, t["instruction"])["rougeL"].fmeasure for s in seeds) for t in tasks]
+        want_bins = Counter(min(int(b * 20 + 1e-9), 19) for b in best)
+        drawn_bins = browser.evaluate("[...[...document.querySelectorAll('svg[data-chart=histogram]')].find(s => "
+                                      "s.querySelector('title').textContent === 'ROUGE-L to the most similar seed')"
+                                      ".querySelectorAll('rect.mark')].filter(r => r.querySelector('title')"
+                                      ".textContent.startsWith('to the nearest seed')).map(r => [+r.dataset.bin, "
+                                      "+r.querySelector('title').textContent.split(': ')[1]])")  # fmt: skip
+        assert dict(map(tuple, drawn_bins)) == dict(want_bins)
     shot = read_png(browser.screenshot({"x": 0, "y": 0, "width": 1100, "height": 1400}, scale=0.5))
     assert _ink_share(_colours(shot)) > 0.03
 
