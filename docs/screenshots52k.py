@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from chromium import Chromium, find_chromium, page_url  # noqa: E402
 from reportpools import synthetic_pool  # noqa: E402
 
+from selfinstruct.paths import default_seeds_path  # noqa: E402
 from selfinstruct.report import ReportOptions, build_report  # noqa: E402
 from selfinstruct.reporthtml import render_html  # noqa: E402
 
@@ -54,8 +56,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # relative paths: the page shows no machine's paths
         pool = synthetic_pool(Path("."), args.tasks, name="pool-52k", rounds_per_run=100)
+        seeds = Path("seeds") / "seed_tasks.jsonl"
+        seeds.parent.mkdir()
+        shutil.copy(default_seeds_path(), seeds)
         page = Path(tmp) / "report.html"
-        report = build_report(pool.relative_to(Path(".")), ReportOptions(parser="heuristic"))
+        report = build_report(pool, ReportOptions(seeds=str(seeds), parser="heuristic"))
         page.write_text(render_html([report]), encoding="utf-8")
         with Chromium(chromium) as browser:
             browser.open(page_url(page), width=1000, height=1400)
