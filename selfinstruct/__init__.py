@@ -9,7 +9,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+
+# Not `from typing import TYPE_CHECKING`: importing typing costs milliseconds in which a Ctrl-C would still
+# give Python's traceback (the entry point's handlers come after this package). Type checkers read this name.
+TYPE_CHECKING = False
 
 # Imported on first use (PEP 562): ``python -m selfinstruct`` imports this package before its entry point
 # installs the signal handlers, so the package itself must cost next to nothing to import.
@@ -36,6 +39,8 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling, make_backend
     from selfinstruct.errors import (
         BackendError,

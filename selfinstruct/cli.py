@@ -5,11 +5,15 @@ on a terminal, plain timestamped lines otherwise (cron, CI, ``| tee``). A :class
 its message on stderr and its exit code; nothing else lives here.
 
 Exit codes: 0 done (a budget or the target ended the run), 1 unexpected error, 2 bad input or options,
-3 backend failure, 4 pool problem, 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
+3 backend failure, 4 pool problem, 73 an output cannot be written or would replace an input (EX_CANTCREAT),
+74 standard output cannot be written, e.g. a full disk (EX_IOERR; a reader that closed the pipe is not an
+error: exit 0), 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -36,6 +40,8 @@ from rich.table import Table
 
 from selfinstruct import __version__
 from selfinstruct.errors import SelfInstructError
+from selfinstruct.safetext import clean
+from selfinstruct.safetext import markup as _m
 
 app = typer.Typer(
     name="selfinstruct",
@@ -48,8 +54,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+
+class _SafeConsole(Console):
+    """A console on which no text drives the terminal: every string is stripped of escape sequences and
+    control characters (:func:`selfinstruct.safetext.clean`) before rich renders it, markup or not. Text from
+    outside that goes into a markup string is escaped as well, with :func:`_m`."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(clean(text), **kwargs)
+
+
+err = _SafeConsole(stderr=True, highlight=False)
+out = _SafeConsole(highlight=False)
 
 EXIT_INTERRUPTED = 130
 
@@ -219,7 +236,7 @@ def generate(
         typer.Option(
             metavar="KEY=VALUE",
             help="Any other vllm.LLM engine argument, repeatable: --engine-arg enforce_eager=true "
-            "--engine-arg max_num_seqs=256. Values are read as JSON when they parse. Also the [vllm] table "
+            "--engine-arg max_num_seqs=256. Values are read as JSON when they parse. Also the \\[vllm] table "
             "of --config.",
             rich_help_panel=VLLM,
         ),
@@ -245,7 +262,8 @@ def generate(
         typer.Option(
             metavar="KEY=VALUE",
             help="An extra field for every request body, repeatable: --request-field repetition_penalty=1.1. "
-            "Values are read as JSON when they parse. Also the [request] table of --config.",
+            "Values are read as JSON when they parse. Also the \\[request] table of --config. Fields the loop "
+            "sets itself (model, prompt, messages, max_tokens, stop, seed, n, ...) are refused.",
             rich_help_panel=OAI,
         ),
     ] = None,
@@ -428,7 +446,7 @@ class _GenerateView:
     def event(self, kind: str, payload: Any) -> None:
         if kind in ("warning", "endpoint_down"):
             if self.progress is not None:
-                self.progress.console.print(f"[yellow]warning:[/] {payload}", highlight=False)
+                self.progress.console.print(f"[yellow]warning:[/] {_m(payload)}", highlight=False)
             elif not self.quiet:
                 err.print(f"{_stamp()} warning: {payload}", markup=False, soft_wrap=True)
         elif kind == "retry":
@@ -493,23 +511,23 @@ class _GenerateView:
                 + f"notes: {notes}; tokens {totals.prompt_tokens} in, {totals.completion_tokens} out"
             )
         if not self.quiet and self.live:
-            table = Table(title=f"run {outcome.info.run_id}", show_header=True, header_style="bold")
+            table = Table(title=f"run {_m(outcome.info.run_id)}", show_header=True, header_style="bold")
             table.add_column("")
             table.add_column("count", justify="right")
             table.add_row("rounds", str(totals.rounds))
             table.add_row("candidate instructions", str(totals.candidates))
             table.add_row("[green]accepted[/]", str(totals.accepted))
             for reason, n in totals.rejected.most_common():
-                table.add_row(f"rejected: {reason}", str(n))
+                table.add_row(f"rejected: {_m(reason)}", str(n))
             for name, n in totals.surplus.most_common():
-                table.add_row(f"not used: {name}", str(n))
+                table.add_row(f"not used: {_m(name)}", str(n))
             for note, n in sorted(totals.notes.items()):
-                table.add_row(f"[dim]note: {note}[/]", str(n))
+                table.add_row(f"[dim]note: {_m(note)}[/]", str(n))
             for stage, stats in totals.stages.items():
                 if stats.requests:
                     cancelled = f", {stats.cancelled} cancelled" if stats.cancelled else ""
                     table.add_row(
-                        f"{stage} requests",
+                        f"{_m(stage)} requests",
                         f"{stats.finished:,}{cancelled} · {stats.prompt_tokens:,} → {stats.completion_tokens:,} tokens",
                     )
             table.add_row("prompt tokens", f"{totals.prompt_tokens:,}")
@@ -554,6 +572,15 @@ def status(
         _render_status_lines(report)
 
 
+def _percent(value: Any) -> str:
+    """A share from the ledger as a percentage; the value as it is when it is not a number (a foreign line)."""
+    return f"{value:.1%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value or 0)
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.0f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value or 0)
+
+
 def _lock_line(holder: dict[str, Any] | None) -> str:
     if holder is None:
         return "free"
@@ -577,8 +604,8 @@ def _render_status_lines(report: dict[str, Any]) -> None:
         error = f" error: {r['error']}" if r.get("error") else ""
         line(
             f"run {r.get('run_id')} started {r.get('started_at')} exit {r.get('exit_reason')} rounds {r.get('rounds')} "
-            f"accepted {r.get('accepted')} of {r.get('candidates')} candidates ({r.get('acceptance_rate', 0):.1%}) "
-            f"in {r.get('seconds') or 0:.0f}s{error}"
+            f"accepted {r.get('accepted')} of {r.get('candidates')} candidates ({_percent(r.get('acceptance_rate'))}) "
+            f"in {_seconds(r.get('seconds'))}s{error}"
         )
     for reason, n in Counter(report["rejected"]).most_common():
         line(f"rejected {reason}: {n}")
@@ -596,7 +623,7 @@ def _judged_line(report: dict[str, Any]) -> str:
 
 def _render_status_tables(report: dict[str, Any]) -> None:
     holder = report["lock_holder"]
-    out.print(f"[bold]{report['directory']}[/]", highlight=False)
+    out.print(f"[bold]{_m(report['directory'])}[/]", highlight=False)
     target = report.get("target")
     out.print(f"pool: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
     out.print(f"lock: {_lock_line(holder)}", markup=False)
@@ -613,9 +640,9 @@ def _render_status_tables(report: dict[str, Any]) -> None:
             )
         for r in report["runs"]:
             table.add_row(
-                str(r.get("run_id")), str(r.get("started_at")), str(r.get("exit_reason")), str(r.get("rounds")),
-                str(r.get("accepted")), str(r.get("candidates")), f"{r.get('acceptance_rate', 0):.1%}",
-                f"{r.get('seconds') or 0:.0f}",
+                _m(r.get("run_id")), _m(r.get("started_at")), _m(r.get("exit_reason")), _m(r.get("rounds")),
+                _m(r.get("accepted")), _m(r.get("candidates")), _percent(r.get("acceptance_rate")),
+                _seconds(r.get("seconds")),
             )  # fmt: skip
         out.print(table)
         for r in report["runs"]:
@@ -626,7 +653,7 @@ def _render_status_tables(report: dict[str, Any]) -> None:
         table.add_column("reason", overflow="fold")
         table.add_column("count", justify="right")
         for reason, n in Counter(report["rejected"]).most_common():
-            table.add_row(reason, str(n))
+            table.add_row(_m(reason), str(n))
         out.print(table)
 
 
@@ -715,9 +742,9 @@ def report(
     Writes one self-contained HTML page (no network, plots inline) and/or JSON. Never takes the lock."""
     from selfinstruct import __version__ as version
     from selfinstruct.errors import ConfigError
+    from selfinstruct.outputs import check_output, open_output, write_text
     from selfinstruct.report import ReportOptions, build_reports, write_parquet
     from selfinstruct.reporthtml import render_html
-    from selfinstruct.task import atomic_writer
 
     with _user_errors(), _report_progress() as progress:
         for name, value in (("--sample", sample), ("--embedding-limit", embedding_limit)):
@@ -730,28 +757,39 @@ def report(
             embedding_model=str(embedding_model) if embedding_model else None, embedding_limit=embedding_limit,
             sample_size=sample, seed=seed, ratings=str(ratings) if ratings else None, progress=progress,
         )  # fmt: skip
-        measured = build_reports([directory] if against is None else [directory, against], options)
-        reports = [m.report for m in measured]
         html_path = output if output is not None else (None if as_json else directory / "report.html")
-        if html_path is not None:
-            page = render_html(reports, version=version)
-            try:
-                with atomic_writer(html_path) as fh:
-                    fh.write(page)
-                umask = os.umask(0)
-                os.umask(umask)
-                html_path.chmod(0o666 & ~umask)  # a page to share: not the private mode of a temporary file
-            except OSError as exc:
-                raise ConfigError(f"cannot write {html_path}: {exc.strerror or exc}") from None
-        written = [html_path] if html_path is not None else []
+        pools = [directory] + ([against] if against is not None else [])
+        inputs = _report_seed_files(pools, seeds) + ([ratings] if ratings is not None else [])
+        target = None
+        if html_path is not None:  # refused before the (slow) report is built
+            target = check_output(html_path, pools=pools, inputs=inputs, stream_ok=True, fmt="HTML")
+        parquet_target = None
         if parquet is not None:
-            try:
-                write_parquet(measured[0], parquet)
-            except OSError as exc:
-                raise ConfigError(f"cannot write {parquet}: {exc.strerror or exc}") from None
-            written.append(parquet)
+            parquet_target = check_output(parquet, flag="--parquet", pools=pools, inputs=inputs, fmt="Parquet")
+        sheet_targets = []
         if rating_sheet is not None:
-            written += _write_rating_sheet(directory, rating_sheet, seed)
+            sheet_targets = [
+                check_output(directory / name, flag="--rating-sheet", pools=pools, inputs=inputs, fmt=kind)
+                for name, kind in (("rating_sheet.csv", "CSV"), ("rating_sheet.jsonl", "JSON Lines"))
+            ]
+        measured = build_reports(pools, options)
+        reports = [m.report for m in measured]
+        written: list[Path] = []
+        if target is not None:
+            write_text(target, render_html(reports, version=version))
+            written.append(target.path)
+        if parquet_target is not None:
+            with open_output(parquet_target, binary=True, flag="--parquet") as fh:
+                write_parquet(measured[0], fh)
+            written.append(parquet_target.path)
+        if sheet_targets:
+            from selfinstruct.pool import Pool
+            from selfinstruct.rating import draw_sheet, sheet_csv, sheet_jsonl
+
+            rows = draw_sheet(Pool(directory).read_tasks(), rating_sheet or 0, seed)
+            for sheet, text in zip(sheet_targets, (sheet_csv(rows), sheet_jsonl(rows)), strict=True):
+                write_text(sheet, text, flag="--rating-sheet")
+                written.append(sheet.path)
     if as_json:
         data: Any = reports[0] if len(reports) == 1 else {"pool": reports[0], "against": reports[1]}
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
@@ -782,21 +820,20 @@ def _report_progress() -> Iterator[Callable[[str, int, int], None]]:
             bars.stop()
 
 
-def _write_rating_sheet(directory: Path, n: int, seed: int) -> list[Path]:
-    from selfinstruct.errors import ConfigError
+def _report_seed_files(pools: list[Path], seeds: Path | None) -> list[Path]:
+    """The seed files a report reads: --seeds, else each pool's own (an output may replace none of them)."""
+    if seeds is not None:
+        return [seeds]
     from selfinstruct.pool import Pool
-    from selfinstruct.rating import draw_sheet, sheet_csv, sheet_jsonl
-    from selfinstruct.task import atomic_writer
+    from selfinstruct.report import resolve_seeds
 
-    rows = draw_sheet(Pool(directory).read_tasks(), n, seed)
-    paths = [directory / "rating_sheet.csv", directory / "rating_sheet.jsonl"]
-    for path, text in zip(paths, (sheet_csv(rows), sheet_jsonl(rows)), strict=True):
+    found = []
+    for pool in pools:
         try:
-            with atomic_writer(path) as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return paths
+            found.append(resolve_seeds(Pool(pool), None)[0])
+        except SelfInstructError:
+            continue  # an unreadable config.json: the report itself says so
+    return found
 
 
 # ----------------------------------------------------------------------------------------------- export
@@ -1094,14 +1131,14 @@ def filter_command(
     if quiet:
         return
     if err.is_terminal:
-        table = Table(title=f"filter {source}", header_style="bold")
+        table = Table(title=f"filter {_m(source)}", header_style="bold")
         table.add_column("")
         table.add_column("count", justify="right")
         table.add_row("candidates", str(result.total))
         table.add_row("compared against", str(result.against))
         table.add_row("[green]kept[/]", str(result.kept))
         for reason, n in result.rejected.most_common():
-            table.add_row(f"rejected: {reason}", str(n))
+            table.add_row(f"rejected: {_m(reason)}", str(n))
         err.print(table)
     else:
         reasons = ", ".join(f"{k} {v}" for k, v in result.rejected.most_common()) or "none"
@@ -1146,13 +1183,13 @@ def seeds_check(
 
 def _render_seed_report(report: Any) -> None:
     for finding in report.problems:
-        out.print(f"[red]problem[/] {finding.render(report.path)}", soft_wrap=True)
+        out.print(f"[red]problem[/] {_m(finding.render(report.path))}", soft_wrap=True)
     for finding in report.warnings:
-        out.print(f"[yellow]warning[/] {finding.render(report.path)}", soft_wrap=True)
+        out.print(f"[yellow]warning[/] {_m(finding.render(report.path))}", soft_wrap=True)
     if not report.tasks:
         return
     n = report.tasks
-    table = Table(title=f"{report.path}: {n} tasks", header_style="bold", show_header=False)
+    table = Table(title=f"{_m(report.path)}: {n} tasks", header_style="bold", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
     table.add_row("classification", f"{report.classification} ({report.classification / n:.0%})")
@@ -1161,7 +1198,7 @@ def _render_seed_report(report: Any) -> None:
     lw = report.length_words
     table.add_row("instruction words", f"min {lw['min']} · median {lw['median']:g} · p90 {lw['p90']} · max {lw['max']}")
     table.add_row("distinct leading words", str(report.distinct_leading_words))
-    table.add_row("most common", ", ".join(f"{w} {c}" for w, c in report.leading_words[:8]))
+    table.add_row("most common", _m(", ".join(f"{w} {c}" for w, c in report.leading_words[:8])))
     out.print(table)
     if report.similar_pairs:
         sim = Table(title="most similar pairs (ROUGE-L F)", header_style="bold")
@@ -1170,10 +1207,10 @@ def _render_seed_report(report: Any) -> None:
         sim.add_column("most similar earlier instruction")
         sim.add_column("F", justify="right")
         for p in report.similar_pairs:
-            sim.add_row(str(p["line"]), p["instruction"], p["similar_to"], f"{p['score']:.3f}")
+            sim.add_row(str(p["line"]), _m(p["instruction"]), _m(p["similar_to"]), f"{p['score']:.3f}")
         out.print(sim)
     verdict = "[green]valid[/]" if report.ok else f"[red]invalid: {len(report.problems)} problems[/]"
-    out.print(f"{report.path}: {verdict}, {len(report.warnings)} warnings")
+    out.print(f"{_m(report.path)}: {verdict}, {len(report.warnings)} warnings")
 
 
 def _flags_take_no_value() -> None:
@@ -1196,16 +1233,76 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 
 
+class _StdoutFailed(BaseException):
+    """Writing to standard output failed (a closed pipe, a full disk). A BaseException, so that neither click
+    (which turns a broken pipe into a silent exit 1) nor a library's ``except Exception`` takes it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _GuardedStdout:
+    """``sys.stdout`` for the command's lifetime: a failed write or flush raises :class:`_StdoutFailed`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+#: Exit status when standard output cannot be written (EX_IOERR); a reader that closed the pipe early
+#: (``selfinstruct status POOL | head -1``) is not an error: exit 0, as the shell expects.
+EXIT_STDOUT = 74
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that what is still buffered cannot fail again at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
 def main() -> None:
     """Console-script entry point (``selfinstruct.__main__.main`` installs the signal handlers first)."""
-    from selfinstruct import stopping
+    from selfinstruct import redact, stopping
 
     restore = stopping.install()
+    redact.register_environment()
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(real_stdout)
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a failure could only print a traceback
     except (stopping.StopRequested, KeyboardInterrupt) as stop:  # a stop outside a run: no traceback
         name = stop.args[0] if isinstance(stop, stopping.StopRequested) else "interrupted"
         err.print(f"selfinstruct: {name}; no run was in progress, nothing was written", markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    except _StdoutFailed as failed:
+        _silence_stdout()
+        if failed.error.errno == errno.EPIPE:
+            sys.exit(0)
+        err.print(
+            f"selfinstruct: cannot write to standard output: {failed.error.strerror or failed.error}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        sys.exit(EXIT_STDOUT)
     finally:
+        sys.stdout = real_stdout
         restore()

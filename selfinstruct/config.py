@@ -29,8 +29,9 @@ from typing import Any
 
 from selfinstruct.alpaca import completion_stop
 from selfinstruct.backends import BackendOptions, Sampling, normalize_base_url, strip_userinfo
-from selfinstruct.errors import ConfigError
+from selfinstruct.errors import ConfigError, InputError
 from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
+from selfinstruct.inputs import SMALL_LIMIT_BYTES, read_bounded
 from selfinstruct.jsontext import JSONProblem
 from selfinstruct.jsontext import loads as json_loads
 from selfinstruct.judge import SCALE as JUDGE_SCALE
@@ -478,13 +479,15 @@ def _read_toml_with_keys(path: str | Path) -> tuple[dict[str, Any], dict[str, st
     """The values of a config file, and for each field the key as the file spells it (for messages)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory; --config names a TOML file") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+        raw = read_bounded(p, limit=SMALL_LIMIT_BYTES, what="a config file")
+    except InputError as exc:
+        problem = {
+            "file not found": "config file not found",
+            "is a directory, not a file": "is a directory; --config names a TOML file",
+        }.get(exc.problem, exc.problem)
+        if problem.startswith("cannot read: "):
+            problem = "cannot read the config file: " + problem.removeprefix("cannot read: ")
+        raise ConfigError(f"{p}: {problem}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -523,11 +526,44 @@ def _read_toml_with_keys(path: str | Path) -> tuple[dict[str, Any], dict[str, st
     return values, keys
 
 
+#: Request-body fields the loop sets itself, with the option that sets each (None: no option, the loop's
+#: own). A ``--request-field`` for one of them would make the pool record one thing while the server was
+#: asked another (``model=other`` mixes models past the identity check; ``n`` or ``echo`` change what a
+#: reply holds; ``seed`` breaks replay), so they are refused.
+LOOP_REQUEST_FIELDS: dict[str, str | None] = {
+    "model": "--model",
+    "prompt": None,
+    "messages": None,
+    "max_tokens": "--max-tokens / --instance-max-tokens",
+    "max_completion_tokens": "--max-tokens / --instance-max-tokens",
+    "stop": None,
+    "seed": "--seed",
+    "n": None,
+    "best_of": None,
+    "stream": None,
+    "echo": None,
+    "suffix": None,
+    "temperature": "--temperature / --instance-temperature",
+    "top_p": "--top-p",
+    "top_k": None,
+    "presence_penalty": "--presence-penalty",
+    "frequency_penalty": None,
+}
+
+
 def normalize_pass_through(name: str, table: dict[str, Any]) -> dict[str, Any]:
     """Engine arguments are Python keyword names: ``max-num-seqs`` becomes ``max_num_seqs``. Request fields
-    go into a JSON body as written."""
+    go into a JSON body as written; one that the loop sets itself (:data:`LOOP_REQUEST_FIELDS`) is refused."""
     if name == "engine_args":
         return {key.replace("-", "_"): value for key, value in table.items()}
+    for key in table:
+        if key in LOOP_REQUEST_FIELDS:
+            option = LOOP_REQUEST_FIELDS[key]
+            how = f"set it with {option}" if option else "the loop sets it for each request"
+            raise ConfigError(
+                f"request field {key!r} cannot be set with --request-field or [request]: {how} (a pool records "
+                "what its requests were, and this field would make that record untrue)"
+            )
     return dict(table)
 
 

@@ -850,13 +850,14 @@ def build_reports(directories: Sequence[str | Path], options: ReportOptions | No
 PARQUET_HINT = "writing Parquet needs pyarrow: pip install pyarrow (or pip install 'selfinstruct[export]')"
 
 
-def write_parquet(measured: Measured, path: str | Path) -> int:
-    """Write the per-task measures as a Parquet file (one row per task); returns the row count."""
+def write_parquet(measured: Measured, where: str | Path | Any) -> int:
+    """Write the per-task measures as Parquet (one row per task) to a path or a binary file object;
+    returns the row count."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(PARQUET_HINT) from None
     table = pa.table({name: pa.array(values) for name, values in measured.rows.items()})
-    pq.write_table(table, str(path))
+    pq.write_table(table, where if hasattr(where, "write") else str(where))
     return table.num_rows

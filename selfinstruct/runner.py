@@ -39,6 +39,7 @@ from selfinstruct.bootstrap import INTERRUPTED, SURPLUS, Bootstrap, JudgeSpec, P
 from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import ConfigError, PoolError, SelfInstructError
+from selfinstruct.inputs import fingerprint
 from selfinstruct.judge import JudgeTemplate
 from selfinstruct.pool import Pool, compare_configs
 from selfinstruct.prompts import PromptTemplates
@@ -99,7 +100,8 @@ class RunOutcome:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """The fingerprint of a seed file or template, read with the bounded reader (never from /dev/zero)."""
+    return fingerprint(path)
 
 
 def _stored_identity(pool: Pool, machine: list[Task]) -> tuple[dict[str, Any] | None, str]:

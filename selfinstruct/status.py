@@ -32,7 +32,6 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
     if not pool.directory.is_dir():
         what = "is a file, not a pool directory" if pool.directory.exists() else "no such pool directory"
         raise PoolError(f"{pool.directory}: {what}")
-    tasks = pool.read_tasks(skip_bad=True)
     runs = pool.read_runs()
     rejected: Counter[str] = Counter()
     for run in runs:
@@ -77,13 +76,22 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
     config = stored.get("config")
     config = config if isinstance(config, dict) else {}
     target = runs[-1].get("target") if runs else config.get("num_instructions")
+    # The tasks stream through once (a pool of a million tasks is counted in bounded memory): each is
+    # counted and its effective judgement (the sidecar's, else the record's) tallied, nothing kept.
     sidecar, _ = read_sidecar_records(pool.iter_judgements())
-    judgements = effective_judgements(tasks, sidecar).judgements
-    scores = Counter(j.score for j in judgements if j is not None and j.score is not None)
+    pool_size = judged = 0
+    scores: Counter[float] = Counter()
+    for task in pool.iter_tasks():
+        pool_size += 1
+        (judgement,) = effective_judgements([task], sidecar).judgements
+        if judgement is not None:
+            judged += 1
+            if judgement.score is not None:
+                scores[judgement.score] += 1
     scored = sum(scores.values())
     return {
         "directory": str(pool.directory),
-        "pool_size": len(tasks),
+        "pool_size": pool_size,
         "target": target,
         "model": stored.get("model"),
         "lock_holder": pool.lock_holder(),
@@ -92,7 +100,7 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
         "rejected": dict(rejected.most_common()),
         "rejected_logged": pool.read_rejected_counts(),
         "judged": {
-            "judged": sum(1 for j in judgements if j is not None),
+            "judged": judged,
             "scored": scored,
             "mean_score": sum(k * v for k, v in scores.items()) / scored if scored else None,
             "scores": {str(k): scores[k] for k in sorted(scores)},

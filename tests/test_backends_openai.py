@@ -4,6 +4,7 @@ endpoints, retries and their events, timeouts, oversized replies, errors, secret
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import time
 import traceback
@@ -238,7 +239,6 @@ def test_finish_reason_is_passed_through() -> None:
         ('{"choices": [{"index": 0, "text": 5}]}', "malformed choice"),
         ('{"choices": ["a"]}', "malformed choice"),
         ('{"result": "hello"}', "without a list of choices"),
-        ("<html>gateway</html>", "not JSON"),
     ],
 )
 def test_malformed_replies_fail_without_retry(fake_lm: FakeLM, body: str, expected: str) -> None:
@@ -246,6 +246,27 @@ def test_malformed_replies_fail_without_retry(fake_lm: FakeLM, body: str, expect
     with backend(fake_lm) as b, pytest.raises(BackendError, match=expected):
         b.generate(["p"], SAMPLING)
     assert len(fake_lm.log) == 1
+
+
+@pytest.mark.parametrize("body", ["<html>gateway</html>", "", '{"choices": [', "\x1b]0;pwned\x07 [/] not json"])
+def test_a_reply_that_is_not_json_is_retried_then_counted_as_empty(fake_lm: FakeLM, body: str) -> None:
+    events: list[tuple[str, Any]] = []
+    fake_lm.fail_next(200, times=3, body=body)
+    with backend(fake_lm, max_retries=2, on_event=lambda k, p: events.append((k, p))) as b:
+        (out,) = b.generate(["p"], SAMPLING)
+    assert len(fake_lm.log) == 3  # three unreadable attempts, then counted: the run goes on
+    assert out.text == "" and not out.cut and b.unreadable == 1
+    warnings = [p for k, p in events if k == "warning"]
+    assert len(warnings) == 1 and "counted as an empty completion" in warnings[0]
+    assert "\x1b" not in warnings[0] and "\x07" not in warnings[0]
+    assert sum(k == "retry" for k, _ in events) == 2
+
+
+def test_a_reply_that_becomes_json_on_retry_is_used(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(200, body="garbage")
+    with backend(fake_lm, max_retries=1) as b:
+        (out,) = b.generate(["p"], SAMPLING)
+    assert out.text and b.unreadable == 0 and len(fake_lm.log) == 2
 
 
 def test_a_reply_longer_than_max_tokens_allows_is_cut_and_marked() -> None:
@@ -664,3 +685,112 @@ def test_detect_api_reads_a_chat_model_message_on_a_400() -> None:
 
     with FakeLM(respond=respond) as lm, backend(lm) as b:
         assert b.detect_api()[0] == "chat"
+
+
+# -- hostile replies: compressed bombs, a wrong endpoint among several ---------------------------------------
+
+
+class RawServer:
+    """A loopback HTTP server that answers every request with fixed status, headers and raw body bytes."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                outer.requests += 1
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RawServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_reply_is_bounded_while_it_is_inflated(coding: str) -> None:
+    import gzip
+    import tracemalloc
+    import zlib
+
+    inner = b'{"choices": [{"index": 0, "text": "' + b"a" * 60_000_000 + b'", "finish_reason": "stop"}]}'
+    body = gzip.compress(inner, 9) if coding == "gzip" else zlib.compress(inner, 9)
+    assert len(body) < 200_000  # ~60 MB inflated from a body of this size
+    with RawServer(200, body, {"Content-Type": "application/json", "Content-Encoding": coding}) as server:
+        tracemalloc.start()
+        try:
+            with OpenAIBackend(server.base_url, "m", **FAST) as b:
+                (out,) = b.generate(["x"], Sampling(max_tokens=100))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert out == Completion("", "length", cut=True)
+    assert peak < 20_000_000, peak  # the reply limit for 100 tokens is ~1.1 MB; never the 60 MB
+
+
+def test_a_small_compressed_reply_is_read() -> None:
+    import gzip
+
+    inner = b'{"choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}]}'
+    with (
+        RawServer(200, gzip.compress(inner), {"Content-Encoding": "gzip"}) as server,
+        OpenAIBackend(server.base_url, "m", **FAST) as b,
+    ):
+        assert b.generate(["x"], SAMPLING) == [Completion("hello", "stop")]
+
+
+def test_an_encoding_we_did_not_ask_for_is_a_retried_failure() -> None:
+    server = RawServer(200, b"\x00\x01garbage", {"Content-Encoding": "br"})
+    with server, OpenAIBackend(server.base_url, "m", max_retries=1, **FAST) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert "Content-Encoding: br" in str(info.value) and server.requests == 2
+
+
+def test_one_endpoint_answering_404_among_several_is_dropped_and_the_others_go_on(fake_lm: FakeLM) -> None:
+    events: list[tuple[str, Any]] = []
+    with RawServer(404, b'{"error": {"message": "no such route \\u001b[2J [/]"}}', {}) as wrong:
+        urls = [wrong.base_url, fake_lm.base_url]
+        with OpenAIBackend(urls, "fake-model", max_retries=0, on_event=lambda k, p: events.append((k, p)), **FAST) as b:
+            out = b.generate([f"p{i}" for i in range(12)], SAMPLING)
+        assert wrong.requests >= 1
+    assert all(o.text for o in out) and len(fake_lm.log) == 12
+    down = [p for k, p in events if k == "endpoint_down"]
+    assert len(down) == 1 and "HTTP 404" in down[0] and f"dropped {wrong.base_url}" in down[0]
+    assert "\x1b" not in down[0]
+
+
+def test_a_404_from_the_only_endpoint_is_still_an_error() -> None:
+    with RawServer(404, b'{"error": {"message": "not found"}}', {}) as wrong:
+        with OpenAIBackend([wrong.base_url], "m", max_retries=3, **FAST) as b, pytest.raises(BackendError, match="404"):
+            b.generate(["x"], SAMPLING)
+        assert wrong.requests == 1
+
+
+def test_a_model_id_with_escape_sequences_is_refused() -> None:
+    listing = json.dumps({"data": [{"id": "evil\x1b]0;pwned\x07"}]}).encode()
+    server = RawServer(200, listing, {"Content-Type": "application/json"})
+    with server, pytest.raises(ConfigError, match="control characters or escape sequences") as info:
+        OpenAIBackend(server.base_url, None, **FAST)
+    assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)

@@ -43,6 +43,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -53,6 +54,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from selfinstruct import redact
 from selfinstruct.backends import (
     BackendOptions,
     Completion,
@@ -69,6 +71,7 @@ from selfinstruct.backends import (
 )
 from selfinstruct.backends.chat import to_openai
 from selfinstruct.errors import BackendError, ConfigError
+from selfinstruct.safetext import clean
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -114,7 +117,7 @@ def _display(url: str) -> str:
 
 
 def _excerpt(text: str, limit: int = MESSAGE_EXCERPT) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean(text).split())  # a server's text never carries escape sequences into our messages
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -177,6 +180,7 @@ class _Endpoint:
     requests: int = 0
     failures: int = 0
     down_reported: bool = False
+    dropped: bool = False  # answered 404 while others answer: a wrong URL among several, not used again
 
 
 @dataclass(order=True)
@@ -257,6 +261,7 @@ class OpenAIBackend:
         self.on_event = on_event
         self._api_key = api_key or None
         self._secrets = self._secret_forms(self._api_key, [cred for _, cred in roots])
+        redact.register(*self._secrets)  # and out of every file the process writes (judgements, exports)
         self._retry_wait_initial = retry_wait_initial
         self._retry_wait_max = retry_wait_max
         self._retry_after_max = retry_after_max
@@ -265,6 +270,7 @@ class OpenAIBackend:
         self._order = itertools.count()
         self._waiters: list[_Waiter] = []
         self.retries = 0
+        self.unreadable = 0  # replies that were not JSON after every retry, counted as empty completions
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(_quiet_unretrieved)
         self._thread = threading.Thread(target=self._loop.run_forever, name="selfinstruct-http", daemon=True)
@@ -374,7 +380,18 @@ class OpenAIBackend:
         max_tokens = request.sampling.max_tokens
         chat = "messages" in body
         path = "/chat/completions" if chat else "/completions"
-        reply = await self._send("POST", path, body, (request.priority, request.key), max_tokens)
+        reply = await self._send(
+            "POST", path, body, (request.priority, request.key), max_tokens, readable=_is_json_object
+        )
+        if not _is_json_object(reply):
+            # Still not JSON after every retry: one garbled reply is data to count (an empty completion that
+            # the parsers note), not the end of the run.
+            self.unreadable += 1
+            self._emit("warning", self._redact(
+                f"an unreadable reply (HTTP {reply.status}, not JSON: {_excerpt(self._text(reply), 120) or 'empty'}) "
+                f"was counted as an empty completion ({self.unreadable} so far)"
+            ))  # fmt: skip
+            return Completion("", None)
         if reply.too_big:
             # A reply this large is not a completion of max_tokens tokens: count it, keep nothing of it.
             return Completion("", "length", cut=True)
@@ -417,13 +434,17 @@ class OpenAIBackend:
         max_tokens: int,
         *,
         attempts: int | None = None,
+        readable: Any = None,
     ) -> _Reply:
         """One logical request: attempted on the least busy endpoint, retried elsewhere or later while
         failures are transient; a BackendError when they are not, or when the attempts run out (``attempts``:
-        at most this many, instead of ``1 + max_retries``)."""
+        at most this many, instead of ``1 + max_retries``). ``readable(reply)`` false for a 200 reply makes it
+        a transient failure too, and the last such reply is returned for the caller to count."""
         attempts = attempts or self.max_retries + 1
         failed: _Endpoint | None = None
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             endpoint = await self._acquire(order, failed, max_tokens)
             try:
                 endpoint.requests += 1
@@ -431,8 +452,15 @@ class OpenAIBackend:
                 if reply.status in RETRY_STATUSES:
                     retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
                     raise _Transient(f"HTTP {reply.status}: {_server_message(reply.status, reply.data)}", retry_after)
+                if reply.status == 404 and self._drop(endpoint, reply, path):
+                    attempt -= 1  # the endpoint's fault, not the request's: it does not use up an attempt
+                    continue
                 if reply.status >= 400:
                     raise self._error(self._http_error_message(endpoint.url + path, reply))
+                if readable is not None and not reply.too_big and not readable(reply):
+                    if attempt == attempts:
+                        return reply
+                    raise _Transient(f"HTTP {reply.status} with a body that is not JSON")
                 return reply
             except _Transient as exc:
                 endpoint.failures += 1
@@ -445,7 +473,7 @@ class OpenAIBackend:
                 wait = self._backoff(attempt, exc.retry_after)
                 endpoint.cooldown_until = time.monotonic() + wait
                 elsewhere = self._healthy_other(endpoint)
-                if not endpoint.down_reported and len(self._endpoints) > 1:
+                if not endpoint.down_reported and len(self._endpoints) > 1 and not endpoint.dropped:
                     endpoint.down_reported = True
                     self._emit("endpoint_down", self._redact(f"{endpoint.url} failed ({exc.what}); using the others"))
                 self.retries += 1
@@ -467,11 +495,18 @@ class OpenAIBackend:
 
         async def go() -> _Reply:
             async with endpoint.client.stream(method, endpoint.url + path, json=body) as response:
+                # Raw bytes, inflated here with a bound: httpx would inflate a whole compressed chunk before
+                # its size could be checked (a 40 KB gzip chunk can hold 40 MB).
                 chunks: list[bytes] = []
                 size = 0
-                async for chunk in response.aiter_bytes():
+                if response.is_stream_consumed:  # read already (an injected transport): decoded, in memory
+                    inflate, pieces = _decoder(""), _once(response.content)
+                else:
+                    inflate, pieces = _decoder(response.headers.get("Content-Encoding", "")), response.aiter_raw()
+                async for raw in pieces:
+                    chunk, more = inflate(raw, limit - size + 1)
                     size += len(chunk)
-                    if size > limit:
+                    if size > limit or more:
                         return _Reply(response.status_code, b"".join(chunks), response.headers, True)
                     chunks.append(chunk)
                 return _Reply(response.status_code, b"".join(chunks), response.headers, False)
@@ -496,12 +531,26 @@ class OpenAIBackend:
 
     def _healthy_other(self, endpoint: _Endpoint) -> bool:
         now = time.monotonic()
-        return any(e is not endpoint and e.cooldown_until <= now for e in self._endpoints)
+        return any(e is not endpoint and not e.dropped and e.cooldown_until <= now for e in self._endpoints)
+
+    def _drop(self, endpoint: _Endpoint, reply: _Reply, path: str) -> bool:
+        """Stop using an endpoint that answered 404 while another one is left: a wrong --base-url among
+        several. Reported once; False (nothing dropped) when it is the last one, whose 404 is an error."""
+        if endpoint.dropped:
+            return True
+        if not any(e is not endpoint and not e.dropped for e in self._endpoints):
+            return False
+        endpoint.dropped = True
+        endpoint.down_reported = True
+        self._emit("endpoint_down", self._redact(
+            f"{self._http_error_message(endpoint.url + path, reply)}; dropped {endpoint.url}, using the others"
+        ))  # fmt: skip
+        return True
 
     def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
         """The endpoint with a free slot and the least outstanding work, avoiding ``avoid`` and endpoints in
         cooldown while another one will do."""
-        free = [e for e in self._endpoints if e.outstanding < self.concurrency]
+        free = [e for e in self._endpoints if e.outstanding < self.concurrency and not e.dropped]
         if not free:
             return None
         now = time.monotonic()
@@ -568,6 +617,12 @@ class OpenAIBackend:
                 f"{self.base_url}/models did not list its models ({_excerpt(self._text(reply), 200)}); pass --model"
             )
         ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        for model_id in ids:
+            if clean(model_id) != model_id or not model_id.strip():
+                raise ConfigError(
+                    f"the server at {self.base_url} lists a model id holding control characters or escape "
+                    f"sequences ({clean(model_id)!r} once they are removed); refusing it: pass --model"
+                )
         if len(ids) == 1:
             return ids[0]
         if not ids:
@@ -581,7 +636,7 @@ class OpenAIBackend:
     async def _make_clients(
         self, roots: list[tuple[str, tuple[str, str] | None]], transport: httpx.AsyncBaseTransport | None
     ) -> list[_Endpoint]:
-        headers = {"User-Agent": "selfinstruct"}
+        headers = {"User-Agent": "selfinstruct", "Accept-Encoding": ACCEPT_ENCODING}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         endpoints = []
@@ -633,7 +688,7 @@ class OpenAIBackend:
     def _redact(self, message: str) -> str:
         for secret in self._secrets:
             message = message.replace(secret, "<redacted>")
-        return message
+        return redact.redact(message)
 
     def _error(self, message: str) -> BackendError:
         """A BackendError whose message cannot carry a secret, even if a server echoed it."""
@@ -765,6 +820,52 @@ def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     if context.get("message", "").startswith("Task exception was never retrieved"):
         return
     loop.default_exception_handler(context)
+
+
+#: What we accept: compressed bodies are inflated by :func:`_decoder`, with a bound on what they inflate to.
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+def _decoder(content_encoding: str) -> Any:
+    """``inflate(raw, max_out) -> (bytes, more)`` for a Content-Encoding: at most ``max_out`` bytes come out
+    of each call, and ``more`` says that the chunk held more than that (the reply is too large)."""
+    coding = content_encoding.strip().lower()
+    if coding in ("", "identity"):
+        return lambda raw, max_out: (raw, False)
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise _Transient(f"a reply in an encoding we did not ask for (Content-Encoding: {_excerpt(coding, 40)})")
+    state: dict[str, Any] = {"d": zlib.decompressobj(wbits=47), "started": False}  # 47: gzip or zlib header
+
+    def inflate(raw: bytes, max_out: int) -> tuple[bytes, bool]:
+        d = state["d"]
+        try:
+            out = d.decompress(raw, max_out)
+            state["started"] = state["started"] or bool(raw)
+        except zlib.error:
+            if coding != "deflate" or state["started"]:
+                raise _Transient("a compressed reply that does not inflate") from None
+            state["d"] = d = zlib.decompressobj(wbits=-15)  # a raw deflate stream (some servers send it)
+            try:
+                out = d.decompress(raw, max_out)
+            except zlib.error:
+                raise _Transient("a compressed reply that does not inflate") from None
+        return out, bool(d.unconsumed_tail)
+
+    return inflate
+
+
+async def _once(data: bytes) -> Any:
+    yield data
+
+
+def _is_json_object(reply: _Reply) -> bool:
+    """Whether a reply's body is a JSON object (a too-large body counts: it is handled as cut off)."""
+    if reply.too_big:
+        return True
+    try:
+        return isinstance(json.loads(reply.data), dict)
+    except ValueError:
+        return False
 
 
 def _as_count(value: object) -> int:
