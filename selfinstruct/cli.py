@@ -154,9 +154,12 @@ def generate(
     window: Annotated[
         int | None,
         typer.Option(
-            help="Instruction requests in flight or waiting to be committed, at most; request k shows the pool "
-            "as it stood at request k - window. Raise it for engines that batch more than ~256 sequences. "
-            "\\[default: 256]",
+            help="Fix the window: at most N instruction requests in flight or waiting to be committed, and "
+            "request k shows the pool as it stood at request k - N. By default the window follows the engine "
+            "(in-process vLLM: as many requests as it runs at once, from max_num_seqs and its running and "
+            "waiting counts, plus a quarter) and the lag is twice what the engine can hold, at most half the "
+            "instruction requests the run needs (recorded in the ledger as lag). "
+            "\\[default: follows the engine]",
             rich_help_panel=LOOP,
         ),
     ] = None,
@@ -244,7 +247,20 @@ def generate(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            help="Requests in flight per server (one prompt each; the server batches them). \\[default: 256]",
+            help="Requests in flight per server, fixed (one prompt each; the server batches them). By default "
+            "each server gets as many as it takes: the number follows its /metrics (running and waiting "
+            "requests, KV cache, preemptions) or, without them, its latency and 429/503 replies, from 64 "
+            "at the start up to 4096 (256 without /metrics). \\[default: adaptive]",
+            rich_help_panel=OAI,
+        ),
+    ] = None,
+    server_priority: Annotated[
+        bool | None,
+        typer.Option(
+            "--server-priority/--no-server-priority",
+            help="Send each request's priority (follow-ups before new instruction lists) for a server started "
+            "with `vllm serve --scheduling-policy priority`; vLLM refuses priorities otherwise. "
+            "\\[default: off]",
             rich_help_panel=OAI,
         ),
     ] = None,
@@ -349,7 +365,8 @@ def generate(
         "instance_temperature": instance_temperature, "instance_max_tokens": instance_max_tokens,
         "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
         "max_model_len": max_model_len, "window": window, "concurrency": concurrency,
-        "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout, "max_retries": max_retries,
+        "server_priority": server_priority, "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout,
+        "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
         "method": method, "api": api, "alpaca_count": alpaca_count, "judge_model": judge_model,
         "judge_base_url": judge_base_url, "min_score": min_score,
@@ -423,10 +440,21 @@ class _GenerateView:
         p = self.latest
         if p is None:
             return "in flight -, - tok/s, - tasks/min, ETA -"
+        servers = "; ".join(e.describe() for e in getattr(p, "endpoints", ()))
         return (
             f"in flight {p.in_flight_total}, {p.output_tokens_per_second:,.0f} tok/s, "
             f"{p.tasks_per_minute:,.1f} tasks/min, ETA {_duration(p.eta_seconds)}"
+            + (f"; servers: {servers}" if servers else "")
         )
+
+    @staticmethod
+    def _engines(p: Any) -> str:
+        """The servers' running and waiting requests, summed, for the bar (per server: the plain lines)."""
+        loads = [e for e in getattr(p, "endpoints", ()) if e.running is not None]
+        if not loads:
+            return ""
+        running, waiting = sum(e.running for e in loads), sum(e.waiting or 0 for e in loads)
+        return f" · servers run {running} wait {waiting}"
 
     def _update_bar(self, **fields: Any) -> None:
         if self.progress is None:
@@ -437,6 +465,7 @@ class _GenerateView:
             accepted=self.accepted,
             rejected=self.rejected,
             flight="-" if p is None else str(p.in_flight_total),
+            engines="" if p is None else self._engines(p),
             tokens="-" if p is None else f"{p.output_tokens_per_second:,.0f}",
             rate="-" if p is None else f"{p.tasks_per_minute:,.1f}",
             eta="-" if p is None else _duration(p.eta_seconds),
@@ -456,7 +485,8 @@ class _GenerateView:
             self.line(
                 f"run {info.run_id}: {info.backend} backend, model {info.model}, seed {info.seed}, "
                 f"pool {info.pool_dir} holds {info.pool_size}/{info.target}, {info.seeds} seed tasks, "
-                f"window {info.window}; ready after {info.startup_seconds:.1f}s"
+                f"{'window follows the engine' if info.window is None else f'window {info.window}'}; "
+                f"ready after {info.startup_seconds:.1f}s"
             )
             if self.live:
                 self.progress = Progress(
@@ -464,7 +494,7 @@ class _GenerateView:
                     BarColumn(),
                     MofNCompleteColumn(),
                     TextColumn("accepted {task.fields[accepted]} · rejected {task.fields[rejected]}"),
-                    TextColumn("· in flight {task.fields[flight]} · {task.fields[tokens]} tok/s"),
+                    TextColumn("· in flight {task.fields[flight]}{task.fields[engines]} · {task.fields[tokens]} tok/s"),
                     TextColumn("· {task.fields[rate]} tasks/min"),
                     TimeElapsedColumn(),
                     TextColumn("ETA {task.fields[eta]}"),
@@ -474,7 +504,7 @@ class _GenerateView:
                 self.progress.start()
                 self.task_id = self.progress.add_task(
                     "pool", total=info.target, completed=info.pool_size, round="-", accepted=0, rejected=0,
-                    flight="-", tokens="-", rate="-", eta="-",
+                    flight="-", engines="", tokens="-", rate="-", eta="-",
                 )  # fmt: skip
         elif kind == "progress":
             self.latest = payload
@@ -1037,7 +1067,9 @@ def judge(
     request_field: Annotated[
         list[str] | None, typer.Option(metavar="KEY=VALUE", help="An extra field for every request, repeatable.")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight per server.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Requests in flight per server, fixed. \\[default: adaptive, see generate]")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds for one attempt of a request.")] = None,
     max_retries: Annotated[int | None, typer.Option(help="Retries of a failed request.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,

@@ -60,7 +60,10 @@ class GenerateConfig:
     # the loop
     num_instructions: int = 100
     batch_size: int = 16  # instruction-generation requests per round (the reporting and --max-rounds unit)
-    window: int = 256  # unresolved instruction requests at most; request k shows the pool as of k - window
+    # None: follow the engine (what is in flight follows the stream's capacity; the lag is derived from the
+    # engine's settings and the budget, see selfinstruct.bootstrap). N: at most N unresolved instruction
+    # requests, and request k shows the pool as of k - N.
+    window: int | None = None
     seed: int | None = None  # None: a fresh random seed, recorded in the run ledger for replay
     num_seed_demos: int = 6
     num_machine_demos: int = 2
@@ -100,7 +103,8 @@ class GenerateConfig:
     # openai backend: extra request-body fields ([request] table / --request-field)
     request_fields: dict[str, Any] = field(default_factory=dict)
     # openai backend
-    concurrency: int = 256  # requests in flight per endpoint
+    concurrency: int | None = None  # requests in flight per endpoint, fixed; None: each follows its server
+    server_priority: bool = False  # send each request's priority (for vllm serve --scheduling-policy priority)
     timeout: float = 300.0
     max_retries: int = 6
     # pool behaviour
@@ -278,6 +282,7 @@ class GenerateConfig:
             engine_args=dict(self.engine_args),
             request_fields=dict(self.request_fields),
             concurrency=self.concurrency,
+            server_priority=self.server_priority,
             timeout=self.timeout,
             max_retries=self.max_retries,
         )

@@ -80,7 +80,8 @@ class RunInfo:
     target: int
     seeds: int
     startup_seconds: float = 0.0
-    window: int = 0
+    window: int | None = None  # --window; None: the window follows the engine
+    lag: int | None = None  # the staleness lag the loop used (known once the loop opened its stream)
     method: str = "self-instruct"
     api: str = "completions"
     judge: str | None = None  # the judge's model, when there is one
@@ -329,6 +330,7 @@ def _start_and_loop(
             cleanup.callback(close)  # the backend we made, we close (HTTP connections)
     endpoint_stats = getattr(backend, "endpoint_stats", None)
     state.endpoint_stats = endpoint_stats if callable(endpoint_stats) else None
+    endpoint_loads = getattr(backend, "endpoint_loads", None)
     state.info.model = backend.model
     state.identity["model"] = backend.model
     api = _resolve_api(config, pool, backend, warn)
@@ -396,8 +398,13 @@ def _start_and_loop(
     emit("start", state.info)
     with closing(loop.run()) as events:
         for event in events:
+            state.info.lag = loop.lag
+            progress = event if isinstance(event, Progress) else event.progress
+            if progress is not None and callable(endpoint_loads):
+                progress.endpoints = endpoint_loads()  # each server's running, waiting, in flight, tokens/s
             emit("progress" if isinstance(event, Progress) else "round", event)
             raise_pending()  # a signal that arrived while the event was shown
+    state.info.lag = loop.lag
     return backend
 
 
@@ -501,6 +508,8 @@ def _record(
             "host": socket.gethostname(),
             "config": _public_config(config),
             "config_hash": _config_hash(config),
+            # Request k showed the pool as of request k - lag: with the seed, pool and config, what replays it.
+            "lag": loop.lag if loop else None,
             **state.identity,
             "pool_before": state.info.pool_size,
             "pool_after": state.info.pool_size + persisted,

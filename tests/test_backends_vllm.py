@@ -134,9 +134,9 @@ class FakeEngine:
             out = complete(prompt, kwargs)
             out.request_id = rid
             outputs.append(out)
-        # an unfinished sequence's partial output, which the stream must ignore
-        if left:
-            outputs.append(FakeRequestOutput(left[0][1], None, [], request_id=left[0][0], finished=False))
+        # as vLLM's default output kind does: a partial output for every sequence that got a token and
+        # did not finish (the stream counts them, and must not take them for completions)
+        outputs += [FakeRequestOutput(prompt, None, [], request_id=rid, finished=False) for rid, prompt, _, _ in left]
         return outputs
 
 
@@ -453,7 +453,7 @@ def test_stream_feeds_the_engine_and_returns_completions_as_they_finish(
     assert rec.threads == {"selfinstruct-vllm"}  # one thread owns the engine
     assert rec.max_running == 4 and rec.generate_calls == []
     # the engine held at most max_num_seqs plus a quarter (at least 8 more) at once
-    assert stream.capacity == 4 + 8
+    assert stream.capacity() == stream.max_capacity() == 4 + 8
 
 
 def test_stream_fails_instead_of_hanging_when_the_engine_lost_its_requests(
@@ -476,7 +476,8 @@ def test_stream_sends_the_lowest_priority_first(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=1))
     backend = VLLMBackend("org/tiny")
     stream = backend.stream()
-    stream.capacity = 1
+    stream._limit = 1
+    stream._observe = lambda inside, outputs: None  # type: ignore[method-assign]  # keep the limit at 1
     with stream._lock:  # queue everything before the engine thread may take any
         for i in range(5):
             stream._keys.add(i)

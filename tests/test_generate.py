@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -600,3 +601,41 @@ def test_judge_command_bad_options(paper_lm: FakeLM, tmp_path: Path, args: list[
 def test_judge_command_on_a_missing_pool(paper_lm: FakeLM, tmp_path: Path) -> None:
     result = run_cli("judge", str(tmp_path / "nope"), "--base-url", paper_lm.base_url)
     assert result.exit_code == 2 and "no such pool directory" in result.output
+
+
+def test_a_run_against_batching_servers_records_each_servers_load_and_can_send_priorities(
+    seeds: Path, tmp_path: Path
+) -> None:
+    from batchlm import BatchLM
+
+    paper = PaperLM()
+
+    def respond(prompt: str, body: dict[str, Any]) -> tuple[str, int]:
+        text = paper(prompt, body)[0]
+        return text, len(text.split())
+
+    out = tmp_path / "pool"
+    with (
+        BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as a,
+        BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as b,
+    ):
+        urls = [a.base_url, b.base_url]
+        result = run_cli(
+            "generate", "--base-url", urls[0], "--base-url", urls[1], "--seeds", str(seeds),
+            "--out", str(out), "--prompts", str(PROMPTS), "--num-instructions", "20", "--seed", "3",
+            "--api", "completions", "--server-priority",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(out / "tasks.jsonl")) == 20
+    # each round's line ends with every server: running and waiting from its metrics, in flight, tokens/s
+    host = urls[0].split("://")[1].rsplit("/v1", 1)[0]
+    assert re.search(
+        rf"servers: .*{re.escape(host)} run \d+ wait \d+ · in flight \d+/\d+ · [\d,]+ tok/s", result.output
+    )
+    assert set(a.priorities) | set(b.priorities) >= {1, 2}  # classification and instruction requests
+    ledger = read_jsonl(out / "runs.jsonl")[-1]
+    assert ledger["config"]["server_priority"] is True and ledger["config"]["concurrency"] is None
+    for url in urls:
+        stats = ledger["endpoints"][url]
+        assert stats["signals"] == "metrics" and stats["requests"] > 0 and stats["output_tokens"] > 0
+        assert {"limit", "mean_running", "mean_waiting", "peak_waiting", "limit_changes"} <= stats.keys()

@@ -36,6 +36,7 @@ import httpx
 import pytest
 import realmodel
 
+from selfinstruct.backends import capacity_of, max_capacity_of
 from selfinstruct.config import GenerateConfig
 from selfinstruct.runner import run_generate
 
@@ -163,6 +164,12 @@ class TapedStream:
     @property
     def in_flight(self) -> int:
         return int(self.inner.in_flight)
+
+    def capacity(self) -> int | None:
+        return capacity_of(self.inner)
+
+    def max_capacity(self) -> int | None:
+        return max_capacity_of(self.inner)
 
     def submit(self, request: Any) -> None:
         self.owner.tape[request.key] = [request.prompt, request.seed, None]

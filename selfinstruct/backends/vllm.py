@@ -11,8 +11,9 @@ Two ways in, one engine:
   (``LLMEngine.add_request`` with our own request ids, ``LLMEngine.step``, ``LLMEngine.abort_request``) from one
   worker thread that owns the engine: finished sequences come back at once and new ones take their slots,
   so the engine's continuous batching stays full while the loop parses, filters and checks novelty.
-  The thread keeps about ``max_num_seqs`` requests (plus a quarter) inside the engine and holds the rest
-  back, lowest ``priority`` first, so follow-up requests overtake new instruction requests.
+  The thread keeps about as many requests inside the engine as it runs at once (plus a quarter) and holds
+  the rest back, lowest ``priority`` first, so follow-up requests overtake new instruction requests.
+  :meth:`VLLMStream.capacity` tells the loop that number, from the engine's own counts (see there).
 
 A chat prompt (:data:`~selfinstruct.backends.chat.Chat`) is rendered with the model's own chat template
 and given to the engine as token ids (:meth:`VLLMBackend.engine_prompt`), what ``LLM.chat`` does; a model
@@ -48,6 +49,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -374,20 +376,46 @@ def _completion(output: Any, max_tokens: int) -> Completion:
     )
 
 
+RUNNING_MEMORY_STEPS = 64  # steps over which the most sequences the engine ran is remembered
+
+
+def queue_depth(slots: int) -> int:
+    """Requests kept waiting inside the engine beyond the sequences it runs: a quarter, at least 8, so a
+    finished sequence's slot is taken at the next step without waiting for the loop.
+
+    >>> queue_depth(16), queue_depth(256), queue_depth(1024)
+    (8, 64, 256)
+    """
+    return max(8, slots // 4)
+
+
 class VLLMStream:
     """Requests into the running engine as slots free up, completions out as sequences finish.
 
     One worker thread owns the engine: it adds waiting requests (lowest priority first) while fewer than
-    ``capacity`` are inside, aborts cancelled ones, and calls ``step()`` while anything is unfinished.
+    :meth:`capacity` are inside, aborts cancelled ones, and calls ``step()`` while anything is unfinished.
     Everything else talks to it through a lock-protected inbox and a queue of results.
+
+    **Capacity.** The engine runs at most ``max_num_seqs`` sequences at once; with a KV cache too small
+    for that many it runs fewer and the rest wait inside it (or get preempted). Each ``step()`` returns an
+    output for every sequence that got a token (vLLM's default ``CUMULATIVE`` output kind), so after a step
+    the stream knows how many ran (``running``) and how many of its requests waited (``inside - running``).
+    While nothing waits, the engine could take more: :meth:`capacity` is ``max_num_seqs`` plus
+    :func:`queue_depth`. While requests wait and fewer than ``max_num_seqs`` ran, the engine is full at
+    what it can hold: :meth:`capacity` shrinks to the most sequences it ran in the last
+    :data:`RUNNING_MEMORY_STEPS` such steps, plus the queue, and grows back once nothing waits. An engine
+    that never returns an unfinished output (``FINAL_ONLY``) gives no such count; then capacity stays at
+    ``max_num_seqs`` plus the queue.
     """
 
     def __init__(self, backend: VLLMBackend) -> None:
         self._backend = backend
         self._llm = backend.llm
         self._engine = backend.llm.llm_engine
-        engine_capacity = backend.capacity
-        self.capacity = engine_capacity + max(8, engine_capacity // 4)
+        self.slots = backend.capacity  # max_num_seqs
+        self._limit = self.slots + queue_depth(self.slots)  # what capacity() says; the engine thread sets it
+        self._ran: deque[int] = deque(maxlen=RUNNING_MEMORY_STEPS)  # sequences run per step, while some waited
+        self._counts_seen = False  # the engine returned an unfinished output: its per-step counts are real
         self._lock = threading.Condition()
         self._waiting: list[tuple[int, int, Request, float]] = []  # heap: (priority, order, request, t)
         self._order = itertools.count()
@@ -408,6 +436,15 @@ class VLLMStream:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._keys)
+
+    def capacity(self) -> int:
+        """Requests (all stages) worth having in flight now: the sequences the engine can run at once,
+        as its own counts show (see the class), plus :func:`queue_depth`. Changes only timing."""
+        return self._limit
+
+    def max_capacity(self) -> int:
+        """``max_num_seqs`` plus :func:`queue_depth`: fixed by the engine's settings."""
+        return self.slots + queue_depth(self.slots)
 
     def submit(self, request: Request) -> None:
         with self._lock:
@@ -466,8 +503,8 @@ class VLLMStream:
                     cancel, self._cancel = self._cancel, set()
                     self._waiting = [w for w in self._waiting if w[2].key not in cancel]
                     heapq.heapify(self._waiting)
-                    admit = []
-                    while self._admissible():
+                    admit: list[tuple[int, int, Request, float]] = []
+                    while self._admissible(len(admit)):  # those admitted in this pass count too
                         admit.append(heapq.heappop(self._waiting))
                     closing = self.closed
                 aborted = [rid for rid, (key, _, _) in self._inside.items() if key in cancel or closing]
@@ -487,8 +524,8 @@ class VLLMStream:
             with self._lock:
                 self.closed = True
 
-    def _admissible(self) -> bool:
-        return bool(self._waiting) and len(self._inside) < self.capacity
+    def _admissible(self, admitting: int = 0) -> bool:
+        return bool(self._waiting) and len(self._inside) + admitting < self._limit
 
     def _add(self, request: Request, started: float) -> None:
         kwargs = VLLMBackend._params_kwargs(request.sampling, request.seed)
@@ -507,7 +544,10 @@ class VLLMStream:
             lost = len(self._inside)
             self._inside.clear()
             raise BackendError(f"the vLLM engine holds none of the {lost} requests selfinstruct is waiting for")
-        for output in self._engine.step():
+        inside = len(self._inside)
+        outputs = list(self._engine.step())
+        self._observe(inside, outputs)
+        for output in outputs:
             if not getattr(output, "finished", False):
                 continue
             entry = self._inside.pop(str(output.request_id), None)
@@ -515,6 +555,22 @@ class VLLMStream:
                 continue
             key, started, max_tokens = entry
             self._results.put(Finished(key, _completion(output, max_tokens), time.monotonic() - started))
+
+    def _observe(self, inside: int, outputs: Sequence[Any]) -> None:
+        """Update :meth:`capacity` from one step: ``inside`` requests were in the engine, ``outputs`` are
+        the sequences that got a token."""
+        if not self._counts_seen:
+            if all(getattr(o, "finished", False) for o in outputs):
+                return  # only final outputs so far: no running count to go by
+            self._counts_seen = True
+        running = len(outputs)
+        if inside > running and running < self.slots:  # requests waited while slots stayed empty
+            self._ran.append(running)
+            held = max(self._ran)
+        else:  # nothing waited, or every slot ran: the engine can take what its settings allow
+            self._ran.clear()
+            held = self.slots
+        self._limit = max(1, held) + queue_depth(self.slots)
 
 
 __all__ = ["INSTALL_HINT", "VLLMBackend", "VLLMStream"]
