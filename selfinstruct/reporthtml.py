@@ -12,6 +12,7 @@ Scope: layout only; every number comes from :func:`selfinstruct.report.build_rep
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from html import escape
@@ -48,6 +49,13 @@ td.nowrap { white-space: nowrap; }
         padding: 6px 10px; margin: 8px 0; }
 .warn { border-left-color: #c9a227; background: #fbf7e8; }
 .key { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
+details { font-size: 12.5px; margin: 2px 0; }
+details summary { cursor: pointer; color: #1a4f8a; }
+details ul { margin: 3px 0 6px; padding-left: 18px; }
+details.examples > details { margin-left: 10px; }
+.detail { color: #555; }
+ol.inst { margin: 0; padding-left: 18px; }
+a { color: #1a4f8a; }
 footer { margin-top: 36px; font-size: 12px; color: #666; border-top: 1px solid #ddd; padding-top: 8px; }
 @media (max-width: 760px) { .grid { grid-template-columns: 1fr; } }
 @media print { main { max-width: none; padding: 0; } h2 { break-after: avoid; } figure, table { break-inside: avoid; } }
@@ -163,6 +171,37 @@ def _time_unit(span: float) -> tuple[str, float]:
 # ------------------------------------------------------------------------------------------------ sections
 
 
+def _examples(label: str, items: Sequence[dict[str, Any]], *, anchor: str = "") -> str:
+    """A closed ``<details>`` list of example tasks (id, instruction, detail)."""
+    if not items:
+        return ""
+    lis = "".join(
+        f"<li><code>{_e(x['id'])}</code> {_e(x['instruction'])}"
+        + (f' <span class="detail">({_e(x["detail"])})</span>' if x.get("detail") else "")
+        + "</li>"
+        for x in items
+    )
+    ident = f' id="{_e(anchor)}"' if anchor else ""
+    return f"<details{ident}><summary>{label} ({len(items)})</summary><ul>{lis}</ul></details>"
+
+
+def _bin_examples(title: str, labels: Sequence[str], bins: Sequence[Sequence[dict[str, Any]]], prefix: str) -> str:
+    """Example tasks behind each bar of a histogram, one ``<details>`` per non-empty bin."""
+    inner = "".join(
+        _examples(_e(label), items, anchor=f"{prefix}-{i}")
+        for i, (label, items) in enumerate(zip(labels, bins, strict=False))
+        if items
+    )
+    return f'<details class="examples"><summary>{title}</summary>{inner}</details>' if inner else ""
+
+
+def _bin_labels(edges: Sequence[float], overflow: bool, fmt: Callable[[float], str]) -> list[str]:
+    labels = [f"{fmt(a)}–{fmt(b)}" for a, b in itertools.pairwise(edges)]
+    if overflow and labels:
+        labels[-1] = f"{fmt(edges[-2])}+"
+    return labels
+
+
 def _header(page: _Page) -> str:
     r0 = page.reports[0]
     title = " vs ".join(page.names)
@@ -179,9 +218,13 @@ def _header(page: _Page) -> str:
     when = r0.get("generated_at", "")
     warnings = [w for r in page.reports for w in r.get("warnings", [])]
     warn = "".join(f'<div class="note warn">{_e(w)}</div>' for w in warnings)
+    nav = (
+        '<p class="sub">Sections: <a href="#growth">growth</a> · <a href="#diversity">diversity</a> · '
+        '<a href="#shape">shape</a> · <a href="#quality">quality</a> · <a href="#samples">samples</a></p>'
+    )
     return (
         f"<h1>Self-Instruct pool report: {_e(title)}</h1>"
-        f'<p class="sub">{"<br>".join(lines)}<br>generated {_e(when)}</p>{warn}'
+        f'<p class="sub">{"<br>".join(lines)}<br>generated {_e(when)}</p>{nav}{warn}'
     )
 
 
@@ -196,7 +239,14 @@ def _summary(page: _Page) -> str:
             "runs / rounds",
             lambda r: f"{_int(r['growth']['totals']['runs'])} / {_int(r['growth']['totals']['rounds'])}",
         ),
-        row("acceptance rate (all runs)", lambda r: _pct(r["growth"]["totals"]["acceptance_rate"])),
+        row(
+            "acceptance: accepted / (accepted + rejected)",
+            lambda r: (
+                f"{_pct(r['growth']['totals']['acceptance_rate'])} ({_int(r['growth']['totals']['accepted'])} / "
+                f"{_int(r['growth']['totals']['accepted'] + r['growth']['totals']['rejected'])})"
+            ),
+        ),
+        row("unused candidates (surplus, unfinished)", lambda r: _int(r["growth"]["totals"]["unused"])),
         row("tokens per accepted task", lambda r: _num(r["growth"]["totals"]["tokens_per_accepted"], 0)),
         row("seconds per accepted task", lambda r: _num(r["growth"]["totals"]["seconds_per_accepted"], 2)),
         row(
@@ -214,6 +264,17 @@ def _summary(page: _Page) -> str:
         row("tasks with no input", lambda r: _pct(r["shape"]["empty_input"]["share"])),
         row("instances per task (mean)", lambda r: _num(r["shape"]["instances_per_task"]["mean"], 2)),
     ]
+    if any((r.get("quality") or {}).get("judge") for r in page.reports):
+        rows.append(
+            row(
+                "judge: scored tasks / mean score",
+                lambda r: (
+                    f"{_int(r['quality']['judge']['scored'])} / {_num(r['quality']['judge']['mean'], 2)}"
+                    if (r.get("quality") or {}).get("judge")
+                    else "–"
+                ),
+            )
+        )
     if any(r.get("embeddings") for r in page.reports):
         rows.append(
             row(
@@ -230,26 +291,33 @@ def _summary(page: _Page) -> str:
     )
 
 
+RUN_COLUMNS = ["run", "started", "exit", "rounds", "accepted", "rejected", "unused", "accept", "tokens/task",
+               "s/task", "s"]  # fmt: skip
+MAX_RUN_MARKERS = 20  # run-start lines: drawn for 2 to this many runs (one is no news, 52 are clutter)
+
+
 def _growth(page: _Page) -> str:
     parts = ['<h2 id="growth">1 Growth</h2>', '<div class="grid">']
-    # Pool size over time: hours since each pool's first task, so two pools share an axis.
     size_series = []
     markers: list[float] = []
     spans = [r["growth"]["size_over_time"][-1][0] - r["growth"]["size_over_time"][0][0]
              for r in page.reports if r["growth"]["size_over_time"]]  # fmt: skip
     unit, seconds = _time_unit(max(spans, default=0.0))
+    runs_count = 0
     for name, r, color in zip(page.names, page.reports, page.colors, strict=False):
         points = r["growth"]["size_over_time"]
         t0 = points[0][0] if points else 0.0
         size_series.append(Series(name, [], color, [((t - t0) / seconds, n) for t, n in points]))
-        if not page.compare and points:
+        runs_count = len(r["growth"]["runs"])
+        if not page.compare and points and 2 <= runs_count <= MAX_RUN_MARKERS:
             markers = [(run["started"] - t0) / seconds for run in r["growth"]["runs"] if run.get("started") is not None]
-    caption = (
-        f"Pool size over time ({unit} since the first accepted task)"
-        + ("; dashed lines mark the start of each run in <code>runs.jsonl</code>." if markers else ".")
-        + " "
-        + page.key()
-    )
+    if markers:
+        how = f"; dashed lines mark the start of each of the {runs_count} runs in <code>runs.jsonl</code>."
+    elif not page.compare and runs_count > MAX_RUN_MARKERS:
+        how = f" ({_int(runs_count)} runs; their starts are in the runs table below)."
+    else:
+        how = "."
+    caption = f"Pool size over time ({unit} since the first accepted task){how} {page.key()}"
     chart = svg.line_chart(
         size_series,
         title="Pool size over time",
@@ -268,7 +336,7 @@ def _growth(page: _Page) -> str:
             xy = [((p["first_round"] + p["last_round"]) / 2, p["acceptance_rate"]) for p in pts]
         else:
             xy = [(i + 1, p["acceptance_rate"]) for i, p in enumerate(pts)]
-        acc_series.append(Series(name, [], color, xy))
+        acc_series.append(Series(name, [], color, [(x, y) for x, y in xy if y is not None]))
     x_label = "round" if by == {"round"} else "run (in ledger order)"
     grouped = any(
         p.get("first_round") != p.get("last_round") for r in page.reports for p in r["growth"]["acceptance"]["points"]
@@ -277,17 +345,46 @@ def _growth(page: _Page) -> str:
         acc_series,
         title="Acceptance rate",
         x_label=x_label,
-        y_label="accepted / candidates",
+        y_label="accepted / (accepted + rejected)",
         y_format=svg.percent,
         y_range=(0.0, 1.0),
+        integer_x=True,
     )
+    notes = []
+    for name, r in zip(page.names, page.reports, strict=False):
+        acc = r["growth"]["acceptance"]
+        unused = sum(p.get("unused", 0) for p in acc["points"])
+        of = f" of {_e(name)}" if page.compare else ""
+        if acc["by"] == "round" and acc.get("rounds_from") == "ledger":
+            out = acc.get("outside", {})
+            notes.append(
+                f"Rounds{of} are those the runs of <code>runs.jsonl</code> closed"
+                + (
+                    f"; {_int(out['rounds'])} later round(s) of candidates still in flight when a run stopped are "
+                    f"left out ({_int(out['accepted'])} accepted, {_int(out['rejected'])} rejected)"
+                    if out.get("rounds")
+                    else ""
+                )
+                + "."
+            )
+        if unused:
+            notes.append(
+                f"{_int(unused)} candidates{of} of these rounds were surplus or unfinished (finished beyond the "
+                "target, or cancelled at the stop): never judged, so not counted."
+            )
     how = (
         "accepted tasks over accepted plus rejected candidates of each round"
         + (" (rounds grouped into equal runs of rounds)" if grouped else "")
         if by == {"round"}
-        else "accepted over candidates per run, from the ledger (no <code>rejected.jsonl</code> was kept)"
+        else "accepted over accepted plus rejected candidates per run, from the ledger (no "
+        "<code>rejected.jsonl</code> was kept)"
     )
-    parts.append(page.figure(chart, f"Acceptance rate: {how}. A falling line is saturation. {page.key()}"))
+    parts.append(
+        page.figure(
+            chart,
+            f"Acceptance rate: {how}. A line falling over many rounds is saturation. {' '.join(notes)} {page.key()}",
+        )
+    )
 
     reasons: list[str] = []
     for r in page.reports:
@@ -304,14 +401,23 @@ def _growth(page: _Page) -> str:
         [_clip(k, MAX_LABEL_CHARS) for k in reasons],
         series,
         title="Rejections by reason",
-        value_format=svg.percent if page.compare else svg.number,
+        value_format=svg.share if page.compare else svg.count,
     )
+    unused_note = "; ".join(
+        f"{_e(n)}: " * page.compare
+        + ", ".join(f"{_e(k)} {_int(v)}" for k, v in (r["growth"]["rejections"]["unused_ledger"]
+                                                      or r["growth"]["rejections"]["unused_logged"]).items())
+        for n, r in zip(page.names, page.reports, strict=False)
+        if r["growth"]["rejections"]["unused_ledger"] or r["growth"]["rejections"]["unused_logged"]
+    )  # fmt: skip
     parts.append(
         page.figure(
             chart,
             "Rejected candidates by reason, summed over the runs of the ledger"
             + (" (share of each pool's rejections)" if page.compare else "")
-            + f". {page.key()}",
+            + '. Examples of each reason: <a href="#rejects">rejected candidates</a>.'
+            + (f" Not rejections, and not counted here: {unused_note}." if unused_note else "")
+            + f" {page.key()}",
         )
     )
     parts.append("</div>")
@@ -328,7 +434,8 @@ def _growth(page: _Page) -> str:
                 _e(x.get("exit_reason") or "–"),
                 _int(x["rounds"]),
                 _int(x["accepted"]),
-                _int(x["candidates"]),
+                _int(x["rejected"]),
+                _int(x["unused"]),
                 _pct(x["acceptance_rate"]),
                 _num(x["tokens_per_accepted"], 0),
                 _num(x["seconds_per_accepted"], 2),
@@ -340,13 +447,47 @@ def _growth(page: _Page) -> str:
         more = f" (the last 15 of {total})" if total > 15 else ""
         parts.append(
             page.table(
-                f"Runs of {_e(name)}{more}: tokens are prompt plus completion tokens of every request of the run.",
-                ["run", "started", "exit", "rounds", "accepted", "candidates", "accept", "tokens/task", "s/task", "s"],
+                f"Runs of {_e(name)}{more}: acceptance is accepted / (accepted + rejected); unused candidates were "
+                "surplus or unfinished; tokens are prompt plus completion tokens of every request of the run.",
+                RUN_COLUMNS,
                 rows,
-                ["nowrap", "nowrap", "nowrap", True, True, True, True, True, True, True],
+                ["nowrap", "nowrap", "nowrap", True, True, True, True, True, True, True, True],
             )
         )
     return "".join(parts)
+
+
+def _verb_table(page: _Page, name: str, r: dict[str, Any]) -> str:
+    """The full key of the verb–noun figure: every top verb (rank, colour) with its four nouns."""
+    vn = r["diversity"]["verb_noun"]
+    examples = r.get("examples", {})
+    rows = []
+    for rank, v in enumerate(vn["top"]):
+        nouns = v["nouns"] + [None] * (4 - len(v["nouns"]))
+        cells = [
+            f'<span class="key" style="background:{svg.wedge_color(rank)}"></span>{rank + 1}',
+            f'<span class="verb-key" data-verb="{_e(v["verb"])}">{_e(v["verb"])}</span>'
+            + _examples("examples", examples.get("verbs", {}).get(v["verb"], []), anchor=f"verb-{rank + 1}"),
+            _int(v["count"]),
+        ]
+        for letter, x in zip("abcd", nouns, strict=True):
+            if x is None:
+                cells.append("–")
+                continue
+            ex = examples.get("pairs", {}).get(f"{v['verb']} {x['noun']}", [])
+            cells.append(
+                f'<span class="noun-key" data-key="{_e(v["verb"])} {_e(x["noun"])}">{letter} {_e(x["noun"])}</span> '
+                f"{_int(x['count'])}" + _examples("e.g.", ex)
+            )
+        rows.append(cells)
+    return page.table(
+        f"Key of the verb–noun figure{' of ' + _e(name) if page.compare else ''}: the {len(rows)} most common "
+        "verbs (rank, colour as in the figure) with their four most common direct-object nouns (a–d, with the "
+        "number of tasks), and example tasks of each.",
+        ["#", "verb", "tasks", "noun a", "noun b", "noun c", "noun d"],
+        rows,
+        ["nowrap", "nowrap", True, "text", "text", "text", "text"],
+    )
 
 
 def _diversity(page: _Page) -> str:
@@ -368,7 +509,7 @@ def _diversity(page: _Page) -> str:
     )
     caption = (
         "ROUGE-L F of each machine instruction to its most similar seed instruction, computed exactly "
-        "(the paper's similarity analysis). "
+        "(the paper's similarity analysis); bins of 0.05, a score on an edge counted in the bin it starts. "
         + (
             "In grey, the <code>max_similarity</code> stored at generation time, against the seeds <i>and</i> the "
             "pool then: a different number, bounded by the 0.7 novelty threshold. "
@@ -377,65 +518,89 @@ def _diversity(page: _Page) -> str:
         )
         + page.key()
     )
-    parts.append(page.figure(chart, caption))
-
-    leading = page.reports[0]["diversity"]["leading_words"]["top"]
-    words = [x["word"] for x in leading]
-    for r in page.reports[1:]:
-        words += [x["word"] for x in r["diversity"]["leading_words"]["top"] if x["word"] not in words][:5]
-    series = page.series(
-        lambda r: [
-            next((x["count"] for x in r["diversity"]["leading_words"]["top"] if x["word"] == w), 0)
-            / (r["pool"]["tasks"] or 1)
-            for w in words
-        ]
+    labels = _bin_labels(edges, False, lambda x: f"{x:.2f}")
+    more = "".join(
+        _bin_examples(
+            f"Example tasks of each bin{' of ' + _e(n) if page.compare else ''}",
+            labels,
+            r.get("examples", {}).get("seed_rouge", []),
+            f"rouge-{k}",
+        )
+        for k, (n, r) in enumerate(zip(page.names, page.reports, strict=False))
     )
-    labels = [_clip(w, MAX_LABEL_CHARS) for w in words[:25]]
-    chart = svg.bar_chart(labels, series, title="Leading words", value_format=lambda v: f"{v * 100:.1f}%")
-    parts.append(page.figure(chart, f"Most common first words of instructions, as a share of tasks. {page.key()}"))
+    parts.append("<div>" + page.figure(chart, caption) + more + "</div>")
+
+    words: list[str] = []
+    for r in page.reports:
+        words += [x["word"] for x in r["diversity"]["leading_words"]["top"] if x["word"] not in words]
+    words = words[:25]
+
+    def word_share(r: dict[str, Any], w: str) -> float:
+        comparison = r.get("comparison")
+        if comparison is not None:
+            count = comparison["leading_words"].get(w, 0)
+        else:
+            count = next((x["count"] for x in r["diversity"]["leading_words"]["top"] if x["word"] == w), 0)
+        return count / (r["pool"]["tasks"] or 1)
+
+    series = page.series(lambda r: [word_share(r, w) for w in words])
+    chart = svg.bar_chart(words, series, title="Leading words", value_format=svg.share)
+    parts.append(
+        page.figure(
+            chart,
+            "Most common first words of instructions, as a share of tasks"
+            + (" (each pool's full counts: a word outside a pool's top 20 is still counted)" if page.compare else "")
+            + f". {page.key()}",
+        )
+    )
     parts.append("</div>")
 
-    parts.append('<div class="grid">')
     for name, r in zip(page.names, page.reports, strict=False):
         vn = r["diversity"]["verb_noun"]
         verbs = [(v["verb"], v["count"], [(n["noun"], n["count"]) for n in v["nouns"]]) for v in vn["top"]]
-        chart = svg.sunburst(verbs, title=f"Verb–noun structure of {name}", total=vn["with_verb"] or 1)
+        chart = svg.sunburst(verbs, title=f"Verb–noun structure of {name}")
         heuristic = vn["method"] == "heuristic"
+        in_top = sum(v["count"] for v in vn["top"])
         caption = (
-            f"Verb–noun structure{' of ' + _e(name) if page.compare else ''}: the {len(verbs)} most common "
-            "verbs (inner ring) and their 4 most common direct-object nouns (outer ring), angles by share of the "
-            f"{_int(vn['with_verb'])} instructions with a verb ({_int(vn['with_verb_noun'])} with a noun, of "
-            f"{_int(vn['instructions'])}). Method: {_e(vn['note'])}."
+            f"Verb–noun structure{' of ' + _e(name) if page.compare else ''} (the paper's Figure 2): the "
+            f"{len(verbs)} most common root verbs (inner ring; {_int(in_top)} of the {_int(vn['with_verb'])} "
+            f"instructions with a verb, of {_int(vn['instructions'])}) and each verb's 4 most common direct-object "
+            "nouns (outer ring). Angles are counts relative to the verbs shown, and a verb's nouns fill its wedge "
+            "relative to one another. Narrow wedges are named in the key table below (rank, a–d). "
+            f"Method: {_e(vn['note'])}."
         )
         if heuristic:
             caption += " <b>Not a dependency parse</b>: install the extra <code>selfinstruct[parse]</code> for one."
-        parts.append(page.figure(chart, caption))
-        if not page.compare:
-            rows = [
-                [_e(v["verb"]), _int(v["count"]), _e(", ".join(f"{n['noun']} ({n['count']})" for n in v["nouns"]))]
-                for v in vn["top"][:12]
-            ]
-            parts.append(
-                "<div>"
-                + page.table("Top verbs and their top nouns.", ["verb", "tasks", "nouns"], rows, [False, True, False])
-                + "</div>"
-            )
-    parts.append("</div>")
+        parts.append('<div class="grid one">' + page.figure(chart, caption) + _verb_table(page, name, r) + "</div>")
 
-    head = ["n", *(f"distinct / total ({_e(n)})" for n in page.names), *(f"ratio ({_e(n)})" for n in page.names)]
-    rows = []
-    for order in ("1", "2", "3", "4"):
-        cells = [order]
-        cells += [
-            f"{_int(r['diversity']['distinct_ngrams'][order]['distinct'])} / "
-            f"{_int(r['diversity']['distinct_ngrams'][order]['total'])}"
+    def ngram_cell(get: Callable[[dict[str, Any]], dict[str, Any]], order: str) -> list[str]:
+        return [
+            f"{_int(get(r)[order]['distinct'])} / {_int(get(r)[order]['total'])} = {_num(get(r)[order]['ratio'])}"
             for r in page.reports
         ]
-        cells += [_num(r["diversity"]["distinct_ngrams"][order]["ratio"]) for r in page.reports]
+
+    head = ["n", *(f"distinct / total ({_e(n)})" for n in page.names)]
+    matched = [(r.get("comparison") or {}).get("distinct_ngrams_matched") for r in page.reports]
+    if page.compare and all(matched):
+        head += [f"on {_int(m['tasks'])} tasks ({_e(n)})" for n, m in zip(page.names, matched, strict=False)]  # type: ignore[index]
+    rows = []
+    for order in ("1", "2", "3", "4"):
+        cells = [order, *ngram_cell(lambda r: r["diversity"]["distinct_ngrams"], order)]
+        if page.compare and all(matched):
+            cells += ngram_cell(lambda r: r["comparison"]["distinct_ngrams_matched"]["ngrams"], order)
         rows.append(cells)
+    note = ""
+    if page.compare and all(matched):
+        sampled = [(n, m) for n, m in zip(page.names, matched, strict=False) if m["sampled"]]  # type: ignore[index]
+        if sampled:
+            n, m = sampled[0][0], dict(sampled[0][1] or {})
+            note = (
+                f" Distinct-n falls as a pool grows, so the last columns compare equal sizes: {_e(n)} on a seeded "
+                f"random subsample of {_int(m['tasks'])} of its {_int(m['of'])} tasks."
+            )
     parts.append(
         page.table(
-            "Distinct n-grams over all instructions (distinct-n; ROUGE tokens: lower-cased letters and digits).",
+            "Distinct n-grams over all instructions (distinct-n; ROUGE tokens: lower-cased letters and digits)." + note,
             head,
             rows,
             [False] + [True] * (len(head) - 1),
@@ -462,16 +627,35 @@ def _shape(page: _Page) -> str:
             f"{_e(n)}: median {_num(r['shape']['lengths'][kind]['summary']['median'], 0)}"
             for n, r in zip(page.names, page.reports, strict=False)
         )
-        parts.append(page.figure(chart, f"Length of {what} in words ({medians}); the last bin holds the rest."))
+        top = hist["edges"][-2]
+        labels = _bin_labels(hist["edges"], True, lambda x: f"{x:g}")
+        labels = [lab if "+" in lab else f"{lab.split('–')[0]}–{float(lab.split('–')[1]) - 1:g}" for lab in labels]
+        more = "".join(
+            _bin_examples(
+                f"Example tasks of each bin{' of ' + _e(n) if page.compare else ''}",
+                [f"{lab} words" for lab in labels],
+                r.get("examples", {}).get("lengths", {}).get(kind, []),
+                f"len-{kind}-{k}",
+            )
+            for k, (n, r) in enumerate(zip(page.names, page.reports, strict=False))
+        )
+        parts.append(
+            "<div>"
+            + page.figure(
+                chart,
+                f"Length of {what} in words ({medians}); the bar set apart, {top:g}+, holds every {kind} of "
+                f"{top:g} words or more. {page.key()}",
+            )
+            + more
+            + "</div>"
+        )
 
     counts = sorted({k for r in page.reports for k in r["shape"]["instances_per_task"]["counts"]}, key=int)
     series = page.series(lambda r: _shares([r["shape"]["instances_per_task"]["counts"].get(k, 0) for k in counts]))
     chart = svg.bar_chart(
-        [f"{k} instance{'s' if k != '1' else ''}" for k in counts],
-        series,
-        title="Instances per task",
-        value_format=lambda v: f"{v * 100:.1f}%",
-    )
+        [f"{k} instance{'s' if k != '1' else ''}" for k in counts], series, title="Instances per task",
+        value_format=svg.share,
+    )  # fmt: skip
     parts.append(page.figure(chart, f"Instances per task, as a share of tasks. {page.key()}"))
     parts.append("</div>")
 
@@ -494,7 +678,7 @@ def _shape(page: _Page) -> str:
         [
             "answers to “is it classification?”",
             *(
-                _e(", ".join(f"{k} {v}" for k, v in r["shape"]["classification"]["answers"].items()))
+                _e(", ".join(f"{k} {v:,}" for k, v in r["shape"]["classification"]["answers"].items()))
                 for r in page.reports
             ),
         ],
@@ -507,20 +691,20 @@ def _shape(page: _Page) -> str:
         + page.table("Task types.", ["", *(_e(n) for n in page.names)], rows, [False, *([True] * len(page.reports))])
         + "</div>"
     )
-    labels: list[str] = []
+    labels_shown: list[str] = []
     for r in page.reports:
-        labels += [x["label"] for x in r["shape"]["labels"]["top"] if x["label"] not in labels]
-    labels = labels[:15]
-    series = page.series(
-        lambda r: [
-            next((x["count"] for x in r["shape"]["labels"]["top"] if x["label"] == lab), 0)
-            / (r["shape"]["labels"]["total"] or 1)
-            for lab in labels
-        ]
-    )
-    chart = svg.bar_chart(
-        labels, series, title="Labels of classification tasks", value_format=lambda v: f"{v * 100:.1f}%"
-    )
+        labels_shown += [x["label"] for x in r["shape"]["labels"]["top"] if x["label"] not in labels_shown]
+    labels_shown = labels_shown[:15]
+
+    def label_share(r: dict[str, Any], lab: str) -> float:
+        comparison = r.get("comparison")
+        if comparison is not None:
+            return comparison["labels"].get(lab, 0) / (comparison["label_total"] or 1)
+        count = next((x["count"] for x in r["shape"]["labels"]["top"] if x["label"] == lab), 0)
+        return count / (r["shape"]["labels"]["total"] or 1)
+
+    series = page.series(lambda r: [label_share(r, lab) for lab in labels_shown])
+    chart = svg.bar_chart(labels_shown, series, title="Labels of classification tasks", value_format=svg.share)
     parts.append(
         page.figure(chart, f"Most common outputs of classification tasks, as a share of their instances. {page.key()}")
     )
@@ -528,28 +712,189 @@ def _shape(page: _Page) -> str:
     return "".join(parts)
 
 
-def _samples(page: _Page) -> str:
-    parts = ['<h2 id="samples">4 Samples</h2>']
+def _ci(p: dict[str, Any]) -> str:
+    if not p["n"]:
+        return "–"
+    return f"{_pct(p['share'])} [{_pct(p['low'])}, {_pct(p['high'])}] ({_int(p['yes'])}/{_int(p['n'])})"
+
+
+PAPER_TABLE2 = {"instruction": "92%", "input": "79%", "output": "58%", "all": "54%"}
+PAPER_TABLE1 = {
+    "instructions": "52,445",
+    "classification": "11,584",
+    "non_classification": "40,861",
+    "instances": "82,439",
+    "instances_empty_input": "35,878",
+    "mean_instruction_words": "15.9",
+    "mean_input_words": "12.7",
+    "mean_output_words": "18.9",
+}
+
+
+def _quality(page: _Page) -> str:
+    parts = ['<h2 id="quality">4 Quality</h2>']
+    t1_rows = [
+        ("instructions", "instructions", _int),
+        ("classification instructions", "classification", _int),
+        ("non-classification instructions", "non_classification", _int),
+        ("instances", "instances", _int),
+        ("instances with an empty input", "instances_empty_input", _int),
+        ("mean instruction length (words)", "mean_instruction_words", lambda x: _num(x, 1)),
+        ("mean non-empty input length (words)", "mean_input_words", lambda x: _num(x, 1)),
+        ("mean output length (words)", "mean_output_words", lambda x: _num(x, 1)),
+    ]
+    rows = [
+        [_e(label), *(fmt(r["quality"]["table1"][key]) for r in page.reports), PAPER_TABLE1[key]]
+        for label, key, fmt in t1_rows
+    ]
+    parts.append('<div class="grid">')
+    parts.append(
+        "<div>"
+        + page.table(
+            "The paper's Table 1 for this pool (instance-level counts; lengths in whitespace-separated words), "
+            "beside the paper's 52K tasks.",
+            ["", *(_e(n) for n in page.names), "paper"],
+            rows,
+            [False, *([True] * (len(page.reports) + 1))],
+        )
+        + "</div>"
+    )
+    sig_rows = []
+    for name in page.reports[0]["quality"]["signals"]:
+        first = page.reports[0]["quality"]["signals"][name]
+        cells = [_e(first["what"])]
+        for r in page.reports:
+            sig = r["quality"]["signals"][name]
+            items = [
+                {"id": x["id"], "instruction": x["instruction"],
+                 "detail": " | ".join(f"{i['input']!r} → {i['output']!r}" for i in x["instances"])}
+                for x in sig["examples"]
+            ]  # fmt: skip
+            cells.append(f"{_int(sig['count'])} ({_pct(sig['share'])})" + _examples("examples", items))
+        sig_rows.append(cells)
+    parts.append(
+        "<div>"
+        + page.table(
+            "Quality signals that need no judge: tasks with each problem (share of tasks), and examples.",
+            ["tasks with", *(_e(n) for n in page.names)],
+            sig_rows,
+            [False, *(["text"] * len(page.reports))],
+        )
+        + "</div></div>"
+    )
+
     for name, r in zip(page.names, page.reports, strict=False):
         of = f" of {_e(name)}" if page.compare else ""
+        judge = r["quality"].get("judge")
+        if not judge:
+            parts.append(
+                f'<div class="note">No judge scores{of}: run <code>selfinstruct judge</code> on the pool (or generate '
+                "with <code>--judge-model</code>) to see their distribution here.</div>"
+            )
+        else:
+            low, high = judge["scale"]
+            values = [str(v) for v in range(low, high + 1)]
+            extra = [k for k in judge["distribution"] if k not in values]
+            keys = values + extra
+            counts = [judge["distribution"].get(k, 0) for k in keys]
+            if judge["judged"] > judge["scored"]:
+                keys.append("no score")
+                counts.append(judge["judged"] - judge["scored"])
+            chart = svg.bar_chart(
+                [f"score {k}" if k != "no score" else k for k in keys],
+                [Series(name, counts, PALETTE[0])],
+                title="Judge scores",
+            )
+            models = ", ".join(f"{_e(m)} ({_int(c)})" for m, c in judge["models"].items())
+            parts.append('<div class="grid">')
+            parts.append(
+                page.figure(
+                    chart,
+                    f"Judge scores{of}: {_int(judge['judged'])} of {_int(judge['tasks'])} tasks judged, "
+                    f"{_int(judge['scored'])} with a score (mean {_num(judge['mean'], 2)}); judge: {models}.",
+                )
+            )
+            bars = list(judge["at_or_above"])
+            rows = [["all judged", _int(judge["judged"]), _num(judge["mean"], 2),
+                     *(_pct(judge["at_or_above"][b]) for b in bars)]]  # fmt: skip
+            for group in judge["by_type"] + [{"group": "—", "judged": None}] + judge["by_round"]:
+                if group["judged"] is None:
+                    rows.append(["<i>by round</i>", "", "", *([""] * len(bars))])
+                    continue
+                rows.append(
+                    [_e(group["group"]), _int(group["judged"]), _num(group["mean"], 2),
+                     *(_pct(group["at_or_above"][b]) for b in bars)]
+                )  # fmt: skip
+            parts.append(
+                "<div>"
+                + page.table(
+                    f"Share of scored tasks{of} at or above each bar, in all, by task type and by round.",
+                    ["", "judged", "mean", *(f"≥ {b}" for b in bars)],
+                    rows,
+                    [False, True, True, *([True] * len(bars))],
+                )
+                + "</div></div>"
+            )
+        t2 = (judge or {}).get("table2")
+        ratings = r["quality"].get("ratings")
+        if t2 or ratings:
+            head = ["", "paper (200 rated)"]
+            cols = []
+            if t2:
+                head.append(f"judge, three verdicts ({_int(t2['tasks'])} tasks)")
+                cols.append(t2)
+            if ratings:
+                head.append(f"people: <code>{_e(ratings['path'])}</code> ({_int(ratings['tasks'])} tasks)")
+                cols.append(ratings)
+            questions = (
+                ("valid instruction", "instruction"),
+                ("valid input", "input"),
+                ("valid output", "output"),
+                ("all fields valid", "all"),
+            )
+            rows = [[label, PAPER_TABLE2[key], *(_ci(c[key]) for c in cols)] for label, key in questions]
+            parts.append(
+                page.table(
+                    f"The paper's Table 2{of}: the share of tasks whose instruction describes a valid task, whose "
+                    "input fits it, whose output is correct, and all three; Wilson 95% intervals and counts.",
+                    head,
+                    rows,
+                    [False, True, *([True] * len(cols))],
+                )
+            )
+    parts.append(
+        '<div class="note">To rate a sample by hand as the paper did: <code>selfinstruct report POOL --rating-sheet '
+        "200</code> writes <code>rating_sheet.csv</code> and <code>.jsonl</code>; answer yes/no and pass the filled "
+        "file back with <code>--ratings FILE</code>.</div>"
+    )
+    return "".join(parts)
+
+
+def _samples(page: _Page) -> str:
+    parts = ['<h2 id="samples">5 Samples</h2>']
+    for k, (name, r) in enumerate(zip(page.names, page.reports, strict=False)):
+        of = f" of {_e(name)}" if page.compare else ""
         s = r["samples"]
-        rows = [
-            [
-                f"<code>{_e(t['id'])}</code>",
-                _e(t["instruction"]),
-                _e(t["input"]) or "<i>(empty)</i>",
-                _e(t["output"]),
-                "yes" if t["is_classification"] else "no",
-                _int(t["instances"]),
-            ]
-            for t in s["random"]
-        ]
+        rows = []
+        for t in s["random"]:
+            instances = "".join(
+                f"<li>{_e(i['input']) or '<i>(empty input)</i>'} → {_e(i['output'])}</li>" for i in t["instances"]
+            )
+            more = f"<li><i>and {_int(t['more_instances'])} more</i></li>" if t.get("more_instances") else ""
+            rows.append(
+                [
+                    f"<code>{_e(t['id'])}</code>",
+                    _e(t["instruction"]),
+                    f'<ol class="inst">{instances}{more}</ol>',
+                    "yes" if t["is_classification"] else "no",
+                ]
+            )
         parts.append(
             page.table(
-                f"A random sample{of} (seed {_e(s['seed'])}); the first instance of each task.",
-                ["id", "instruction", "input", "output", "clf", "inst."],
+                f"A random sample{of} (seed {_e(s['seed'])}), every instance (input → output).",
+                ["id", "instruction", "instances", "clf"],
                 rows,
-                ["nowrap", False, False, False, "nowrap", True],
+                ["nowrap", False, False, "nowrap"],
             )
         )
         rows = [[_e(t["instruction"]), _e(t["seed"]), _num(t["score"])] for t in s["closest_to_seed"]]
@@ -580,18 +925,22 @@ def _samples(page: _Page) -> str:
                 )
         if rows:
             parts.append(
-                page.table(
-                    f"Rejected candidates{of} by reason (from <code>rejected.jsonl</code>), with the most frequent "
-                    "instructions of each reason and how often each was rejected.",
+                f'<div id="rejects{"-" + str(k) if k else ""}">'
+                + page.table(
+                    f"Rejected candidates{of} by reason (from <code>rejected.jsonl</code>; surplus and unfinished "
+                    "candidates are not rejections and are left out), with the most frequent instructions of each "
+                    "reason and how often each was rejected.",
                     ["reason", "rejected", "instruction", "times", "detail"],
                     rows,
                     ["nowrap", True, False, True, False],
                 )
+                + "</div>"
             )
         else:
             parts.append(
-                f'<div class="note">No rejected candidates recorded{of} (<code>rejected.jsonl</code> is '
-                "missing or empty: runs with <code>--no-keep-rejected</code> do not write it).</div>"
+                f'<div class="note" id="rejects{"-" + str(k) if k else ""}">No rejected candidates recorded{of} '
+                "(<code>rejected.jsonl</code> is missing or empty: runs with <code>--no-keep-rejected</code> do not "
+                "write it).</div>"
             )
     return "".join(parts)
 
@@ -599,9 +948,11 @@ def _samples(page: _Page) -> str:
 def _embeddings(page: _Page) -> str:
     if not any(r.get("embeddings") for r in page.reports):
         return ""
-    parts = ['<h2 id="embeddings">5 Embedding diversity</h2>', '<div class="grid">']
+    parts = ['<h2 id="embeddings">6 Embedding diversity</h2>', '<div class="grid">']
     present = [(n, r, c) for n, r, c in zip(page.names, page.reports, page.colors, strict=False) if r.get("embeddings")]
     emb0 = present[0][1]["embeddings"]
+    if not emb0.get("instructions"):
+        return ""
     edges = emb0["nearest_neighbour"]["histogram"]["edges"]
     series = [Series(n, _shares(r["embeddings"]["nearest_neighbour"]["histogram"]["counts"]), c) for n, r, c in present]
     chart = svg.histogram_chart(
@@ -612,10 +963,16 @@ def _embeddings(page: _Page) -> str:
         y_label="share of tasks",
         y_format=svg.percent,
     )
-    sampled = any(r["embeddings"].get("sampled") for _, r, _ in present)
+    sampled = [r["embeddings"] for _, r, _ in present if r["embeddings"].get("sampled")]
     caption = (
-        f"Cosine distance of each instruction to its nearest other instruction, embedded with {_e(emb0['model'])}"
-        + (" (a random sample)" if sampled else "")
+        f"Cosine distance of each instruction to its nearest other instruction of the whole pool, embedded with "
+        f"{_e(emb0['model'])}"
+        + (
+            f" (a seeded random sample of {_int(sampled[0]['queries'])} of the {_int(sampled[0]['instructions'])} "
+            "instructions as queries, each searched against every instruction)"
+            if sampled
+            else ""
+        )
         + ". Mass near 0 means paraphrases that ROUGE-L does not catch. "
         + page.key()
     )
@@ -624,6 +981,7 @@ def _embeddings(page: _Page) -> str:
         [
             _e(n),
             _int(r["embeddings"]["instructions"]),
+            _int(r["embeddings"].get("queries")),
             _num(r["embeddings"]["mean_pairwise_distance"]),
             _num(r["embeddings"]["nearest_neighbour"]["median"]),
             _pct(r["embeddings"]["nearest_neighbour"]["share_below_0_1"]),
@@ -634,10 +992,10 @@ def _embeddings(page: _Page) -> str:
         "<div>"
         + page.table(
             "Embedding diversity: the mean cosine distance over all pairs (higher is more diverse) and the nearest-"
-            "neighbour distance.",
-            ["pool", "embedded", "mean pairwise", "NN median", "NN < 0.1"],
+            "neighbour distance of the queried instructions.",
+            ["pool", "embedded", "queries", "mean pairwise", "NN median", "NN < 0.1"],
             rows,
-            [False, True, True, True, True],
+            [False, True, True, True, True, True],
         )
         + "</div>"
     )
@@ -656,14 +1014,15 @@ def render_html(reports: Sequence[dict[str, Any]], *, version: str = "") -> str:
         _growth(page),
         _diversity(page),
         _shape(page),
+        _quality(page),
         _samples(page),
         _embeddings(page),
     ]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     footer = (
         f"<footer>Generated by selfinstruct {_e(version)} <code>report</code> on {stamp}. The same numbers: "
-        "<code>selfinstruct report POOL --json</code>. ROUGE-L is rouge-score's (no stemming), computed exactly."
-        "</footer>"
+        "<code>selfinstruct report POOL --json</code>; one row of measures per task: <code>--parquet FILE</code>. "
+        "ROUGE-L is rouge-score's (no stemming), computed exactly.</footer>"
     )
     title = "selfinstruct report: " + " vs ".join(page.names)
     return (

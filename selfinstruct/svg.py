@@ -62,6 +62,24 @@ def percent(x: float) -> str:
     return f"{x * 100:.0f}%"
 
 
+def count(x: float) -> str:
+    """A value printed beside a bar, at one precision for all bars: 35217 → "35,217", 0.5 → "0.5"."""
+    return f"{int(x):,}" if x == int(x) else f"{x:,.3g}"
+
+
+def share(x: float) -> str:
+    """A share beside a bar, one decimal: 0.1234 → "12.3%"."""
+    return f"{x * 100:.1f}%"
+
+
+def integer_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
+    """Whole-number ticks covering [lo, hi] (rounds, runs): never 2.5."""
+    ticks = [t for t in nice_ticks(lo, hi, count) if t == int(t)]
+    if len(ticks) < 2:
+        ticks = [float(t) for t in range(math.floor(lo), math.ceil(hi) + 1)]
+    return ticks
+
+
 @dataclass(frozen=True)
 class Series:
     name: str
@@ -148,6 +166,7 @@ def line_chart(
     y_format: Callable[[float], str] = number,
     y_range: tuple[float, float] | None = None,
     x_ticks: Sequence[float] | None = None,
+    integer_x: bool = False,
     markers: Sequence[float] = (),
     width: int = 460,
     height: int = 250,
@@ -166,7 +185,9 @@ def line_chart(
     parts = _open(width, height, title, "line")
     parts += _y_axis(frame, y_ticks, y_format, y_label)
     ylo, yhi = y_ticks[0], y_ticks[-1]
-    for t in x_ticks if x_ticks is not None else nice_ticks(xlo, xhi, 5):
+    if x_ticks is None:
+        x_ticks = integer_ticks(xlo, xhi) if integer_x else nice_ticks(xlo, xhi, 5)
+    for t in x_ticks:
         if xlo <= t <= xhi:
             x = frame.sx(t, xlo, xhi)
             parts.append(f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{frame.y0}" y2="{frame.y0 + 4}" stroke="{AXIS}"/>')
@@ -177,17 +198,18 @@ def line_chart(
         if xlo <= m <= xhi:
             x = frame.sx(m, xlo, xhi)
             parts.append(
-                f'<line class="marker" x1="{_f(x)}" x2="{_f(x)}" y1="{frame.y0}" y2="{frame.y1}" stroke="{AXIS}" '
-                'stroke-dasharray="3 3"/>'
+                f'<line class="marker" x1="{_f(x)}" x2="{_f(x)}" y1="{frame.y0}" y2="{frame.y1}" stroke="#555555" '
+                'stroke-width="1.2" stroke-dasharray="4 3"/>'
             )
     parts.append(f'<line x1="{frame.x0}" x2="{frame.x1}" y1="{frame.y0}" y2="{frame.y0}" stroke="{AXIS}"/>')
     for s in series:
         if not s.points:
             continue
         coords = " ".join(f"{_f(frame.sx(x, xlo, xhi))},{_f(frame.sy(y, ylo, yhi))}" for x, y in s.points)
+        data = " ".join(f"{x:g},{y:g}" for x, y in s.points)  # the values drawn, for readers and tests
         parts.append(
-            f'<polyline class="mark" points="{coords}" fill="none" stroke="{s.color}" stroke-width="2" '
-            'stroke-linejoin="round"/>'
+            f'<polyline class="mark" points="{coords}" data-values="{data}" fill="none" stroke="{s.color}" '
+            'stroke-width="2" stroke-linejoin="round"/>'
         )
         if len(s.points) <= 40:
             for x, y in s.points:
@@ -215,7 +237,7 @@ def histogram_chart(
     height: int = 250,
 ) -> str:
     """Bars per bin ``[edges[i], edges[i+1])``, the series side by side within a bin. With ``overflow`` the
-    last bin is labelled "≥" its lower edge."""
+    last bin holds everything from its lower edge up: it is drawn apart, after a gap, labelled "60+"."""
     values = [v for s in series for v in s.values]
     if not values or not any(values):
         return empty_chart(title, "no data")
@@ -224,29 +246,40 @@ def histogram_chart(
     bins = len(edges) - 1
     parts = _open(width, height, title, "histogram")
     parts += _y_axis(frame, y_ticks, y_format, y_label)
-    slot = (frame.x1 - frame.x0) / bins
+    gap = 1.2 if overflow else 0.0  # in slots
+    slot = (frame.x1 - frame.x0) / (bins + gap)
     bar = slot * 0.86 / len(series)
+
+    def left(i: int) -> float:
+        return frame.x0 + (i + (gap if overflow and i >= bins - 1 else 0.0)) * slot
+
     for k, s in enumerate(series):
         for i, v in enumerate(s.values):
             if v <= 0:
                 continue
-            x = frame.x0 + i * slot + slot * 0.07 + k * bar
+            x = left(i) + slot * 0.07 + k * bar
             y = frame.sy(v, 0.0, y_ticks[-1])
             parts.append(
                 f'<rect class="mark" x="{_f(x)}" y="{_f(y)}" width="{_f(max(bar, 0.8))}" '
-                f'height="{_f(frame.y0 - y)}" fill="{s.color}"><title>{_e(s.name)}: {_e(y_format(v))}</title></rect>'
+                f'height="{_f(frame.y0 - y)}" fill="{s.color}" data-bin="{i}"><title>{_e(s.name)}: '
+                f"{_e(y_format(v))}</title></rect>"
             )
-    step = max(1, math.ceil(bins / 10))
-    for i in range(0, bins + 1, step):
-        x = frame.x0 + i * slot
-        label = edge_format(edges[i])
-        if overflow and i == bins - 1:
-            label = "≥" + label
-        elif overflow and i == bins:
-            continue
+    regular = bins - 1 if overflow else bins
+    step = max(1, math.ceil(regular / 10))
+    for i in range(0, regular + 1 - (1 if overflow else 0), step):  # the overflow bar names its own edge
+        x = left(i) if i < regular else frame.x0 + regular * slot
         parts.append(f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{frame.y0}" y2="{frame.y0 + 4}" stroke="{AXIS}"/>')
-        parts.append(f'<text x="{_f(x)}" y="{frame.y0 + 15}" text-anchor="middle" fill="{INK}">{_e(label)}</text>')
-    parts.append(f'<line x1="{frame.x0}" x2="{frame.x1}" y1="{frame.y0}" y2="{frame.y0}" stroke="{AXIS}"/>')
+        label = _e(edge_format(edges[i]))
+        parts.append(f'<text x="{_f(x)}" y="{frame.y0 + 15}" text-anchor="middle" fill="{INK}">{label}</text>')
+    end = frame.x0 + regular * slot
+    parts.append(f'<line x1="{frame.x0}" x2="{_f(end)}" y1="{frame.y0}" y2="{frame.y0}" stroke="{AXIS}"/>')
+    if overflow:
+        x = left(bins - 1)
+        parts.append(f'<line x1="{_f(x)}" x2="{_f(x + slot)}" y1="{frame.y0}" y2="{frame.y0}" stroke="{AXIS}"/>')
+        parts.append(
+            f'<text class="overflow" x="{_f(x + slot / 2)}" y="{frame.y0 + 15}" text-anchor="middle" fill="{INK}">'
+            f"{_e(edge_format(edges[bins - 1]))}+</text>"
+        )
     parts += _legend(frame, series)
     parts.append(_x_label(frame, x_label))
     parts.append("</svg>")
@@ -258,7 +291,7 @@ def bar_chart(
     series: Sequence[Series],
     *,
     title: str,
-    value_format: Callable[[float], str] = number,
+    value_format: Callable[[float], str] = count,
     width: int = 460,
     label_width: int = 150,
     row: int = 17,
@@ -267,6 +300,7 @@ def bar_chart(
     if not labels:
         return empty_chart(title, "no data")
     top = 22 if len(series) > 1 else 6
+    row = max(row, 12 * len(series) + 4)  # each series' value label gets its own line
     height = top + row * len(labels) + 8
     frame = _Frame(width, height, label_width, 56, top, 8)
     peak = max([v for s in series for v in s.values] + [1e-12])
@@ -274,7 +308,7 @@ def bar_chart(
     band = (row - 4) / len(series)
     for i, label in enumerate(labels):
         y = top + i * row
-        shown = label if len(label) <= 24 else label[:23] + "…"
+        shown = label if len(label) <= 22 else label[:21] + "…"
         parts.append(
             f'<text x="{label_width - 6}" y="{_f(y + row / 2 + 3.5)}" text-anchor="end" fill="{INK}">{_e(shown)}'
             f"<title>{_e(label)}</title></text>"
@@ -311,53 +345,84 @@ def _arc(cx: float, cy: float, r0: float, r1: float, a0: float, a1: float) -> st
     )
 
 
-def sunburst(
-    verbs: Sequence[tuple[str, int, Sequence[tuple[str, int]]]], *, title: str, total: int, size: int = 440
+# Paul Tol's "light" scheme: pale enough for dark text on every wedge (contrast 7:1 or better with INK).
+WEDGES = ("#77AADD", "#EEDD88", "#44BB99", "#EE8866", "#99DDFF", "#BBCC33", "#FFAABB", "#DDDDDD", "#AAAA00")
+
+
+def _tint(color: str, amount: float = 0.55) -> str:
+    """``color`` mixed with white (``amount`` of white): the outer ring's shade of its verb's colour."""
+    rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def wedge_color(rank: int) -> str:
+    """The colour of the verb ranked ``rank`` (0-based), shared by the figure and its key table."""
+    return WEDGES[rank % len(WEDGES)]
+
+
+def _radial_label(
+    cx: float, cy: float, r0: float, r1: float, mid: float, text: str, size: float, cls: str, key: str
 ) -> str:
-    """The paper's verb–noun figure: inner ring the top verbs, outer ring each verb's top nouns, angles by
-    count over ``total`` (the instructions with a verb), the rest of the circle left blank."""
+    """Text along the radius at angle ``mid`` from r0 outwards (read from the left on the left half)."""
+    flip = math.pi < mid % (2 * math.pi) < 2 * math.pi
+    rotate = math.degrees(mid) - 90 + (180 if flip else 0)
+    x, y = cx + r0 * math.sin(mid), cy - r0 * math.cos(mid)
+    return (
+        f'<text class="{cls}" data-key="{_e(key)}" x="{_f(x)}" y="{_f(y)}" text-anchor="{"end" if flip else "start"}" '
+        f'dominant-baseline="central" fill="{INK}" font-size="{size:.1f}" '
+        f'transform="rotate({_f(rotate)} {_f(x)} {_f(y)})">{_e(text)}</text>'
+    )
+
+
+def _fit(text: str, room: float, size: float) -> str:
+    """``text`` cut to the characters that fit in ``room`` pixels at font ``size`` (0.6 em a character)."""
+    chars = int(room / (size * 0.6))
+    return text if len(text) <= chars else (text[: max(chars - 1, 1)] + "…" if chars >= 3 else "")
+
+
+def sunburst(verbs: Sequence[tuple[str, int, Sequence[tuple[str, int]]]], *, title: str, size: int = 560) -> str:
+    """The paper's Figure 2: the top verbs fill the inner ring (angles by their counts, relative to one
+    another), and each verb's top nouns fill the verb's wedge in the outer ring (by their counts, relative
+    to one another). Every wedge gets its word along the radius where the wedge is wide enough for the
+    text's height; a narrower verb gets its rank, and the key table beside the figure (same colours, same
+    ranks, nouns a–d) names every wedge."""
+    total = sum(count for _, count, _ in verbs)
     if not verbs or total <= 0:
         return empty_chart(title, "no verb found", width=size, height=120)
     cx = cy = size / 2
-    r_hole, r_mid, r_out = size * 0.12, size * 0.30, size * 0.48
+    r_hole, r_mid, r_out = size * 0.09, size * 0.29, size * 0.495
     parts = _open(size, size, title, "sunburst")
     angle = 0.0
-    colors = PALETTE[:6]
-    for i, (verb, count, nouns) in enumerate(verbs):
+    for rank, (verb, count, nouns) in enumerate(verbs):
         span = 2 * math.pi * count / total
-        color = colors[i % len(colors)]
+        color = wedge_color(rank)
         parts.append(
-            f'<path class="mark" d="{_arc(cx, cy, r_hole, r_mid, angle, angle + span)}" fill="{color}" '
-            f'stroke="#fff" stroke-width="1"><title>{_e(verb)}: {count}</title></path>'
+            f'<path class="mark wedge" data-verb="{_e(verb)}" d="{_arc(cx, cy, r_hole, r_mid, angle, angle + span)}" '
+            f'fill="{color}" stroke="#fff" stroke-width="1.2"><title>{rank + 1}. {_e(verb)}: {count:,}</title></path>'
         )
-        if span > 0.07:
-            mid = angle + span / 2
-            r = (r_hole + r_mid) / 2
-            rotate = math.degrees(mid) - 90
-            if math.pi < mid < 2 * math.pi:
-                rotate += 180
-            x, y = cx + r * math.sin(mid), cy - r * math.cos(mid)
+        mid = angle + span / 2
+        font = min(13.0, span * (r_hole + 30) * 0.85)
+        if font >= 7:
+            shown = _fit(verb, r_mid - r_hole - 10, font)
             parts.append(
-                f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="middle" dominant-baseline="middle" fill="#fff" '
-                f'font-weight="600" transform="rotate({_f(rotate)} {_f(x)} {_f(y)})">{_e(verb[:14])}</text>'
+                _radial_label(cx, cy, r_hole + 6, r_mid, mid, shown or str(rank + 1), font, "verb-label", verb)
             )
+        noun_total = sum(c for _, c in nouns)
         sub = angle
-        for noun, n in nouns:
-            nspan = 2 * math.pi * n / total
+        for letter, (noun, c) in zip("abcd", nouns, strict=False):
+            nspan = span * c / noun_total if noun_total else 0.0
             parts.append(
-                f'<path class="mark" d="{_arc(cx, cy, r_mid, r_out, sub, sub + nspan)}" fill="{color}" '
-                f'fill-opacity="0.55" stroke="#fff" stroke-width="1"><title>{_e(verb)} {_e(noun)}: {n}</title></path>'
+                f'<path class="mark wedge" data-verb="{_e(verb)}" data-noun="{_e(noun)}" '
+                f'd="{_arc(cx, cy, r_mid, r_out, sub, sub + nspan)}" fill="{_tint(color)}" stroke="#fff" '
+                f'stroke-width="1"><title>{rank + 1}{letter}. {_e(verb)} → {_e(noun)}: {c:,}</title></path>'
             )
-            if nspan > 0.045:
-                mid = sub + nspan / 2
-                r = (r_mid + r_out) / 2
-                rotate = math.degrees(mid) - 90
-                if math.pi < mid < 2 * math.pi:
-                    rotate += 180
-                x, y = cx + r * math.sin(mid), cy - r * math.cos(mid)
+            font = min(12.0, nspan * (r_mid + 12) * 0.85)
+            if font >= 6.5:
+                shown = _fit(noun, r_out - r_mid - 10, font) or f"{rank + 1}{letter}"
                 parts.append(
-                    f'<text x="{_f(x)}" y="{_f(y)}" text-anchor="middle" dominant-baseline="middle" fill="{INK}" '
-                    f'font-size="{FONT - 1}" transform="rotate({_f(rotate)} {_f(x)} {_f(y)})">{_e(noun[:16])}</text>'
+                    _radial_label(
+                        cx, cy, r_mid + 6, r_out, sub + nspan / 2, shown, font, "noun-label", f"{verb} {noun}"
+                    )
                 )
             sub += nspan
         angle += span

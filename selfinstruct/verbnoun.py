@@ -3,12 +3,16 @@
 The paper parses each instruction, takes the verb closest to the root of the parse and its first direct
 noun object, and draws the most common verbs with their most common nouns. This module does the same
 with spaCy's dependency parser when it is installed with an English pipeline (the optional extra
-``selfinstruct[parse]``, then ``python -m spacy download en_core_web_sm``): the root of the first
-sentence if it is a verb, its lemma, and the lemma of its first ``dobj``/``obj`` child that is a noun.
+``selfinstruct[parse]``, then ``python -m spacy download en_core_web_sm`` or any ``en_core_web_*``): the
+root of the first sentence if it is a verb, its lemma, and the lemma of its first ``dobj``/``obj`` child that is a noun.
+
+``--parser auto`` decides with :func:`importlib.util.find_spec` alone, without importing spaCy (which
+loads torch where that is installed): spaCy with the pipeline named, or with any installed
+``en_core_web_*`` pipeline (the small one first).
 
 Without spaCy it falls back to a plainly labelled heuristic that reads no grammar: the first word is taken
-as the verb unless it is a question word, auxiliary, pronoun, determiner or preposition (so "What is ..."
-and "The sentence below ..." give no pair), and the first following content word within a few words,
+as the verb when it is a common imperative verb or ends like one (so "What is ...", "The sentence below
+..." and "John has ..." give no pair), and the first following content word within a few words,
 crudely singularised, as its noun. It is right for the common imperative shape ("Write a poem about ...",
 "Classify the sentiment ...") and wrong for others; the report says which method produced its figure.
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +33,11 @@ DEFAULT_SPACY_MODEL = "en_core_web_sm"
 METHODS = ("auto", "spacy", "heuristic")
 
 HEURISTIC_NOTE = (
-    "heuristic, not a parse (spaCy with an English pipeline is not installed): the first word as the verb "
-    "unless it is a question word, auxiliary, pronoun, determiner or preposition; the first content word "
-    "after it as the noun"
+    "heuristic, not a parse ({why}): the first word as the verb when it is one of ~300 common imperative "
+    "verbs or looks like one (-ize, -ify, -ate); the first content word after it as the noun"
 )
+PIPELINE_PREFIX = "en_core_web_"
+_PREFERENCE = ("sm", "md", "lg", "trf")  # the small pipeline first: it parses fastest
 
 # First words that are not an imperative verb: no pair is taken from such an instruction.
 _NOT_VERBS = frozenset(
@@ -50,6 +55,30 @@ _NOT_NOUNS = _NOT_VERBS | frozenset(
     correct complete one two three four five six seven eight nine ten first second last next own out up down
     off away back me myself yourself""".split()  # noqa: SIM905
 )
+# Imperative verbs that open instructions. A first word outside this list is a verb only if it ends like
+# one (-ize, -ise, -ify, -ate): "Toolformer is ..." or "John has ..." then gives no pair.
+_VERBS = frozenset(
+    """add adapt adjust advise align allocate analyse analyze annotate answer apply approximate argue arrange
+    ask assess assign associate break brainstorm build calculate categorize categorise change check choose
+    cite clarify classify clean collect combine come compare compile complete compose compute condense
+    connect construct continue contrast convert copy correct count craft create critique cut debug decide
+    decode define delete derive describe design detect determine develop devise diagnose discuss distinguish
+    divide do document draft draw edit elaborate eliminate embed emphasize encode enumerate estimate evaluate
+    examine expand explain explore express extract fill filter find finish fix flag follow forecast format
+    formulate gather generate get give go group guess help highlight identify illustrate imagine implement
+    improve include indicate infer insert interpret introduce invent investigate join judge justify keep
+    label learn link list locate look make map mark match measure mention merge modify name negate normalize
+    note offer optimize order organize outline paraphrase parse perform pick plan play point predict prepare
+    present prioritize produce program proofread propose prove provide put rank rate read reason rearrange
+    recommend reconstruct record recreate reduce refactor refine reformat reformulate remove rename reorder
+    rephrase replace reply report represent request research resolve respond restate restructure retrieve
+    return reverse review revise rewrite rhyme rotate round say schedule score search select send separate
+    sequence set share shorten show simplify simulate sing solve sort specify spell split state structure
+    study substitute subtract suggest sum summarize summarise supply swap take talk teach tell test think
+    tokenize track train transcribe transform translate transpose try turn underline understand update use
+    validate verify visualize walk weigh work write""".split()  # noqa: SIM905
+)
+_VERB_ENDINGS = ("ize", "ise", "ify", "ate")
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _NOUN_WINDOW = 4  # the noun must come within this many words after the verb
 
@@ -75,7 +104,7 @@ def heuristic_pair(instruction: str) -> tuple[str | None, str | None]:
     if not words:
         return None, None
     verb = words[0].lower()
-    if verb in _NOT_VERBS or len(verb) < 2:
+    if verb in _NOT_VERBS or len(verb) < 2 or not (verb in _VERBS or verb.endswith(_VERB_ENDINGS)):
         return None, None
     for word in words[1 : 1 + _NOUN_WINDOW]:
         lower = word.lower().strip("'-")
@@ -115,9 +144,11 @@ class VerbNoun:
             "distinct_pairs": sum(len(c) for c in nouns.values()),
             "top": [
                 {
-                    "verb": verb,
+                    "verb": verb[:40],  # a lemma of model text: kept short on the page
                     "count": count,
-                    "nouns": [{"noun": n, "count": c} for n, c in nouns.get(verb, Counter()).most_common(top_nouns)],
+                    "nouns": [
+                        {"noun": n[:40], "count": c} for n, c in nouns.get(verb, Counter()).most_common(top_nouns)
+                    ],
                 }
                 for verb, count in verbs.most_common(top_verbs)
             ],
@@ -142,23 +173,62 @@ def _load_spacy(model: str) -> Any:
         ) from None
 
 
-def spacy_available(model: str = DEFAULT_SPACY_MODEL) -> bool:
-    """Whether spaCy and its pipeline ``model`` can be imported, without loading the pipeline."""
+def _find_spec(name: str) -> bool:
     import importlib.util
 
-    if importlib.util.find_spec("spacy") is None:
-        return False
     try:
-        import spacy.util
-
-        return bool(spacy.util.is_package(model)) or bool(importlib.util.find_spec(model))
-    except Exception:  # a broken spaCy install counts as not installed
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or odd package counts as not installed
         return False
 
 
-def _spacy_pairs(nlp: Any, instructions: Sequence[str]) -> list[tuple[str | None, str | None]]:
+def installed_pipelines() -> list[str]:
+    """The installed ``en_core_web_*`` pipeline packages, the small one first; found on ``sys.path``
+    without importing spaCy or any pipeline."""
+    import pkgutil
+
+    names = {m.name for m in pkgutil.iter_modules() if m.name.startswith(PIPELINE_PREFIX)}
+
+    def rank(name: str) -> tuple[int, str]:
+        size = name[len(PIPELINE_PREFIX) :]
+        return (_PREFERENCE.index(size) if size in _PREFERENCE else len(_PREFERENCE), name)
+
+    return sorted(names, key=rank)
+
+
+def choose_parser(method: str, model: str | None) -> tuple[str | None, str]:
+    """``(pipeline, why)`` for ``method``: the spaCy pipeline to load (None: the heuristic) and, for the
+    heuristic under ``auto``, why. Decides with :func:`importlib.util.find_spec` only, so that ``auto``
+    costs nothing where spaCy is absent (importing spaCy loads torch where it is installed)."""
+    if method == "heuristic":
+        return None, "asked for with --parser heuristic"
+    if method == "spacy":
+        return model or DEFAULT_SPACY_MODEL, ""
+    if not _find_spec("spacy"):
+        return None, "spaCy is not installed"
+    if model is not None:
+        if _find_spec(model):
+            return model, ""
+        return None, f"spaCy is installed but its pipeline {model} is not"
+    found = installed_pipelines()
+    if found:
+        return found[0], ""
+    return None, f"spaCy is installed but no {PIPELINE_PREFIX}* pipeline is"
+
+
+def spacy_available(model: str | None = None) -> bool:
+    """Whether ``--parser auto`` would use spaCy (with ``model``, or any English pipeline when None)."""
+    return choose_parser("auto", model)[0] is not None
+
+
+def _spacy_pairs(
+    nlp: Any, instructions: Sequence[str], progress: Callable[[str, int, int], None] | None = None
+) -> list[tuple[str | None, str | None]]:
     pairs: list[tuple[str | None, str | None]] = []
-    for doc in nlp.pipe((text[:1000] for text in instructions), batch_size=256):
+    total = len(instructions)
+    for k, doc in enumerate(nlp.pipe((text[:1000] for text in instructions), batch_size=256)):
+        if progress is not None and k % 256 == 0:
+            progress("parsing instructions (spaCy)", k, total)
         sentence = next(iter(doc.sents), None) if doc.has_annotation("SENT_START") else doc
         root = sentence.root if sentence is not None else None
         if root is None or root.pos_ != "VERB":
@@ -169,15 +239,26 @@ def _spacy_pairs(nlp: Any, instructions: Sequence[str]) -> list[tuple[str | None
             None,
         )
         pairs.append((root.lemma_.lower(), noun))
+    if progress is not None:
+        progress("parsing instructions (spaCy)", total, total)
     return pairs
 
 
-def verb_noun_pairs(instructions: Sequence[str], *, method: str = "auto", model: str = DEFAULT_SPACY_MODEL) -> VerbNoun:
+def verb_noun_pairs(
+    instructions: Sequence[str],
+    *,
+    method: str = "auto",
+    model: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VerbNoun:
     """Extract the pairs with ``method``: ``spacy`` (ConfigError when unavailable), ``heuristic``, or ``auto``
-    (spaCy when it and ``model`` are installed, else the heuristic)."""
+    (spaCy when it and ``model`` -- or, with no model named, any ``en_core_web_*`` pipeline -- are
+    installed, else the heuristic, whose note says why)."""
     if method not in METHODS:
         raise ConfigError(f"unknown parser {method!r}: choose one of {', '.join(METHODS)}")
-    if method == "spacy" or (method == "auto" and spacy_available(model)):
+    chosen, why = choose_parser(method, model)
+    if chosen is not None:
+        model = chosen
         nlp = _load_spacy(model)
         meta = getattr(nlp, "meta", {}) or {}
         name = f"{meta.get('lang', 'en')}_{meta.get('name', model)}" if meta.get("name") else model
@@ -186,5 +267,5 @@ def verb_noun_pairs(instructions: Sequence[str], *, method: str = "auto", model:
             f"dependency parse by spaCy ({name}): the root verb of the first sentence and the first noun "
             "that is its direct object, both lemmatised"
         )
-        return VerbNoun(label, note, _spacy_pairs(nlp, instructions))
-    return VerbNoun("heuristic", HEURISTIC_NOTE, [heuristic_pair(text) for text in instructions])
+        return VerbNoun(label, note, _spacy_pairs(nlp, instructions, progress))
+    return VerbNoun("heuristic", HEURISTIC_NOTE.format(why=why), [heuristic_pair(text) for text in instructions])

@@ -46,8 +46,8 @@ def test_growth_numbers(known: dict[str, Any]) -> None:
     # Per round: accepted tasks of the round over accepted + rejected candidates of the round.
     assert growth["acceptance"]["by"] == "round"
     assert growth["acceptance"]["points"] == [
-        {"first_round": 1, "last_round": 1, "accepted": 2, "rejected": 2, "acceptance_rate": 0.5},
-        {"first_round": 2, "last_round": 2, "accepted": 2, "rejected": 3, "acceptance_rate": 0.4},
+        {"first_round": 1, "last_round": 1, "accepted": 2, "rejected": 2, "unused": 0, "acceptance_rate": 0.5},
+        {"first_round": 2, "last_round": 2, "accepted": 2, "rejected": 3, "unused": 0, "acceptance_rate": 0.4},
     ]
     assert growth["rejections"]["ledger"] == {"too_short": 2, "too_similar": 2, "blocked_keyword": 1}
     assert growth["rejections"]["logged"] == {"too_short": 2, "too_similar": 2, "blocked_keyword": 1}
@@ -135,7 +135,8 @@ def test_a_pool_without_tasks_or_rejected_file(tmp_path: Path) -> None:
     report = build_report(pool.directory, ReportOptions(seeds=str(write_seed_file(tmp_path / "s.jsonl"))))
     assert report["pool"]["tasks"] == 0
     assert report["growth"]["acceptance"] == {
-        "by": "run", "points": [{"run_id": "r", "accepted": 0, "candidates": 7, "acceptance_rate": 0.0}]
+        "by": "run",
+        "points": [{"run_id": "r", "accepted": 0, "rejected": 7, "unused": 0, "candidates": 7, "acceptance_rate": 0.0}],
     }  # fmt: skip
     assert report["growth"]["totals"]["tokens_per_accepted"] is None
     page = render_html([report])
@@ -195,7 +196,7 @@ def test_cli_writes_html_and_json(tmp_path: Path) -> None:
     result = run_cli("report", str(pool), "--seeds", str(seeds), "--json", "--parser", "heuristic")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert data["schema"] == "selfinstruct-report/1" and data["shape"]["tasks"] == 4
+    assert data["schema"] == "selfinstruct-report/2" and data["shape"]["tasks"] == 4
     out = tmp_path / "both.html"
     result = run_cli("report", str(pool), "--against", str(pool), "--seeds", str(seeds), "--json", "--out", str(out))
     assert result.exit_code == 0
@@ -292,3 +293,123 @@ def test_distinct_ngrams_match_a_set_count(seed: int, direct_vocab: int, monkeyp
         grams = [tuple(t[i : i + n]) for t in tokens for i in range(len(t) - n + 1)]
         assert (got[str(n)]["distinct"], got[str(n)]["total"]) == (len(set(grams)), len(grams))
     assert _ngrams([])["1"] == {"distinct": 0, "total": 0, "ratio": 0.0}
+
+
+# ------------------------------------------------------------------------------------------------ issue 18
+
+
+def test_surplus_and_unfinished_are_never_rejections(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    pool = synthetic_pool(tmp_path, 300)
+    runs = [json.loads(x) for x in (pool / "runs.jsonl").read_text().splitlines()]
+    report = build_report(pool, ReportOptions(parser="heuristic"))
+    growth = report["growth"]
+    accepted = sum(r["accepted"] for r in runs)
+    rejected = sum(sum(r["rejected"].values()) for r in runs)
+    assert growth["totals"]["acceptance_rate"] == round(accepted / (accepted + rejected), 4)
+    assert growth["totals"]["unused"] == sum(sum(r["surplus"].values()) for r in runs)
+    assert "surplus" not in growth["rejections"]["logged"] and "unfinished" not in growth["rejections"]["ledger"]
+    rounds = [p["first_round"] for p in growth["acceptance"]["points"]]
+    assert rounds == list(range(1, 31))  # the ledger's 30 rounds; the late rounds 31, 32 are left out
+    assert all(p["acceptance_rate"] is not None and p["acceptance_rate"] > 0 for p in growth["acceptance"]["points"])
+
+
+@pytest.mark.parametrize(
+    ("value", "bin_"), [(0.3, 6), (0.29999999999999993, 6), (0.30000000000000004, 6), (0.15, 3), (1.0, 19), (0.0, 0)]
+)
+def test_a_score_on_a_bin_edge_lands_in_the_bin_it_starts(value: float, bin_: int) -> None:
+    counts = histogram([value], [i / 20 for i in range(21)])["counts"]
+    assert counts.index(1) == bin_
+
+
+def test_rating_sheet_round_trips(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    from selfinstruct.rating import draw_sheet, read_ratings, sheet_csv, sheet_jsonl
+
+    pool = synthetic_pool(tmp_path, 300)
+    tasks = Pool(pool).read_tasks()
+    rows = draw_sheet(tasks, 40, seed=3)
+    assert len(rows) == 40 and rows == draw_sheet(tasks, 40, seed=3)
+    assert all(1 <= r["rate_instance"] <= len(r["instances"]) for r in rows)
+    answers = [(i % 5 != 0, i % 3 != 0, i % 2 == 0) for i in range(40)]
+    for r, (a, b, c) in zip(rows, answers, strict=True):
+        r["answers"] = {"instruction": a, "input": b, "output": c}
+    (tmp_path / "filled.jsonl").write_text(sheet_jsonl(rows), encoding="utf-8")
+    (tmp_path / "filled.csv").write_text(sheet_csv(rows), encoding="utf-8")
+    ids = {t.id for t in tasks}
+    for name in ("filled.jsonl", "filled.csv"):
+        got = read_ratings(tmp_path / name, ids)
+        assert got["tasks"] == 40
+        assert got["instruction"]["yes"] == sum(a for a, _, _ in answers)
+        assert got["output"]["yes"] == 20
+        assert got["all"]["yes"] == sum(a and b and c for a, b, c in answers)
+        assert got["all"]["low"] < got["all"]["share"] < got["all"]["high"]
+    report = build_report(pool, ReportOptions(parser="heuristic", ratings=str(tmp_path / "filled.csv")))
+    page = render_html([report])
+    assert "people: <code>" in page and f"({report['quality']['ratings']['all']['yes']}/40)" in page
+    (tmp_path / "bad.csv").write_text("task_id,valid_instruction,valid_input,valid_output\nx,perhaps,,\n")
+    with pytest.raises(InputError, match=r"bad.csv:2: field 'valid_instruction': 'perhaps'"):
+        read_ratings(tmp_path / "bad.csv")
+
+
+def test_cli_rating_sheet_and_parquet(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    pool = synthetic_pool(tmp_path, 300)
+    args = ["report", str(pool), "--parser", "heuristic", "--rating-sheet", "25"]
+    if importlib.util.find_spec("pyarrow") is not None:
+        args += ["--parquet", str(tmp_path / "rows.parquet")]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    lines = (pool / "rating_sheet.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 25 and (pool / "rating_sheet.csv").read_text().count("\n") >= 26
+    if importlib.util.find_spec("pyarrow") is not None:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(tmp_path / "rows.parquet")
+        assert table.num_rows == 300
+        assert {"seed_rouge_l", "nearest_seed", "verb", "noun", "judge_score", "instruction_words"} <= set(
+            table.column_names
+        )
+
+
+class _TwinEncoder:
+    """Bag-of-words vectors: a task and its near-verbatim twin come out almost the same."""
+
+    def encode(self, texts: list[str], **_: Any) -> Any:
+        import numpy as np
+
+        out = np.zeros((len(texts), 64))
+        for k, text in enumerate(texts):
+            for word in text.lower().split():
+                out[k, hash(word.strip(".!")) % 64] += 1.0
+        return out
+
+
+def test_embedding_neighbours_are_searched_over_the_whole_pool() -> None:
+    from selfinstruct.embeddings import embedding_diversity
+
+    base = [f"Topic {i} alpha{i} beta{i} gamma{i} delta{i}." for i in range(600)]
+    texts = base + [t.replace(".", "!") for t in base]  # every task has a near-verbatim twin
+    got = embedding_diversity(texts, limit=100, seed=0, encoder=_TwinEncoder())
+    assert got["sampled"] and got["queries"] == 100 and got["instructions"] == 1200
+    assert got["nearest_neighbour"]["share_below_0_1"] >= 0.99
+
+
+def test_parser_auto_decides_without_importing_spacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from selfinstruct.verbnoun import choose_parser
+
+    for name in ("spacy", "en_core_web_md", "en_core_web_lg"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert choose_parser("auto", None) == ("en_core_web_md", "")
+    assert choose_parser("auto", "en_core_web_lg") == ("en_core_web_lg", "")
+    chosen, why = choose_parser("auto", "en_core_web_sm")
+    assert chosen is None and "en_core_web_sm is not" in why
+    imported = sys.modules.get("spacy")
+    assert imported is None or not str(getattr(imported, "__file__", "")).startswith(str(tmp_path))

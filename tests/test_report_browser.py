@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from chromium import Chromium, find_chromium, page_url
 from pngpixels import Image, read_png
-from reportpools import EVIL, hostile_pool, known_pool
+from reportpools import EVIL, REASONS, hostile_pool, known_pool, synthetic_pool
 
-from selfinstruct.report import ReportOptions, build_report
+from selfinstruct.report import ReportOptions, build_report, build_reports
 from selfinstruct.reporthtml import render_html
-from selfinstruct.svg import PALETTE
+from selfinstruct.svg import PALETTE, WEDGES
 
 pytestmark = pytest.mark.browser
 
@@ -85,7 +85,8 @@ def test_page_loads_offline_and_every_plot_is_drawn(browser: Chromium, tmp_path:
         clip = {k: chart[k] for k in ("x", "y", "width", "height")}
         counts = _colours(read_png(browser.screenshot(clip, scale=0.5)))
         assert _ink_share(counts) > 0.01, chart["kind"]
-        assert counts[blue] > 20, (chart["kind"], counts.most_common(5))
+        colour = _rgb(WEDGES[0]) if chart["kind"] == "sunburst" else blue  # the sunburst's pale, dark-text scheme
+        assert counts[colour] > 20, (chart["kind"], counts.most_common(5))
 
     # The whole first screen: not blank, many colours (text, rules, plots).
     shot = read_png(browser.screenshot({"x": 0, "y": 0, "width": 1100, "height": 1400}, scale=0.5))
@@ -122,3 +123,161 @@ def test_the_request_check_sees_requests(browser: Chromium, tmp_path: Path) -> N
     page.write_text(f'<!DOCTYPE html><html><body><img src="{probe}"></body></html>', encoding="utf-8")
     browser.open(page_url(page))
     assert probe in browser.requests()
+
+
+# ------------------------------------------------------------------------ numbers on the page, checked
+
+
+def _independent(pool: Path) -> dict:
+    """What the page must say, worked out here from the pool's files alone (no selfinstruct code)."""
+    read = lambda name: [json.loads(x) for x in (pool / name).read_text(encoding="utf-8").splitlines() if x]  # noqa: E731
+    tasks, rejected, runs = read("tasks.jsonl"), read("rejected.jsonl"), read("runs.jsonl")
+    judged = {j["id"]: j for j in read("judgements.jsonl")}
+    closed = {r for run in runs for r in range(run["last_round"] - run["rounds"] + 1, run["last_round"] + 1)}
+    acc = Counter(t["round"] for t in tasks)
+    rej = Counter(r["round"] for r in rejected if r["reject_reason"] not in ("surplus", "unfinished"))
+    per_round = {r: acc[r] / (acc[r] + rej[r]) for r in sorted(closed) if acc[r] + rej[r]}
+    accepted = sum(run["accepted"] for run in runs)
+    rejected_n = sum(sum(run["rejected"].values()) for run in runs)
+    instances = [i for t in tasks for i in t["instances"]]
+    words = [len(t["instruction"].split()) for t in tasks]
+    inst_hist = Counter(min(w // 2, 30) for w in words)
+    scores = Counter(j["score"] for j in judged.values())
+    verdicts = [j["verdicts"] for j in judged.values() if "verdicts" in j]
+    return {
+        "tasks": len(tasks),
+        "instances": len(instances),
+        "acceptance": f"{accepted / (accepted + rejected_n) * 100:.1f}% ({accepted:,} / {accepted + rejected_n:,})",
+        "unused": sum(sum(run["surplus"].values()) for run in runs),
+        "per_round": per_round,
+        "reasons": dict(Counter(r["reject_reason"] for r in rejected if r["reject_reason"] in REASONS)),
+        "instruction_hist": inst_hist,
+        "empty_inputs": sum(1 for i in instances if not i["input"].strip()),
+        "classification": sum(1 for t in tasks if t["is_classification"]),
+        "scores": scores,
+        "verdict_output": sum(1 for v in verdicts if v["output"]),
+        "verdicts": len(verdicts),
+        "leading": Counter(t["instruction"].split()[0].lower() for t in tasks),
+    }
+
+
+SIZES = [300, pytest.param(52_000, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_every_caption_matches_the_pool(browser: Chromium, tmp_path: Path, n: int) -> None:
+    pool = synthetic_pool(tmp_path, n, rounds_per_run=10 if n < 1000 else 100)
+    want = _independent(pool)
+    page = _write_page(tmp_path, build_report(pool, ReportOptions(parser="heuristic")))
+    browser.open(page_url(page))
+    cell = (
+        "(label => [...document.querySelectorAll('tr')]"
+        ".find(r => r.cells[0] && r.cells[0].innerText.trim() === label)?.cells[1].innerText)"
+    )
+    summary = lambda label: browser.evaluate(f"{cell}({json.dumps(label)})")  # noqa: E731
+    assert summary("machine tasks") == f"{want['tasks']:,}"
+    assert summary("instances") == f"{want['instances']:,}"
+    assert summary("acceptance: accepted / (accepted + rejected)") == want["acceptance"]
+    assert summary("unused candidates (surplus, unfinished)") == f"{want['unused']:,}"
+    assert summary("instances with an empty input") == f"{want['empty_inputs']:,}"
+    assert summary("classification instructions") == f"{want['classification']:,}"
+
+    # Acceptance by round: the values drawn are the ledger's rounds only, each accepted / (accepted + rejected).
+    drawn = browser.evaluate("document.querySelector('svg[data-chart=line] + *') && "
+                             "[...document.querySelectorAll('polyline')].map(p => p.dataset.values)")  # fmt: skip
+    points = [tuple(map(float, xy.split(","))) for xy in drawn[1].split()]
+    if n < 1000:
+        assert [int(x) for x, _ in points] == sorted(want["per_round"])
+        for x, y in points:
+            assert y == pytest.approx(want["per_round"][int(x)], abs=1e-4)
+    else:
+        assert max(x for x, _ in points) <= max(want["per_round"])  # grouped, never beyond the ledger
+    ticks = browser.evaluate("[...document.querySelectorAll('svg[data-chart=line]')[1].querySelectorAll('text')]"
+                             ".map(t => t.firstChild.textContent)")  # fmt: skip
+    assert not [t for t in ticks if "." in t and t[0].isdigit()], ticks  # integer round ticks
+
+    # Rejections by reason: surplus and unfinished are not among them; the counts are the ledger's.
+    bars = browser.evaluate("[...document.querySelectorAll('svg[data-chart=bar]')[0].querySelectorAll('text')]"
+                            ".map(t => t.firstChild.textContent)")  # fmt: skip
+    labels = [b for b in bars if not b[0].isdigit()]
+    values = [int(b.replace(",", "")) for b in bars if b[0].isdigit()]
+    assert dict(zip(labels, values, strict=True)) == want["reasons"]
+
+    # Instruction lengths: every bin's bar, the 60+ bin drawn apart and labelled so.
+    rects = browser.evaluate("[...document.querySelectorAll('svg[data-chart=histogram]')].find(s => "
+                             "s.querySelector('title').textContent === 'Length of instructions')"
+                             ".querySelectorAll('rect.mark')].map(r => [+r.dataset.bin, r.querySelector('title')"
+                             ".textContent])".replace("[...document", "[...[...document", 1))  # fmt: skip
+    got = {b: int(t.split(": ")[1].replace(",", "").replace("k", "000")) for b, t in rects if "k" not in t}
+    for b, count in got.items():
+        assert count == want["instruction_hist"][b]
+    assert "60+" in browser.evaluate("document.body.innerHTML")
+
+    # The verb–noun figure: every one of the 20 verbs and 80 nouns is labelled in the figure or keyed.
+    keys = json.loads(browser.evaluate("JSON.stringify({verbs: [...document.querySelectorAll('.verb-key')]"
+                                       ".map(e => e.dataset.verb), nouns: [...document.querySelectorAll('.noun-key')]"
+                                       ".map(e => e.dataset.key), wedges: [...document.querySelectorAll("
+                                       "'path.wedge[data-noun]')].map(e => e.dataset.verb + ' ' + "
+                                       "e.dataset.noun)})"))  # fmt: skip
+    assert len(keys["verbs"]) == 20
+    assert len(keys["nouns"]) == 80 if n > 1000 else len(keys["nouns"]) >= 60  # a rare verb of 300 may have < 4
+    assert set(keys["wedges"]) == set(keys["nouns"])
+
+    # Quality: the judge's scores and the paper's Table 2 from the separate verdicts.
+    text = browser.evaluate("document.body.innerText")
+    assert "Judge scores" in text and "The paper's Table 2" in text
+    share = want["verdict_output"] / want["verdicts"] * 100
+    assert f"{share:.1f}% [" in text and f"({want['verdict_output']:,}/{want['verdicts']:,})" in text
+    score_bars = browser.evaluate("[...[...document.querySelectorAll('svg[data-chart=bar]')].find(s => "
+                                  "s.querySelector('title').textContent === 'Judge scores').querySelectorAll('text')]"
+                                  ".map(t => t.firstChild.textContent)")  # fmt: skip
+    counts = [int(v.replace(",", "")) for v in score_bars if v[0].isdigit()]
+    assert counts == [want["scores"][s] for s in range(1, 6)]
+    # Table 1 and the signals, from the files.
+    tasks = [json.loads(x) for x in (pool / "tasks.jsonl").read_text(encoding="utf-8").splitlines()]
+    mean_words = sum(len(t["instruction"].split()) for t in tasks) / len(tasks)
+    assert summary("mean instruction length (words)") == f"{mean_words:.1f}"
+    same = sum(
+        1 for t in tasks if not t["is_classification"] and len(t["instances"]) > 1
+        and len({" ".join(i["output"].casefold().split()) for i in t["instances"]}) == 1
+    )  # fmt: skip
+    assert summary("every output the same (non-classification tasks of 2+ instances)").startswith(
+        f"{same:,} ({same / len(tasks) * 100:.1f}%)"
+    )
+    if n < 1000:  # ROUGE-L of every task to every seed with rouge-score itself: 300 x 175 pairs
+        from rouge_score import rouge_scorer
+
+        from selfinstruct.paths import default_seeds_path
+
+        seeds = [json.loads(x)["instruction"] for x in default_seeds_path().read_text(encoding="utf-8").splitlines()]
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        best = [max(scorer.score(s, t["instruction"])["rougeL"].fmeasure for s in seeds) for t in tasks]
+        want_bins = Counter(min(int(b * 20 + 1e-9), 19) for b in best)
+        drawn_bins = browser.evaluate("[...[...document.querySelectorAll('svg[data-chart=histogram]')].find(s => "
+                                      "s.querySelector('title').textContent === 'ROUGE-L to the most similar seed')"
+                                      ".querySelectorAll('rect.mark')].filter(r => r.querySelector('title')"
+                                      ".textContent.startsWith('to the nearest seed')).map(r => [+r.dataset.bin, "
+                                      "+r.querySelector('title').textContent.split(': ')[1]])")  # fmt: skip
+        assert dict(map(tuple, drawn_bins)) == dict(want_bins)
+    shot = read_png(browser.screenshot({"x": 0, "y": 0, "width": 1100, "height": 1400}, scale=0.5))
+    assert _ink_share(_colours(shot)) > 0.03
+
+
+@pytest.mark.parametrize("n", [3000, pytest.param(52_000, marks=pytest.mark.slow)])
+def test_against_uses_full_counts(browser: Chromium, tmp_path: Path, n: int) -> None:
+    small = synthetic_pool(tmp_path, 300, name="small")
+    big = synthetic_pool(tmp_path, n, seed=1, name="big", rounds_per_run=50 if n < 10_000 else 100)
+    measured = build_reports([big, small], ReportOptions(parser="heuristic"))
+    page = _write_page(tmp_path, *[m.report for m in measured])
+    browser.open(page_url(page))
+    want = [_independent(big)["leading"], _independent(small)["leading"]]
+    bars = browser.evaluate("[...[...document.querySelectorAll('svg[data-chart=bar]')].find(s => "
+                            "s.querySelector('title').textContent === 'Leading words').querySelectorAll('text')]"
+                            ".map(t => t.firstChild.textContent)")  # fmt: skip
+    words = [b for b in bars if not b[0].isdigit() and not b.endswith("%") and b not in ("big", "small")]
+    shares = [b for b in bars if b.endswith("%")]
+    for k, word in enumerate(words):
+        for j in range(2):
+            assert shares[2 * k + j] == f"{want[j][word] / sum(want[j].values()) * 100:.1f}%", word
+    text = browser.evaluate("document.body.innerText")
+    assert f"on a seeded random subsample of 300 of its {n:,} tasks" in text

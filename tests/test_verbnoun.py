@@ -25,6 +25,9 @@ from selfinstruct.verbnoun import heuristic_pair, verb_noun_pairs
         ("123 456", (None, None)),
         ("Rewrite the stories", ("rewrite", "story")),
         ("Explain the class hierarchy", ("explain", "class")),
+        ("John has three apples and eats one.", (None, None)),  # a name, not a verb
+        ("Toolformer is a model that calls tools.", (None, None)),
+        ("Alphabetize the names below.", ("alphabetize", "name")),  # not listed, but ends like a verb
     ],
 )
 def test_heuristic_pairs(instruction: str, pair: tuple[str | None, str | None]) -> None:
