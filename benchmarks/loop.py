@@ -106,9 +106,16 @@ class ReplayModel:
 
 
 def write_pool(directory: Path, corpus: Sequence[str], count: int, seed: int = 1) -> int:
-    """Write ``count`` synthesized machine tasks (corpus splices, no duplicates) to a new pool directory."""
+    """Write ``count`` synthesized machine tasks (corpus splices, no duplicates) to a new pool directory.
+
+    Each record carries the provenance the loop writes: five ``most_similar`` entries (earlier instructions
+    of the pool, with scores) and eight ``demonstrations`` (six from a fixed set of 175 standing in for the
+    seed tasks, two earlier pool instructions), so that the file and the loaded pool have a real run's size.
+    """
     rng = random.Random(seed)
     halves = [(t.split()[: (len(t.split()) + 1) // 2], t.split()[len(t.split()) // 2 :]) for t in corpus]
+    seeds = corpus[:175]
+    recent: list[str] = list(corpus[175:1175])
     seen: set[str] = set()
     directory.mkdir(parents=True)
     with (directory / TASKS_FILE).open("w", encoding="utf-8") as out:
@@ -118,11 +125,15 @@ def write_pool(directory: Path, corpus: Sequence[str], count: int, seed: int = 1
             if not key or key in seen:
                 continue
             seen.add(key)
+            similar = sorted((round(rng.uniform(0.2, 0.7), 6) for _ in range(5)), reverse=True)
             task = make_task(
                 text, [Instance("", "one")], is_classification=False, instance_format="input_first",
-                classification_answer="No", max_similarity=None, most_similar=[], demonstrations=[],
-                run_id="synthesized", round_number=0, model=ReplayModel.model,
+                classification_answer="No", max_similarity=similar[0],
+                most_similar=[{"instruction": rng.choice(recent), "score": score} for score in similar],
+                demonstrations=rng.sample(seeds, 6) + rng.sample(recent, 2),
+                run_id="synthesized", round_number=len(seen) // 100, model=ReplayModel.model,
             )  # fmt: skip
+            recent[rng.randrange(len(recent))] = text
             task.id = machine_task_id(len(seen) - 1)
             out.write(json.dumps(task.to_record(), ensure_ascii=False) + "\n")
     return len(seen)
