@@ -45,6 +45,7 @@ import platform
 import pstats
 import random
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -214,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
     parser.add_argument("--workers", type=int, default=None, help="novelty workers (default: every core)")
     parser.add_argument("--initial-pool", type=int, default=0, metavar="N", help="start from N synthesized tasks")
+    parser.add_argument(
+        "--pool-cache", default=None, metavar="DIR", help="keep the synthesized pool in DIR and copy it from there"
+    )
     args = parser.parse_args(argv)
     if args.initial_pool >= args.target:
         parser.error("--target is the pool size to grow to: give more than --initial-pool")
@@ -253,7 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.initial_pool:
             made = time.perf_counter()
-            write_pool(Path(tmp) / "pool", corpus, args.initial_pool)
+            if args.pool_cache:
+                cached = Path(args.pool_cache) / f"synthesized-{args.initial_pool}"
+                if not cached.exists():
+                    write_pool(cached.with_suffix(".partial"), corpus, args.initial_pool)
+                    cached.with_suffix(".partial").rename(cached)
+                shutil.copytree(cached, Path(tmp) / "pool")
+            else:
+                write_pool(Path(tmp) / "pool", corpus, args.initial_pool)
             print(f"wrote a pool of {args.initial_pool:,} synthesized tasks in {time.perf_counter() - made:.1f} s")
         config = GenerateConfig(
             seeds=str(default_seeds_path()), prompts=str(default_prompts_dir()), out=str(Path(tmp) / "pool"),
