@@ -234,13 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     marks_cpu: list[tuple[float, float]] = []  # per round: (this process's CPU, its workers' CPU) so far
     last_sample = [0.0]
 
+    children: list[int] = []
+
     def sample_memory() -> None:
         now = time.monotonic()
         if now - last_sample[0] < 2.0:
             return
         last_sample[0] = now
+        children[:] = _children(os.getpid())  # (scanning /proc costs milliseconds: not every round)
         memory["main"] = max(memory["main"], _rss_mb(os.getpid()))
-        memory["workers"] = max(memory["workers"], sum(_rss_mb(pid) for pid in _children(os.getpid())))
+        memory["workers"] = max(memory["workers"], sum(_rss_mb(pid) for pid in children))
 
     def on_event(kind: str, payload: object) -> None:
         if kind == "round":
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append((payload.pool_size, payload.seconds, cpu - last_cpu[0], count))  # type: ignore[attr-defined]
             last_cpu[0] = cpu
             sample_memory()
-            marks_cpu.append((cpu, sum(_cpu_seconds(pid) for pid in _children(os.getpid()))))
+            marks_cpu.append((cpu, sum(_cpu_seconds(pid) for pid in children)))
 
     profiler = cProfile.Profile() if args.profile else None
     workers = args.workers or available_cores()
@@ -282,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
         total = time.perf_counter() - started
         total_cpu = time.process_time() - cpu_started
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        workers_cpu = children.ru_utime + children.ru_stime
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        workers_cpu = usage.ru_utime + usage.ru_stime
 
     marks = [m for m in MARKS if m < args.target] + [args.target]
     bands: dict[int, list[tuple[int, float, float, int]]] = {m: [] for m in marks}

@@ -15,8 +15,9 @@ keeps one writer and one order; only the scoring is spread:
   replica ``r``. Each shard answers, per candidate, the exact maximum F and the exact top-k above the
   report floor among its instructions (a :meth:`~selfinstruct.novelty.NoveltyIndex.query`).
 * **Against the batch, in order.** The main process then walks the candidates in order and scores each
-  against the earlier accepted candidates of the same batch (which no worker has yet: a small index of its
-  own), merges, and decides. Accepted candidates join the workers' shards with the next batch.
+  against the earlier accepted candidates of the same batch (which no worker has yet), pair by pair in one
+  rapidfuzz ``cdist`` call (a batch is small; rouge-score's float, computed in its order), merges, and
+  decides. Accepted candidates join the workers' shards with the next batch.
 
 Why the merge is exact: the pool a candidate is checked against is the union of the shards and the batch's
 earlier accepted candidates, so its maximum F is the largest of the parts' maxima and its top-k (score
@@ -52,8 +53,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+from rapidfuzz.distance import LCSseq
+from rapidfuzz.process import cdist
+
 from selfinstruct.errors import SelfInstructError
-from selfinstruct.novelty import DEFAULT_THRESHOLD, DEFAULT_TOP_K, Match, NoveltyIndex, NoveltyResult
+from selfinstruct.novelty import (
+    _CODE_CAPACITY,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TOP_K,
+    Match,
+    NoveltyIndex,
+    NoveltyResult,
+    _code,
+    rouge_tokens_many,
+)
 
 __all__ = ["NoveltyWorkerError", "ParallelNovelty", "available_cores", "plan_layout"]
 
@@ -103,6 +117,59 @@ def merge_results(parts: Iterable[NoveltyResult], top_k: int) -> NoveltyResult:
         return NoveltyResult(best, [])
     tops.sort(key=lambda m: (-m.score, m.index))
     return NoveltyResult(best, tops[:top_k])
+
+
+class _Recent:
+    """The batch's accepted candidates, scored pair by pair: every candidate against every earlier one.
+
+    A batch holds at most a few thousand instructions, where one rapidfuzz ``cdist`` call over all of them
+    beats the pruned search (which, at report floor 0, verifies nearly every instruction of a small index
+    anyway). Scores are rouge-score's floats, computed in its order, as :class:`NoveltyIndex` computes them.
+    """
+
+    def __init__(self, base: int, top_k: int, report_floor: float) -> None:
+        self.base = base
+        self.top_k = top_k
+        self.report_floor = report_floor
+        self._ids: dict[str, str] = {}  # token -> its code point (shared by the batch's instructions)
+        self._texts: list[str] = []
+        self._codes: list[str] = []
+        self._lengths: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def _code(self, tokens: list[str]) -> str | None:
+        ids = self._ids
+        for token in tokens:
+            if token not in ids:
+                if len(ids) >= _CODE_CAPACITY:  # pragma: no cover - a batch with a million distinct tokens
+                    return None
+                ids[token] = _code(len(ids))
+        return "".join([ids[t] for t in tokens])
+
+    def query(self, tokens: list[str], code: str) -> NoveltyResult:
+        if not self._texts or not tokens:
+            return NoveltyResult(0.0, [])
+        lcs = cdist([code], self._codes, scorer=LCSseq.similarity, dtype=np.int32)[0].astype(np.float64)
+        n = np.asarray(self._lengths, dtype=np.float64)
+        m = float(len(tokens))
+        precision = lcs / np.maximum(n, 1.0)
+        recall = lcs / m
+        denom = precision + recall
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
+        best = float(scores.max())
+        above = np.flatnonzero(scores > self.report_floor)
+        if not self.top_k or not len(above):
+            return NoveltyResult(best, [])
+        order = above[np.lexsort((above, -scores[above]))[: self.top_k]]
+        return NoveltyResult(best, [Match(self._texts[i], float(scores[i]), self.base + i) for i in order.tolist()])
+
+    def add(self, text: str, code: str, count: int) -> None:
+        self._texts.append(text)
+        self._codes.append(code)
+        self._lengths.append(count)
 
 
 class _Worker:
@@ -330,18 +397,27 @@ class ParallelNovelty:
         base = len(self._texts)
         snapshot = self._query_workers(candidates)
         # The batch's own accepted candidates, which no worker holds yet: checked here, in order.
-        recent = NoveltyIndex(**self._options)  # type: ignore[arg-type]
+        recent = _Recent(base, self.top_k, self.report_floor)
+        fallback: NoveltyIndex | None = None  # should a batch exhaust the code points
         results = []
-        for text, against_snapshot in zip(candidates, snapshot, strict=True):
-            if len(recent):
-                own = recent.query(text)
-                shifted = NoveltyResult(own.max_score, [Match(m.instruction, m.score, base + m.index) for m in own.top])
-                result = merge_results((against_snapshot, shifted), self.top_k)
+        for text, against_snapshot, tokens in zip(candidates, snapshot, rouge_tokens_many(candidates), strict=True):
+            code = recent._code(tokens) if fallback is None else None
+            if code is None and fallback is None:  # pragma: no cover - a batch with a million distinct tokens
+                fallback = NoveltyIndex(self._texts[base:], **self._options)  # type: ignore[arg-type]
+            if fallback is not None:  # pragma: no cover
+                own = fallback.query(text)
+                own = NoveltyResult(own.max_score, [Match(m.instruction, m.score, base + m.index) for m in own.top])
             else:
-                result = against_snapshot
+                assert code is not None
+                own = recent.query(tokens, code)
+            result = merge_results((against_snapshot, own), self.top_k) if len(self._texts) > base else against_snapshot
             results.append(result)
             if result.max_score <= self.threshold:
-                recent.add(text)
+                if fallback is not None:  # pragma: no cover
+                    fallback.add(text)
+                else:
+                    assert code is not None
+                    recent.add(text, code, len(tokens))
                 self._texts.append(text)
         return results
 

@@ -46,10 +46,15 @@ def _batches(texts: list[str], rng: random.Random) -> list[list[str]]:
     return out
 
 
-def _same(a: list[NoveltyResult], b: list[NoveltyResult]) -> None:
-    assert [(r.max_score, [(m.instruction, m.score, m.index) for m in r.top]) for r in a] == [
-        (r.max_score, [(m.instruction, m.score, m.index) for m in r.top]) for r in b
+def _same(a: list[NoveltyResult], b: list[NoveltyResult], floor: float = 0.0) -> None:
+    """The same top lists; the same maxima wherever they are exact (above the floor: see the module docs),
+    else both at most the floor (each a lower bound of the true maximum)."""
+    assert [[(m.instruction, m.score, m.index) for m in r.top] for r in a] == [
+        [(m.instruction, m.score, m.index) for m in r.top] for r in b
     ]
+    for x, y in zip(a, b, strict=True):
+        if x.max_score > floor or y.max_score > floor:
+            assert x.max_score == y.max_score
 
 
 @pytest.mark.parametrize(
@@ -73,7 +78,7 @@ def test_filter_batch_matches_single_index(workers: int, shard_size: int, floor:
         seeds, workers=workers, report_floor=floor, top_k=top_k, parallel_from=0, shard_size=shard_size
     ) as parallel:
         for batch in _batches(texts, rng):
-            _same(parallel.filter_batch(batch), reference.filter_batch(batch))
+            _same(parallel.filter_batch(batch), reference.filter_batch(batch), floor)
         assert len(parallel) == len(reference)
         assert parallel.parallel == (workers > 1)
         assert parallel.replicas * parallel.shards == (workers if workers > 1 else 1)
@@ -85,7 +90,7 @@ def test_switches_to_workers_when_the_index_grows() -> None:
     with ParallelNovelty(workers=2, parallel_from=100) as parallel:
         for i in range(0, len(texts), 25):
             before = len(parallel)
-            _same(parallel.filter_batch(texts[i : i + 25]), reference.filter_batch(texts[i : i + 25]))
+            _same(parallel.filter_batch(texts[i : i + 25]), reference.filter_batch(texts[i : i + 25]), 0.7)
             assert parallel.parallel == (before >= 100)  # decided by the size when a batch starts
         assert parallel.parallel
 
@@ -95,11 +100,11 @@ def test_close_then_use_again_restarts_the_workers() -> None:
     reference = NoveltyIndex(texts[:50])
     parallel = ParallelNovelty(texts[:50], workers=2, parallel_from=0)
     parallel.start()
-    _same(parallel.filter_batch(texts[50:120]), reference.filter_batch(texts[50:120]))
+    _same(parallel.filter_batch(texts[50:120]), reference.filter_batch(texts[50:120]), 0.7)
     parallel.close()
     parallel.close()  # twice is fine
     assert not parallel.parallel
-    _same(parallel.filter_batch(texts[120:]), reference.filter_batch(texts[120:]))
+    _same(parallel.filter_batch(texts[120:]), reference.filter_batch(texts[120:]), 0.7)
     parallel.close()
 
 
