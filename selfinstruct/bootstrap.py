@@ -128,7 +128,10 @@ LAG_BUDGET_SHARE = 0.75  # the lag, at most this share of the instruction reques
 MIN_LAG = 8  # the smallest default lag (a tiny budget still keeps a few requests going)
 MAX_LAG = 65_536  # as --window's own bound
 TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then completions are taken in again)
-CHECK_BATCH = 32  # instruction requests novelty-checked as one batch (spread over the novelty workers)
+# Instruction requests novelty-checked as one batch when the novelty workers score it (one at a time in-process:
+# batching gains nothing there and TURN_SECONDS stays a fine bound). Large batches keep the workers busy (32
+# cost the workers about twice the CPU per task of 256 at a 52K pool, one run each on a loaded machine).
+CHECK_BATCH = 256
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
 PROGRESS_SECONDS = 1.0
@@ -807,9 +810,10 @@ class Bootstrap:
         batch (its novelty scoring is spread over the workers); the order, and so every decision, is the
         same as one by one."""
         ends = time.perf_counter() + TURN_SECONDS
+        batch = CHECK_BATCH if self.index.on_workers else 1
         while self.stop_reason in (None, MAX_ROUNDS):
             ready: list[_Slot] = []
-            while len(ready) < CHECK_BATCH and self._checked + len(ready) < self._submitted:
+            while len(ready) < batch and self._checked + len(ready) < self._submitted:
                 slot = self._slots[self._checked + len(ready)]
                 if slot.completion is None:
                     break

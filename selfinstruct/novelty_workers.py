@@ -311,6 +311,11 @@ class ParallelNovelty:
         self.close()
 
     @property
+    def on_workers(self) -> bool:
+        """Whether the next :meth:`filter_batch` scores on worker processes (running, or due to start)."""
+        return bool(self._procs) or self._wants_workers()
+
+    @property
     def parallel(self) -> bool:
         """Whether worker processes hold the index (else it is in this process)."""
         return bool(self._procs)
