@@ -12,6 +12,15 @@ another, chosen by a seeded generator): real vocabulary and lengths, mostly nove
 corpus text is read at run time and never stored.
 
     python benchmarks/loop.py --corpus ../shared/bench/instructions.jsonl [--target 52000] [--profile 25]
+    python benchmarks/loop.py --initial-pool 1000000 --target 1005000 --workers 1
+
+``--workers N`` sets the novelty worker processes (``GenerateConfig.workers``; default: every core, 1: all
+in the main process). ``--initial-pool N`` starts from a pool of N synthesized tasks (corpus splices as
+above, from their own seeded generator, duplicates dropped), written to the pool directory before the run,
+so that the loop's speed at a pool of a million can be measured without growing one; the tasks/s reported
+for it then count only the rounds after the first (the first absorbs loading the pool and building the
+index). Memory is sampled about every two seconds during the run: the resident set of this process (which
+holds the pool's tasks) and of its novelty workers (which hold the index).
 
 Prints, per band of pool sizes, the rounds in it, the mean wall and CPU loop time per round (the streaming
 loop reports rounds in bursts as their requests complete, so a median of single rounds means little), and the loop
@@ -35,6 +44,8 @@ import os
 import platform
 import pstats
 import random
+import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -43,9 +54,12 @@ from pathlib import Path
 
 from selfinstruct.backends import Completion, Sampling
 from selfinstruct.config import GenerateConfig
+from selfinstruct.novelty_workers import available_cores
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
+from selfinstruct.pool import TASKS_FILE, machine_task_id
 from selfinstruct.runner import run_generate
-from selfinstruct.stages import derive_seed
+from selfinstruct.stages import derive_seed, make_task
+from selfinstruct.task import Instance
 
 MARKS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 52_000, 100_000, 200_000]
 
@@ -92,6 +106,73 @@ class ReplayModel:
         return out
 
 
+def write_pool(directory: Path, corpus: Sequence[str], count: int, seed: int = 1) -> int:
+    """Write ``count`` synthesized machine tasks (corpus splices, no duplicates) to a new pool directory.
+
+    Each record carries the provenance the loop writes: five ``most_similar`` entries (earlier instructions
+    of the pool, with scores) and eight ``demonstrations`` (six from a fixed set of 175 standing in for the
+    seed tasks, two earlier pool instructions), so that the file and the loaded pool have a real run's size.
+    """
+    rng = random.Random(seed)
+    halves = [(t.split()[: (len(t.split()) + 1) // 2], t.split()[len(t.split()) // 2 :]) for t in corpus]
+    seeds = corpus[:175]
+    recent: list[str] = list(corpus[175:1175])
+    seen: set[str] = set()
+    directory.mkdir(parents=True)
+    with (directory / TASKS_FILE).open("w", encoding="utf-8") as out:
+        while len(seen) < count:
+            text = " ".join(halves[rng.randrange(len(halves))][0] + halves[rng.randrange(len(halves))][1])
+            key = " ".join(text.casefold().split())
+            if not key or key in seen:
+                continue
+            seen.add(key)
+            similar = sorted((round(rng.uniform(0.2, 0.7), 6) for _ in range(5)), reverse=True)
+            task = make_task(
+                text, [Instance("", "one")], is_classification=False, instance_format="input_first",
+                classification_answer="No", max_similarity=similar[0],
+                most_similar=[{"instruction": rng.choice(recent), "score": score} for score in similar],
+                demonstrations=rng.sample(seeds, 6) + rng.sample(recent, 2),
+                run_id="synthesized", round_number=len(seen) // 100, model=ReplayModel.model,
+            )  # fmt: skip
+            recent[rng.randrange(len(recent))] = text
+            task.id = machine_task_id(len(seen) - 1)
+            out.write(json.dumps(task.to_record(), ensure_ascii=False) + "\n")
+    return len(seen)
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """This process's child processes (Linux /proc; empty elsewhere)."""
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 class InstantModel:
     """Answers each stage at once; the text depends only on the prompt's stage and the request's seed."""
 
@@ -132,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="instruction requests per round (reporting)")
     parser.add_argument("--similarity-floor", type=float, default=0.0, help="provenance floor (docs/performance.md)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions")
+    parser.add_argument("--workers", type=int, default=None, help="novelty workers (default: every core)")
+    parser.add_argument("--initial-pool", type=int, default=0, metavar="N", help="start from N synthesized tasks")
+    parser.add_argument(
+        "--pool-cache", default=None, metavar="DIR", help="keep the synthesized pool in DIR and copy it from there"
+    )
     args = parser.parse_args(argv)
+    if args.initial_pool >= args.target:
+        parser.error("--target is the pool size to grow to: give more than --initial-pool")
 
     corpus = load_corpus(args.corpus)
     random.Random(0).shuffle(corpus)
@@ -141,6 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[tuple[int, float, float, int]] = []
     last_cpu = [time.process_time()]
 
+    # Resident memory in MB, peak of the samples: (this process, its novelty workers together).
+    memory = {"main": 0.0, "workers": 0.0}
+    marks_cpu: list[tuple[float, float]] = []  # per round: (this process's CPU, its workers' CPU) so far
+    last_sample = [0.0]
+
+    children: list[int] = []
+
+    def sample_memory() -> None:
+        now = time.monotonic()
+        if now - last_sample[0] < 2.0:
+            return
+        last_sample[0] = now
+        children[:] = _children(os.getpid())  # (scanning /proc costs milliseconds: not every round)
+        memory["main"] = max(memory["main"], _rss_mb(os.getpid()))
+        memory["workers"] = max(memory["workers"], sum(_rss_mb(pid) for pid in children))
+
     def on_event(kind: str, payload: object) -> None:
         if kind == "round":
             cpu = time.process_time()
@@ -148,14 +252,29 @@ def main(argv: list[str] | None = None) -> int:
             count = accepted if isinstance(accepted, int) else len(accepted)
             rounds.append((payload.pool_size, payload.seconds, cpu - last_cpu[0], count))  # type: ignore[attr-defined]
             last_cpu[0] = cpu
+            sample_memory()
+            marks_cpu.append((cpu, sum(_cpu_seconds(pid) for pid in children)))
 
     profiler = cProfile.Profile() if args.profile else None
+    workers = args.workers or available_cores()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.initial_pool:
+            made = time.perf_counter()
+            if args.pool_cache:
+                cached = Path(args.pool_cache) / f"synthesized-{args.initial_pool}"
+                if not cached.exists():
+                    write_pool(cached.with_suffix(".partial"), corpus, args.initial_pool)
+                    cached.with_suffix(".partial").rename(cached)
+                shutil.copytree(cached, Path(tmp) / "pool")
+            else:
+                write_pool(Path(tmp) / "pool", corpus, args.initial_pool)
+            print(f"wrote a pool of {args.initial_pool:,} synthesized tasks in {time.perf_counter() - made:.1f} s")
         config = GenerateConfig(
             seeds=str(default_seeds_path()), prompts=str(default_prompts_dir()), out=str(Path(tmp) / "pool"),
             num_instructions=args.target, batch_size=args.batch_size, seed=0, saturation_window=50,
-            similarity_floor=args.similarity_floor,
+            similarity_floor=args.similarity_floor, workers=workers,
         )  # fmt: skip
+        memory["before"] = _rss_mb(os.getpid())
         started = time.perf_counter()
         cpu_started = time.process_time()
         last_cpu[0] = cpu_started
@@ -166,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
         total = time.perf_counter() - started
         total_cpu = time.process_time() - cpu_started
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        workers_cpu = usage.ru_utime + usage.ru_stime
 
     marks = [m for m in MARKS if m < args.target] + [args.target]
     bands: dict[int, list[tuple[int, float, float, int]]] = {m: [] for m in marks}
@@ -182,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         f"similarity_floor {args.similarity_floor}, {args.batch_size} instruction requests per round, "
         "7 instructions per list"
     )
+    print(f"novelty workers: {workers} (config workers={workers}); start pool {args.initial_pool:,} tasks")
     print(f"grew a pool to {outcome.pool_size:,} tasks in {outcome.totals.rounds} rounds")
     print(f"({outcome.totals.candidates:,} candidates, exit: {outcome.exit_reason})\n")
     print(
@@ -211,9 +333,27 @@ def main(argv: list[str] | None = None) -> int:
             f"\ntime per accepted task grows as pool size^{slope:.2f} "
             f"({y0 * 1e3:.2f} ms near {x0:,.0f} tasks -> {y1 * 1e3:.2f} ms near {x1:,.0f})"
         )
-    print(f"\nwhole run: {total:.1f} s wall, {total_cpu:.1f} s CPU; {outcome.pool_size / total:,.0f} accepted tasks/s")
+    grown = outcome.pool_size - args.initial_pool
+    print(
+        f"\nwhole run: {total:.1f} s wall, {total_cpu:.1f} s CPU (+{workers_cpu:.1f} s in novelty workers);"
+        f" {grown / total:,.0f} accepted tasks/s"
+    )
     rate = outcome.totals.candidates / total
     print(f"of loop work, {rate:,.0f} candidates/s through parse, filters, novelty, append")
+    if len(rounds) >= 2:
+        later = rounds[1:]
+        steady = sum(r[3] for r in later) / max(sum(r[1] for r in later), 1e-9)
+        tasks = sum(r[3] for r in later)
+        main_cpu = (marks_cpu[-1][0] - marks_cpu[0][0]) / max(tasks, 1)
+        workers_cpu_per = (marks_cpu[-1][1] - marks_cpu[0][1]) / max(tasks, 1)
+        print(
+            f"after the first round: {steady:,.0f} accepted tasks/s ({tasks:,} tasks); CPU per accepted task:"
+            f" {main_cpu * 1e3:.2f} ms in this process, {workers_cpu_per * 1e3:.2f} ms in novelty workers"
+        )
+    print(
+        f"resident memory, peak of samples: this process {memory['main']:,.0f} MB (before the run"
+        f" {memory['before']:,.0f} MB), novelty workers {memory['workers']:,.0f} MB together"
+    )
     if profiler is not None:
         buffer = io.StringIO()
         pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(args.profile)

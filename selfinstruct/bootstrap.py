@@ -78,7 +78,8 @@ from selfinstruct.backends.pacing import EndpointLoad
 from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
 from selfinstruct.judge import JudgeTemplate, passes
-from selfinstruct.novelty import NoveltyIndex
+from selfinstruct.novelty import NoveltyResult
+from selfinstruct.novelty_workers import ParallelNovelty, available_cores
 from selfinstruct.pool import machine_task_id
 from selfinstruct.prompts import PromptTemplates
 from selfinstruct.stages import (
@@ -127,6 +128,10 @@ LAG_BUDGET_SHARE = 0.75  # the lag, at most this share of the instruction reques
 MIN_LAG = 8  # the smallest default lag (a tiny budget still keeps a few requests going)
 MAX_LAG = 65_536  # as --window's own bound
 TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then completions are taken in again)
+# Instruction requests novelty-checked as one batch when the novelty workers score it (one at a time in-process:
+# batching gains nothing there and TURN_SECONDS stays a fine bound). Large batches keep the workers busy (32
+# cost the workers about twice the CPU per task of 256 at a 52K pool, one run each on a loaded machine).
+CHECK_BATCH = 256
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
 PROGRESS_SECONDS = 1.0
@@ -352,11 +357,15 @@ class Bootstrap:
         self._first_round = self.last_round + 1
         self.clock = clock
         self.heuristics = F.InstructionHeuristics(blocked_keywords=tuple(config.blocked_keywords))
-        self.index = NoveltyIndex(
+        # The exact novelty check; its scoring runs on worker processes once the pool is large (the order
+        # and the decisions are the same whatever config.workers is).
+        self.index = ParallelNovelty(
             [t.instruction for t in self.seeds] + [t.instruction for t in self.machine],
             threshold=config.threshold,
             report_floor=config.similarity_floor,
             top_k=5,
+            workers=config.workers or available_cores(),
+            expected_size=len(self.seeds) + max(len(self.machine), config.num_instructions),
         )
         self.totals = RunTotals()
         # The staleness rule: request k shows the pool as of request k - lag. Fixed before the first request
@@ -457,6 +466,7 @@ class Bootstrap:
         if self._room() <= 0:
             self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
             return
+        self.index.start()  # large pools: the workers build their part while the first requests run
         stream = open_stream(self.backend)
         if self._follow:
             self.lag = default_lag(max_capacity_of(stream), self._expected_requests())
@@ -501,6 +511,7 @@ class Bootstrap:
                 finally:
                     self._settle()
                     self._flush()
+                    self.index.close()  # (also closed when collected, should the flush fail)
             if ended:  # else an exception is on its way out: a stop must not replace it
                 stopping.raise_pending()
 
@@ -793,16 +804,24 @@ class Bootstrap:
 
     def _advance(self, stream: Stream) -> None:
         """Novelty-check and commit, in submission order, as far as the completions allow -- checking for
-        at most :data:`TURN_SECONDS` (at least one request), so that a burst of completions does not keep
+        at most :data:`TURN_SECONDS` (at least one batch), so that a burst of completions does not keep
         the loop from taking in the follow-ups' answers (and sending the next requests) meanwhile; the rest
-        waits for the next turn, in the same order."""
+        waits for the next turn, in the same order. Up to :data:`CHECK_BATCH` requests are checked as one
+        batch (its novelty scoring is spread over the workers); the order, and so every decision, is the
+        same as one by one."""
         ends = time.perf_counter() + TURN_SECONDS
-        while self._checked < self._submitted and self.stop_reason in (None, MAX_ROUNDS):
-            slot = self._slots[self._checked]
-            if slot.completion is None:
+        batch = CHECK_BATCH if self.index.on_workers else 1
+        while self.stop_reason in (None, MAX_ROUNDS):
+            ready: list[_Slot] = []
+            while len(ready) < batch and self._checked + len(ready) < self._submitted:
+                slot = self._slots[self._checked + len(ready)]
+                if slot.completion is None:
+                    break
+                ready.append(slot)
+            if not ready:
                 break
-            self._check(slot, stream)
-            self._checked += 1
+            self._check(ready, stream)
+            self._checked += len(ready)
             if time.perf_counter() >= ends:
                 break
         while self._committed < self._checked and self.stop_reason in (None, MAX_ROUNDS):
@@ -825,7 +844,17 @@ class Bootstrap:
         slot.notes.update(parsed.notes)
         return [_Candidate(slot, text) for text in parsed.items]
 
-    def _check(self, slot: _Slot, stream: Stream) -> None:
+    def _check(self, slots: list[_Slot], stream: Stream) -> None:
+        """Screen the slots' candidates, novelty-check the survivors in order (one batch), then send each
+        slot's new tasks on."""
+        screened = [self._screen(slot) for slot in slots]
+        # Against seeds, pool and every earlier survivor of this run (which join the index at once).
+        results = iter(self.index.filter_batch([c.instruction for survivors in screened for c in survivors]))
+        for slot, survivors in zip(slots, screened, strict=True):
+            self._resolve(slot, survivors, results, stream)
+
+    def _screen(self, slot: _Slot) -> list[_Candidate]:
+        """Parse the slot's completion and run the heuristic filters: the candidates left for novelty."""
         survivors: list[_Candidate] = []
         for cand in self._parse_slot(slot):
             slot.candidates.append(cand)
@@ -843,9 +872,13 @@ class Bootstrap:
                     cand.done = True
                     continue
             survivors.append(cand)
-        # Against seeds, pool and every earlier survivor of this run (which join the index at once).
-        results = self.index.filter_batch([c.instruction for c in survivors], add=True)
-        for cand, res in zip(survivors, results, strict=True):
+        return survivors
+
+    def _resolve(
+        self, slot: _Slot, survivors: list[_Candidate], results: Iterator[NoveltyResult], stream: Stream
+    ) -> None:
+        for cand in survivors:
+            res = next(results)
             cand.max_similarity = res.max_score
             cand.most_similar = [{"instruction": m.instruction, "score": m.score} for m in res.top[:5]]
             if res.max_score > self.config.threshold:

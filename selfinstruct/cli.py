@@ -163,6 +163,14 @@ def generate(
             rich_help_panel=LOOP,
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes that score novelty once the pool holds 10,000 instructions; 1 scores it in the main "
+            "process. The decisions are the same for any value. \\[default: every core]",
+            rich_help_panel=LOOP,
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(help="Random seed; the same seed and pool replay the same prompts. \\[default: random]"),
@@ -375,7 +383,7 @@ def generate(
         "max_tokens": max_tokens, "presence_penalty": presence_penalty,
         "instance_temperature": instance_temperature, "instance_max_tokens": instance_max_tokens,
         "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
-        "max_model_len": max_model_len, "window": window, "concurrency": concurrency,
+        "max_model_len": max_model_len, "window": window, "workers": workers, "concurrency": concurrency,
         "server_priority": server_priority, "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout,
         "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,

@@ -64,6 +64,7 @@ class GenerateConfig:
     # engine's settings and the budget, see selfinstruct.bootstrap). N: at most N unresolved instruction
     # requests, and request k shows the pool as of k - N.
     window: int | None = None
+    workers: int | None = None  # processes for the novelty check; None: every core this process may use
     seed: int | None = None  # None: a fresh random seed, recorded in the run ledger for replay
     num_seed_demos: int = 6
     num_machine_demos: int = 2
@@ -380,6 +381,7 @@ RANGES: dict[str, Range] = {
     "num_instructions": Range(1, 1_000_000_000),
     "batch_size": Range(1, 10_000, reason=" (instruction requests per round)"),
     "window": Range(1, 65_536, reason=" (unresolved instruction requests)"),
+    "workers": Range(1, 4096, reason=" (processes for the novelty check)"),
     "seed": Range(0, 2**63 - 1),
     "num_seed_demos": Range(0, 64),
     "num_machine_demos": Range(0, 64),

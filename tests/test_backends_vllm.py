@@ -767,6 +767,8 @@ def test_the_loop_through_the_stream_replays_whatever_the_engine_runs(
     assert pools[0] == pools[1]
     assert set(limits[0]) == {16}  # every slot could run: capacity stayed at max_num_seqs + 8
     assert min(limits[1]) == runnable + 8  # the engine ran fewer while requests waited: capacity followed
+
+
 def test_broken_torch_extras_are_hidden_and_good_ones_kept(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """PyPI's CUDA torchvision beside torch's CPU wheel fails on import; hidden, transformers sees it absent."""
     import importlib.util

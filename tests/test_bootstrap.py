@@ -22,7 +22,7 @@ import pytest
 from paperlm import PaperLM
 from seedsets import write_seeds
 
-from selfinstruct import stopping
+from selfinstruct import novelty_workers, stopping
 from selfinstruct.backends import Completion, Finished, Request, Sampling
 from selfinstruct.backends.chat import prompt_text
 from selfinstruct.bootstrap import (
@@ -227,6 +227,25 @@ def test_novelty_is_checked_in_submission_order(seeds: list[Task]) -> None:
     assert all(r == results[0] for r in results)
     assert len(results[0]) == 2 and {r for _, _, r in results[0]} == {1}
     assert loop.totals.rejected["too_similar"] == 2 * 8  # the other eight requests' copies
+
+
+@pytest.mark.parametrize(("workers", "shard_size"), [(2, 10**6), (2, 100), (3, 100)])
+def test_the_same_pool_and_records_with_novelty_on_worker_processes(
+    seeds: list[Task], monkeypatch: pytest.MonkeyPatch, workers: int, shard_size: int
+) -> None:
+    outcomes = []
+    for count in (1, workers):
+        monkeypatch.setattr(novelty_workers, "PARALLEL_FROM", 0)  # workers from the first batch on
+        monkeypatch.setattr(novelty_workers, "SHARD_SIZE", shard_size)  # replicas, or shards
+        sink = Recorder()
+        loop = make_loop(seeds, ShuffledEngine(seed=7), sink=sink, num_instructions=50, window=8, workers=count)
+        list(loop.run())
+        assert loop.index.parallel is False  # closed at the end
+        assert loop.index.replicas * loop.index.shards == count  # the workers ran (1: none did)
+        records = [{k: v for k, v in r.items() if k != "created_at"} for r in sink.records]
+        outcomes.append((comparable(loop.machine), records))
+    assert outcomes[1] == outcomes[0]
+    assert any(r["reject_reason"] == "too_similar" for r in outcomes[0][1])
 
 
 # -- budgets, accounting, cancellation -----------------------------------------------------------------

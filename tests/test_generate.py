@@ -649,6 +649,8 @@ def test_a_run_against_batching_servers_records_each_servers_load_and_can_send_p
         stats = ledger["endpoints"][url]
         assert stats["signals"] == "metrics" and stats["requests"] > 0 and stats["output_tokens"] > 0
         assert {"limit", "mean_running", "mean_waiting", "peak_waiting", "limit_changes"} <= stats.keys()
+
+
 # -- platform defaults and the ledger's clocks ---------------------------------------------------------
 
 

@@ -99,6 +99,29 @@ def test_append_then_load_roundtrip(locked: Pool) -> None:
 
 
 @pytest.mark.parametrize(
+    "meta",
+    [
+        {"source": "machine", "run_id": "r1", "model": "m", "demonstrations": ["Seed one.", "Describe item number 0"],
+         "most_similar": [{"instruction": "Describe item number 0 in detail.", "score": 0.5}, "odd", {"x": 1}]},
+        {"source": "machine", "demonstrations": "not a list", "most_similar": None, "model": None},
+        {},
+    ],
+)  # fmt: skip
+def test_loaded_tasks_share_equal_strings_and_keep_their_records(locked: Pool, meta: dict[str, Any]) -> None:
+    tasks = [numbered_task(i) for i in range(3)]
+    for task in tasks[1:]:
+        task.meta.update(json.loads(json.dumps(meta)))
+    locked.append(tasks)
+    loaded = Pool(locked.directory).load()
+    assert [t.to_record() for t in loaded] == [t.to_record() for t in tasks]
+    if meta.get("run_id"):
+        assert loaded[1].meta["run_id"] is loaded[2].meta["run_id"]
+        assert loaded[1].meta["demonstrations"][0] is loaded[2].meta["demonstrations"][0]
+        # An instruction named in another task's provenance is the task's own string object.
+        assert loaded[1].meta["most_similar"][0]["instruction"] is loaded[0].instruction
+
+
+@pytest.mark.parametrize(
     ("tail", "why"),
     [
         (b'{"id": "machine_task_000003", "instruc', "no newline at the end of the file"),
