@@ -80,7 +80,7 @@ def test_chat_prompt_asks_for_count_tasks(templates: AlpacaTemplates) -> None:
     assert [m.role for m in chat] == ["user"]
     text = chat[0].content
     assert "Task 1\nInstruction: Give two synonyms" in text
-    assert 'Write 7 new tasks for the collection, numbered "Task 1" to "Task 7"' in text
+    assert 'Write 7 new tasks for the collection, numbered "Task 3" to "Task 9"' in text
 
 
 def test_render_task_collapses_the_instruction_only() -> None:

@@ -99,7 +99,7 @@ def test_instruction_chat_is_one_user_message_with_numbered_demos(templates: Cha
     assert [m.role for m in chat] == ["user"]
     text = chat[0].content
     assert "1. Say hi to me.\n2. Add two numbers." in text
-    assert "Write 5 new requests" in text and "from 1 to 5" in text
+    assert "Add 5 new requests" in text and "numbered 3 to 7" in text
     assert "{" not in text
 
 
@@ -134,14 +134,14 @@ def test_demonstration_holding_a_placeholder_is_not_filled_again(templates: Chat
         ("Sure! Here are two:\n\n1. A b c d.\n2. E f g h.\n\nHope this helps!", False, ["A b c d.", "E f g h."], 2),
         ("1) First one here.\n2) Second one here.", False, ["First one here.", "Second one here."], 0),
         ("- Bullet task one.\n* Bullet task two.", False, ["Bullet task one.", "Bullet task two."], 0),
-        ("1. **Poem:** Write a poem.\n\n2. __Sum__ the list.", False, ["Poem: Write a poem.", "Sum the list."], 0),
+        ("1. **Poem:** Write a poem.\n\n2. __Sum__ the list.", False, ["Write a poem.", "Sum the list."], 0),
         ("1. Starts here\n   and goes on.\n2. Next.", False, ["Starts here and goes on.", "Next."], 0),
         ("1. Whole item.\n2. Cut off in the mid", True, ["Whole item."], 0),
         ("<think>\n1. not this\n</think>\n1. This one.", False, ["This one."], 0),
         ("```\n1. Fenced item.\n```", False, ["Fenced item."], 0),
         ("I cannot help with that.", False, [], 1),
         ("", False, [], 0),
-        ("1.   \n2. Real.", False, ["Real."], 1),  # an empty item is chatter
+        ("1.   \n2. Real.", False, ["Real."], 0),  # an empty item is a list marker, noted
         ("<think>never closed 1. x", False, [], 0),
     ],
 )

@@ -38,11 +38,13 @@ def words(n: int) -> str:
 
 def test_reason_codes_are_stable() -> None:
     assert INSTRUCTION_REASONS == (
-        "too_short", "too_long", "blocked_keyword", "write_a_program", "starts_with_punctuation",
+        "demo_copy", "too_short", "too_long", "blocked_keyword", "write_a_program", "starts_with_punctuation",
         "starts_with_non_ascii", "too_similar",
     )  # fmt: skip
-    assert TASK_REASONS == ("no_valid_instance", "conflicting_outputs", "one_label")
-    assert INSTANCE_REASONS == ("empty_output", "output_equals_input", "duplicate_instance", "over_limit")
+    assert TASK_REASONS == ("no_valid_instance", "conflicting_outputs", "one_label", "demo_instance")
+    assert INSTANCE_REASONS == (
+        "empty_output", "output_equals_input", "duplicate_instance", "over_limit", "copied_instance",
+    )  # fmt: skip
 
 
 # -- InstructionHeuristics: one parametrized table of (instruction, exact reason) ----------------------

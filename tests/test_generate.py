@@ -95,8 +95,10 @@ def test_rejections_are_counted_by_reason_and_written(paper_lm: FakeLM, seeds: P
     assert gen(paper_lm, seeds, out, "--num-instructions", "15", "--seed", "1").exit_code == 0
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["exit_reason"] == "target_reached"
-    assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
+    assert {"too_short", "blocked_keyword", "demo_copy"} <= run["rejected"].keys()
     rejected = read_jsonl(out / "rejected.jsonl")
+    copies = [r for r in rejected if r["reject_reason"] == "demo_copy"]
+    assert copies and all(r["demonstration"] == r["instruction"] for r in copies)
     # Every candidate is accounted for: accepted, rejected by reason, or surplus/unfinished (paid-for work
     # beyond the target, written out with its instances when it has them).
     assert Counter(r["reject_reason"] for r in rejected) == Counter(run["rejected"]) + Counter(run["surplus"])
@@ -389,7 +391,7 @@ def test_chat_model_grows_a_pool(paper_lm: FakeLM, seeds: Path, tmp_path: Path) 
     assert paper_lm.chat_requests and not paper_lm.requests  # no completions request, not even a probe
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["api"] == "chat" and accounted(run)
-    assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
+    assert {"too_short", "blocked_keyword", "demo_copy"} <= run["rejected"].keys()
     assert run["notes"]["chatter"] > 0
     assert json.loads((out / "config.json").read_text())["api"] == "chat"
 
@@ -473,7 +475,7 @@ def test_alpaca_method_grows_a_pool_of_complete_tasks(paper_lm: FakeLM, seeds: P
     assert any(t["instances"][0]["input"] for t in tasks) and any(not t["instances"][0]["input"] for t in tasks)
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["method"] == "alpaca" and accounted(run)
-    assert {"too_similar", "blocked_keyword"} <= run["rejected"].keys()
+    assert {"demo_copy", "blocked_keyword"} <= run["rejected"].keys()
     assert run["notes"]["unparseable_task"] > 0
     assert run["stages"]["classification"]["requests"] == run["stages"]["instances"]["requests"] == 0
     # One request gives several tasks: far fewer requests per accepted task than Self-Instruct's three or more.
@@ -515,7 +517,7 @@ def test_judge_on_its_own_server(seeds: Path, tmp_path: Path) -> None:
                      judge_lm.base_url, "--min-score", "2", "--num-instructions", "6")  # fmt: skip
         assert result.exit_code == 0, result.output
         assert not any(p.endswith("\nScore:") for p in gen_lm.answered)
-        assert judge_lm.chat_requests and all("Answer in two lines" in r["messages"][0]["content"]
+        assert judge_lm.chat_requests and all("Answer in five lines" in r["messages"][0]["content"]
                                               for r in judge_lm.chat_requests)  # fmt: skip
     tasks = read_jsonl(tmp_path / "pool" / "tasks.jsonl")
     assert all(t["judge"]["model"] == "judge-9b" and t["judge"]["score"] >= 2 for t in tasks)

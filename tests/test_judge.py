@@ -125,10 +125,11 @@ def test_score_types() -> None:
 # -- records ---------------------------------------------------------------------------------------------
 
 
-def test_judgement_from_reply_keeps_raw_only_on_failure() -> None:
+def test_judgement_from_reply_keeps_the_raw_reply_for_audit() -> None:
     good = Judgement.from_reply(" 4\nReason: ok", model="m", rubric="r", after_score=True)
     bad = Judgement.from_reply("x" * 5000, model="m", rubric="r", after_score=True)
-    assert good.score == 4 and good.raw is None and "raw" not in good.to_dict()
+    assert good.score == 4 and good.raw == " 4\nReason: ok" and good.to_dict()["raw"] == good.raw
+    assert "verdicts" not in good.to_dict() and "problem" not in good.to_dict()
     assert bad.score is None and bad.problem == PROBLEM_NO_SCORE and bad.raw == "x" * 2000
     assert Judgement.from_dict(good.to_dict()) == good
     assert Judgement.from_dict(bad.to_dict()) == bad
