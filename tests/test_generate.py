@@ -602,3 +602,40 @@ def test_judge_command_bad_options(paper_lm: FakeLM, tmp_path: Path, args: list[
 def test_judge_command_on_a_missing_pool(paper_lm: FakeLM, tmp_path: Path) -> None:
     result = run_cli("judge", str(tmp_path / "nope"), "--base-url", paper_lm.base_url)
     assert result.exit_code == 2 and "no such pool directory" in result.output
+
+
+def test_judge_command_warns_when_auto_picks_completions_for_an_instruct_model(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM(respond=PaperLM(), models=["Qwen2.5-0.5B-Instruct"]) as lm:
+        out = tmp_path / "pool"
+        assert gen(lm, seeds, out, "--num-instructions", "3").exit_code == 0
+        result = run_cli("judge", str(out), "--base-url", lm.base_url, "--prompts", str(PROMPTS))
+    assert result.exit_code == 0, result.output
+    assert "--api auto: using completions" in result.output and "pass --api chat" in result.output
+
+
+def test_judge_command_says_which_api_auto_chose_for_a_chat_only_server(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM(respond=PaperLM(), models=["Qwen2.5-0.5B-Instruct"], apis=("chat",)) as lm:
+        out = tmp_path / "pool"
+        assert gen(lm, seeds, out, "--num-instructions", "3", "--api", "chat").exit_code == 0
+        result = run_cli("judge", str(out), "--base-url", lm.base_url, "--prompts", str(PROMPTS))
+    assert result.exit_code == 0, result.output
+    assert "--api auto: using the chat API" in result.output and "(chat; 0 already scored" in result.output
+    lines = read_jsonl(out / "judgements.jsonl")
+    assert lines and all(line["raw"] for line in lines)
+    scored = [line for line in lines if line["score"] is not None]
+    assert scored and all(set(line["verdicts"]) == {"instruction", "input", "output"} for line in scored)
+
+
+@pytest.mark.parametrize("command", ["generate", "judge"])
+def test_options_an_engine_arg_error_points_to_exist(command: str) -> None:
+    from selfinstruct.backends.vllm import FIRST_CLASS
+
+    text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"}).output
+    missing = [flag for key, flag in FIRST_CLASS.items() if key != "model" and flag not in text]
+    assert not missing, f"{command} lacks {missing}, which the engine-argument check tells users to pass"
+
+
+def test_help_shows_the_config_tables_literally() -> None:
+    text = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "250"}).output
+    assert "Also the [vllm] table" in text and "Also the [request] table" in text
+    assert "Also the  table" not in text
