@@ -206,6 +206,9 @@ _BARE_MARKER = re.compile(
     r"[ \t]*#?\d*[ \t]*[.:)\-–]?)$",
     re.IGNORECASE,
 )
+# A line holding a marker only ("6", "**4.**", "Task 5"), with its indentation as group 1, no text (group 3).
+_LONE = re.compile(r"^([ \t]*)(\S+(?:[ \t]+\S+)?)()[ \t]*$")
+_LETTER = re.compile(r"[^\W\d_]")
 # What a chat model wraps an item in: a label ("Request:", "New task 9:", "Instruction:"), then quotes.
 _WRAPPER = re.compile(
     r"^(?:(?:new[ \t]+)?(?:task|request|instruction|item|question|prompt)[ \t]*#?\d*[ \t]*[:\-–][ \t]*)", re.IGNORECASE
@@ -293,7 +296,7 @@ def parse_chat_list(text: str, *, truncated: bool) -> ChatList:
     top: tuple[int, str] | None = None  # indentation and kind of the list's top-level markers
     for raw in strip_chat_markup(text).split("\n"):
         line = raw.strip()
-        match = _ITEM.match(raw)
+        match = _ITEM.match(raw) or (_BARE_MARKER.match(line.replace("**", "").replace("__", "")) and _LONE.match(raw))
         if match:
             indent, kind = len(match.group(1).expandtabs(4)), _kind(match.group(2))
             if top is None or (current is None and not entries):
@@ -313,7 +316,7 @@ def parse_chat_list(text: str, *, truncated: bool) -> ChatList:
         text_ = one_line(" ".join(lines))
         if role == "item":
             stripped = text_.replace("**", "").replace("__", "").strip()
-            if not stripped or _BARE_MARKER.match(stripped):
+            if not _LETTER.search(stripped):  # "2", "3. 4.", "—": numbers and marks, no words
                 role = LIST_MARKER
             elif stripped.endswith(":") and len(stripped.split()) <= 6:
                 role = LIST_HEADING
@@ -321,7 +324,7 @@ def parse_chat_list(text: str, *, truncated: bool) -> ChatList:
             notes[role] = notes.get(role, 0) + 1
             continue
         item = unwrap_item(text_)
-        if not item or _BARE_MARKER.match(item):
+        if not _LETTER.search(item) or _BARE_MARKER.match(item):
             notes[LIST_MARKER] = notes.get(LIST_MARKER, 0) + 1
             continue
         items.append(item)

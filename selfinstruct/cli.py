@@ -939,7 +939,9 @@ def judge(
     dtype: Annotated[
         str | None, typer.Option(help="In-process vLLM: weights dtype (auto, bfloat16, float16, float32).")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="In-process vLLM: the engine's seed (the judge decodes greedily).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="In-process vLLM: the engine's seed (the judge decodes greedily).")
+    ] = None,
     engine_arg: Annotated[
         list[str] | None,
         typer.Option(

