@@ -89,7 +89,8 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
     pool = [(t, "good") for t in good]
     for n, donor in enumerate(donors):
         target = usable[-(n + 1)]
-        pool.append((Task(target.instruction, [Instance(target.instances[0].input, donor.instances[0].output)]), "swap"))
+        wrong = Instance(target.instances[0].input, donor.instances[0].output)
+        pool.append((Task(target.instruction, [wrong]), "swap"))
     old_rubric = JudgeTemplate(git_show(ref, "prompts/judge.txt"))
     new_rubric = JudgeTemplate.load(ROOT / "prompts")
     for n, (task, label) in enumerate(pool):
@@ -190,8 +191,8 @@ def analyse_judge(requests: list[dict[str, Any]], old: types.ModuleType) -> None
         parse = old.parse_verdict if side == "before" else parse_verdict
         verdicts = [parse(r["reply"]) for r in replies]
         scores = [v.score for v in verdicts if v.score is not None]
-        by = {lab: [v.score for v, r in zip(verdicts, replies, strict=True) if r["label"] == lab and v.score is not None]
-              for lab in ("good", "swap")}  # fmt: skip
+        pairs = list(zip(verdicts, replies, strict=True))
+        by = {lab: [v.score for v, r in pairs if r["label"] == lab and v.score is not None] for lab in ("good", "swap")}
         means = " / ".join(f"{statistics.mean(by[k]):.2f}" if by[k] else "-" for k in ("good", "swap"))
         answered = sum(1 for v in verdicts if getattr(v, "verdicts", None))
         hist = " ".join(f"{k}:{n}" for k, n in sorted(Counter(scores).items()))
