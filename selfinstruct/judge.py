@@ -119,8 +119,9 @@ def render_for_judge(task: Task) -> str:
 
 # -- reading a verdict ---------------------------------------------------------------------------------
 
-_NUMBER = r"(\d+(?:\.\d+)?)"
-_OUT_OF = rf"(?:[ \t]*(?:/|out[ \t]+of|of)[ \t]*{_NUMBER})?"
+_NUMBER = r"(\d+(?:\.\d+)?)(?!\.?\d)"  # never a part of a longer number
+# A number that starts a range ("from 1 to 5", "1-5") is the rubric's scale echoed, not a score.
+_OUT_OF = rf"(?:[ \t]*(?:/|out[ \t]+of|of)[ \t]*{_NUMBER})?(?![ \t]*(?:to|-|–)[ \t]*\d)"
 # "Score: 4" at the start of a line (after a bullet or quote mark): where a judge that follows the rubric puts it.
 _SCORE_AT_LINE = re.compile(
     rf"^[ \t>*\-]*(?:final[ \t]+|overall[ \t]+)?(?:score|rating)[ \t*]*[:=][ \t]*\**[ \t]*{_NUMBER}{_OUT_OF}",
