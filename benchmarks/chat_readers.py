@@ -113,7 +113,8 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
         "alpaca": Sampling(max_tokens=900, temperature=0.7, top_p=0.5),
         "judge": judge_sampling(chat=True),
     }
-    for kind, params in sampling.items():
+    for kind in args.order.split(","):
+        params = sampling[kind]
         batch = [r for r in requests if r["kind"] == kind]
         if not batch:
             continue
@@ -124,6 +125,8 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
             request["reply"], request["finish"] = completion.text, completion.finish_reason
             request["tokens"] = completion.completion_tokens
         print(f"{kind}: {len(batch)} replies in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        if args.save:  # after each kind, so a run stopped early keeps what it got
+            args.save.write_text("".join(json.dumps(r) + "\n" for r in requests))
 
 
 def share(part: int, whole: int) -> str:
@@ -210,6 +213,7 @@ def main() -> None:
     parser.add_argument("--judge-good", type=int, default=20)
     parser.add_argument("--judge-swapped", type=int, default=10)
     parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--order", default="judge,list,alpaca", help="Which requests go first (comma-separated).")
     args = parser.parse_args()
     if args.replies:
         requests = [json.loads(line) for line in args.replies.read_text().splitlines() if line.strip()]
@@ -218,8 +222,6 @@ def main() -> None:
             parser.error("--model or --replies is required")
         requests = build_requests(args, args.baseline)
         generate(args, requests)
-        if args.save:
-            args.save.write_text("".join(json.dumps(r) + "\n" for r in requests))
     old_chat = baseline_module(args.baseline, "selfinstruct/chatprompts.py", "baseline_chatprompts")
     old_alpaca = baseline_module(args.baseline, "selfinstruct/alpaca.py", "baseline_alpaca")
     old_judge = baseline_module(args.baseline, "selfinstruct/judge.py", "baseline_judge")
