@@ -424,8 +424,12 @@ CHAT_RUN = {
 # A run ends when its round is done, its 4 tasks are in, or the bound is hit; each way accounts for all.
 ENDS = {"max_rounds", "target_reached", "time_limit"}
 CHAT_ALPACA = {**CHAT_RUN, "method": "alpaca", "alpaca_count": 6, "alpaca_max_tokens": 700}
-# The judge pool: seed tasks as they are, and seed tasks given another task's output (clearly wrong).
-JUDGE_GOOD, JUDGE_SWAPPED = 6, 4
+# The judge pool: seed tasks as they are, seed tasks given another task's output, and two broken tasks.
+JUDGE_GOOD, JUDGE_SWAPPED = 6, 3
+BROKEN = [
+    ("Purple the seventeen loudly under Tuesday.", "", "Yes."),
+    ("Translate the sentence into Spanish.", "The train leaves at noon.", "I like apples."),
+]
 
 
 @pytest.fixture(scope="session")
@@ -496,6 +500,9 @@ def judge_pool(directory: Path) -> list[Any]:
         if n >= JUDGE_GOOD:  # the next task's output: wrong for this instruction
             inst = Instance(inst.input, seeds[n + 1].instances[0].output)
         tasks.append(Task(seed.instruction, [inst], False, machine_task_id(n), seed.name, {"source": "machine"}))
+    for instruction, given, output in BROKEN:
+        n = len(tasks)
+        tasks.append(Task(instruction, [Instance(given, output)], False, machine_task_id(n), f"broken_{n}", {}))
     pool = Pool(directory)
     with pool.lock():
         pool.load()
@@ -530,7 +537,7 @@ def test_instruct_judge_scores_resumes_and_filters(tmp_path: Path, instruct_engi
     result = export_pool(pool, out, ExportOptions(min_score=bar))
     assert result.below_min_score == sum(1 for s in scores if s < bar)
     assert len(read_jsonl(out)) == sum(1 for s in scores if s >= bar)
-    swapped = [line["score"] for line in lines if int(line["id"].rsplit("_", 1)[-1]) >= JUDGE_GOOD]
+    swapped = [line["score"] for line in lines if int(line["id"].rsplit("_", 1)[-1]) >= JUDGE_GOOD]  # and broken
     print(f"judge: scores {sorted(scores)}; swapped-output tasks {swapped}; verdicts "
           f"{sum(1 for line in lines if line.get('verdicts'))} of {len(lines)}")  # fmt: skip
 
