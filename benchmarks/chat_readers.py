@@ -106,7 +106,10 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
     from selfinstruct.judge import judge_sampling
 
     started = time.monotonic()
-    backend = VLLMBackend(args.model, seed=0, max_model_len=4096, engine_args={"enforce_eager": True})
+    # A small KV share: 16 sequences of a 0.5B model need a few hundred MB, and the machine is shared.
+    backend = VLLMBackend(
+        args.model, seed=0, max_model_len=4096, gpu_memory_utilization=args.memory, engine_args={"enforce_eager": True}
+    )
     print(f"engine ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
     sampling = {
         "list": Sampling(max_tokens=400, temperature=0.7, top_p=0.5),
@@ -115,7 +118,7 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
     }
     for kind in args.order.split(","):
         params = sampling[kind]
-        batch = [r for r in requests if r["kind"] == kind]
+        batch = [r for r in requests if r["kind"] == kind and "reply" not in r]
         if not batch:
             continue
         t0 = time.monotonic()
@@ -213,6 +216,7 @@ def main() -> None:
     parser.add_argument("--judge-good", type=int, default=20)
     parser.add_argument("--judge-swapped", type=int, default=10)
     parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--memory", type=float, default=0.06, help="The engine's share of RAM (KV cache).")
     parser.add_argument("--order", default="judge,list,alpaca", help="Which requests go first (comma-separated).")
     args = parser.parse_args()
     if args.replies:
@@ -221,6 +225,12 @@ def main() -> None:
         if not args.model:
             parser.error("--model or --replies is required")
         requests = build_requests(args, args.baseline)
+        if args.save and args.save.exists():  # a run stopped early: keep the replies it saved
+            saved = {(r["kind"], r["side"], r["k"]): r for r in map(json.loads, args.save.read_text().splitlines())}
+            for r in requests:
+                old = saved.get((r["kind"], r["side"], r["k"]))
+                if old and "reply" in old and old["message"] == r["message"]:
+                    r.update(reply=old["reply"], finish=old["finish"], tokens=old.get("tokens", 0))
         generate(args, requests)
     old_chat = baseline_module(args.baseline, "selfinstruct/chatprompts.py", "baseline_chatprompts")
     old_alpaca = baseline_module(args.baseline, "selfinstruct/alpaca.py", "baseline_alpaca")
