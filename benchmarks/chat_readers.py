@@ -106,7 +106,7 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
     from selfinstruct.judge import judge_sampling
 
     started = time.monotonic()
-    # A small KV share: 16 sequences of a 0.5B model need a few hundred MB, and the machine is shared.
+    # A small share of RAM (on the CPU build it covers weights and KV cache): the machine is shared.
     backend = VLLMBackend(
         args.model, seed=0, max_model_len=4096, gpu_memory_utilization=args.memory, engine_args={"enforce_eager": True}
     )
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--judge-good", type=int, default=20)
     parser.add_argument("--judge-swapped", type=int, default=10)
     parser.add_argument("--seed", type=int, default=20)
-    parser.add_argument("--memory", type=float, default=0.06, help="The engine's share of RAM (KV cache).")
+    parser.add_argument("--memory", type=float, default=0.16, help="The engine's share of RAM (weights and KV).")
     parser.add_argument("--order", default="judge,list,alpaca", help="Which requests go first (comma-separated).")
     args = parser.parse_args()
     if args.replies:

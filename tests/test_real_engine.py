@@ -432,8 +432,9 @@ CHAT_RUN = {
 # A run ends when its round is done, its 4 tasks are in, or the bound is hit; each way accounts for all.
 ENDS = {"max_rounds", "target_reached", "time_limit"}
 CHAT_ALPACA = {**CHAT_RUN, "method": "alpaca", "alpaca_count": 6, "alpaca_max_tokens": 700}
-# The engine's share of RAM for its KV cache: 16 sequences of a 0.5B model need a few hundred MB (2 GB here).
-INSTRUCT_MEMORY = 0.08
+# The engine's share of RAM on the CPU build covers the weights (about 2.7 GB loaded) and the KV cache: 0.16 of
+# 24 GB leaves about 1 GB of KV, more than 16 sequences of a 0.5B model need.
+INSTRUCT_MEMORY = 0.16
 # The judge pool: seed tasks as they are, seed tasks given another task's output, and two broken tasks.
 JUDGE_GOOD, JUDGE_SWAPPED = 6, 3
 BROKEN = [
