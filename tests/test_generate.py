@@ -517,7 +517,7 @@ def test_judge_on_its_own_server(seeds: Path, tmp_path: Path) -> None:
                      judge_lm.base_url, "--min-score", "2", "--num-instructions", "6")  # fmt: skip
         assert result.exit_code == 0, result.output
         assert not any(p.endswith("\nScore:") for p in gen_lm.answered)
-        assert judge_lm.chat_requests and all("Answer in five lines" in r["messages"][0]["content"]
+        assert judge_lm.chat_requests and all("Answer in two lines" in r["messages"][0]["content"]
                                               for r in judge_lm.chat_requests)  # fmt: skip
     tasks = read_jsonl(tmp_path / "pool" / "tasks.jsonl")
     assert all(t["judge"]["model"] == "judge-9b" and t["judge"]["score"] >= 2 for t in tasks)

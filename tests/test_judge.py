@@ -278,3 +278,17 @@ def test_foreign_verdicts_are_ignored_not_fatal(stored: Any) -> None:
     record = {**Judgement(4, "", "m", "r", "t").to_dict(), "verdicts": stored}
     judgement = Judgement.from_dict(record)
     assert judgement is not None and judgement.score == 4 and judgement.verdicts is None
+
+
+def test_the_three_question_rubric_is_a_drop_in_judge_txt(tmp_path: Path) -> None:
+    """prompts/judge_questions.txt, copied over judge.txt, asks the paper's three questions after the score."""
+    target = tmp_path / "prompts"
+    target.mkdir()
+    shutil.copy(PROMPTS_DIR / "judge_questions.txt", target / "judge.txt")
+    template = JudgeTemplate.load(target)
+    assert template.fingerprint() != JudgeTemplate.load(PROMPTS_DIR).fingerprint()
+    prompt = template.completion_prompt(Task("Add the numbers.", [Instance("2, 3", "5")]))
+    assert prompt.endswith("\n\nScore:") and "Output valid: yes or no" in prompt
+    reply = " 4\nInstruction valid: yes\nInput valid: yes\nOutput valid: no\nReason: the sum is fine but terse."
+    judgement = Judgement.from_reply(reply, model="m", rubric=template.fingerprint(), after_score=True)
+    assert judgement.score == 4 and judgement.verdicts == {"instruction": True, "input": True, "output": False}
