@@ -85,6 +85,16 @@ class RecordingStream:
     def in_flight(self) -> int:
         return int(self.inner.in_flight)
 
+    def capacity(self) -> int | None:
+        from selfinstruct.backends import capacity_of
+
+        return capacity_of(self.inner)
+
+    def max_capacity(self) -> int | None:
+        from selfinstruct.backends import max_capacity_of
+
+        return max_capacity_of(self.inner)
+
     def submit(self, request: Any) -> None:
         rec = self.recorder
         if rec.first_submit is None:
@@ -165,10 +175,10 @@ def main() -> None:
     from selfinstruct.runner import run_generate
 
     model = args.model
-    if model is None:
-        import realmodel
+    if model is None:  # the default packaged model, converted into $SELFINSTRUCT_CACHE on first use
+        from selfinstruct import localmodels
 
-        model = str(realmodel.prepare())
+        model = str(localmodels.prepare(localmodels.DEFAULT_MODEL))
     engine_args = parse_key_values("engine_args", args.engine_arg) or {}
     loaded = time.perf_counter()
     backend = VLLMBackend(
@@ -206,7 +216,8 @@ def main() -> None:
         "engine_kwargs": {k: v for k, v in backend.engine_kwargs.items() if k != "model"},
         "engine_load_seconds": round(load_seconds, 1),
         "rounds": outcome.totals.rounds,
-        "window": config.window,
+        "window": config.window,  # None: it followed the engine
+        "lag": outcome.info.lag,
         "requests": len(recorder.requests),
         "replayed": len(replay),
         "cancelled": cancelled,
@@ -236,7 +247,8 @@ def main() -> None:
     }
     print(f"engine: {model} {results['engine_kwargs']} (loaded in {load_seconds:.0f}s, not counted)")
     print(
-        f"loop ({results['rounds']} rounds, window {config.window}, {len(recorder.requests)} requests, "
+        f"loop ({results['rounds']} rounds, window {config.window or 'follows the engine'}, lag {outcome.info.lag}, "
+        f"{len(recorder.requests)} requests, "
         f"{outcome.totals.accepted} accepted): {loop_tokens} output tokens in {loop_seconds:.1f}s = "
         f"{loop_rate:.1f} tokens/s"
     )

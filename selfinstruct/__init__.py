@@ -8,8 +8,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os as _os
+import sys as _sys
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+
+# Not `from typing import TYPE_CHECKING`: importing typing costs milliseconds in which a Ctrl-C would still
+# give Python's traceback (the entry point's handlers come after this package). Type checkers read this name.
+TYPE_CHECKING = False
+
+# vLLM's CPU build starts its engine in a spawned process, which imports this package again (through the
+# ``selfinstruct`` script or ``python -m selfinstruct``): modules the parent hid there as not loadable
+# (see selfinstruct.backends.vllm.hide_broken_torch_extras) are hidden in the child too, before vLLM loads.
+for _name in _os.environ.get("SELFINSTRUCT_HIDDEN_MODULES", "").split(","):
+    if _name in ("torchvision", "torchaudio", "torchcodec"):
+        _sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
 
 # Imported on first use (PEP 562): ``python -m selfinstruct`` imports this package before its entry point
 # installs the signal handlers, so the package itself must cost next to nothing to import.
@@ -36,6 +48,8 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling, make_backend
     from selfinstruct.errors import (
         BackendError,

@@ -1,25 +1,64 @@
 """The process entry point (``selfinstruct`` and ``python -m selfinstruct``).
 
 Signal handlers go in before the command line and its dependencies are imported, so that SIGINT, SIGTERM
-or SIGHUP during start-up is an orderly stop (exit 130, no traceback) rather than Python's default.
+or SIGHUP during start-up is an orderly stop (exit 130, no traceback) rather than Python's default. The
+very first ones are installed as this module is imported, with nothing but :mod:`signal`: they only note
+the signal, and :func:`main` ends the process quietly if one came. Once the command's outcome is decided,
+signals are ignored, so that one arriving while the interpreter shuts down cannot print a traceback.
 """
 
 from __future__ import annotations
 
-import os
+import os  # loaded by the interpreter's start-up already: costs nothing
+import signal
 import sys
+
+_early: list[int] = []
+
+
+def _note(signum: int, frame: object) -> None:
+    _early.append(signum)
+
+
+# Only in the process the command runs in: `python -m selfinstruct`, or the `selfinstruct` script importing
+# this module. The spawned processes of vLLM import it as __mp_main__ and keep their own signal handling,
+# and a program that merely imports it keeps its own.
+if __name__ == "__main__" or (
+    __name__ == "selfinstruct.__main__" and os.path.basename(sys.argv[0] if sys.argv else "").startswith("selfinstruct")
+):
+    try:
+        for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(_sig, _note)
+    except ValueError:  # not the main thread (imported by a library caller): nothing to do
+        pass
+
+
+def _quit_quietly(code: int, message: bytes) -> None:
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        os.write(2, message)
+    os._exit(code)
 
 
 def main() -> None:
+    if _early:
+        _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
     from selfinstruct import stopping
 
     stopping.install()  # kept until exit: cli.main() installs its own over these, with no gap
+    if _early:  # arrived while stopping was imported
+        _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
     try:
-        from selfinstruct.cli import main as cli_main
-    except (stopping.StopRequested, KeyboardInterrupt):
-        os.write(2, b"selfinstruct: stopped while starting; nothing was written\n")
-        sys.exit(130)
-    cli_main()
+        try:
+            from selfinstruct.cli import main as cli_main
+        except (stopping.StopRequested, KeyboardInterrupt):
+            _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
+        cli_main()
+    finally:
+        for sig in stopping.HANDLED_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # the outcome is decided: shutdown must not be interrupted
 
 
 # The guard matters: vLLM starts its engine in a spawned process, which imports this module again.

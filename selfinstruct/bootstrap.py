@@ -8,18 +8,28 @@ filters -> accept. With ``--method alpaca`` the life is shorter: one request of 
 the filters takes one more request (the rubric) before it is accepted; below ``--min-score`` it is rejected
 as ``low_score``. A chat model gets the chat templates and its replies the chat readers; nothing else
 changes. The stages are the plain functions of :mod:`selfinstruct.stages`; this module is the scheduler
-that runs lives side by side. It owns four things:
+that runs lives side by side. It owns five things:
 
-* **the window**: instruction requests are topped up whenever fewer than ``window`` are unresolved (and
-  no more than the budget still needs); follow-up requests (classification, instances) go in the moment
-  their input exists, ahead of new instruction requests (lower priority number);
+* **the window**: instruction requests are topped up while fewer than the *lag* are unresolved
+  (submitted, not yet committed), no more than the budget still needs, and -- by default -- while the
+  stream holds fewer requests than the engine can usefully take (:meth:`Stream.capacity
+  <selfinstruct.backends.Stream.capacity>`: its running slots plus a short queue, which follows the
+  engine's own counts and so grows and shrinks with timing); follow-up requests (classification,
+  instances) go in the moment their input exists, ahead of new instruction requests (lower priority
+  number). ``--window N`` fixes both: lag ``N``, at most ``N`` unresolved, whatever the engine says;
+* **the lag**: a staleness rule fixed before the first request and never by timing (:func:`default_lag`):
+  ``--window`` when given, else twice the most the engine can hold (:meth:`Stream.max_capacity
+  <selfinstruct.backends.Stream.max_capacity>`, from its settings such as ``max_num_seqs``; 256 when the
+  stream does not say), but no more than three quarters of the instruction requests the budget is
+  expected to need, so a small run still shows its own tasks as demonstrations. The dynamic in-flight
+  bound never exceeds it. The run records it (``Bootstrap.lag``, the ledger's ``lag``);
 * **the order**: completions arrive in any order, but each instruction request's candidates are
   novelty-checked, and each request's tasks committed, in *submission order* (a reorder buffer). A
   candidate is compared with every seed, every pool task and every earlier surviving candidate of this
-  run. Request ``k`` shows demonstrations drawn from the pool as it stood after request ``k - window``
+  run. Request ``k`` shows demonstrations drawn from the pool as it stood after request ``k - lag``
   was committed, and its sampling seed is derived from the run's seed and ``k``. So the same seed, pool,
-  configuration and an engine that gives the same text for the same request make the same pool, however
-  the requests interleave;
+  configuration, lag and an engine that gives the same text for the same request make the same pool,
+  however the requests interleave and however the window moves;
 * **budgets**: ``--num-instructions`` and ``--max-new`` are checked as tasks are committed (the pool lands
   exactly on them); ``--time-limit``, saturation (over "rounds" of ``batch_size`` instruction requests,
   the reporting unit) and ``--max-rounds`` (submit that many rounds, then drain) stop the run;
@@ -53,7 +63,18 @@ from typing import Any
 from selfinstruct import filters as F
 from selfinstruct import stopping
 from selfinstruct.alpaca import AlpacaTemplates, pick_demos
-from selfinstruct.backends import Backend, Completion, Finished, Prompt, Request, Stream, open_stream
+from selfinstruct.backends import (
+    Backend,
+    Completion,
+    Finished,
+    Prompt,
+    Request,
+    Stream,
+    capacity_of,
+    max_capacity_of,
+    open_stream,
+)
+from selfinstruct.backends.pacing import EndpointLoad
 from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
 from selfinstruct.judge import JudgeTemplate, passes
@@ -100,6 +121,12 @@ UNFINISHED = "unfinished"  # its classification or instance request was cancelle
 STAGES = ("instructions", "classification", "instances", "judge")
 _PRIORITY = {"judge": -1, "instances": 0, "classification": 1, "instructions": 2}
 
+DEFAULT_LAG = 256  # the lag when neither --window nor the stream says otherwise
+LAG_PER_CAPACITY = 2  # the lag, in multiples of what the engine can hold (see default_lag)
+LAG_BUDGET_SHARE = 0.75  # the lag, at most this share of the instruction requests the budget needs
+MIN_LAG = 8  # the smallest default lag (a tiny budget still keeps a few requests going)
+MAX_LAG = 65_536  # as --window's own bound
+TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then completions are taken in again)
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
 PROGRESS_SECONDS = 1.0
@@ -107,6 +134,25 @@ TOKEN_RATE_WINDOW = 10.0
 
 Sink = Callable[[list[Task], list[dict[str, Any]]], None]
 """Persists accepted tasks and candidate records (each with a ``reject_reason``), in commit order."""
+
+
+def default_lag(max_capacity: int | None, expected_requests: float) -> int:
+    """The lag when ``--window`` is not given: ``LAG_PER_CAPACITY`` times what the engine can hold at
+    most (while the engine stays full, the requests in it, those waiting for their follow-ups and those
+    held in the reorder buffer behind a slow earlier one add up to about that many unresolved
+    instruction requests; :data:`DEFAULT_LAG` when the stream does not say), but at most
+    :data:`LAG_BUDGET_SHARE` of the instruction requests the run is expected to send, so that the rest of
+    a small run shows the run's own tasks as demonstrations; never below :data:`MIN_LAG`. Both inputs are
+    fixed by settings (engine, budget, pool), never by timing.
+
+    >>> default_lag(1280, 3000), default_lag(320, 3000), default_lag(24, 50), default_lag(None, 10**6)
+    (2250, 640, 38, 256)
+    >>> default_lag(1280, 4)
+    8
+    """
+    engine = DEFAULT_LAG if max_capacity is None else LAG_PER_CAPACITY * max_capacity
+    budget = math.ceil(expected_requests * LAG_BUDGET_SHARE) if math.isfinite(expected_requests) else MAX_LAG
+    return max(MIN_LAG, min(engine, budget, MAX_LAG))
 
 
 @dataclass(frozen=True)
@@ -181,6 +227,8 @@ class Progress:
     output_tokens_per_second: float
     tasks_per_minute: float
     eta_seconds: float | None
+    capacity: int | None = None  # what the engine could usefully hold when last asked (None: a fixed window)
+    endpoints: list[EndpointLoad] = field(default_factory=list)  # per server, where the backend has servers
 
     @property
     def in_flight_total(self) -> int:
@@ -304,7 +352,6 @@ class Bootstrap:
         self.last_round = max([last_round, *(int(t.meta.get("round", 0) or 0) for t in self.machine)])
         self._first_round = self.last_round + 1
         self.clock = clock
-        self.window = config.window
         self.heuristics = F.InstructionHeuristics(blocked_keywords=tuple(config.blocked_keywords))
         self.index = NoveltyIndex(
             [t.instruction for t in self.seeds] + [t.instruction for t in self.machine],
@@ -313,6 +360,11 @@ class Bootstrap:
             top_k=5,
         )
         self.totals = RunTotals()
+        # The staleness rule: request k shows the pool as of request k - lag. Fixed before the first request
+        # (run() resolves the default from the stream's max_capacity), recorded, never changed by timing.
+        self.lag = config.window if config.window is not None else default_lag(None, self._expected_requests())
+        self._follow = config.window is None  # the in-flight bound follows the stream's capacity()
+        self._capacity: int | None = None
         self.persisted = 0  # accepted tasks the sink has written
         self.stop_reason: str | None = None
         self.warnings: list[str] = []
@@ -382,8 +434,8 @@ class Bootstrap:
 
     def demos_for(self, k: int) -> list[str]:
         """The demonstrations of instruction request ``k``: fixed by ``k`` and the pool as it stood once
-        request ``k - window`` was committed (the initial pool for the first ``window`` requests)."""
-        view = self._size_after[k - self.window] if k >= self.window else self._initial_size
+        request ``k - lag`` was committed (the initial pool for the first ``lag`` requests)."""
+        view = self._size_after[k - self.lag] if k >= self.lag else self._initial_size
         cfg = self.config
         rng = random.Random(derive_seed(*self._base, "demos", k))
         return sample_demos(rng, self.seeds, _Prefix(self.machine, view), cfg.num_seed_demos, cfg.num_machine_demos)
@@ -407,6 +459,8 @@ class Bootstrap:
             self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
             return
         stream = open_stream(self.backend)
+        if self._follow:
+            self.lag = default_lag(max_capacity_of(stream), self._expected_requests())
         if self.judge is not None and self.judge.backend is not None:
             try:
                 self._judge_stream = open_stream(self.judge.backend)
@@ -472,6 +526,8 @@ class Bootstrap:
         if self.stop_reason is not None and self.stop_reason != MAX_ROUNDS:
             return None
         self._top_up(stream)
+        if self._backlog():
+            return 0.0  # completions still to check: take in what finished meanwhile, then go on checking
         if not self._requests:
             if self.stop_reason is None:  # nothing in flight and nothing to send: cannot happen
                 raise AssertionError("the loop has nothing in flight and nothing to submit")
@@ -510,7 +566,6 @@ class Bootstrap:
             span, tokens = elapsed, self.totals.completion_tokens
         in_flight = Counter(stage for stage, _ in self._requests.values())
         rate = self.totals.accepted / elapsed
-        room = self._room()
         return Progress(
             seconds=elapsed,
             in_flight={s: in_flight.get(s, 0) for s in STAGES},
@@ -519,8 +574,25 @@ class Bootstrap:
             accepted=self.totals.accepted,
             output_tokens_per_second=tokens / span,
             tasks_per_minute=rate * 60,
-            eta_seconds=(room / rate) if rate > 0 and room < math.inf else None,
+            eta_seconds=self._eta(elapsed, rate),
+            capacity=self._capacity,
         )
+
+    def _eta(self, elapsed: float, rate: float) -> float | None:
+        """Seconds until the first budget ends the run, by what each has shown so far: the target and
+        --max-new at the accepted rate, --max-rounds at the rate requests are committed, --time-limit by
+        the clock. None while no budget can be estimated (nothing accepted and no round or time budget)."""
+        estimates: list[float] = []
+        room = self._room()
+        if rate > 0 and room < math.inf:
+            estimates.append(max(0.0, room) / rate)
+        if self._max_requests is not None and self._committed > 0:
+            left = max(0, self._max_requests - self._committed)
+            estimates.append(left * elapsed / self._committed)
+        limit = self.config.time_limit_seconds
+        if limit is not None:
+            estimates.append(max(0.0, limit - elapsed))
+        return min(estimates) if estimates else None
 
     # -- submission ----------------------------------------------------------------------------------
 
@@ -534,14 +606,26 @@ class Bootstrap:
             room = min(room, self.config.max_new - self.totals.accepted)
         return room
 
+    def _per_request_guess(self) -> float:
+        """Accepted tasks per instruction request before any is known: 2 per Self-Instruct list, a quarter
+        of the tasks an Alpaca request asks for (one request of complete tasks yields several)."""
+        return max(2.0, self.config.alpaca_count / 4) if self.config.method == "alpaca" else 2.0
+
+    def _expected_requests(self) -> float:
+        """Instruction requests the budget is expected to need, from settings and the pool alone (the lag
+        depends on it, so nothing measured may enter): the room at the guessed yield, at most
+        ``--max-rounds`` rounds."""
+        expected = max(self._room(), 0) / self._per_request_guess()
+        if self.config.max_rounds is not None:
+            expected = min(expected, self.config.max_rounds * self.config.batch_size)
+        return expected
+
     def _wanted(self) -> int:
         """Unresolved instruction requests worth having: enough for the remaining budget at the yield seen
         so far (a guess until 8 are committed), with a margin. Only timing depends on this."""
         room = self._room()
         committed = self._committed
-        # Before 8 requests are committed, a guess: 2 tasks per Self-Instruct list, a quarter of the tasks an
-        # Alpaca request asks for (one request of complete tasks yields several accepted ones).
-        guess = max(2.0, self.config.alpaca_count / 4) if self.config.method == "alpaca" else 2.0
+        guess = self._per_request_guess()  # until 8 requests are committed
         per_request = self.totals.accepted / committed if committed >= 8 else guess
         return max(1, math.ceil(room / max(per_request, 0.05) * 1.25) + 1)
 
@@ -555,12 +639,21 @@ class Bootstrap:
         stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
 
     def _top_up(self, stream: Stream) -> None:
+        """Submit instruction requests while fewer than ``min(lag, wanted)`` are unresolved and, when the
+        window follows the engine, while the stream holds fewer requests than its capacity. Only *when* a
+        request goes out depends on this; what it asks for depends on ``k`` and the lag alone."""
         if self.stop_reason is not None:
             return
-        limit = min(self.window, self._wanted())
-        while self._submitted - self._committed < limit:
+        limit = min(self.lag, self._wanted())
+        free: float = math.inf
+        if self._follow:
+            self._capacity = capacity_of(stream)
+            if self._capacity is not None:
+                free = self._capacity - stream.in_flight
+        while self._submitted - self._committed < limit and free > 0:
             if self._max_requests is not None and self._submitted >= self._max_requests:
                 return
+            free -= 1
             k = self._submitted
             round_number = self._first_round + k // self.config.batch_size
             prompt: Prompt
@@ -697,14 +790,26 @@ class Bootstrap:
             )
             self._finish(stream, cand, position, task)
 
+    def _backlog(self) -> bool:
+        """Whether an instruction request's completion is waiting to be checked (the turn's time ran out)."""
+        if self._checked >= self._submitted or self.stop_reason not in (None, MAX_ROUNDS):
+            return False
+        return self._slots[self._checked].completion is not None
+
     def _advance(self, stream: Stream) -> None:
-        """Novelty-check and commit, in submission order, as far as the completions allow."""
+        """Novelty-check and commit, in submission order, as far as the completions allow -- checking for
+        at most :data:`TURN_SECONDS` (at least one request), so that a burst of completions does not keep
+        the loop from taking in the follow-ups' answers (and sending the next requests) meanwhile; the rest
+        waits for the next turn, in the same order."""
+        ends = time.perf_counter() + TURN_SECONDS
         while self._checked < self._submitted and self.stop_reason in (None, MAX_ROUNDS):
             slot = self._slots[self._checked]
             if slot.completion is None:
                 break
             self._check(slot, stream)
             self._checked += 1
+            if time.perf_counter() >= ends:
+                break
         while self._committed < self._checked and self.stop_reason in (None, MAX_ROUNDS):
             slot = self._slots[self._committed]
             if slot.open:

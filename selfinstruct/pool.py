@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -70,6 +71,8 @@ from typing import Any
 from selfinstruct.errors import InputError, PoolError, PoolLockedError
 from selfinstruct.jsontext import JSONProblem
 from selfinstruct.jsontext import loads as json_loads
+from selfinstruct.redact import redact_value
+from selfinstruct.safetext import clean_value
 from selfinstruct.task import Task, task_from_record
 
 TASKS_FILE = "tasks.jsonl"
@@ -243,9 +246,14 @@ def _append_block(path: Path, block: bytes, *, sync: bool, on_torn_tail: str) ->
     return identity
 
 
-def _jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
-    """Records as JSON Lines in UTF-8 (non-ASCII kept as is), ready for one append."""
-    return "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+def _jsonl(records: Iterable[Mapping[str, Any]], *, clean: bool = False) -> bytes:
+    """Records as JSON Lines in UTF-8 (non-ASCII kept as is), ready for one append. Known secrets (an API key
+    a server echoed into a reply) are replaced (:mod:`selfinstruct.redact`); ``clean`` also drops escape
+    sequences and control characters from every string (the ledger, which ``status`` shows)."""
+    values = (redact_value(dict(r)) for r in records)
+    if clean:
+        values = (clean_value(v) for v in values)
+    return "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in values).encode("utf-8")
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -575,6 +583,79 @@ class Pool:
         """
         return self._read_tasks(repair=False, may_write=False, skip_bad=skip_bad)
 
+    def iter_tasks(self, *, strict: bool = False) -> Iterator[Task]:
+        """Stream the valid tasks of ``tasks.jsonl`` for a reader that needs each task once (``status``):
+        one line in memory at a time, never writes, never raises for a bad line.
+
+        The same lines count as :meth:`read_tasks` with ``skip_bad=True`` keeps: bad lines and duplicates
+        (by id, and by instruction as an 8-byte digest, so a million tasks cost tens of MB) are skipped and
+        summed up in one warning; an incomplete last line (no newline, not a whole record) gets its own.
+        ``strict``: a bad line or a duplicate raises :class:`PoolError` instead, as :meth:`read_tasks` does.
+        """
+        path = self.tasks_path
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            raise PoolError(f"{path} is a directory, not the pool's task file") from None
+        except OSError as exc:
+            raise PoolError(f"cannot read {path}: {_reason(exc)}") from None
+        ids: set[str] = set()
+        keys: set[bytes] = set()
+        bad = 0
+        first_bad: tuple[int, str] | None = None
+        held: tuple[int, str] | None = None  # strict: a line that is not JSON, an error unless it is the last
+        with fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                if held is not None:
+                    raise PoolError(
+                        f"{path}:{held[0]}: {held[1]}; `selfinstruct repair {self.directory}` moves it aside to "
+                        f"{self.corrupt_path}"
+                    )
+                task, problem = _parse_task_line(raw, path, number)
+                if not raw.endswith(b"\n") and task is None:
+                    self.warnings.append(
+                        f"{path}:{number}: skipped an incomplete last line ({problem}); a run may be writing it "
+                        "right now, or was killed while writing it (the next run moves it aside)"
+                    )
+                    break
+                if task is not None:
+                    key = hashlib.blake2b(_instruction_key(task.instruction).encode(), digest_size=8).digest()
+                    if task.id and task.id in ids:
+                        problem, task = f"duplicate id {task.id!r}", None
+                    elif key in keys:
+                        problem, task = "duplicate instruction", None
+                    else:
+                        if task.id:
+                            ids.add(task.id)
+                        keys.add(key)
+                        yield task
+                        continue
+                if strict and task is None and _parse_json_line(raw)[1] is not None:
+                    held = (number, problem or "not JSON")  # torn by a killed writer if nothing follows
+                    continue
+                if strict:
+                    raise PoolError(
+                        f"{path}:{number}: {problem}; `selfinstruct repair {self.directory}` moves it aside to "
+                        f"{self.corrupt_path}"
+                    )
+                bad += 1
+                first_bad = first_bad or (number, problem or "not a task")
+        if held is not None:
+            self.warnings.append(
+                f"{path}:{held[0]}: skipped an incomplete last line ({held[1]}); a run may be writing it right "
+                "now, or was killed while writing it (the next run moves it aside)"
+            )
+        if bad and first_bad:
+            self.warnings.append(
+                f"{path}: skipped {bad} bad line{'s' if bad != 1 else ''} (line {first_bad[0]}: {first_bad[1]}); "
+                f"`selfinstruct repair {self.directory}` moves {'it' if bad == 1 else 'them'} aside to "
+                f"{self.corrupt_path}"
+            )
+
     def _read_tasks(self, *, repair: bool, may_write: bool, skip_bad: bool = False) -> list[Task]:
         path = self.tasks_path
         try:
@@ -800,7 +881,7 @@ class Pool:
         ids, instructions = set(self._ids), set(self._instructions)
         lines = []
         for task in tasks:
-            record = task.to_record()
+            record = redact_value(task.to_record())
             try:
                 task_from_record(record, path)
             except InputError as exc:
@@ -868,7 +949,7 @@ class Pool:
     def append_run(self, record: Mapping[str, Any]) -> None:
         """Append one finished run's record to the ledger ``runs.jsonl`` (one line, fsync). Needs the lock."""
         self._require_lock("recording the run")
-        line = _jsonl([record])
+        line = _jsonl([record], clean=True)
         try:
             _append_block(self.runs_path, line, sync=True, on_torn_tail="terminate")
         except _AppendFailed as exc:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfinstruct.errors import ConfigError
+from selfinstruct.inputs import SMALL_LIMIT_BYTES
 from selfinstruct.task import Instance, Task, read_text_file
 
 TEMPLATE_FILES = {
@@ -78,7 +79,7 @@ class PromptTemplates:
             path = root / filename
             if not path.exists():
                 raise ConfigError(f"{path}: prompt template missing (expected {filename} in {root})")
-            text = read_text_file(path)  # InputError (exit 2) for a directory, unreadable or non-UTF-8 file
+            text = read_text_file(path, limit=SMALL_LIMIT_BYTES, what="a prompt template")
             for placeholder in _REQUIRED_PLACEHOLDERS[key]:
                 if placeholder not in text:
                     raise ConfigError(f"{path}: the template must contain the placeholder {placeholder}")

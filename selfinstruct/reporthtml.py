@@ -54,8 +54,25 @@ footer { margin-top: 36px; font-size: 12px; color: #666; border-top: 1px solid #
 """
 
 
-def _e(text: object) -> str:
-    return escape(str(text), quote=True)
+#: The most characters of one piece of pool text on the page: a pool whose fields hold megabytes (model
+#: garbage, a hostile file) gives a page of a few MB, not of three copies of each field.
+MAX_FIELD_CHARS = 2_000
+#: A label, a reason or a keyword: short by nature.
+MAX_LABEL_CHARS = 80
+
+
+def _clip(text: object, limit: int = MAX_FIELD_CHARS) -> str:
+    """``str(text)``, cut to ``limit`` characters with an ellipsis and the count of what was left out.
+
+    >>> _clip("abcdef", 4)
+    'abc… (+3 characters)'
+    """
+    s = str(text)
+    return s if len(s) <= limit else f"{s[: limit - 1]}… (+{len(s) - limit + 1:,} characters)"
+
+
+def _e(text: object, limit: int = MAX_FIELD_CHARS) -> str:
+    return escape(_clip(text, limit), quote=True)
 
 
 def _int(n: Any) -> str:
@@ -284,7 +301,10 @@ def _growth(page: _Page) -> str:
     if page.compare:
         series = [Series(s.name, _shares([int(v) for v in s.values]), s.color) for s in series]
     chart = svg.bar_chart(
-        reasons, series, title="Rejections by reason", value_format=svg.percent if page.compare else svg.number
+        [_clip(k, MAX_LABEL_CHARS) for k in reasons],
+        series,
+        title="Rejections by reason",
+        value_format=svg.percent if page.compare else svg.number,
     )
     parts.append(
         page.figure(
@@ -370,7 +390,8 @@ def _diversity(page: _Page) -> str:
             for w in words
         ]
     )
-    chart = svg.bar_chart(words[:25], series, title="Leading words", value_format=lambda v: f"{v * 100:.1f}%")
+    labels = [_clip(w, MAX_LABEL_CHARS) for w in words[:25]]
+    chart = svg.bar_chart(labels, series, title="Leading words", value_format=lambda v: f"{v * 100:.1f}%")
     parts.append(page.figure(chart, f"Most common first words of instructions, as a share of tasks. {page.key()}"))
     parts.append("</div>")
 
@@ -547,10 +568,10 @@ def _samples(page: _Page) -> str:
                 if "most_similar" in ex:
                     detail = f"{_num(ex['score'])} to: {_e(ex['most_similar'])}"
                 elif "keyword" in ex:
-                    detail = f"keyword “{_e(ex['keyword'])}”"
+                    detail = f"keyword “{_e(ex['keyword'], MAX_LABEL_CHARS)}”"
                 rows.append(
                     [
-                        _e(group["reason"]) if i == 0 else "",
+                        _e(group["reason"], MAX_LABEL_CHARS) if i == 0 else "",
                         _int(group["count"]) if i == 0 else "",
                         _e(ex.get("instruction", "")),
                         _int(ex["times"]) if "times" in ex else "",

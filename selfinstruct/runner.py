@@ -18,6 +18,7 @@ the seconds the loop ran, so rates never count a model's load time.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,7 +40,9 @@ from selfinstruct.bootstrap import INTERRUPTED, SURPLUS, Bootstrap, JudgeSpec, P
 from selfinstruct.chatprompts import ChatTemplates
 from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import ConfigError, PoolError, SelfInstructError
+from selfinstruct.inputs import fingerprint
 from selfinstruct.judge import JudgeTemplate
+from selfinstruct.localmodels import DEFAULT_MODEL
 from selfinstruct.pool import Pool, compare_configs
 from selfinstruct.prompts import PromptTemplates
 from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
@@ -79,7 +82,8 @@ class RunInfo:
     target: int
     seeds: int
     startup_seconds: float = 0.0
-    window: int = 0
+    window: int | None = None  # --window; None: the window follows the engine
+    lag: int | None = None  # the staleness lag the loop used (known once the loop opened its stream)
     method: str = "self-instruct"
     api: str = "completions"
     judge: str | None = None  # the judge's model, when there is one
@@ -87,19 +91,22 @@ class RunInfo:
 
 @dataclass
 class RunOutcome:
-    """How the run ended. ``exit_reason`` is a budget name, ``interrupted``/``terminated``, or ``error``."""
+    """How the run ended. ``exit_reason`` is a budget name, ``interrupted``/``terminated``, or ``error``.
+    ``seconds`` is the loop's time; ``startup_seconds`` what came before it (conversion, model load)."""
 
     info: RunInfo
     exit_reason: str
     totals: RunTotals
     seconds: float
     pool_size: int
+    startup_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
 
 def file_fingerprint(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """The fingerprint of a seed file or template, read with the bounded reader (never from /dev/zero)."""
+    return fingerprint(path)
 
 
 def _stored_identity(pool: Pool, machine: list[Task]) -> tuple[dict[str, Any] | None, str]:
@@ -162,6 +169,7 @@ def run_generate(
     """
     emit: EventHandler = on_event or (lambda kind, payload: None)
     warnings: list[str] = []
+    config = dataclasses.replace(config)  # platform defaults are filled in on this copy, not the caller's
 
     def warn(message: str) -> None:
         warnings.append(message)
@@ -178,13 +186,15 @@ def run_generate(
     )
     seeds_hash = file_fingerprint(config.seeds)
     backend_name = "custom" if backend is not None else resolve_backend_name(config.backend, config.base_url)
+    # In-process vLLM without --model: the default packaged model (converted into the cache on first use).
+    model_name = config.model or (DEFAULT_MODEL if backend_name == "vllm" else None)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     run_id = new_run_id()
     info = RunInfo(
         run_id=run_id,
         seed=seed,
         backend=backend_name,
-        model=backend.model if backend is not None else (config.model or "(not detected yet)"),
+        model=backend.model if backend is not None else (model_name or "(not detected yet)"),
         pool_dir=str(config.out),
         pool_size=0,
         target=config.num_instructions,
@@ -198,7 +208,7 @@ def run_generate(
     with ExitStack() as cleanup:
         cleanup.enter_context(pool.lock("generate"))  # locked out (75) or unusable: no run, no ledger line
         api = config.api if config.api != "auto" else None  # resolved once the backend is up
-        state = _RunState(info=info, identity={"model": config.model, "seeds_hash": seeds_hash,
+        state = _RunState(info=info, identity={"model": model_name, "seeds_hash": seeds_hash,
                                                "method": config.method, "api": api,
                                                "prompts_hash": prompts.fingerprint(config.method, api)})  # fmt: skip
         started_wall, started = _utc_now(), clock()
@@ -226,7 +236,7 @@ def run_generate(
             if state.exit_reason == "error" and state.failure is None:
                 state.exit_reason = stop.reason
             _record(pool, config, state, started_wall, clock() - started, warn)
-        seconds = clock() - started
+        ended = clock()
         with shielded():
             cleanup.close()  # the backend we made, then the lock
     if state.failure is not None:
@@ -234,11 +244,13 @@ def run_generate(
     if state.record_failure is not None:
         raise state.record_failure
     totals = state.loop.totals if state.loop else RunTotals()
+    loop_started = state.loop_started if state.loop_started is not None else ended
     return RunOutcome(
         info=state.info,
         exit_reason=state.exit_reason,
         totals=totals,
-        seconds=seconds,
+        seconds=ended - loop_started,
+        startup_seconds=loop_started - started,
         pool_size=state.info.pool_size + (state.loop.persisted if state.loop else 0),
         warnings=warnings,
     )
@@ -281,6 +293,8 @@ class _RunState:
     record_failure: SelfInstructError | None = None
     recorded: bool = False
     started: float = 0.0
+    loop_started: float | None = None  # when the loop began (after the model was converted and loaded)
+    prepare_seconds: float = 0.0  # converting a packaged model into the cache (part of startup_seconds)
     retries: int = 0
     endpoint_stats: Callable[[], Any] | None = None
     judge: JudgeSpec | None = None
@@ -308,7 +322,7 @@ def _start_and_loop(
     for message in pool.warnings:
         warn(message)
     pool.warnings.clear()
-    if config.model is not None:  # check before a model is loaded: a wrong pool fails in a second
+    if state.identity["model"] is not None:  # check before a model is loaded: a wrong pool fails in a second
         for diff in _check_identity(pool, machine, state.identity, force):
             state.forced.add(diff)
             warn(f"--force: adding to a pool made with another setup: {diff}")
@@ -327,6 +341,9 @@ def _start_and_loop(
             cleanup.callback(close)  # the backend we made, we close (HTTP connections)
     endpoint_stats = getattr(backend, "endpoint_stats", None)
     state.endpoint_stats = endpoint_stats if callable(endpoint_stats) else None
+    endpoint_loads = getattr(backend, "endpoint_loads", None)
+    state.prepare_seconds = float(getattr(backend, "prepare_seconds", 0.0) or 0.0)
+    _platform_defaults(config, backend, state, emit)
     state.info.model = backend.model
     state.identity["model"] = backend.model
     api = _resolve_api(config, pool, backend, warn)
@@ -390,13 +407,37 @@ def _start_and_loop(
     state.loop = loop
     for message in loop.warnings:
         warn(message)
-    state.info.startup_seconds = clock() - state.started
+    state.loop_started = clock()
+    state.info.startup_seconds = state.loop_started - state.started
     emit("start", state.info)
     with closing(loop.run()) as events:
         for event in events:
+            state.info.lag = loop.lag
+            progress = event if isinstance(event, Progress) else event.progress
+            if progress is not None and callable(endpoint_loads):
+                progress.endpoints = endpoint_loads()  # each server's running, waiting, in flight, tokens/s
             emit("progress" if isinstance(event, Progress) else "round", event)
             raise_pending()  # a signal that arrived while the event was shown
+    state.info.lag = loop.lag
     return backend
+
+
+CPU_TARGET = 10
+"""The target on vLLM's CPU build when none was given: a few minutes on a 2-core machine with the default
+model (--num-instructions sets another, and a rerun with the same --out resumes the pool)."""
+
+
+def _platform_defaults(config: GenerateConfig, backend: Backend, state: _RunState, emit: EventHandler) -> None:
+    """Defaults that depend on where the model runs, for the options the user left unset."""
+    chosen = config.explicit
+    if getattr(backend, "on_cpu", False) is True and chosen is not None and "num_instructions" not in chosen:
+        config.num_instructions = CPU_TARGET
+        state.info.target = CPU_TARGET
+        emit(
+            "notice",
+            f"vLLM runs on the CPU: the target is {CPU_TARGET} tasks unless you set one (a few minutes on 2 "
+            "cores with the default model); --num-instructions N grows the pool, and the same --out resumes it",
+        )
 
 
 def _resolve_api(config: GenerateConfig, pool: Pool, backend: Backend, warn: Callable[[str], None]) -> str:
@@ -488,8 +529,10 @@ def _record(
             "run_id": state.info.run_id,
             "started_at": started_at,
             "ended_at": _utc_now(),
-            "seconds": round(seconds, 3),
-            "startup_seconds": round(state.info.startup_seconds, 3),
+            # the loop's seconds; start-up (conversion, model load, server detection) is recorded apart
+            "seconds": round(max(0.0, seconds - state.info.startup_seconds) if state.loop_started else 0.0, 3),
+            "startup_seconds": round(state.info.startup_seconds if state.loop_started else seconds, 3),
+            "prepare_seconds": round(state.prepare_seconds, 3),
             "exit_reason": state.exit_reason,
             "error": state.error,
             "backend": state.info.backend,
@@ -499,6 +542,8 @@ def _record(
             "host": socket.gethostname(),
             "config": _public_config(config),
             "config_hash": _config_hash(config),
+            # Request k showed the pool as of request k - lag: with the seed, pool and config, what replays it.
+            "lag": loop.lag if loop else None,
             **state.identity,
             "pool_before": state.info.pool_size,
             "pool_after": state.info.pool_size + persisted,

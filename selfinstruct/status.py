@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.errors import PoolError
+from selfinstruct.glossary import explain
 from selfinstruct.judge import effective_judgements, read_sidecar_records
 from selfinstruct.pool import Pool
 
@@ -32,13 +33,15 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
     if not pool.directory.is_dir():
         what = "is a file, not a pool directory" if pool.directory.exists() else "no such pool directory"
         raise PoolError(f"{pool.directory}: {what}")
-    tasks = pool.read_tasks(skip_bad=True)
     runs = pool.read_runs()
     rejected: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    surplus: Counter[str] = Counter()
     for run in runs:
-        counts = run.get("rejected")
-        if isinstance(counts, dict):
-            rejected.update({str(k): v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)})
+        for key, total in (("rejected", rejected), ("notes", notes), ("surplus", surplus)):
+            counts = run.get(key)
+            if isinstance(counts, dict):
+                total.update({str(k): _count(v) for k, v in counts.items() if _count(v)})
     recent = []
     for run in runs[-last_runs:]:
         candidates = _count(run.get("candidates"))
@@ -77,22 +80,38 @@ def pool_status(directory: str | Path, *, last_runs: int = 10) -> dict[str, Any]
     config = stored.get("config")
     config = config if isinstance(config, dict) else {}
     target = runs[-1].get("target") if runs else config.get("num_instructions")
+    # The tasks stream through once (a pool of a million tasks is counted in bounded memory): each is
+    # counted and its effective judgement (the sidecar's, else the record's) tallied, nothing kept.
     sidecar, _ = read_sidecar_records(pool.iter_judgements())
-    judgements = effective_judgements(tasks, sidecar).judgements
-    scores = Counter(j.score for j in judgements if j is not None and j.score is not None)
+    pool_size = judged = 0
+    scores: Counter[float] = Counter()
+    for task in pool.iter_tasks():
+        pool_size += 1
+        (judgement,) = effective_judgements([task], sidecar).judgements
+        if judgement is not None:
+            judged += 1
+            if judgement.score is not None:
+                scores[judgement.score] += 1
     scored = sum(scores.values())
     return {
         "directory": str(pool.directory),
-        "pool_size": len(tasks),
+        "pool_size": pool_size,
         "target": target,
         "model": stored.get("model"),
         "lock_holder": pool.lock_holder(),
         "runs_total": len(runs),
         "runs": recent,
         "rejected": dict(rejected.most_common()),
+        "notes": dict(notes.most_common()),
+        "surplus": dict(surplus.most_common()),
+        # what each name shown above means (selfinstruct.glossary)
+        "explained": {
+            name: explain(name)
+            for name in sorted({*rejected, *notes, *surplus, *(str(r.get("exit_reason")) for r in recent)})
+        },
         "rejected_logged": pool.read_rejected_counts(),
         "judged": {
-            "judged": sum(1 for j in judgements if j is not None),
+            "judged": judged,
             "scored": scored,
             "mean_score": sum(k * v for k, v in scores.items()) / scored if scored else None,
             "scores": {str(k): scores[k] for k in sorted(scores)},

@@ -43,7 +43,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import FrameType
 
 INTERRUPTED = "interrupted"
@@ -65,15 +64,19 @@ class StopRequested(BaseException):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
-@dataclass
 class _State:
-    installed: bool = False
-    deferring: int = 0  # depth of nested deferred() sections
-    first: int | None = None  # the first signal received
-    first_at: float = 0.0
-    raised: bool = False  # StopRequested was raised for the first signal
-    repeats: int = 0
-    noticed: bool = False
+    # A plain class, not a dataclass: this module is imported before the handlers are installed, and
+    # dataclasses (with inspect and ast behind it) would widen the window in which a signal gives a traceback.
+    __slots__ = ("deferring", "first", "first_at", "installed", "noticed", "raised", "repeats")
+
+    def __init__(self, installed: bool = False) -> None:
+        self.installed = installed
+        self.deferring = 0  # depth of nested deferred() sections
+        self.first: int | None = None  # the first signal received
+        self.first_at = 0.0
+        self.raised = False  # StopRequested was raised for the first signal
+        self.repeats = 0
+        self.noticed = False
 
 
 _state = _State()

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import jsonlines
 
 from selfinstruct.errors import InputError
+from selfinstruct.inputs import read_bounded
 from selfinstruct.jsontext import JSONProblem, decode_utf8
 from selfinstruct.jsontext import loads as json_loads
 
@@ -150,17 +151,13 @@ def task_from_record(record: Any, path: object = "<record>", line: int = 0) -> T
     )
 
 
-def read_text_file(path: str | os.PathLike[str]) -> str:
-    """The text of a file the user named, or :class:`InputError` saying plainly why it cannot be read."""
+def read_text_file(path: str | os.PathLike[str], *, limit: int | None = None, what: str = "a data file") -> str:
+    """The text of a file the user named, or :class:`InputError` saying plainly why it cannot be read.
+
+    Read by :func:`selfinstruct.inputs.read_bounded`: at most ``limit`` bytes (default: the data-file limit,
+    ``SELFINSTRUCT_MAX_INPUT_MB``), and never from a device such as ``/dev/zero``."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(p, None, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(p, None, "is a directory, not a file") from None
-    except OSError as exc:
-        raise InputError(p, None, f"cannot read: {exc.strerror or exc}") from None
+    data = read_bounded(p, limit=limit, what=what)
     try:
         return decode_utf8(data)
     except JSONProblem as exc:
@@ -213,9 +210,40 @@ def load_tasks(path: str | os.PathLike[str], *, what: str = "task file") -> list
     return tasks
 
 
+#: The most characters one seed task may hold (instruction, inputs and outputs together): each seed is a
+#: demonstration in prompts, so a 10 MB seed would cost millions of prompt tokens per request. The
+#: paper's 175 seeds hold at most ~2,000. SELFINSTRUCT_MAX_SEED_CHARS overrides it.
+MAX_SEED_CHARS = 20_000
+SEED_CHARS_ENV = "SELFINSTRUCT_MAX_SEED_CHARS"
+
+
+def max_seed_chars() -> int:
+    """:data:`MAX_SEED_CHARS`, or ``SELFINSTRUCT_MAX_SEED_CHARS`` when that is a positive integer."""
+    raw = os.environ.get(SEED_CHARS_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_SEED_CHARS
+
+
+def seed_chars(task: Task) -> int:
+    """How many characters a seed task adds to a prompt: its instruction and every input and output."""
+    return len(task.instruction) + sum(len(i.input) + len(i.output) for i in task.instances)
+
+
 def load_seed_tasks(path: str | os.PathLike[str]) -> list[Task]:
-    """Load seed tasks and give each an id and name if it lacks them (Alpaca seeds have neither)."""
-    tasks = load_tasks(path, what="seed file")
+    """Load seed tasks and give each an id and name if it lacks them (Alpaca seeds have neither).
+
+    A seed larger than :func:`max_seed_chars` is refused, naming its line."""
+    limit = max_seed_chars()
+    tasks = []
+    for line, rec in read_records(path):
+        task = task_from_record(rec, path, line)
+        if seed_chars(task) > limit:
+            raise InputError(
+                path, line, f"this seed task holds {seed_chars(task):,} characters, more than the {limit:,} "
+                f"allowed (every seed is a demonstration in prompts); set {SEED_CHARS_ENV} to raise the limit"
+            )  # fmt: skip
+        tasks.append(task)
+    if not tasks:
+        raise InputError(path, None, "the seed file holds no tasks")
     for i, task in enumerate(tasks):
         if not task.id:
             task.id = f"seed_task_{i}"

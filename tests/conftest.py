@@ -37,3 +37,13 @@ def fake_lm() -> Iterator[FakeLM]:
     """A started :class:`fakelm.FakeLM` with the default echo reply and one model, ``fake-model``."""
     with FakeLM() as lm:
         yield lm
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """A backend registers its API key and URL credentials process-wide (selfinstruct.redact), as a real
+    process should; one test's "secret" must not be redacted from the next test's files."""
+    yield
+    from selfinstruct import redact
+
+    redact.forget()

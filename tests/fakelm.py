@@ -31,6 +31,11 @@ What the server does:
   ``"completions"`` the server answers ``/v1/completions`` with OpenAI's 404 for a chat model; without
   ``"chat"`` it answers ``/v1/chat/completions`` as vLLM does for a model without a chat template (400).
 
+``GET /metrics`` gets a 404, as from a server without metrics (llama.cpp without ``--metrics``, Ollama):
+the backend then paces by latency and 429/503. Those reads are only counted (``metrics_reads``): they
+take no fault, no ``log`` entry, no place in ``in_flight``. For a server that batches and shows vLLM's
+metrics, see :mod:`batchlm`.
+
 Faults are consumed by the next requests in arrival order, whatever their path (``GET /v1/models``
 included). ``log`` records ``(method, path, outcome)`` for every request, outcome being the status
 code sent or ``"dropped"``; ``requests`` holds every completions body received, failed ones included.
@@ -136,6 +141,7 @@ class FakeLM:
         self.log: list[tuple[str, str, int | str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.metrics_reads = 0
         self._lock = threading.Lock()
         self._planned: deque[_Planned] = deque()
         self._shuffler = random.Random(0)
@@ -318,6 +324,16 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
             self._handle("POST")
 
         def _handle(self, method: str) -> None:
+            if method == "GET" and self.path.split("?", 1)[0].rstrip("/") == "/metrics":
+                with lm._lock:
+                    lm.metrics_reads += 1
+                data = b'{"detail":"Not Found"}'
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             with lm._lock:
                 lm.in_flight += 1
                 lm.max_in_flight = max(lm.max_in_flight, lm.in_flight)

@@ -55,13 +55,14 @@ def test_make_backend_builds_the_openai_backend(fake_lm: FakeLM, name: str | Non
 @pytest.mark.parametrize("name", [None, "vllm"])
 def test_make_backend_vllm_without_vllm_installed(monkeypatch: pytest.MonkeyPatch, name: str | None) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(BackendError, match=r"pip install 'selfinstruct\[vllm\]'"):
+    with pytest.raises(BackendError, match=r"pip install 'selfinstruct\[cpu\]'.*pip install 'selfinstruct\[gpu\]'"):
         make_backend(name, BackendOptions(model="org/tiny"))
 
 
-def test_make_backend_vllm_needs_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_backend_vllm_without_a_model_wants_the_default_and_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model: the default packaged one, which needs vLLM first (the install command, nothing converted)."""
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(ConfigError, match="--model is required"):
+    with pytest.raises(BackendError, match=r"vLLM is not installed.*selfinstruct\[cpu\]"):
         make_backend("vllm", BackendOptions())
 
 

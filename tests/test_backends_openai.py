@@ -4,6 +4,7 @@ endpoints, retries and their events, timeouts, oversized replies, errors, secret
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import time
 import traceback
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from batchlm import BatchLM
 from fakelm import FakeLM
 
 from selfinstruct.backends import (
@@ -24,6 +26,7 @@ from selfinstruct.backends import (
     open_stream,
 )
 from selfinstruct.backends.openai import OpenAIBackend, OpenAIStream, normalize_base_url
+from selfinstruct.backends.pacing import PacingSettings
 from selfinstruct.errors import BackendError, ConfigError
 
 FAST = {"retry_wait_initial": 0.01, "retry_wait_max": 0.05}
@@ -85,9 +88,10 @@ def test_concurrency_bounds_requests_in_flight() -> None:
     assert elapsed < 9 * 0.15  # not one after the other
 
 
-def test_default_concurrency_is_sized_for_a_vllm_server() -> None:
+def test_default_limit_starts_at_64_per_server_and_follows_it() -> None:
     with FakeLM(delay=0.3) as lm, OpenAIBackend(lm.base_url, "fake-model") as b:
-        assert b.concurrency == 256
+        assert b.concurrency is None  # adaptive (selfinstruct.backends.pacing)
+        assert b.capacity() == 64
         b.generate(prompts(60), SAMPLING)
     assert lm.max_in_flight >= 40  # all of them at once, give or take the server's accept loop
 
@@ -238,7 +242,6 @@ def test_finish_reason_is_passed_through() -> None:
         ('{"choices": [{"index": 0, "text": 5}]}', "malformed choice"),
         ('{"choices": ["a"]}', "malformed choice"),
         ('{"result": "hello"}', "without a list of choices"),
-        ("<html>gateway</html>", "not JSON"),
     ],
 )
 def test_malformed_replies_fail_without_retry(fake_lm: FakeLM, body: str, expected: str) -> None:
@@ -246,6 +249,27 @@ def test_malformed_replies_fail_without_retry(fake_lm: FakeLM, body: str, expect
     with backend(fake_lm) as b, pytest.raises(BackendError, match=expected):
         b.generate(["p"], SAMPLING)
     assert len(fake_lm.log) == 1
+
+
+@pytest.mark.parametrize("body", ["<html>gateway</html>", "", '{"choices": [', "\x1b]0;pwned\x07 [/] not json"])
+def test_a_reply_that_is_not_json_is_retried_then_counted_as_empty(fake_lm: FakeLM, body: str) -> None:
+    events: list[tuple[str, Any]] = []
+    fake_lm.fail_next(200, times=3, body=body)
+    with backend(fake_lm, max_retries=2, on_event=lambda k, p: events.append((k, p))) as b:
+        (out,) = b.generate(["p"], SAMPLING)
+    assert len(fake_lm.log) == 3  # three unreadable attempts, then counted: the run goes on
+    assert out.text == "" and not out.cut and b.unreadable == 1
+    warnings = [p for k, p in events if k == "warning"]
+    assert len(warnings) == 1 and "counted as an empty completion" in warnings[0]
+    assert "\x1b" not in warnings[0] and "\x07" not in warnings[0]
+    assert sum(k == "retry" for k, _ in events) == 2
+
+
+def test_a_reply_that_becomes_json_on_retry_is_used(fake_lm: FakeLM) -> None:
+    fake_lm.fail_next(200, body="garbage")
+    with backend(fake_lm, max_retries=1) as b:
+        (out,) = b.generate(["p"], SAMPLING)
+    assert out.text and b.unreadable == 0 and len(fake_lm.log) == 2
 
 
 def test_a_reply_longer_than_max_tokens_allows_is_cut_and_marked() -> None:
@@ -575,7 +599,7 @@ def test_bad_numbers_are_config_errors(kwargs: dict[str, Any]) -> None:
 def test_close_releases_the_clients_and_the_thread(fake_lm: FakeLM) -> None:
     b = backend(fake_lm)
     b.close()
-    assert all(e.client.is_closed for e in b._endpoints)
+    assert all(c.is_closed for e in b._endpoints for c in [e.client, *(p.client for p in e.pools)])
     assert not b._thread.is_alive()
     b.close()  # twice is fine
 
@@ -664,3 +688,256 @@ def test_detect_api_reads_a_chat_model_message_on_a_400() -> None:
 
     with FakeLM(respond=respond) as lm, backend(lm) as b:
         assert b.detect_api()[0] == "chat"
+
+
+# -- hostile replies: compressed bombs, a wrong endpoint among several ---------------------------------------
+
+
+class RawServer:
+    """A loopback HTTP server that answers every request with fixed status, headers and raw body bytes."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                if self.path.endswith("/metrics"):  # the pacer's looks at the server's load
+                    outer.metrics_requests += 1
+                else:
+                    outer.requests += 1
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.requests = 0
+        self.metrics_requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RawServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_compressed_reply_is_bounded_while_it_is_inflated(coding: str) -> None:
+    import gzip
+    import tracemalloc
+    import zlib
+
+    inner = b'{"choices": [{"index": 0, "text": "' + b"a" * 60_000_000 + b'", "finish_reason": "stop"}]}'
+    body = gzip.compress(inner, 9) if coding == "gzip" else zlib.compress(inner, 9)
+    assert len(body) < 200_000  # ~60 MB inflated from a body of this size
+    with RawServer(200, body, {"Content-Type": "application/json", "Content-Encoding": coding}) as server:
+        tracemalloc.start()
+        try:
+            with OpenAIBackend(server.base_url, "m", **FAST) as b:
+                (out,) = b.generate(["x"], Sampling(max_tokens=100))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert out == Completion("", "length", cut=True)
+    assert peak < 20_000_000, peak  # the reply limit for 100 tokens is ~1.1 MB; never the 60 MB
+
+
+def test_a_small_compressed_reply_is_read() -> None:
+    import gzip
+
+    inner = b'{"choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}]}'
+    with (
+        RawServer(200, gzip.compress(inner), {"Content-Encoding": "gzip"}) as server,
+        OpenAIBackend(server.base_url, "m", **FAST) as b,
+    ):
+        assert b.generate(["x"], SAMPLING) == [Completion("hello", "stop")]
+
+
+def test_an_encoding_we_did_not_ask_for_is_a_retried_failure() -> None:
+    server = RawServer(200, b"\x00\x01garbage", {"Content-Encoding": "br"})
+    with server, OpenAIBackend(server.base_url, "m", max_retries=1, **FAST) as b, pytest.raises(BackendError) as info:
+        b.generate(["x"], SAMPLING)
+    assert "Content-Encoding: br" in str(info.value) and server.requests == 2
+
+
+def test_one_endpoint_answering_404_among_several_is_dropped_and_the_others_go_on(fake_lm: FakeLM) -> None:
+    events: list[tuple[str, Any]] = []
+    with RawServer(404, b'{"error": {"message": "no such route \\u001b[2J [/]"}}', {}) as wrong:
+        urls = [wrong.base_url, fake_lm.base_url]
+        with OpenAIBackend(urls, "fake-model", max_retries=0, on_event=lambda k, p: events.append((k, p)), **FAST) as b:
+            out = b.generate([f"p{i}" for i in range(12)], SAMPLING)
+        assert wrong.requests >= 1
+    assert all(o.text for o in out) and len(fake_lm.log) == 12
+    down = [p for k, p in events if k == "endpoint_down"]
+    assert len(down) == 1 and "HTTP 404" in down[0] and f"dropped {wrong.base_url}" in down[0]
+    assert "\x1b" not in down[0]
+
+
+def test_a_404_from_the_only_endpoint_is_still_an_error() -> None:
+    with RawServer(404, b'{"error": {"message": "not found"}}', {}) as wrong:
+        with OpenAIBackend([wrong.base_url], "m", max_retries=3, **FAST) as b, pytest.raises(BackendError, match="404"):
+            b.generate(["x"], SAMPLING)
+        assert wrong.requests == 1
+
+
+def test_a_model_id_with_escape_sequences_is_refused() -> None:
+    listing = json.dumps({"data": [{"id": "evil\x1b]0;pwned\x07"}]}).encode()
+    server = RawServer(200, listing, {"Content-Type": "application/json"})
+    with server, pytest.raises(ConfigError, match="control characters or escape sequences") as info:
+        OpenAIBackend(server.base_url, None, **FAST)
+    assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)
+
+
+# -- pacing: each endpoint's limit follows its server ------------------------------------------------------
+
+PACE = PacingSettings(interval=0.05, initial=4)
+
+
+def fixed_tokens(n: int) -> Any:
+    return lambda prompt, body: (f"echo: {prompt}", n)
+
+
+def drain(stream: OpenAIStream, n: int, seconds: float = 30.0, during: Any = None) -> int:
+    """Poll until ``n`` completions arrived (bounded in time); ``during(got)`` runs after each poll."""
+    got = 0
+    deadline = time.monotonic() + seconds
+    while got < n and time.monotonic() < deadline:
+        got += len(stream.poll(0.05))
+        if during is not None:
+            during(got)
+    return got
+
+
+@pytest.mark.slow
+def test_limit_grows_while_the_server_has_room_and_shrinks_when_its_metrics_show_waiting() -> None:
+    with (
+        BatchLM(fixed_tokens(5), max_num_seqs=16, step_base=0.01, step_per_seq=0.0) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", pacing=PACE, **FAST) as b,
+    ):
+        stream = b.stream()
+        for k in range(400):
+            stream.submit(Request(k, f"p{k}", SAMPLING, k))
+        pacer = b._endpoints[0].pacer
+        seen: dict[str, int] = {}
+
+        def other_client(got: int) -> None:
+            # Once the limit has found the engine, another client's queue appears, then goes away.
+            if "grown" not in seen and pacer.limit >= 16 and pacer.counts["waiting"] == 0:
+                seen["grown"] = pacer.limit
+                lm.phantom_waiting = 200
+            elif "grown" in seen and "shrunk" not in seen and pacer.counts["waiting"]:
+                seen["shrunk"] = pacer.limit
+                lm.phantom_waiting = 0
+
+        assert drain(stream, 400, during=other_client) == 400
+        stats = b.endpoint_stats()[b.base_url]
+    assert seen["shrunk"] <= seen["grown"] // 2  # one look halves it at most, and it did
+    assert pacer.counts["start"] >= 2 and pacer.counts["waiting"] >= 1
+    assert lm.max_queued <= 400  # the client never sent everything at once
+    assert stats["signals"] == "metrics" and stats["mean_running"] > 0 and stats["peak_waiting"] >= 200
+    assert stats["limit_changes"]["waiting"] >= 1 and lm.metrics_reads >= 3
+
+
+@pytest.mark.slow
+def test_the_servers_queue_stays_short_without_another_client() -> None:
+    with (
+        BatchLM(fixed_tokens(10), max_num_seqs=16, step_base=0.005, step_per_seq=0.0) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", pacing=PACE, **FAST) as b,
+    ):
+        stream = b.stream()
+        for k in range(600):
+            stream.submit(Request(k, f"p{k}", SAMPLING, k))
+        assert drain(stream, 600) == 600
+        limit = b._endpoints[0].pacer.limit
+    # The engine runs 16: the limit settles near that plus a short queue, nowhere near the 600 submitted.
+    assert 16 <= limit <= 16 * 2
+    assert lm.max_queued < 100
+
+
+def test_without_metrics_503_replies_shrink_the_limit_and_every_request_still_completes() -> None:
+    with BatchLM(fixed_tokens(3), max_num_seqs=4, step_base=0.005, metrics=False, max_waiting=4) as lm:
+        settings = PacingSettings(interval=0.05, initial=32)
+        with OpenAIBackend(lm.base_url, "stand-in", pacing=settings, max_retries=60, **FAST) as b:
+            out = b.generate(prompts(120), SAMPLING)
+            pacer = b._endpoints[0].pacer
+            loads = b.endpoint_loads()
+    assert [c.text for c in out] == [f"echo: {p}" for p in prompts(120)]
+    assert lm.refused[503] > 0 and pacer.counts["overload"] >= 1
+    assert pacer.signals == "replies" and pacer.limit < 32
+    assert loads[0].running is None and loads[0].signals == "replies"
+
+
+def test_fakelm_has_no_metrics_so_pacing_goes_by_replies(fake_lm: FakeLM) -> None:
+    with backend(fake_lm, pacing=PACE) as b:
+        b.generate(prompts(5), SAMPLING)
+        deadline = time.monotonic() + 5
+        while b._endpoints[0].pacer.has_metrics is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert b._endpoints[0].pacer.signals == "replies"
+    assert fake_lm.metrics_reads >= 1
+    assert all(path != "/metrics" for _, path, _ in fake_lm.log)
+
+
+def test_capacity_sums_the_limits_of_live_endpoints() -> None:
+    with (
+        BatchLM() as one,
+        BatchLM() as two,
+        OpenAIBackend([one.base_url, two.base_url], "stand-in") as b,
+    ):
+        stream = b.stream()
+        assert stream.capacity() == 128 and stream.max_capacity() == 2 * 4096
+        b._endpoints[1].cooldown_until = time.monotonic() + 60  # failing: not counted
+        assert stream.capacity() == 64
+        b._endpoints[0].cooldown_until = time.monotonic() + 60  # all failing: all counted
+        assert stream.capacity() == 128
+        with OpenAIBackend([one.base_url, two.base_url], "stand-in", concurrency=5) as b:
+            assert (b.capacity(), b.max_capacity()) == (10, 10)
+
+
+def test_server_priority_sends_each_requests_priority_and_a_priority_server_runs_low_numbers_first() -> None:
+    with (
+        BatchLM(fixed_tokens(4), max_num_seqs=1, step_base=0.01, priority_scheduling=True) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", server_priority=True, concurrency=40, **FAST) as b,
+    ):
+        stream = b.stream()
+        for k in range(20):
+            stream.submit(Request(k, f"p{k}", SAMPLING, k, priority=2 if k < 15 else 0))
+        assert drain(stream, 20) == 20
+    # One sequence at a time: whatever was there first runs first, then the five priority-0 requests jump the
+    # fifteen priority-2 ones that were queued before them.
+    first_zero = lm.priorities.index(0)
+    assert first_zero <= 2 and lm.priorities[first_zero : first_zero + 5] == [0] * 5
+
+
+def test_without_server_priority_no_priority_is_sent() -> None:
+    with BatchLM(fixed_tokens(1)) as lm, OpenAIBackend(lm.base_url, "stand-in", **FAST) as b:
+        stream = b.stream()
+        stream.submit(Request(0, "p", SAMPLING, 0, priority=2))
+        assert drain(stream, 1) == 1
+    assert lm.refused == {} and lm.priorities == [0]
+
+
+def test_server_priority_against_a_server_without_priority_scheduling_says_how_to_fix_it() -> None:
+    with (
+        BatchLM(fixed_tokens(1)) as lm,
+        OpenAIBackend(lm.base_url, "stand-in", server_priority=True, **FAST) as b,
+        pytest.raises(BackendError, match=r"scheduling-policy priority.*--server-priority"),
+    ):
+        stream = b.stream()
+        stream.submit(Request(0, "p", SAMPLING, 0, priority=2))
+        drain(stream, 1)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from selfinstruct import localmodels
 from selfinstruct.backends import Backend, BackendOptions, Completion, Request, Sampling, open_stream
 from selfinstruct.backends import vllm as vllm_backend
 from selfinstruct.backends.vllm import VLLMBackend, VLLMStream, cpu_memory_utilization, engine_kwargs
@@ -95,6 +96,9 @@ class FakeEngine:
         self.recorder = recorder
         self.vllm_config = types.SimpleNamespace(scheduler_config=types.SimpleNamespace(max_num_seqs=max_num_seqs))
         self.max_num_seqs = max_num_seqs
+        self.runnable = max_num_seqs  # what the KV cache lets run at once (a test may lower it)
+        self.final_only = False  # return finished outputs only (vLLM's FINAL_ONLY output kind)
+        self.max_inside = 0  # the most requests the engine held (running and waiting) at once
         self.waiting: list[tuple[str, str, dict[str, Any], int]] = []
         self.running: list[tuple[str, str, dict[str, Any], int]] = []
         self.rng = random.Random(seed)
@@ -120,7 +124,8 @@ class FakeEngine:
         if self.fail_on_step is not None:
             raise self.fail_on_step
         self.recorder.steps += 1
-        while self.waiting and len(self.running) < self.max_num_seqs:
+        self.max_inside = max(self.max_inside, len(self.waiting) + len(self.running))
+        while self.waiting and len(self.running) < self.runnable:
             self.running.append(self.waiting.pop(0))
         self.recorder.max_running = max(self.recorder.max_running, len(self.running))
         time.sleep(0.001)
@@ -134,9 +139,10 @@ class FakeEngine:
             out = complete(prompt, kwargs)
             out.request_id = rid
             outputs.append(out)
-        # an unfinished sequence's partial output, which the stream must ignore
-        if left:
-            outputs.append(FakeRequestOutput(left[0][1], None, [], request_id=left[0][0], finished=False))
+        # as vLLM's default output kind does: a partial output for every sequence that got a token and
+        # did not finish (the stream counts them, and must not take them for completions)
+        if not self.final_only:
+            outputs += [FakeRequestOutput(p, None, [], request_id=rid, finished=False) for rid, p, _, _ in left]
         return outputs
 
 
@@ -302,16 +308,49 @@ def test_output_count_mismatch_is_a_backend_error(recorder: Recorder) -> None:
         VLLMBackend("org/tiny", llm=Short()).generate(["a"], Sampling(max_tokens=5))
 
 
-def test_model_is_required(recorder: Recorder) -> None:
+def test_model_is_required_by_the_constructor(recorder: Recorder) -> None:
     with pytest.raises(ConfigError, match="--model is required with the vllm backend"):
+        VLLMBackend(None)
+
+
+def test_no_model_means_the_default_packaged_model(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its packages the default model is refused with the install command, before any engine."""
+    monkeypatch.setattr(localmodels, "missing_dependencies", lambda model: ["gguf", model.module])
+    monkeypatch.setenv(localmodels.CACHE_ENV, "/nonexistent/selfinstruct-cache")
+    with pytest.raises(BackendError) as info:
         VLLMBackend.from_options(BackendOptions())
+    assert "cannot convert gemma-3-270m" in str(info.value) and "pip install 'selfinstruct[cpu]'" in str(info.value)
+    assert recorder.llm_kwargs == []
+
+
+def test_packaged_model_loads_from_the_cache_under_its_name(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A packaged model's name is converted once into the cache; vLLM loads the folder, the pool records
+    the name; the second construction reuses the entry."""
+    from test_localmodels import FakeConverter, fake_model
+
+    converter = FakeConverter()
+    model = fake_model(converter)
+    monkeypatch.setitem(localmodels.REGISTRY, model.name, model)
+    monkeypatch.setattr(localmodels, "DEFAULT_MODEL", model.name)
+    monkeypatch.setenv(localmodels.CACHE_ENV, str(tmp_path))
+    events: list[tuple[str, Any]] = []
+    backend = VLLMBackend.from_options(BackendOptions(on_event=lambda k, p: events.append((k, p))))
+    assert backend.model == model.name and backend.path == str(tmp_path / "models" / model.name)
+    assert recorder.llm_kwargs[0]["model"] == backend.path and backend.prepare_seconds > 0
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "model_start" and "model_done" in kinds and kinds[-1] == "notice"
+    again = VLLMBackend.from_options(BackendOptions(model=model.name))
+    assert converter.calls == 1 and again.path == backend.path
 
 
 def test_missing_vllm_says_how_to_install_or_use_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(BackendError) as info:
         VLLMBackend("org/tiny")
-    assert "pip install 'selfinstruct[vllm]'" in str(info.value)
+    assert "pip install torch==2.13.0 && pip install 'selfinstruct[cpu]'" in str(info.value)
+    assert "pip install 'selfinstruct[gpu]'" in str(info.value)
     assert "--base-url" in str(info.value)
 
 
@@ -360,6 +399,8 @@ def test_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kw["gpu_memory_utilization"] == 0.3
     assert kw["dtype"] == "float32"
     assert kw["max_num_batched_tokens"] == 16384
+    assert kw["enforce_eager"] is True  # no CUDA graphs to capture; the engine starts in seconds
+    assert kwargs_for(on_cpu=True, engine_args={"enforce_eager": False})["enforce_eager"] is False
 
 
 @pytest.mark.parametrize(("cores", "seqs"), [(1, 16), (2, 16), (3, 24), (16, 128), (32, 256), (96, 256), (None, 16)])
@@ -453,7 +494,68 @@ def test_stream_feeds_the_engine_and_returns_completions_as_they_finish(
     assert rec.threads == {"selfinstruct-vllm"}  # one thread owns the engine
     assert rec.max_running == 4 and rec.generate_calls == []
     # the engine held at most max_num_seqs plus a quarter (at least 8 more) at once
-    assert stream.capacity == 4 + 8
+    assert stream.capacity() == stream.max_capacity() == 4 + 8
+
+
+def feed(stream: Any, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        stream.submit(Request(i, f"prompt {i}", Sampling(max_tokens=8), seed=i))
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return bool(condition())
+
+
+@pytest.mark.parametrize(("max_num_seqs", "limit"), [(1, 9), (4, 12), (64, 80), (256, 320)])
+def test_stream_capacity_is_max_num_seqs_and_a_quarter(
+    monkeypatch: pytest.MonkeyPatch, max_num_seqs: int, limit: int
+) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=max_num_seqs))
+    backend = VLLMBackend("org/tiny")
+    stream = backend.stream()
+    assert stream.capacity() == stream.max_capacity() == limit
+    feed(stream, 3 * limit)
+    assert len(drain(stream, 3 * limit)) == 3 * limit
+    stream.close()
+    assert backend.llm.llm_engine.max_inside <= limit  # admitted up to the capacity, the rest held back
+    assert stream.capacity() == limit  # every slot ran while some waited: nothing to shrink
+
+
+def test_stream_capacity_follows_what_the_engine_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KV cache that holds only 5 of 32 sequences: requests wait inside the engine while slots stay empty,
+    so capacity shrinks to what it runs plus the queue; once it runs everything again, capacity grows back."""
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=32))
+    backend = VLLMBackend("org/tiny")
+    engine = backend.llm.llm_engine
+    engine.runnable = 5
+    stream = backend.stream()
+    feed(stream, 200)
+    assert wait_for(lambda: stream.capacity() == 5 + 8)
+    assert stream.max_capacity() == 32 + 8  # the settings did not change
+    got = drain(stream, 200)
+    assert len(got) == 200
+    engine.runnable = 32  # memory freed: nothing waits once it runs every sequence it is given
+    feed(stream, 200, start=200)
+    assert wait_for(lambda: stream.capacity() == 32 + 8)
+    assert len(drain(stream, 200)) == 200
+    stream.close()
+
+
+def test_stream_capacity_stays_put_without_running_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that returns finished outputs only says nothing about what runs: capacity keeps its setting."""
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=16))
+    backend = VLLMBackend("org/tiny")
+    engine = backend.llm.llm_engine
+    engine.final_only, engine.runnable = True, 2
+    stream = backend.stream()
+    feed(stream, 60)
+    assert len(drain(stream, 60)) == 60
+    stream.close()
+    assert stream.capacity() == 16 + 8
 
 
 def test_stream_fails_instead_of_hanging_when_the_engine_lost_its_requests(
@@ -476,7 +578,8 @@ def test_stream_sends_the_lowest_priority_first(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, max_num_seqs=1))
     backend = VLLMBackend("org/tiny")
     stream = backend.stream()
-    stream.capacity = 1
+    stream._limit = 1
+    stream._observe = lambda inside, outputs: None  # type: ignore[method-assign]  # keep the limit at 1
     with stream._lock:  # queue everything before the engine thread may take any
         for i in range(5):
             stream._keys.add(i)
@@ -611,3 +714,109 @@ def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, 
     (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
     assert run["api"] == "chat" and run["method"] == "self-instruct"
     assert run["stages"]["instructions"]["finished"] == 2
+
+
+@pytest.mark.parametrize("runnable", [2, 5])
+def test_the_loop_through_the_stream_replays_whatever_the_engine_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, runnable: int
+) -> None:
+    """The whole loop in-process, the window following the engine: an engine that runs every sequence it
+    may, and one whose KV cache runs only a few (so the stream's capacity shrinks and grows), finishing in
+    different random orders, build the same pool."""
+    from pathlib import Path
+
+    from paperlm import PaperLM
+    from seedsets import write_seeds
+
+    from selfinstruct.bootstrap import Bootstrap
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.prompts import PromptTemplates
+    from selfinstruct.task import load_seed_tasks
+
+    lm = PaperLM()
+
+    def paper_complete(prompt: Any, kwargs: dict[str, Any]) -> FakeRequestOutput:
+        text, finish = lm(decode(prompt), {"seed": kwargs.get("seed")})
+        tokens = [0] * len(text.split())
+        return FakeRequestOutput(decode(prompt), [0, 1, 2], [FakeCompletionOutput(text, finish, tokens)])
+
+    monkeypatch.setitem(globals(), "complete", paper_complete)
+    seeds = load_seed_tasks(write_seeds(tmp_path / "seeds.jsonl"))
+    prompts = PromptTemplates.load(Path(__file__).resolve().parents[1] / "prompts")
+    pools, limits = [], []
+    observe = VLLMStream._observe
+    for engine_seed, kv in ((1, 8), (2, runnable)):
+        monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(Recorder(), max_num_seqs=8))
+        backend = VLLMBackend("org/tiny")
+        engine = backend.llm.llm_engine
+        engine.rng, engine.runnable = random.Random(engine_seed), kv
+        seen: list[int] = []
+
+        def watch(self: VLLMStream, inside: int, outputs: Any, seen: list[int] = seen) -> None:
+            observe(self, inside, outputs)
+            seen.append(self.capacity())
+
+        monkeypatch.setattr(VLLMStream, "_observe", watch)
+        config = GenerateConfig(num_instructions=40, batch_size=3)  # no --window: it follows the engine
+        loop = Bootstrap(config, backend, seeds, [], prompts, rng=random.Random(5), run_id="r")
+        list(loop.run())
+        assert loop.stop_reason == "target_reached" and len(loop.machine) == 40
+        assert loop.lag == 15  # 3/4 of the 20 requests 40 tasks need; 2 x (8 + 8) would be 32
+        pools.append([{k: v for k, v in t.to_record().items() if k != "created_at"} for t in loop.machine])
+        limits.append(seen)
+    assert pools[0] == pools[1]
+    assert set(limits[0]) == {16}  # every slot could run: capacity stayed at max_num_seqs + 8
+    assert min(limits[1]) == runnable + 8  # the engine ran fewer while requests waited: capacity followed
+
+
+def test_broken_torch_extras_are_hidden_and_good_ones_kept(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyPI's CUDA torchvision beside torch's CPU wheel fails on import; hidden, transformers sees it absent."""
+    import importlib.util
+
+    broken = tmp_path / "torchvision"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("from torchvision import ops\n")
+    (broken / "ops.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    good = tmp_path / "torchaudio"
+    good.mkdir()
+    (good / "__init__.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in vllm_backend.TORCH_EXTRAS:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(vllm_backend, "HIDDEN_EXTRAS", [])
+    monkeypatch.delenv(vllm_backend.HIDDEN_ENV, raising=False)
+    try:
+        assert vllm_backend.hide_broken_torch_extras() == ["torchvision"]
+        assert os.environ[vllm_backend.HIDDEN_ENV] == "torchvision"  # for the engine's spawned process
+        assert sys.modules["torchvision"] is None and "torchvision.ops" not in sys.modules
+        assert importlib.util.find_spec("torchvision") is None  # what transformers asks
+        with pytest.raises(ImportError):
+            __import__("torchvision")
+        assert sys.modules["torchaudio"].VERSION == 1
+        assert vllm_backend.hide_broken_torch_extras() == []  # once is enough
+    finally:
+        for name in vllm_backend.TORCH_EXTRAS:
+            sys.modules.pop(name, None)
+
+
+def test_a_spawned_process_hides_what_the_parent_hid() -> None:
+    """vLLM's CPU engine runs in a spawned process that imports this package first: the hiding carries over."""
+    import subprocess
+
+    code = "import sys, selfinstruct; print(sys.modules.get('torchvision', 'absent'), 'os' in sys.modules)"
+    env = {**os.environ, vllm_backend.HIDDEN_ENV: "torchvision,not_a_torch_extra"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["None", "True"], done.stderr
+    env.pop(vllm_backend.HIDDEN_ENV)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[0] == "absent"
+
+
+def test_close_shuts_the_engine_down_once(recorder: Recorder) -> None:
+    backend = VLLMBackend("org/tiny")
+    backend.close()  # a stand-in engine without engine_core: nothing to do
+    calls: list[str] = []
+    backend.llm.llm_engine.engine_core = types.SimpleNamespace(shutdown=lambda: calls.append("down"))
+    stream = backend.stream()
+    backend.close()
+    assert calls == ["down"] and stream.closed

@@ -8,6 +8,7 @@ build the same pool whatever that timing, and account for every candidate when i
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -34,6 +35,7 @@ from selfinstruct.bootstrap import (
     Bootstrap,
     Progress,
     RoundReport,
+    default_lag,
 )
 from selfinstruct.config import GenerateConfig
 from selfinstruct.prompts import PromptTemplates
@@ -304,6 +306,32 @@ def test_progress_falls_back_to_the_run_average_when_nothing_finished_lately(see
     assert loop.progress().output_tokens_per_second == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "accepted", "committed", "eta"),
+    [
+        ({}, 0, 0, None),  # nothing accepted, no other budget: no estimate
+        ({}, 10, 5, 240.0),  # target 40, the pool still empty: 40 more at 10 per 60 s
+        ({"max_rounds": 2}, 10, 3, 60.0),  # 6 requests, 3 committed in 60 s: 60 s more, before the target
+        ({"max_rounds": 2}, 0, 0, None),  # nothing committed yet: no rate to go by
+        ({"time_limit": "90s"}, 10, 5, 30.0),  # the clock ends it before the target would
+        ({"time_limit": "90s"}, 0, 0, 30.0),
+        ({"time_limit": "1h", "max_new": 12}, 10, 5, 12.0),  # 2 more at 10 per minute
+        ({"time_limit": "30s"}, 10, 5, 0.0),  # past the limit: never negative
+    ],
+)
+def test_eta_is_the_first_budget_to_end_the_run(
+    seeds: list[Task], options: dict[str, Any], accepted: int, committed: int, eta: float | None
+) -> None:
+    now = [0.0]
+    loop = make_loop(seeds, ShuffledEngine(seed=5), clock=lambda: now[0], **options)
+    loop._started = 0.0
+    now[0] = 60.0
+    loop.totals.accepted = accepted
+    loop._committed = committed
+    got = loop.progress().eta_seconds
+    assert got == (None if eta is None else pytest.approx(eta))
+
+
 def test_interrupt_cancels_in_flight_and_keeps_what_was_committed(seeds: list[Task]) -> None:
     engine = ShuffledEngine(seed=6)
     engine.interrupt_at = 25
@@ -468,3 +496,129 @@ def test_tasks_waiting_for_the_judge_at_the_time_limit_are_unfinished(seeds: lis
     assert loop.stop_reason == TIME_LIMIT
     assert totals.stages["judge"].cancelled > 0 and totals.surplus[UNFINISHED] >= totals.stages["judge"].cancelled
     assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
+
+
+# -- the window follows the engine; the lag stays fixed ------------------------------------------------
+
+
+class CapacityStream(ShuffledStream):
+    """A stream that says how much it can hold, as an engine's running and waiting counts would:
+    ``capacity()`` follows the engine's ``script`` (a list, cycled), or moves at random within
+    ``max_capacity()`` (its own seed), or is unknown. Every instruction request records (capacity,
+    requests held once it is in, the loop's unresolved instruction requests)."""
+
+    engine: CapacityEngine
+
+    def __init__(self, engine: CapacityEngine) -> None:
+        super().__init__(engine)
+        self.rng = random.Random(engine.capacity_seed)
+        self.asked = 0
+        self.current: int | None = None
+        self.sent: list[tuple[int | None, int, int]] = []
+
+    def capacity(self) -> int | None:
+        engine = self.engine
+        if engine.script:
+            self.current = engine.script[self.asked % len(engine.script)]
+        elif engine.capacity_seed is not None:
+            self.current = self.rng.randint(1, engine.most)
+        self.asked += 1
+        return self.current
+
+    def max_capacity(self) -> int | None:
+        return self.engine.most
+
+    def submit(self, request: Request) -> None:
+        super().submit(request)
+        if request.priority == 2:
+            loop = self.engine.loop
+            assert loop is not None
+            self.sent.append((self.current, len(self.held), loop._submitted - loop._committed))
+
+
+class CapacityEngine(ShuffledEngine):
+    def __init__(self, seed: int, most: int, capacity_seed: int | None = None, script: list[int] | None = None) -> None:
+        super().__init__(seed)
+        self.most = most
+        self.capacity_seed = capacity_seed
+        self.script = script or []
+        self.loop: Bootstrap | None = None
+
+    def stream(self) -> CapacityStream:  # type: ignore[override]
+        stream = CapacityStream(self)
+        self.streams.append(stream)
+        return stream
+
+
+def follow(seeds: list[Task], engine: CapacityEngine, **options: Any) -> Bootstrap:
+    """A loop whose window follows the engine (no --window), run to its end."""
+    loop = make_loop(seeds, engine, window=None, **options)
+    engine.loop = loop
+    list(loop.run())
+    return loop
+
+
+@pytest.mark.parametrize(
+    ("max_capacity", "expected", "lag"),
+    [
+        (None, 10**6, 256),  # the stream does not say: the old fixed window
+        (1280, 3000, 2250),  # a wide engine, a long run: three quarters of the requests it needs
+        (1280, 10**6, 2560),  # a wide engine, a very long run: twice what it holds
+        (320, 3000, 640),
+        (24, 50, 38),  # a small run on a CPU engine still shows its own tasks
+        (1280, 4, 8),  # never below MIN_LAG
+        (10**6, math.inf, 65_536),  # never above --window's own bound
+    ],
+)
+def test_default_lag(max_capacity: int | None, expected: float, lag: int) -> None:
+    assert default_lag(max_capacity, expected) == lag
+
+
+@pytest.mark.parametrize("timing", range(4))
+def test_a_capacity_that_moves_with_timing_does_not_change_the_pool(seeds: list[Task], timing: int) -> None:
+    """The same seed and engine settings: the same pool whether the capacity is unknown or moves at random,
+    whatever order and delays the answers come with; and the loop never sent past it."""
+    reference = follow(seeds, CapacityEngine(seed=100, most=5), num_instructions=60)
+    engine = CapacityEngine(seed=timing, most=5, capacity_seed=timing + 7)
+    loop = follow(seeds, engine, num_instructions=60)
+    assert loop.stop_reason == reference.stop_reason == TARGET_REACHED
+    assert comparable(loop.machine) == comparable(reference.machine) and len(loop.machine) == 60
+    # Fixed by max_capacity (2 x 5) and the budget (3/4 of 30 requests), not by timing: 10 both times.
+    assert loop.lag == reference.lag == 10
+    machine = {t.instruction for t in loop.machine}  # later requests showed the run's own tasks
+    assert any(set(t.meta["demonstrations"]) & machine for t in loop.machine)
+    sent = engine.streams[0].sent
+    assert all(cap is not None and held <= cap for cap, held, _ in sent)
+    assert all(unresolved <= loop.lag for _, _, unresolved in sent)
+
+
+def test_the_window_grows_and_shrinks_with_the_capacity(seeds: list[Task]) -> None:
+    script = [2, 2, 12, 12, 1, 1, 40, 40]
+    engine = CapacityEngine(seed=4, most=40, script=script)
+    loop = follow(seeds, engine, num_instructions=200)
+    assert loop.stop_reason == TARGET_REACHED
+    assert loop.lag == 75  # 3/4 of the 100 requests 200 tasks need at 2 each (2 x 40 would be 80)
+    sent = engine.streams[0].sent
+    assert all(cap is not None and held <= cap for cap, held, _ in sent)
+    assert all(unresolved <= loop.lag for _, _, unresolved in sent)
+    most = {cap: max((held for c, held, _ in sent if c == cap), default=0) for cap in set(script)}
+    assert most[40] > 12 >= most[12] > 2 >= most[2] and most[1] <= 1
+    assert max(unresolved for _, _, unresolved in sent) > 12  # more unresolved than one capacity of 12
+
+
+def test_a_fixed_window_ignores_the_capacity(seeds: list[Task]) -> None:
+    engine = CapacityEngine(seed=5, most=3, script=[1])
+    loop = make_loop(seeds, engine, num_instructions=60, window=16)
+    engine.loop = loop
+    list(loop.run())
+    assert loop.lag == 16
+    assert max(unresolved for _, _, unresolved in engine.streams[0].sent) == 16  # not held to capacity 1
+
+
+def test_progress_shows_the_capacity(seeds: list[Task]) -> None:
+    engine = CapacityEngine(seed=6, most=7, script=[7])
+    loop = make_loop(seeds, engine, num_instructions=20, window=None)
+    engine.loop = loop
+    events = list(loop.run())
+    assert loop.progress().capacity == 7
+    assert all(e.capacity in (None, 7) for e in events if isinstance(e, Progress))

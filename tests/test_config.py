@@ -45,7 +45,8 @@ def test_defaults() -> None:
     assert (cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len, cfg.dtype) == (
         1, None, None, "auto",
     )  # fmt: skip
-    assert (cfg.concurrency, cfg.timeout, cfg.max_retries, cfg.window) == (256, 300.0, 6, 256)
+    assert (cfg.concurrency, cfg.server_priority, cfg.timeout, cfg.max_retries) == (None, False, 300.0, 6)
+    assert cfg.window is None  # None: follows the engine
     assert cfg.keep_rejected is True
     cfg.validate()
 
@@ -404,6 +405,15 @@ def test_backend_options() -> None:
     assert GenerateConfig(seed=1234).backend_options().seed == 1234
 
 
+def test_pacing_options_from_a_file(tmp_path: Path) -> None:
+    path = toml_file(tmp_path, "server-priority = true\n")
+    opts = GenerateConfig.from_sources(path, {}).backend_options()
+    assert (opts.server_priority, opts.concurrency) == (True, None)  # None: each server's limit follows it
+    assert GenerateConfig.from_sources(path, {"server_priority": False, "concurrency": 8}).backend_options() == (
+        BackendOptions(server_priority=False, concurrency=8)
+    )
+
+
 @pytest.mark.parametrize(
     ("base_url", "stored"),
     [
@@ -441,6 +451,8 @@ def test_several_base_urls_from_a_file(tmp_path: Path) -> None:
         ('blocked-keywords = "image"', "blocked-keywords must be a list of strings, got 'image'"),
         ("num-instructions = true", "num-instructions must be an integer, got True"),
         ("keep-rejected = 1", "keep-rejected must be true or false, got 1"),
+        ('server-priority = "yes"', "server-priority must be true or false, got 'yes'"),
+        ("concurrency = 0", "concurrency must be between 1 and 65536, got 0 (requests in flight per server)"),
         ("model = 3", "model must be a string, got 3"),
     ],
 )

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from selfinstruct import export as export_module
 from selfinstruct.cli import app
-from selfinstruct.errors import ConfigError, InputError
+from selfinstruct.errors import ConfigError, InputError, OutputError
 from selfinstruct.export import (
     ExportOptions,
     UserTurn,
@@ -376,7 +376,7 @@ def test_llamafactory_entries_for_a_split_and_merge_into_an_existing_file(pool_d
 def test_an_unreadable_dataset_info_stops_the_export_before_anything_is_written(pool_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "dataset_info.json").write_text("{not json")
     result = cli(str(pool_dir), "--out", str(tmp_path / "chat.jsonl"))
-    assert result.exit_code == 2 and "--no-trainer-configs" in result.output
+    assert result.exit_code == 73 and "--no-trainer-configs" in result.output
     assert names(tmp_path) == {"dataset_info.json", "pool"}  # no data file, no temporary
     assert cli(str(pool_dir), "--out", str(tmp_path / "chat.jsonl"), "--no-trainer-configs").exit_code == 0
 
@@ -470,16 +470,16 @@ def test_bad_options(pool_dir: Path, tmp_path: Path, options: dict[str, Any]) ->
 def test_output_that_is_a_directory(pool_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "out.jsonl").mkdir()
     result = cli(str(pool_dir), "--out", str(tmp_path / "out.jsonl"))
-    assert result.exit_code == 2 and "is a directory" in result.output
+    assert result.exit_code == 73 and "is a directory" in result.output
     result = cli(str(pool_dir), "--out", str(tmp_path))
-    assert result.exit_code == 2 and "not a Hugging Face datasets export" in result.output
+    assert result.exit_code == 73 and "not a Hugging Face datasets export" in result.output
 
 
 def test_output_inside_the_pool_is_refused(pool_dir: Path) -> None:
     before = (pool_dir / "tasks.jsonl").read_bytes()
     for target in (pool_dir / "tasks.jsonl", pool_dir):
         result = cli(str(pool_dir), "--out", str(target), "--format", "seed")
-        assert result.exit_code == 2 and "would overwrite the pool" in result.output
+        assert result.exit_code == 73 and "would overwrite the pool" in " ".join(result.output.split())
     assert (pool_dir / "tasks.jsonl").read_bytes() == before
 
 
@@ -492,12 +492,12 @@ def test_read_only_directory(pool_dir: Path, tmp_path: Path) -> None:
         result = cli(str(pool_dir), "--out", str(ro / "chat.jsonl"))
     finally:
         ro.chmod(0o755)
-    assert result.exit_code == 2 and "Permission denied" in result.output and listing(ro) == []
+    assert result.exit_code == 73 and "Permission denied" in result.output and listing(ro) == []
 
 
 def test_an_uncreatable_output_is_a_clear_error(pool_dir: Path) -> None:
     result = cli(str(pool_dir), "--out", "/proc/selfinstruct-test/chat.jsonl")
-    assert result.exit_code == 2 and "/proc/selfinstruct-test" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 73 and "/proc/selfinstruct-test" in result.output and "Traceback" not in result.output
 
 
 @pytest.fixture
@@ -510,6 +510,14 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(export_module, "_write_jsonl", write_then_fail)
+    streamed = export_module._RecordWriter.write  # the streaming path (JSON Lines without --shuffle)
+
+    def stream_then_fail(self: Any, record: dict[str, Any]) -> None:
+        if self.count:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        streamed(self, record)
+
+    monkeypatch.setattr(export_module._RecordWriter, "write", stream_then_fail)
     yield
 
 
@@ -518,7 +526,7 @@ def test_a_full_disk_leaves_nothing_half_written(pool_dir: Path, tmp_path: Path,
     out.mkdir()
     (out / "chat.jsonl").write_text("previous export\n")
     result = cli(str(pool_dir), "--out", str(out / "chat.jsonl"), "--validation-size", "2")
-    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert result.exit_code == 73 and "No space left on device" in result.output
     assert listing(out) == ["chat.jsonl"] and (out / "chat.jsonl").read_text() == "previous export\n"
 
 
@@ -723,5 +731,34 @@ def test_min_score_on_the_command_line(tmp_path: Path) -> None:
 
 
 def test_export_refuses_to_overwrite_judgements(pool_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="would overwrite the pool itself"):
+    with pytest.raises(OutputError, match="would overwrite the pool"):
         export_pool(pool_dir, pool_dir / "judgements.jsonl")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--format", "seed"],
+        ["--format", "alpaca", "--system", "Be brief."],
+        ["--format", "sharegpt", "--per", "task", "--seed", "3"],
+        ["--format", "prompt-completion", "--validation-size", "2", "--seed", "7"],
+        ["--format", "openai", "--validation-size", "0.4", "--per", "task"],
+        ["--include-seeds", "--keep-duplicates"],
+        ["--template", "{instruction}\\n\\nInput: {input}"],
+    ],
+)
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_the_streamed_export_writes_what_the_loaded_one_writes(
+    pool_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], suffix: str
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    extra = [*args, "--seeds", str(seeds)] if "--include-seeds" in args else args
+    outputs = {}
+    for stream in (True, False):
+        monkeypatch.setattr(export_module, "STREAM", stream)
+        out = tmp_path / f"{stream}" / f"data{suffix}"
+        result = cli(str(pool_dir), "--out", str(out), *extra)
+        assert result.exit_code == 0, result.output
+        outputs[stream] = {p.name: p.read_bytes() for p in sorted(out.parent.iterdir()) if "axolotl" not in p.name}
+    assert outputs[True] == outputs[False]

@@ -96,6 +96,8 @@ def test_rejections_are_counted_by_reason_and_written(paper_lm: FakeLM, seeds: P
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["exit_reason"] == "target_reached"
     assert {"too_short", "blocked_keyword", "demo_copy"} <= run["rejected"].keys()
+    # No --window: the lag comes from the budget (15 tasks at 2 a request, 3/4 of that, at least 8); recorded.
+    assert run["config"]["window"] is None and run["lag"] == 8
     rejected = read_jsonl(out / "rejected.jsonl")
     copies = [r for r in rejected if r["reject_reason"] == "demo_copy"]
     assert copies and all(r["demonstration"] == r["instruction"] for r in copies)
@@ -112,6 +114,14 @@ def test_rejections_are_counted_by_reason_and_written(paper_lm: FakeLM, seeds: P
     assert run["notes"].get("cut_off", 0) > 0
     tasks = read_jsonl(out / "tasks.jsonl")
     assert not any("differ" in t["instruction"] for t in tasks)
+
+
+def test_a_fixed_window_is_the_recorded_lag(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pool"
+    result = gen(paper_lm, seeds, out, "--num-instructions", "6", "--seed", "1", "--window", "3")
+    assert result.exit_code == 0 and "window 3;" in result.output
+    (run,) = read_jsonl(out / "runs.jsonl")
+    assert run["config"]["window"] == 3 and run["lag"] == 3
 
 
 def test_resume_continues_ids_without_duplicates(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:

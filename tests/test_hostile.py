@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -675,3 +676,415 @@ def test_server_down_and_bad_key_leave_a_ledger_line(seeds: Path, tmp_path: Path
     runs = Pool(out).read_runs()
     assert [r["exit_reason"] for r in runs] == ["error", "error"] and all(r["error"] for r in runs)
     assert not (out / "config.json").exists()
+
+
+# == issue 19: no output replaces an input, no outside text drives the terminal, no unbounded read ========
+
+SELFINSTRUCT = [sys.executable, "-m", "selfinstruct"]
+
+
+def full_pool(root: Path) -> Path:
+    """A pool with every file a pool can hold, each with distinct content."""
+    pool = write_pool(root / "pool")
+    (pool / "runs.jsonl").write_text(json.dumps({"run_id": "r1", "exit_reason": "target", "accepted": 6}) + "\n")
+    (pool / "judgements.jsonl").write_text("")
+    (pool / "config.json").write_text(json.dumps({"config": {"model": "fake-model"}}) + "\n")
+    (pool / "rejected.jsonl").write_text(json.dumps({"instruction": "x", "reject_reason": "too_short"}) + "\n")
+    (pool / "tasks.jsonl.corrupt").write_text("# moved\n{oops\n")
+    return pool
+
+
+def inputs_snapshot(*paths: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for path in paths:
+        found.update({f"{path}/{k}": v for k, v in snapshot(path).items()} if path.is_dir() else {})
+        if path.is_file():
+            found[str(path)] = path.read_bytes()
+    return found
+
+
+POOL_FILE_NAMES = ["tasks.jsonl", "runs.jsonl", "judgements.jsonl", "config.json", "rejected.jsonl", ".lock",
+                   "tasks.jsonl.corrupt"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", POOL_FILE_NAMES)
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_no_output_replaces_a_pool_file(tmp_path: Path, seeds: Path, name: str, command: str) -> None:
+    pool = full_pool(tmp_path)
+    before = inputs_snapshot(pool, seeds)
+    link = tmp_path / "innocent.jsonl"
+    link.symlink_to(pool / name)
+    for target in (pool / name, link):
+        extra = ["--format", "seed"] if command == "export" else ["--seeds", str(seeds)]
+        result = run_cli(command, pool, "--out", target, *extra)
+        assert result.exit_code == 73, result.output
+        assert "a file of the pool" in result.output and "Traceback" not in result.output
+        assert inputs_snapshot(pool, seeds) == before
+    assert link.is_symlink()
+
+
+def test_report_and_export_never_replace_their_seed_file(tmp_path: Path, seeds: Path) -> None:
+    pool = full_pool(tmp_path)
+    before = inputs_snapshot(pool, seeds)
+    result = run_cli("report", pool, "--seeds", seeds, "--out", seeds)
+    assert result.exit_code == 73 and "an input of this command" in result.output
+    result = run_cli("export", pool, "--seeds", seeds, "--out", seeds, "--format", "seed")
+    assert result.exit_code == 73 and "an input of this command" in result.output
+    hard = tmp_path / "hard.jsonl"
+    os.link(seeds, hard)  # the same file by another name
+    result = run_cli("export", pool, "--seeds", seeds, "--out", hard, "--format", "seed")
+    assert result.exit_code == 73 and "an input of this command" in result.output
+    assert inputs_snapshot(pool, seeds) == before
+
+
+def test_export_refuses_to_name_its_data_file_like_its_trainer_config(tmp_path: Path) -> None:
+    pool = full_pool(tmp_path)
+    out = tmp_path / "data" / "dataset_info.json"
+    result = run_cli("export", pool, "--out", out)
+    assert result.exit_code == 73 and "trainer config" in result.output
+    assert not out.exists()
+    result = run_cli("export", pool, "--out", out, "--no-trainer-configs")  # then it is just a name
+    assert result.exit_code == 0 and isinstance(json.loads(out.read_text()), list)
+
+
+def _read_fifo(path: Path, into: list[bytes]) -> Any:
+    import threading
+
+    def read() -> None:
+        with open(path, "rb") as fh:
+            into.append(fh.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("command", ["report", "export", "filter"])
+def test_a_fifo_output_is_written_into_not_replaced(tmp_path: Path, seeds: Path, command: str) -> None:
+    pool = full_pool(tmp_path)
+    fifo = tmp_path / "out.jsonl"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = _read_fifo(fifo, got)
+    args = {"report": ["report", pool, "--seeds", seeds], "export": ["export", pool, "--no-trainer-configs"],
+            "filter": ["filter", seeds]}[command]  # fmt: skip
+    result = run_cli(*args, "--out", fifo)
+    reader.join(10)
+    assert result.exit_code == 0, result.output
+    assert fifo.is_fifo() and got and got[0]
+    if command == "report":
+        assert got[0].startswith(b"<!DOCTYPE html>") or b"<html" in got[0][:200]
+    else:
+        assert all(json.loads(line) for line in got[0].decode().splitlines())
+
+
+def test_a_format_that_cannot_stream_is_refused_for_a_fifo(tmp_path: Path) -> None:
+    pool = full_pool(tmp_path)
+    fifo = tmp_path / "out.parquet"
+    os.mkfifo(fifo)
+    result = run_cli("export", pool, "--out", fifo)
+    assert result.exit_code == 73 and "cannot be streamed" in result.output
+    assert fifo.is_fifo()
+
+
+@pytest.mark.slow
+def test_export_and_report_to_dev_stdout_print_and_leave_the_link(tmp_path: Path, seeds: Path) -> None:
+    pool = full_pool(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([*SELFINSTRUCT, "export", str(pool), "--out", "/dev/stdout", "--format", "seed"],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len([json.loads(line) for line in done.stdout.splitlines()]) == 6
+    assert "no trainer configs" in done.stderr and Path("/dev/stdout").is_symlink()
+    done = subprocess.run([*SELFINSTRUCT, "report", str(pool), "--seeds", str(seeds), "--out", "/dev/stdout"],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "<html" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_concurrent_exports_into_one_directory_all_land_in_dataset_info(tmp_path: Path) -> None:
+    import threading
+
+    from selfinstruct.export import ExportOptions, export_pool
+
+    pool = full_pool(tmp_path)
+    out_dir = tmp_path / "data"
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            export_pool(pool, out_dir / f"set{i}.jsonl", ExportOptions())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    entries = json.loads((out_dir / "dataset_info.json").read_text())
+    assert sorted(entries) == sorted(f"set{i}" for i in range(10))
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- text from outside: markup and escape sequences ------------------------------------------------------
+
+HOSTILE_TEXTS = ["[INST] Write a poem. [/INST]", "Sort [a, b] and [/]", "\x1b]0;pwned\x07Title \x1b[2J\x9b31m"]
+
+
+def test_seed_text_with_markup_and_escapes_is_printed_as_text(tmp_path: Path) -> None:
+    records = [dict(MINI_SEEDS[0]), dict(MINI_SEEDS[1]), dict(MINI_SEEDS[2])]
+    for record, text in zip(records, HOSTILE_TEXTS, strict=True):
+        record["instruction"] = f"{text} {record['instruction']}"
+    path = tmp_path / "seeds[v2].jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_cli("seeds", "check", path, "--pairs", "3")
+    assert result.exit_code in (0, 2), result.output
+    assert "Traceback" not in result.output and "MarkupError" not in result.output
+    assert "seeds[v2].jsonl" in result.output.replace("\n", "")
+    assert "\x1b" not in result.output and "\x07" not in result.output and "\x9b" not in result.output
+
+
+def test_ledger_values_with_markup_and_escapes_are_shown_as_text(tmp_path: Path) -> None:
+    pool = write_pool(tmp_path / "pool[v2]")
+    runs = [{"run_id": "[/]", "exit_reason": "error", "error": HOSTILE_TEXTS[2] + " [bold]x[/bold]",
+             "acceptance_rate": "[/]", "seconds": "x", "rounds": "[a, b]"}]  # fmt: skip
+    (pool / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    before = snapshot(pool)
+    for extra in ([], ["--json"]):
+        result = run_cli("status", pool, *extra)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+        assert "pool[v2]" in result.output
+    result = run_cli("status", pool)
+    assert "[a, b]" in result.output and "[/]" in result.output and "[bold]x[/bold]" in result.output
+    assert snapshot(pool) == before
+
+
+def test_the_ledger_keeps_no_escape_sequences(tmp_path: Path) -> None:
+    pool = Pool(tmp_path / "pool")
+    pool.directory.mkdir()
+    with pool.lock():
+        pool.append_run({"run_id": "r", "error": "server said \x1b]0;pwned\x07\x1b[31mno\x1b[0m\r\n!"})
+    (run,) = pool.read_runs()
+    assert run["error"] == "server said no\n!"
+
+
+def test_generate_help_shows_the_config_tables() -> None:
+    result = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "400"})
+    text = " ".join(result.output.split())
+    assert "Also the [vllm] table" in text and "Also the [request] table" in text
+
+
+# -- unbounded reads --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_as_an_input_is_refused_at_once(tmp_path: Path, seeds: Path, device: str) -> None:
+    message = "is a character device (like /dev/zero), not a file"
+    cases = [
+        ["seeds", "check", device],
+        gen_args(DEAD_URL, Path(device), tmp_path / "pool"),
+        ["filter", device, "--out", tmp_path / "kept.jsonl"],
+        ["filter", seeds, "--out", tmp_path / "kept.jsonl", "--against", device],
+        [*gen_args(DEAD_URL, seeds, tmp_path / "pool"), "--config", device],
+    ]
+    for args in cases:
+        result = run_cli(*args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not (tmp_path / "pool").exists() and not (tmp_path / "kept.jsonl").exists()
+
+
+def test_a_huge_seed_task_is_refused_with_its_line(tmp_path: Path) -> None:
+    records = [dict(MINI_SEEDS[0]), dict(MINI_SEEDS[1])]
+    records[1]["instruction"] = "Explain this. " + "x" * 10_000_000
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_cli(*gen_args(DEAD_URL, path, tmp_path / "pool"))
+    assert result.exit_code == 2 and f"{path}:2: this seed task holds 10,000," in result.output
+    assert "SELFINSTRUCT_MAX_SEED_CHARS" in result.output and not (tmp_path / "pool").exists()
+
+
+def test_a_data_file_over_the_limit_is_refused_before_it_is_read(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("SELFINSTRUCT_MAX_INPUT_MB", "0.001")
+    path = write_seeds(tmp_path / "seeds.jsonl")
+    result = run_cli("filter", path, "--out", tmp_path / "kept.jsonl")
+    assert result.exit_code == 2 and "more than the 1,000 bytes allowed" in result.output
+    assert "SELFINSTRUCT_MAX_INPUT_MB" in result.output
+
+
+def test_a_pipe_as_input_is_read_with_the_bound(tmp_path: Path) -> None:
+    fifo = tmp_path / "seeds.fifo"
+    os.mkfifo(fifo)
+    import threading
+
+    def feed() -> None:
+        with open(fifo, "w") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in MINI_SEEDS))
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    result = run_cli("filter", fifo, "--out", tmp_path / "kept.jsonl")
+    thread.join(10)
+    assert result.exit_code == 0, result.output
+
+
+# -- identity -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["model", "prompt", "messages", "max_tokens", "stop", "seed", "n", "echo"])
+def test_request_fields_the_loop_sets_are_refused(tmp_path: Path, seeds: Path, field: str) -> None:
+    result = run_cli(*gen_args(DEAD_URL, seeds, tmp_path / "pool"), "--request-field", f"{field}=1")
+    assert result.exit_code == 2 and f"request field {field!r} cannot be set" in result.output
+    config = tmp_path / "c.toml"
+    config.write_text(f'[request]\n{field} = "x"\n')
+    result = run_cli(*gen_args(DEAD_URL, seeds, tmp_path / "pool"), "--config", config)
+    assert result.exit_code == 2 and f"request field {field!r} cannot be set" in result.output
+    assert not (tmp_path / "pool").exists()
+
+
+# -- standard output: closed pipes, full disks --------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "{pool}"],
+        ["status", "--json", "{pool}"],
+        ["--help"],
+        ["seeds", "check"],
+        ["report", "--json", "{pool}"],
+    ],
+)
+def test_stdout_to_a_full_disk_is_one_line_and_exit_74(tmp_path: Path, args: list[str]) -> None:
+    pool = full_pool(tmp_path)
+    before = snapshot(pool)
+    argv = [a.replace("{pool}", str(pool)) for a in args]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*SELFINSTRUCT, *argv], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 74, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "selfinstruct: cannot write to standard output: No space left on device"
+    ]
+    assert snapshot(pool) == before
+
+
+@pytest.mark.slow
+def test_status_into_a_pipe_closed_early_exits_0(tmp_path: Path) -> None:
+    pool = write_pool(tmp_path / "pool")
+    runs = [{"run_id": f"r{i}", "exit_reason": "target", "error": "x" * 2000} for i in range(200)]
+    (pool / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    command = f'{sys.executable} -m selfinstruct status {pool} --runs 200 | head -1; echo "rc=${{PIPESTATUS[0]}}"'
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "rc=0" and done.stdout.startswith("pool:"), done
+    assert done.stderr == ""
+
+
+# -- secrets in everything written ---------------------------------------------------------------------------
+
+
+def test_a_known_secret_never_reaches_the_pool_files_or_an_export(tmp_path: Path, monkeypatch: Any) -> None:
+    from selfinstruct import redact
+
+    secret = "sk-live-0123456789abcdef"
+    monkeypatch.setattr(redact, "_secrets", ())
+    redact.register(secret)
+    try:
+        pool = Pool(tmp_path / "pool")
+        pool.directory.mkdir()
+        record = json.loads(task_line(1))
+        record["instances"][0]["output"] = f"My key is {secret}."
+        with pool.lock():
+            pool.append([task_from_record(record)])
+            pool.append_judgements([{"task_id": "machine_task_000001", "reply": f"Score: 5 ({secret})"}])
+            pool.append_rejected([{"instruction": secret, "reject_reason": "x"}])
+            pool.append_run({"run_id": "r", "error": f"echo {secret}"})
+        for name in ("tasks.jsonl", "judgements.jsonl", "rejected.jsonl", "runs.jsonl"):
+            text = (pool.directory / name).read_text()
+            assert secret not in text and "<redacted>" in text, name
+        out = tmp_path / "seed.jsonl"
+        (pool.directory / "tasks.jsonl").write_text(task_line(2).replace("Item 2.", f"Item {secret}") + "\n")
+        assert run_cli("export", pool.directory, "--out", out, "--format", "seed").exit_code == 0
+        assert secret not in out.read_text() and "<redacted>" in out.read_text()
+    finally:
+        redact.forget()
+
+
+# -- exports as trainers read them ----------------------------------------------------------------------------
+
+
+def test_alpaca_without_system_maps_no_system_column(tmp_path: Path) -> None:
+    pool = full_pool(tmp_path)
+    result = run_cli("export", pool, "--out", tmp_path / "a.jsonl", "--format", "alpaca")
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "dataset_info.json").read_text())["a"]
+    assert "system" not in entry["columns"]
+    result = run_cli("export", pool, "--out", tmp_path / "b.jsonl", "--format", "alpaca", "--system", "Be brief.")
+    entry = json.loads((tmp_path / "dataset_info.json").read_text())["b"]
+    assert entry["columns"]["system"] == "system"
+    assert "Axolotl's `type: alpaca` ignores the system column" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (["--format", "sharegpt", "--out", "{tmp}/s.jsonl"], "TRL does not read sharegpt records"),
+        (["--format", "openai", "--out", "{tmp}/o.json"], "OpenAI fine-tuning takes JSONL files only"),
+    ],
+)
+def test_exports_a_trainer_would_misread_are_warned(tmp_path: Path, args: list[str], warning: str) -> None:
+    pool = full_pool(tmp_path)
+    result = run_cli("export", pool, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 0 and warning in " ".join(result.output.split())
+
+
+def test_push_to_hub_without_the_export_extra_writes_nothing(tmp_path: Path, monkeypatch: Any) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "huggingface_hub" else real(n, *a))
+    pool = full_pool(tmp_path)
+    out = tmp_path / "train.jsonl"
+    result = run_cli("export", pool, "--out", out, "--push-to-hub", "me/data")
+    assert result.exit_code == 2 and "--push-to-hub needs the" in result.output and "huggingface_hub" in result.output
+    assert not out.exists() and not (tmp_path / "dataset_info.json").exists()
+
+
+def test_a_report_of_a_pool_with_huge_fields_stays_small(tmp_path: Path, seeds: Path) -> None:
+    huge = "w" * 5_000_000
+    record = json.loads(task_line(99))
+    record["instruction"] = huge + " describe it."
+    record["instances"][0]["output"] = huge
+    pool = write_pool(tmp_path / "pool")
+    with (pool / "tasks.jsonl").open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    rejected = [
+        {"instruction": "Write a poem about the sea.", "reject_reason": huge},
+        {"instruction": "Draw a picture of a cat.", "reject_reason": "blocked_keyword", "keyword": huge},
+    ]
+    (pool / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejected))
+    (pool / "runs.jsonl").write_text(json.dumps({"run_id": "r", "rejected": {huge: 1}}) + "\n")
+    out = tmp_path / "report.html"
+    result = run_cli("report", pool, "--seeds", seeds, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size < 1_000_000, out.stat().st_size
+
+
+@pytest.mark.slow
+def test_a_signal_in_the_first_moments_never_gives_a_traceback_from_selfinstruct(tmp_path: Path) -> None:
+    """SIGINT at random moments of the first 0.3 s of `status`: exit 130 (or the signal's own death before
+    Python runs any code), never a traceback through our code. Python's own start-up (site, before the first
+    line of selfinstruct runs) is outside any program's reach, so a traceback from there alone is tolerated."""
+    pool = write_pool(tmp_path / "pool")
+    rng = random.Random(19)
+    for _ in range(10):
+        proc = subprocess.Popen([*SELFINSTRUCT, "status", str(pool)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if "Traceback" in err or "Exception ignored" in err:
+            assert not re.search(r'File "[^"]*/selfinstruct/[\w/]+\.py"', err), err  # not from our code
+        else:
+            assert proc.returncode in (0, 130, -signal.SIGINT), err

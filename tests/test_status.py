@@ -65,3 +65,27 @@ def test_status_without_judgements(tmp_path: Path) -> None:
     with pool.lock():
         pool.append_run({"run_id": "r1"})
     assert pool_status(pool.directory)["judged"] == {"judged": 0, "scored": 0, "mean_score": None, "scores": {}}
+
+
+def test_status_explains_every_reason_note_and_exit(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selfinstruct.cli import app
+
+    pool = Pool(tmp_path / "pool")
+    with pool.lock():
+        pool.append_run({"run_id": "r1", "exit_reason": "max_rounds", "accepted": 1, "candidates": 6,
+                         "rejected": {"one_label": 4}, "notes": {"over_limit": 3, "duplicate_instance": 2},
+                         "surplus": {"surplus": 1}, "target": 10})  # fmt: skip
+        pool.append_run({"run_id": "r2", "exit_reason": "time_limit", "notes": {"over_limit": 1, "bad": "x"}})
+    report = pool_status(pool.directory)
+    assert report["notes"] == {"over_limit": 4, "duplicate_instance": 2} and report["surplus"] == {"surplus": 1}
+    assert set(report["explained"]) == {"one_label", "over_limit", "duplicate_instance", "surplus", "max_rounds",
+                                        "time_limit"}  # fmt: skip
+    result = CliRunner().invoke(app, ["status", str(pool.directory)])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert "note over_limit: 4 (an instance beyond max_instances (default 5) was dropped)" in lines
+    assert "rejected one_label: 4 (a classification task whose instances all carry the same label)" in lines
+    assert "exit time_limit: --time-limit passed; requests in flight were cancelled, finished tasks kept" in lines
+    assert any(line.startswith("not used surplus: 1 (a finished task beyond") for line in lines)

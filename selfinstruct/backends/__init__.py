@@ -8,6 +8,9 @@ Two forms of the same contract:
   :meth:`Stream.poll` the completions that have finished (in whatever order the engine finished them),
   :meth:`Stream.cancel` what is no longer wanted. A backend that can stream has a ``stream()`` method;
   :func:`open_stream` gives every backend one, wrapping a batch-only backend in :class:`BatchStream`.
+  A stream may also say how much it can usefully hold (:meth:`Stream.capacity`, which follows the engine's
+  own signals, and :meth:`Stream.max_capacity`, fixed by the engine's settings); the loop then keeps that
+  much in flight instead of a fixed window (:func:`capacity_of`, :func:`max_capacity_of`).
 
 A prompt is text for a completions (base) model or a :data:`~selfinstruct.backends.chat.Chat` of messages
 for a chat (instruct) model (:mod:`selfinstruct.backends.chat`); every backend takes both.
@@ -153,6 +156,19 @@ class Stream(Protocol):
     finished, in any order; a request that failed for good raises :class:`~selfinstruct.errors.BackendError`
     from ``poll``. ``cancel`` drops requests (queued or running; unknown keys are ignored); ``close``
     cancels everything still in flight and releases the stream.
+
+    ``capacity`` and ``max_capacity`` size what the loop keeps in flight (both optional: a stream without
+    them, or returning None, gets a fixed window; read them through :func:`capacity_of` and
+    :func:`max_capacity_of`):
+
+    * ``capacity()``: how many requests (all stages together, counted like ``in_flight``) the engine(s)
+      behind the stream can usefully hold *right now*: the sequences they run at once plus a short queue
+      that refills a finished sequence's slot without waiting for the loop. It may change from call to call
+      with the engine's own signals (grow while sequence slots are free and nothing waits, shrink while
+      requests wait); it only changes *when* the loop submits, never what. None: unknown.
+    * ``max_capacity()``: the most ``capacity()`` will ever return, fixed when the stream opens by the
+      engine's settings (``max_num_seqs``, endpoints x their limit), never by timing: the loop derives the
+      pool's staleness lag from it, so it must be the same on every run with the same settings. None: unknown.
     """
 
     @property
@@ -165,6 +181,41 @@ class Stream(Protocol):
     def cancel(self, keys: Iterable[int]) -> None: ...
 
     def close(self) -> None: ...
+
+    def capacity(self) -> int | None: ...
+
+    def max_capacity(self) -> int | None: ...
+
+
+def capacity_of(stream: Any) -> int | None:
+    """``stream.capacity()``, or None for a stream that does not say (or says something unusable); at
+    least 1 otherwise, so the loop can always keep one request going.
+
+    >>> capacity_of(object()) is None
+    True
+    """
+    method = getattr(stream, "capacity", None)
+    if not callable(method):
+        return None
+    value = method()
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return max(1, value)
+
+
+def max_capacity_of(stream: Any) -> int | None:
+    """``stream.max_capacity()``, or None for a stream that does not say; at least 1 otherwise.
+
+    >>> max_capacity_of(object()) is None
+    True
+    """
+    method = getattr(stream, "max_capacity", None)
+    if not callable(method):
+        return None
+    value = method()
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return max(1, value)
 
 
 class BatchStream:
@@ -181,6 +232,13 @@ class BatchStream:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def capacity(self) -> int | None:
+        """Unknown: a batch-only backend takes whatever was submitted in one call (the loop's fixed window)."""
+        return None
+
+    def max_capacity(self) -> int | None:
+        return None
 
     def submit(self, request: Request) -> None:
         self._pending.append((request, time.monotonic()))
@@ -328,7 +386,8 @@ class BackendOptions:
     engine_args: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of vllm.LLM
     # openai
     api_key_env: tuple[str, ...] = ("SELFINSTRUCT_API_KEY", "OPENAI_API_KEY")
-    concurrency: int = 256  # requests in flight per endpoint
+    concurrency: int | None = None  # requests in flight per endpoint, fixed; None: follow each server
+    server_priority: bool = False  # send each request's priority (vllm serve --scheduling-policy priority)
     timeout: float = 300.0
     max_retries: int = 6
     request_fields: dict[str, Any] = field(default_factory=dict)  # merged into every request body
@@ -379,7 +438,9 @@ __all__ = [
     "Sampling",
     "Stream",
     "bound_completion",
+    "capacity_of",
     "make_backend",
+    "max_capacity_of",
     "max_completion_chars",
     "normalize_base_url",
     "open_stream",

@@ -4,8 +4,12 @@
 What it does:
 
 * sends one request per prompt (the server batches: vLLM's continuous batching does it better than any
-  client could) and keeps up to ``concurrency`` requests in flight **per endpoint**, from an asyncio
-  event loop on a worker thread; requests that wait for a slot go out lowest ``priority`` first;
+  client could), from an asyncio event loop on a worker thread, and keeps as many in flight **per
+  endpoint** as that server can take: a limit that follows the server's own ``/metrics`` (running and
+  waiting requests, KV-cache usage, preemptions), or, where it has none, its latency and 429/503 replies
+  (:mod:`selfinstruct.backends.pacing`); ``concurrency`` fixes the limit instead. Requests that wait for a
+  slot go out lowest ``priority`` first, and with ``server_priority`` the request body carries that
+  priority too, for a server that schedules by it (``vllm serve --scheduling-policy priority``);
 * spreads requests over several endpoints (``--base-url`` given more than once) by least outstanding
   work (the ``max_tokens`` of the requests each endpoint holds), and sends a retry to another endpoint
   when one fails;
@@ -43,7 +47,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -53,6 +58,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from selfinstruct import redact
 from selfinstruct.backends import (
     BackendOptions,
     Completion,
@@ -68,7 +74,17 @@ from selfinstruct.backends import (
     strip_userinfo,
 )
 from selfinstruct.backends.chat import to_openai
+from selfinstruct.backends.pacing import (
+    METRICS_BYTE_LIMIT,
+    EndpointLoad,
+    Pacer,
+    PacingSettings,
+    ServerLoad,
+    metrics_url,
+    parse_metrics,
+)
 from selfinstruct.errors import BackendError, ConfigError
+from selfinstruct.safetext import clean
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -114,7 +130,7 @@ def _display(url: str) -> str:
 
 
 def _excerpt(text: str, limit: int = MESSAGE_EXCERPT) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean(text).split())  # a server's text never carries escape sequences into our messages
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -161,22 +177,39 @@ def _parse_retry_after(value: str | None) -> float | None:
 class _Transient(Exception):
     """One failed attempt that is worth repeating."""
 
-    def __init__(self, what: str, retry_after: float | None = None) -> None:
+    def __init__(self, what: str, retry_after: float | None = None, status: int = 0) -> None:
         super().__init__(what)
         self.what = what
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, 0 when no reply came
+
+
+#: Connections per httpx client. httpx's connection pool does work in proportion to its connections on every
+#: request (measured on 2 cores: 5.2 ms of client CPU per request with 64 connections in one pool, 1.25 ms
+#: with pools of 4), so an endpoint's connections are spread over small pools, made as they are needed.
+CONNECTIONS_PER_CLIENT = 4
+
+
+@dataclass(eq=False)
+class _Pool:
+    client: httpx.AsyncClient
+    busy: int = 0
 
 
 @dataclass(eq=False)
 class _Endpoint:
     url: str  # API root without credentials
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient  # for /metrics, so that reading them never waits behind requests
+    pacer: Pacer
+    make_client: Callable[[], httpx.AsyncClient]
+    pools: list[_Pool] = field(default_factory=list)  # for requests, CONNECTIONS_PER_CLIENT each
     outstanding: int = 0  # requests holding a slot here
     work: int = 0  # their max_tokens, summed
     cooldown_until: float = 0.0  # after a failure: avoided until then while others are healthy
     requests: int = 0
     failures: int = 0
     down_reported: bool = False
+    dropped: bool = False  # answered 404 while others answer: a wrong URL among several, not used again
 
 
 @dataclass(order=True)
@@ -193,6 +226,8 @@ class _Reply:
     data: bytes
     headers: httpx.Headers
     too_big: bool
+    endpoint: _Endpoint | None = None  # who answered
+    seconds: float = 0.0  # how long the answering attempt took
 
 
 class OpenAIBackend:
@@ -203,7 +238,10 @@ class OpenAIBackend:
     exactly one model. ``api_key`` is sent as ``Authorization: Bearer ...`` (:meth:`from_options` reads it
     from the environment).
 
-    ``concurrency``: requests in flight per endpoint (a vLLM server batches hundreds of sequences).
+    ``concurrency``: requests in flight per endpoint, fixed; None (the default) lets each endpoint's limit
+    follow its server (:mod:`~selfinstruct.backends.pacing`; ``pacing`` holds the controller's constants).
+    ``server_priority``: send each request's ``priority`` in its body (lower first), for a server started
+    with ``--scheduling-policy priority``; vLLM refuses a nonzero priority otherwise.
     ``timeout``: seconds for one attempt of a request, connection to last byte. ``max_retries`` counts
     *re*-tries: a request is attempted at most ``1 + max_retries`` times, on any endpoint.
     ``retry_wait_initial``/``retry_wait_max`` shape the exponential backoff (seconds) and
@@ -221,7 +259,7 @@ class OpenAIBackend:
         model: str | None = None,
         *,
         api_key: str | None = None,
-        concurrency: int = 256,
+        concurrency: int | None = None,
         timeout: float = 300.0,
         max_retries: int = 6,
         seed: int = 0,
@@ -231,11 +269,13 @@ class OpenAIBackend:
         retry_wait_max: float = 20.0,
         retry_after_max: float = 60.0,
         on_event: EventHandler | None = None,
+        server_priority: bool = False,
+        pacing: PacingSettings | None = None,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise ConfigError("the openai backend needs --base-url (for example http://127.0.0.1:8000/v1)")
-        if concurrency < 1:
+        if concurrency is not None and concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if not (timeout > 0 and timeout != float("inf")):
             raise ConfigError(f"timeout must be a positive number of seconds, not {timeout}")
@@ -250,6 +290,10 @@ class OpenAIBackend:
         self.base_urls: list[str] = [root for root, _ in roots]
         self.base_url = self.base_urls[0]
         self.concurrency = concurrency
+        self.server_priority = server_priority
+        self.pacing = pacing or PacingSettings()
+        self._pacing_started = False
+        self._watchers: list[asyncio.Task[None]] = []
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.seed = seed
@@ -257,6 +301,7 @@ class OpenAIBackend:
         self.on_event = on_event
         self._api_key = api_key or None
         self._secrets = self._secret_forms(self._api_key, [cred for _, cred in roots])
+        redact.register(*self._secrets)  # and out of every file the process writes (judgements, exports)
         self._retry_wait_initial = retry_wait_initial
         self._retry_wait_max = retry_wait_max
         self._retry_after_max = retry_after_max
@@ -265,6 +310,7 @@ class OpenAIBackend:
         self._order = itertools.count()
         self._waiters: list[_Waiter] = []
         self.retries = 0
+        self.unreadable = 0  # replies that were not JSON after every retry, counted as empty completions
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(_quiet_unretrieved)
         self._thread = threading.Thread(target=self._loop.run_forever, name="selfinstruct-http", daemon=True)
@@ -294,6 +340,7 @@ class OpenAIBackend:
             seed=options.seed,
             extra=options.request_fields,
             on_event=options.on_event,
+            server_priority=options.server_priority,
         )
 
     def __repr__(self) -> str:
@@ -301,14 +348,43 @@ class OpenAIBackend:
         urls = ", ".join(self.base_urls)
         return f"OpenAIBackend(base_urls=[{urls}], model={getattr(self, 'model', None)!r}, api_key={key})"
 
-    @property
     def capacity(self) -> int:
-        """Requests the endpoints take at once."""
-        return self.concurrency * len(self.base_urls)
+        """Requests the endpoints usefully take at once now: the sum of their limits, over the endpoints that
+        are not cooling down after a failure (all of them when every one is)."""
+        now = time.monotonic()
+        usable = [e for e in self._endpoints if not e.dropped] or self._endpoints
+        live = [e for e in usable if e.cooldown_until <= now] or usable
+        return sum(e.pacer.limit for e in live)
 
-    def endpoint_stats(self) -> dict[str, dict[str, int]]:
-        """Requests sent and failed attempts per endpoint (for the run ledger)."""
-        return {e.url: {"requests": e.requests, "failures": e.failures} for e in self._endpoints}
+    def max_capacity(self) -> int:
+        """The most :meth:`capacity` can ever say, from the settings alone: per endpoint ``concurrency``
+        when fixed, else the pacing ceiling (the loop derives its staleness lag from this)."""
+        per_endpoint = self.concurrency if self.concurrency is not None else self.pacing.ceiling
+        return per_endpoint * len(self._endpoints)
+
+    def endpoint_loads(self) -> list[EndpointLoad]:
+        """Each endpoint as the progress line shows it: the server's running and waiting requests (from its
+        metrics), this client's requests in flight and limit, output tokens/s."""
+        loads = []
+        for e in self._endpoints:
+            load = e.pacer.load
+            loads.append(
+                EndpointLoad(
+                    e.url, e.pacer.signals, e.pacer.limit, e.outstanding,
+                    None if load is None else load.running, None if load is None else load.waiting,
+                    None if load is None else load.kv_usage, e.pacer.tokens_per_second(),
+                )
+            )  # fmt: skip
+        return loads
+
+    def endpoint_stats(self) -> dict[str, dict[str, Any]]:
+        """Per endpoint, for the run ledger: requests sent, failed attempts, and the pacing: which signals
+        it followed, its last limit, the server's running/waiting (last, mean over the run, peak), output
+        tokens and tokens/s, and how often the limit changed, by reason."""
+        return {
+            e.url: {"requests": e.requests, "failures": e.failures, "in_flight": e.outstanding, **e.pacer.summary()}
+            for e in self._endpoints
+        }
 
     # -- the Backend contract -------------------------------------------------------------------
 
@@ -366,6 +442,8 @@ class OpenAIBackend:
             body["stop"] = list(sampling.stop)
         if sampling.top_k is not None:
             body["top_k"] = sampling.top_k  # a vLLM extension; OpenAI itself would reject it
+        if self.server_priority:
+            body["priority"] = request.priority  # vLLM: lower is scheduled earlier
         body.update(self.extra)
         return body
 
@@ -374,11 +452,25 @@ class OpenAIBackend:
         max_tokens = request.sampling.max_tokens
         chat = "messages" in body
         path = "/chat/completions" if chat else "/completions"
-        reply = await self._send("POST", path, body, (request.priority, request.key), max_tokens)
+        reply = await self._send(
+            "POST", path, body, (request.priority, request.key), max_tokens, readable=_is_json_object
+        )
+        if not _is_json_object(reply):
+            # Still not JSON after every retry: one garbled reply is data to count (an empty completion that
+            # the parsers note), not the end of the run.
+            self.unreadable += 1
+            self._emit("warning", self._redact(
+                f"an unreadable reply (HTTP {reply.status}, not JSON: {_excerpt(self._text(reply), 120) or 'empty'}) "
+                f"was counted as an empty completion ({self.unreadable} so far)"
+            ))  # fmt: skip
+            return Completion("", None)
         if reply.too_big:
             # A reply this large is not a completion of max_tokens tokens: count it, keep nothing of it.
             return Completion("", "length", cut=True)
-        return bound_completion(self._parse_completion(reply, chat=chat), max_tokens)
+        completion = self._parse_completion(reply, chat=chat)
+        if reply.endpoint is not None:
+            reply.endpoint.pacer.on_reply(reply.seconds, completion.completion_tokens, reply.status)
+        return bound_completion(completion, max_tokens)
 
     def _parse_completion(self, reply: _Reply, *, chat: bool = False) -> Completion:
         payload = self._json(reply)
@@ -417,24 +509,43 @@ class OpenAIBackend:
         max_tokens: int,
         *,
         attempts: int | None = None,
+        readable: Any = None,
     ) -> _Reply:
         """One logical request: attempted on the least busy endpoint, retried elsewhere or later while
         failures are transient; a BackendError when they are not, or when the attempts run out (``attempts``:
-        at most this many, instead of ``1 + max_retries``)."""
+        at most this many, instead of ``1 + max_retries``). ``readable(reply)`` false for a 200 reply makes it
+        a transient failure too, and the last such reply is returned for the caller to count."""
         attempts = attempts or self.max_retries + 1
         failed: _Endpoint | None = None
-        for attempt in range(1, attempts + 1):
+        if method == "POST" and not self._pacing_started:
+            self._start_pacing()
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             endpoint = await self._acquire(order, failed, max_tokens)
             try:
                 endpoint.requests += 1
+                endpoint.pacer.note_in_flight(endpoint.outstanding)
+                started = time.monotonic()
                 reply = await self._attempt(endpoint, method, path, body, max_tokens)
+                reply.endpoint, reply.seconds = endpoint, time.monotonic() - started
                 if reply.status in RETRY_STATUSES:
                     retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
-                    raise _Transient(f"HTTP {reply.status}: {_server_message(reply.status, reply.data)}", retry_after)
+                    raise _Transient(
+                        f"HTTP {reply.status}: {_server_message(reply.status, reply.data)}", retry_after, reply.status
+                    )
+                if reply.status == 404 and self._drop(endpoint, reply, path):
+                    attempt -= 1  # the endpoint's fault, not the request's: it does not use up an attempt
+                    continue
                 if reply.status >= 400:
                     raise self._error(self._http_error_message(endpoint.url + path, reply))
+                if readable is not None and not reply.too_big and not readable(reply):
+                    if attempt == attempts:
+                        return reply
+                    raise _Transient(f"HTTP {reply.status} with a body that is not JSON")
                 return reply
             except _Transient as exc:
+                endpoint.pacer.on_reply(0.0, 0, exc.status)
                 endpoint.failures += 1
                 failed = endpoint
                 if attempt == attempts:
@@ -445,7 +556,7 @@ class OpenAIBackend:
                 wait = self._backoff(attempt, exc.retry_after)
                 endpoint.cooldown_until = time.monotonic() + wait
                 elsewhere = self._healthy_other(endpoint)
-                if not endpoint.down_reported and len(self._endpoints) > 1:
+                if not endpoint.down_reported and len(self._endpoints) > 1 and not endpoint.dropped:
                     endpoint.down_reported = True
                     self._emit("endpoint_down", self._redact(f"{endpoint.url} failed ({exc.what}); using the others"))
                 self.retries += 1
@@ -466,15 +577,13 @@ class OpenAIBackend:
         limit = reply_byte_limit(max_tokens)
 
         async def go() -> _Reply:
-            async with endpoint.client.stream(method, endpoint.url + path, json=body) as response:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        return _Reply(response.status_code, b"".join(chunks), response.headers, True)
-                    chunks.append(chunk)
-                return _Reply(response.status_code, b"".join(chunks), response.headers, False)
+            pool = self._lease(endpoint)
+            try:
+                async with pool.client.stream(method, endpoint.url + path, json=body) as response:
+                    data, too_big = await _read_bounded(response, limit)
+                    return _Reply(response.status_code, data, response.headers, too_big)
+            finally:
+                pool.busy -= 1
 
         try:
             # The whole attempt, first byte to last, within the timeout: a drip-feeding server times out too.
@@ -496,12 +605,26 @@ class OpenAIBackend:
 
     def _healthy_other(self, endpoint: _Endpoint) -> bool:
         now = time.monotonic()
-        return any(e is not endpoint and e.cooldown_until <= now for e in self._endpoints)
+        return any(e is not endpoint and not e.dropped and e.cooldown_until <= now for e in self._endpoints)
+
+    def _drop(self, endpoint: _Endpoint, reply: _Reply, path: str) -> bool:
+        """Stop using an endpoint that answered 404 while another one is left: a wrong --base-url among
+        several. Reported once; False (nothing dropped) when it is the last one, whose 404 is an error."""
+        if endpoint.dropped:
+            return True
+        if not any(e is not endpoint and not e.dropped for e in self._endpoints):
+            return False
+        endpoint.dropped = True
+        endpoint.down_reported = True
+        self._emit("endpoint_down", self._redact(
+            f"{self._http_error_message(endpoint.url + path, reply)}; dropped {endpoint.url}, using the others"
+        ))  # fmt: skip
+        return True
 
     def _pick(self, avoid: _Endpoint | None) -> _Endpoint | None:
         """The endpoint with a free slot and the least outstanding work, avoiding ``avoid`` and endpoints in
         cooldown while another one will do."""
-        free = [e for e in self._endpoints if e.outstanding < self.concurrency]
+        free = [e for e in self._endpoints if e.outstanding < e.pacer.limit and not e.dropped]
         if not free:
             return None
         now = time.monotonic()
@@ -524,9 +647,23 @@ class OpenAIBackend:
                 self._release(future.result(), work)
             raise
 
+    @staticmethod
+    def _lease(endpoint: _Endpoint) -> _Pool:
+        """The least busy connection pool of ``endpoint``, a new one when all are full."""
+        pool = min(endpoint.pools, key=lambda p: p.busy, default=None)
+        if pool is None or pool.busy >= CONNECTIONS_PER_CLIENT:
+            pool = _Pool(endpoint.make_client())
+            endpoint.pools.append(pool)
+        pool.busy += 1
+        return pool
+
     def _release(self, endpoint: _Endpoint, work: int) -> None:
         endpoint.outstanding -= 1
         endpoint.work -= work
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to the waiting requests, lowest priority number first."""
         while self._waiters:
             waiter = self._waiters[0]
             if waiter.future.done():
@@ -539,6 +676,60 @@ class OpenAIBackend:
             chosen.outstanding += 1
             chosen.work += waiter.work
             waiter.future.set_result(chosen)
+
+    # -- pacing: each endpoint's limit follows its server ---------------------------------------------
+
+    def _start_pacing(self) -> None:
+        """Start one watcher per endpoint (on the worker loop), with the first generation request: a backend
+        used only to detect the model or the API never reads /metrics."""
+        self._pacing_started = True
+        loop = asyncio.get_running_loop()
+        self._watchers = [loop.create_task(self._watch(endpoint)) for endpoint in self._endpoints]
+
+    async def _watch(self, endpoint: _Endpoint) -> None:
+        """About once a second: read the endpoint's ``/metrics`` and let its pacer decide (from the replies
+        instead, where the server has no metrics). A server that never had metrics is asked again every
+        half minute (it may have been restarted with them); the looks in between go by its replies."""
+        pacer = endpoint.pacer
+        interval = self.pacing.interval
+        url = metrics_url(endpoint.url)
+        next_try = 0.0
+        while True:
+            now = time.monotonic()
+            answer: ServerLoad | bool | None = False  # not asked this time: a server known to have none
+            if now >= next_try:
+                answer = await self._read_metrics(endpoint, url, interval)
+                if answer is False:
+                    next_try = now + 30.0
+            before = pacer.limit
+            if isinstance(answer, ServerLoad) or (answer is False and pacer.has_metrics is not True):
+                pacer.on_metrics(answer or None, endpoint.outstanding)
+            # else: no answer in time (a busy or dead server): hold; the replies' retries tell the rest
+            if pacer.limit > before:
+                self._dispatch()
+            await asyncio.sleep(interval)
+
+    async def _read_metrics(self, endpoint: _Endpoint, url: str, interval: float) -> ServerLoad | bool | None:
+        """The server's load from its metrics page; False when it has none (a 404, or a page without request
+        counts); None when no answer came in time or the connection failed (a slow page must not stall the
+        looks, and says nothing about whether the server has metrics)."""
+
+        async def fetch() -> bytes | None:
+            async with endpoint.client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    return b""
+                data, too_big = await _read_bounded(response, METRICS_BYTE_LIMIT)
+                return None if too_big else data
+
+        try:
+            data = await asyncio.wait_for(fetch(), max(2.0, 2 * interval))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # anything at all (timeout, refused, reset, a broken transport): no answer
+            return None
+        if data is None:  # larger than any metrics page
+            return False
+        return parse_metrics(data.decode("utf-8", errors="replace")) or False
 
     # -- API detection ------------------------------------------------------------------------
 
@@ -568,6 +759,12 @@ class OpenAIBackend:
                 f"{self.base_url}/models did not list its models ({_excerpt(self._text(reply), 200)}); pass --model"
             )
         ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        for model_id in ids:
+            if clean(model_id) != model_id or not model_id.strip():
+                raise ConfigError(
+                    f"the server at {self.base_url} lists a model id holding control characters or escape "
+                    f"sequences ({clean(model_id)!r} once they are removed); refusing it: pass --model"
+                )
         if len(ids) == 1:
             return ids[0]
         if not ids:
@@ -581,20 +778,30 @@ class OpenAIBackend:
     async def _make_clients(
         self, roots: list[tuple[str, tuple[str, str] | None]], transport: httpx.AsyncBaseTransport | None
     ) -> list[_Endpoint]:
-        headers = {"User-Agent": "selfinstruct"}
+        headers = {"User-Agent": "selfinstruct", "Accept-Encoding": ACCEPT_ENCODING}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        # One TLS context for every pool: httpx loads the CA bundle for each client otherwise, about 90 ms each
+        # (measured), even for http:// servers. SSL_CERT_FILE and SSL_CERT_DIR are honoured as httpx does.
+        tls = httpx.create_ssl_context(trust_env=True)
         endpoints = []
         for root, credentials in roots:
-            client = httpx.AsyncClient(
-                headers=headers,
-                auth=httpx.BasicAuth(*credentials) if credentials and not self._api_key else None,
-                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
-                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-                transport=transport,
-                trust_env=True,
-            )
-            endpoints.append(_Endpoint(root, client))
+
+            def make_client(credentials: tuple[str, str] | None = credentials) -> httpx.AsyncClient:
+                return httpx.AsyncClient(
+                    headers=headers,
+                    auth=httpx.BasicAuth(*credentials) if credentials and not self._api_key else None,
+                    timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+                    limits=httpx.Limits(
+                        max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT
+                    ),
+                    transport=transport,
+                    verify=tls,
+                    trust_env=True,
+                )
+
+            pacer = Pacer(self.pacing, fixed=self.concurrency)
+            endpoints.append(_Endpoint(root, make_client(), pacer, make_client))
         return endpoints
 
     def _call(self, coroutine: Any) -> Any:
@@ -633,7 +840,7 @@ class OpenAIBackend:
     def _redact(self, message: str) -> str:
         for secret in self._secrets:
             message = message.replace(secret, "<redacted>")
-        return message
+        return redact.redact(message)
 
     def _error(self, message: str) -> BackendError:
         """A BackendError whose message cannot carry a secret, even if a server echoed it."""
@@ -659,6 +866,11 @@ class OpenAIBackend:
             message += " (check the API key in SELFINSTRUCT_API_KEY or OPENAI_API_KEY)"
         elif status == 404:
             message += " (check --base-url, usually ending in /v1, and --model)"
+        elif status == 400 and self.server_priority and "priority" in message.lower():
+            message += (
+                " (--server-priority sends each request's priority: start the server with "
+                "--scheduling-policy priority, or leave --server-priority off)"
+            )
         return message
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -676,7 +888,8 @@ class OpenAIBackend:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 for endpoint in getattr(self, "_endpoints", []):
-                    await endpoint.client.aclose()
+                    for client in [endpoint.client, *(p.client for p in endpoint.pools)]:
+                        await client.aclose()
 
             with contextlib.suppress(Exception):  # closing is best effort; the thread is a daemon
                 asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
@@ -710,6 +923,17 @@ class OpenAIStream:
     @property
     def in_flight(self) -> int:
         return len(self._futures)
+
+    def capacity(self) -> int | None:
+        """Requests the servers usefully hold now: the sum of the live endpoints' limits (see
+        :meth:`OpenAIBackend.capacity`)."""
+        return self._backend.capacity()
+
+    def max_capacity(self) -> int | None:
+        return self._backend.max_capacity()
+
+    def endpoint_loads(self) -> list[EndpointLoad]:
+        return self._backend.endpoint_loads()
 
     def submit(self, request: Request) -> None:
         if request.key in self._futures:
@@ -765,6 +989,71 @@ def _quiet_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     if context.get("message", "").startswith("Task exception was never retrieved"):
         return
     loop.default_exception_handler(context)
+
+
+#: What we accept: compressed bodies are inflated by :func:`_decoder`, with a bound on what they inflate to.
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+def _decoder(content_encoding: str) -> Any:
+    """``inflate(raw, max_out) -> (bytes, more)`` for a Content-Encoding: at most ``max_out`` bytes come out
+    of each call, and ``more`` says that the chunk held more than that (the reply is too large)."""
+    coding = content_encoding.strip().lower()
+    if coding in ("", "identity"):
+        return lambda raw, max_out: (raw, False)
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise _Transient(f"a reply in an encoding we did not ask for (Content-Encoding: {_excerpt(coding, 40)})")
+    state: dict[str, Any] = {"d": zlib.decompressobj(wbits=47), "started": False}  # 47: gzip or zlib header
+
+    def inflate(raw: bytes, max_out: int) -> tuple[bytes, bool]:
+        d = state["d"]
+        try:
+            out = d.decompress(raw, max_out)
+            state["started"] = state["started"] or bool(raw)
+        except zlib.error:
+            if coding != "deflate" or state["started"]:
+                raise _Transient("a compressed reply that does not inflate") from None
+            state["d"] = d = zlib.decompressobj(wbits=-15)  # a raw deflate stream (some servers send it)
+            try:
+                out = d.decompress(raw, max_out)
+            except zlib.error:
+                raise _Transient("a compressed reply that does not inflate") from None
+        return out, bool(d.unconsumed_tail)
+
+    return inflate
+
+
+async def _once(data: bytes) -> Any:
+    yield data
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """A reply's body, inflated here with a bound: at most ``limit`` bytes, and whether there was more. httpx
+    would inflate a whole compressed chunk before its size could be checked (a 40 KB gzip chunk can hold
+    40 MB), so the raw bytes are read and inflated step by step."""
+    chunks: list[bytes] = []
+    size = 0
+    if response.is_stream_consumed:  # read already (an injected transport): decoded, in memory
+        inflate, pieces = _decoder(""), _once(response.content)
+    else:
+        inflate, pieces = _decoder(response.headers.get("Content-Encoding", "")), response.aiter_raw()
+    async for raw in pieces:
+        chunk, more = inflate(raw, limit - size + 1)
+        size += len(chunk)
+        if size > limit or more:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+    return b"".join(chunks), False
+
+
+def _is_json_object(reply: _Reply) -> bool:
+    """Whether a reply's body is a JSON object (a too-large body counts: it is handled as cut off)."""
+    if reply.too_big:
+        return True
+    try:
+        return isinstance(json.loads(reply.data), dict)
+    except ValueError:
+        return False
 
 
 def _as_count(value: object) -> int:

