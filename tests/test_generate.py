@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -612,6 +613,107 @@ def test_judge_command_bad_options(paper_lm: FakeLM, tmp_path: Path, args: list[
 def test_judge_command_on_a_missing_pool(paper_lm: FakeLM, tmp_path: Path) -> None:
     result = run_cli("judge", str(tmp_path / "nope"), "--base-url", paper_lm.base_url)
     assert result.exit_code == 2 and "no such pool directory" in result.output
+
+
+def test_a_run_against_batching_servers_records_each_servers_load_and_can_send_priorities(
+    seeds: Path, tmp_path: Path
+) -> None:
+    from batchlm import BatchLM
+
+    paper = PaperLM()
+
+    def respond(prompt: str, body: dict[str, Any]) -> tuple[str, int]:
+        text = paper(prompt, body)[0]
+        return text, len(text.split())
+
+    out = tmp_path / "pool"
+    with (
+        BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as a,
+        BatchLM(respond, max_num_seqs=8, step_base=0.002, priority_scheduling=True, models=("fake-model",)) as b,
+    ):
+        urls = [a.base_url, b.base_url]
+        result = run_cli(
+            "generate", "--base-url", urls[0], "--base-url", urls[1], "--seeds", str(seeds),
+            "--out", str(out), "--prompts", str(PROMPTS), "--num-instructions", "20", "--seed", "3",
+            "--api", "completions", "--server-priority",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(out / "tasks.jsonl")) == 20
+    # each round's line ends with every server: running and waiting from its metrics, in flight, tokens/s
+    host = urls[0].split("://")[1].rsplit("/v1", 1)[0]
+    assert re.search(
+        rf"servers: .*{re.escape(host)} run \d+ wait \d+ · in flight \d+/\d+ · [\d,]+ tok/s", result.output
+    )
+    assert set(a.priorities) | set(b.priorities) >= {1, 2}  # classification and instruction requests
+    ledger = read_jsonl(out / "runs.jsonl")[-1]
+    assert ledger["config"]["server_priority"] is True and ledger["config"]["concurrency"] is None
+    for url in urls:
+        stats = ledger["endpoints"][url]
+        assert stats["signals"] == "metrics" and stats["requests"] > 0 and stats["output_tokens"] > 0
+        assert {"limit", "mean_running", "mean_waiting", "peak_waiting", "limit_changes"} <= stats.keys()
+
+
+# -- platform defaults and the ledger's clocks ---------------------------------------------------------
+
+
+class OnCpu:
+    """An in-process backend on vLLM's CPU build, as the runner sees it (answers like the paper's model)."""
+
+    model = "cpu-model"
+    on_cpu = True
+    prepare_seconds = 1.5
+
+    def __init__(self) -> None:
+        self.lm = PaperLM(cut_every=0)
+
+    def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+        return [Completion(*self.lm(p, {"seed": s})) for p, s in zip(prompts, seeds, strict=True)]
+
+
+@pytest.mark.parametrize(("flags", "target", "notice"), [({}, 10, True), ({"num_instructions": 4}, 4, False)])
+def test_cpu_engine_gets_a_small_default_target(
+    tmp_path: Path, flags: dict[str, Any], target: int, notice: bool
+) -> None:
+    from selfinstruct.runner import run_generate
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    overrides = {"seeds": str(seeds), "out": str(tmp_path / "pool"), "prompts": str(PROMPTS), "batch_size": 2}
+    cfg = GenerateConfig.from_sources(None, {**overrides, **flags})
+    events: list[tuple[str, Any]] = []
+    outcome = run_generate(cfg, backend=OnCpu(), on_event=lambda k, p: events.append((k, p)))
+    assert outcome.info.target == target and outcome.exit_reason == "target_reached"
+    assert cfg.num_instructions == (100 if not flags else 4), "the caller's config is not changed"
+    notices = [p for k, p in events if k == "notice"]
+    assert bool(notices) is notice
+    if notice:
+        assert "--num-instructions" in notices[0] and "CPU" in notices[0]
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["target"] == target and run["config"]["num_instructions"] == target
+    assert "explicit" not in run["config"]
+
+
+def test_a_config_built_in_code_keeps_its_target_on_cpu(tmp_path: Path) -> None:
+    from selfinstruct.runner import run_generate
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    cfg = GenerateConfig(seeds=str(seeds), out=str(tmp_path / "pool"), prompts=str(PROMPTS), batch_size=2,
+                         num_instructions=12)  # fmt: skip
+    assert run_generate(cfg, backend=OnCpu()).info.target == 12
+
+
+def test_ledger_seconds_are_the_loops_and_start_up_is_recorded_apart(tmp_path: Path) -> None:
+    """A clock that moves 1 s per reading: the start-up (pool load, model) and the loop are told apart."""
+    from selfinstruct.runner import run_generate
+
+    ticks = iter(range(1_000_000))
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    cfg = GenerateConfig(seeds=str(seeds), out=str(tmp_path / "pool"), prompts=str(PROMPTS), batch_size=2,
+                         num_instructions=3)  # fmt: skip
+    outcome = run_generate(cfg, backend=OnCpu(), clock=lambda: float(next(ticks)))
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["startup_seconds"] > 0 and run["seconds"] > 0 and run["prepare_seconds"] == 1.5
+    assert run["startup_seconds"] == outcome.startup_seconds
+    assert outcome.seconds >= run["seconds"]  # the outcome also counts the ledger write itself
 
 
 def test_judge_command_warns_when_auto_picks_completions_for_an_instruct_model(seeds: Path, tmp_path: Path) -> None:
