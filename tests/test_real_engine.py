@@ -493,9 +493,7 @@ def instruct_engine(instruct_dir: Path, held: OneAtATime) -> Any:
 @pytest.fixture
 def instruct_server(instruct_dir: Path, held: OneAtATime, tmp_path_factory: pytest.TempPathFactory) -> str:
     log = tmp_path_factory.mktemp("server") / "server.log"
-    started = held.get(
-        "qwen-server", lambda: start_server(instruct_dir, INSTRUCT_NAME, log, INSTRUCT_MEMORY), stop_server
-    )
+    started = held.get("qwen-server", lambda: start_server(instruct_dir, INSTRUCT_NAME, log), stop_server)
     return str(started[1])
 
 
@@ -536,6 +534,18 @@ def test_instruct_model_alpaca_with_chat(tmp_path: Path, instruct_engine: Any) -
     assert all(len(t["instances"]) == 1 and t["instances"][0]["output"].strip() for t in tasks)
 
 
+class Unclosed:
+    """A backend without ``close``: the engine stays up for the tests that follow."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "close":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def judge_pool(directory: Path) -> list[Any]:
     """A pool of seed tasks to judge: some as written, some given another task's output."""
     from selfinstruct.pool import Pool, machine_task_id
@@ -571,9 +581,10 @@ def test_instruct_judge_scores_resumes_and_filters(tmp_path: Path, instruct_engi
     tasks = judge_pool(pool)
     template = JudgeTemplate.load(Path(__file__).resolve().parent.parent / "prompts")
     options = JudgeOptions(api="chat", batch_size=4)
-    first = run_judge(pool, lambda: instruct_engine, template, JudgeOptions(api="chat", batch_size=4, limit=4))
+    shared = Unclosed(instruct_engine)  # run_judge closes what its factory gives; the engine serves more tests
+    first = run_judge(pool, lambda: shared, template, JudgeOptions(api="chat", batch_size=4, limit=4))
     assert first.exit_reason == "limit" and first.judged == 4
-    second = run_judge(pool, lambda: instruct_engine, template, options)
+    second = run_judge(pool, lambda: shared, template, options)
     assert second.already == 4 and second.judged == len(tasks) - 4  # resumed: only the rest were sent
     lines = read_jsonl(pool / "judgements.jsonl")
     assert sorted(line["id"] for line in lines) == sorted(t.id for t in tasks)
