@@ -15,10 +15,13 @@ The list format (the same for base and chat models)::
 A task that needs no input says ``Input: <none>`` (or leaves the line out). For a base model the prompt
 (``prompts/alpaca.txt``, with ``{examples}``) lists the demonstrations as tasks 1..k and ends with the
 header ``Task k+1``, so the model continues the list. For a chat model the user's message
-(``prompts/chat/alpaca.txt``, with ``{examples}`` and ``{count}``) shows them and asks for tasks
+(``prompts/chat/alpaca.txt``, with ``{examples}``, ``{count}`` and optionally ``{first}``/``{last}``) shows
+them and asks for tasks
 ``1..count``. :func:`parse_task_list` reads both, tolerating what models do to the format: Markdown
-(``**Instruction:**``, ``### Task 5``), ``5. Instruction:`` instead of a header, missing headers, chatter
-before and after, a list cut off at ``max_tokens``. Blocks it cannot read are counted, never fatal.
+(``**Instruction:**``, ``### Task 5``), ``5. Instruction:`` instead of a header, missing headers, the
+instruction on the header's line (``Task 5: Name ...``) or under it without its label, a whole task on one
+line (``Task 5: ... Input: ... Output: ...``), chatter before and after, a list cut off at ``max_tokens``.
+Blocks it cannot read are counted (``unparseable_task``), never fatal and never dropped silently.
 
 This module renders and parses; filtering and novelty are the loop's (the same as Self-Instruct's).
 """
@@ -89,9 +92,11 @@ class AlpacaTemplates:
         return _fill(self.completion, examples=blocks).rstrip() + f"\n\nTask {len(demos) + 1}\n"
 
     def chat_prompt(self, demos: Sequence[Task], count: int = DEFAULT_COUNT) -> Chat:
-        """The demonstrations in the user's message, asking for ``count`` new tasks numbered from 1."""
+        """The demonstrations in the user's message (tasks ``1..k``), asking for ``count`` new tasks; the
+        optional placeholders ``{first}`` and ``{last}`` number them on from the examples."""
         blocks = "\n\n".join(render_task(n, t) for n, t in enumerate(demos, start=1))
-        return user_chat(_fill(self.chat, examples=blocks, count=str(count)).strip())
+        first, last = len(demos) + 1, len(demos) + count
+        return user_chat(_fill(self.chat, examples=blocks, count=str(count), first=str(first), last=str(last)).strip())
 
 
 def render_task(number: int, task: Task) -> str:
@@ -142,6 +147,40 @@ _FIELD = re.compile(
 _NO_INPUT = {"", "<none>", "none", "<noinput>", "no input", "n/a", "na", "(none)", "null", "-", "<no input>", "nothing"}
 
 
+# A numbered task line that holds the instruction itself: "Task 4: Give two synonyms ...", "**Task 4:** ...",
+# "5. Task 5 - ..."; group 1 the indentation, group 2 the text after the number.
+_TASK_LINE = re.compile(
+    r"^([ \t]*)(?:\d+[ \t]*[.)][ \t]*)?(?:\*\*|__)?(?:Task|Example)[ \t]*#?\d+[ \t]*[:.)\-–](?:\*\*|__)?[ \t]*(\S.*)$",
+    re.MULTILINE | re.IGNORECASE,
+)
+# A header whose next line is the instruction without its label ("Task 4\nGive two synonyms ..."): group 1.
+_UNLABELLED = re.compile(
+    r"^[ \t]*(?:Task|Example)[ \t]*#?\d+[ \t]*[.:)]?[ \t]*\n"
+    r"(?![ \t]*(?:\d+[ \t]*[.)][ \t]*)?(?:Instruction|Input|Output)[ \t]*:)[ \t]*(\S.*)$",
+    re.MULTILINE | re.IGNORECASE,
+)
+# A field marker inside a line, after other text: where a one-line task ("Instruction: ... Input: ...
+# Output: ...") is split.
+_INLINE_FIELD = re.compile(r"[ \t]*[|;]?[ \t]+(?=(?:Input|Output)[ \t]*:)", re.IGNORECASE)
+_FIELD_LINE = re.compile(r"^([ \t]*(?:Instruction|Input)[ \t]*:)(.*)$", re.MULTILINE | re.IGNORECASE)
+
+
+def _task_line(match: re.Match[str]) -> str:
+    """``Task 4: <text>`` as the field it stands for: ``Instruction: <text>``."""
+    text = match.group(2)
+    return match.group(1) + (text if _FIELD.match(text) else "Instruction: " + text)
+
+
+def _inline_fields(body: str) -> str:
+    """Put each field of a one-line task on its own line: ``Instruction: a Input: b Output: c`` becomes three
+    lines. Only an ``Instruction:`` or ``Input:`` line is split (an output may mention "Input:" freely)."""
+
+    def split(match: re.Match[str]) -> str:
+        return match.group(1) + _INLINE_FIELD.sub("\n", match.group(2))
+
+    return _FIELD_LINE.sub(split, body)
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedTask:
     """One complete task read from the list."""
@@ -187,7 +226,8 @@ def parse_task_list(text: str, *, truncated: bool, continues_task: bool = False)
     >>> [(t.instruction, t.input, t.output) for t in r.tasks], r.cut_off
     ([('Add the numbers.', '2, 3', '5'), ('Name a red fruit.', '', 'A strawberry.')], True)
     """
-    body = _HEADER.sub("", strip_chat_markup(text))
+    body = _HEADER.sub("", _UNLABELLED.sub(r"Instruction: \1", strip_chat_markup(text)))
+    body = _inline_fields(_TASK_LINE.sub(_task_line, body))
     if continues_task and not _FIELD.match(body.lstrip("\n")) and body.strip():
         body = "Instruction: " + body.lstrip()
     marks = list(_FIELD.finditer(body))

@@ -267,6 +267,7 @@ class _Slot:
     round: int
     demos: list[str]
     completion: Completion | None = None
+    demo_tasks: list[Task] = field(default_factory=list)  # --method alpaca: the complete tasks shown
     candidates: list[_Candidate] = field(default_factory=list)
     checked: bool = False
     open: int = 0  # candidates still waiting for a follow-up request
@@ -669,7 +670,7 @@ class Bootstrap:
             prompt: Prompt
             if self.alpaca is not None and self.config.method == "alpaca":
                 tasks = self.alpaca_demos_for(k)
-                slot = _Slot(k, round_number, [t.instruction for t in tasks])
+                slot = _Slot(k, round_number, [t.instruction for t in tasks], demo_tasks=tasks)
                 if self.chat:
                     prompt = self.alpaca.chat_prompt(tasks, self.config.alpaca_count)
                 else:
@@ -768,7 +769,11 @@ class Bootstrap:
             self._submit_instances(stream, cand, position)
             return
         verdict = read_instances(
-            completion, output_first=cand.output_first, max_instances=self.config.max_instances, chat=self.chat
+            completion,
+            output_first=cand.output_first,
+            max_instances=self.config.max_instances,
+            chat=self.chat,
+            demos=self.output_first_demos if cand.output_first else self.input_first_demos,
         )
         cand.slot.notes.update(verdict.notes)
         if verdict.reason is not None:
@@ -858,13 +863,13 @@ class Bootstrap:
         survivors: list[_Candidate] = []
         for cand in self._parse_slot(slot):
             slot.candidates.append(cand)
-            screened = screen_instruction(self.heuristics, cand.instruction)
+            screened = screen_instruction(self.heuristics, cand.instruction, slot.demos)
             if screened is not None:
                 cand.reason, cand.details = screened
                 cand.done = True
                 continue
             if cand.item is not None:  # an Alpaca task: its instance is judged before its novelty
-                verdict = screen_alpaca_task(cand.item)
+                verdict = screen_alpaca_task(cand.item, slot.demo_tasks)
                 slot.notes.update(verdict.notes)
                 if verdict.reason is not None:
                     cand.reason = verdict.reason

@@ -14,7 +14,7 @@ chat models first:
 * a reasoning model's ``<think>...</think>`` block before its answer.
 
 ==================================  ======================================================================
-``chat/instruction_generation.txt``  ``{examples}`` (numbered 1..k) and ``{count}``, the number of new items
+``chat/instruction_generation.txt``  ``{examples}`` (numbered 1..k), ``{count}``; optional ``{first}``, ``{last}``
 ``chat/classification.txt``          ``{examples}`` (``Task:`` / ``Is it classification?``), ``{instruction}``
 ``chat/instances_input_first.txt``   ``{examples}`` (input-first blocks), ``{instruction}``
 ``chat/instances_output_first.txt``  ``{examples}`` (output-first blocks), ``{instruction}``
@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfinstruct.backends.chat import Chat, user_chat
@@ -114,7 +114,9 @@ class ChatTemplates:
         return fingerprint(*(getattr(self, key) for key in CHAT_TEMPLATE_FILES))
 
     def instruction_chat(self, demos: Sequence[str], count: int = DEFAULT_CHAT_LIST_SIZE) -> Chat:
-        """The demonstrations as a numbered list in the user's message, asking for ``count`` more.
+        """The demonstrations as a numbered list in the user's message, asking for ``count`` more. The
+        optional placeholders ``{first}`` and ``{last}`` number the new items on from the examples
+        (``k + 1`` to ``k + count``), so that a model re-listing the examples is told apart by number too.
 
         >>> t = ChatTemplates("Examples:\\n{examples}\\nWrite {count} more.", "", "", "")
         >>> print(t.instruction_chat(["Say hi.", "Count to  three."], 2)[0].content)
@@ -124,7 +126,11 @@ class ChatTemplates:
         Write 2 more.
         """
         examples = "\n".join(f"{i}. {one_line(text)}" for i, text in enumerate(demos, start=1))
-        return user_chat(_fill(self.instruction_generation, examples=examples, count=str(count)).strip())
+        first, last = len(demos) + 1, len(demos) + count
+        filled = _fill(
+            self.instruction_generation, examples=examples, count=str(count), first=str(first), last=str(last)
+        )
+        return user_chat(filled.strip())
 
     def classification_chat(self, demos: Sequence[Task], instruction: str) -> Chat:
         examples = "".join(
@@ -187,39 +193,118 @@ def strip_closing_remark(text: str) -> str:
     return text
 
 
-_NUMBERED = re.compile(r"^[ \t]*(?:\d+[ \t]*[.)]|[-*•])[ \t]+(.*\S)[ \t]*$")
+# An item's first line: a number ("3.", "3)", "#3", "**3.**" after the markup is gone), a bullet, or a
+# numbered label ("Task 9:", "Request 9 -"); group 1 the marker, group 2 the text (may be empty: a marker on a
+# line of its own, its text on the next lines).
+_ITEM = re.compile(
+    r"^([ \t]*)(?:\*\*|__)?((?:#?\d+[ \t]*[.):]|[-*•+])|(?:task|request|instruction|item|question|prompt|example)"
+    r"[ \t]*#?\d+[ \t]*[.:)\-–]?)(?:\*\*|__)?(?:[ \t]+(.*\S))?[ \t]*$",
+    re.IGNORECASE,
+)
+# A line that is a list marker and nothing else: never an item ("2", "3.", "-", "Task 4").
+_BARE_MARKER = re.compile(
+    r"^(?:#?\d+[ \t]*[.):]?|[-*•+]|(?:task|request|instruction|item|question|prompt|example)"
+    r"[ \t]*#?\d*[ \t]*[.:)\-–]?)$",
+    re.IGNORECASE,
+)
+# A line holding a marker only ("6", "**4.**", "Task 5"), with its indentation as group 1, no text (group 3).
+_LONE = re.compile(r"^([ \t]*)(\S+(?:[ \t]+\S+)?)()[ \t]*$")
+_LETTER = re.compile(r"[^\W\d_]")
+# What a chat model wraps an item in: a label ("Request:", "New task 9:", "Instruction:"), then quotes.
+_WRAPPER = re.compile(
+    r"^(?:(?:new[ \t]+)?(?:task|request|instruction|item|question|prompt)[ \t]*#?\d*[ \t]*[:\-–][ \t]*)", re.IGNORECASE
+)
+_QUOTES = {'"': '"', "“": "”", "'": "'", "‘": "’", "«": "»", "`": "`"}
+# A short emphasised label before the item ("**Writing:** Compose ...", "*Code* - Fix ..."): a category.
+_LABEL = re.compile(r"^(?:\*\*|__)([^*_\n]{1,40}?)(?:[ \t]*:(?:\*\*|__)|(?:\*\*|__)[ \t]*[:\-–])[ \t]*(?=\S)")
+
+#: Notes of the list reader: lines that look like items but are not candidates.
+LIST_MARKER = "list_marker"  # a bare number or bullet ("2.", "-") with no text of its own
+LIST_HEADING = "list_heading"  # an item that only heads a group ("Analysis:", "1. **Writing tasks:**")
+SUB_ITEM = "sub_item"  # a nested bullet under an item ("- Explanation: ...")
+
+
+def unwrap_item(text: str) -> str:
+    """An item without the wrapping chat models put around it: a label (``Request:``, ``Task 9:``), a short
+    emphasised category, and quotes around the whole (with a comment after the closing quote dropped).
+
+    >>> unwrap_item('Request: "Summarise the paragraph below in two sentences."')
+    'Summarise the paragraph below in two sentences.'
+    >>> unwrap_item('**Analysis:** Compare the two poems below.')
+    'Compare the two poems below.'
+    >>> unwrap_item('“Name three rivers in Africa.” - tests geography')
+    'Name three rivers in Africa.'
+    """
+    text = text.strip()
+    for _ in range(3):  # "**Request 3:** "..."" takes a label, then the quotes
+        before = text
+        label = _LABEL.match(text)
+        if label and len(label.group(1).split()) <= 4 and len(text[label.end() :].split()) >= 2:
+            text = text[label.end() :]
+        text = _WRAPPER.sub("", text, count=1).strip()
+        close = _QUOTES.get(text[:1])
+        if close:
+            end = text.rfind(close, 1)
+            rest = text[end + 1 :].strip() if end > 0 else ""
+            # The quoted part is the item when nothing follows it, or only a remark ("- tests ...", "(easy)").
+            if end > 1 and (not rest or rest[:1] in "-–—(:[,"):
+                text = text[1:end].strip()
+        if text == before:
+            break
+    return text.replace("**", "").replace("__", "").strip()
 
 
 @dataclass(frozen=True, slots=True)
 class ChatList:
-    """Items of a chat model's list. ``chatter`` counts lines outside the list (preamble, closing remarks)."""
+    """Items of a chat model's list. ``chatter`` counts lines outside the list (preamble, closing remarks);
+    ``notes`` counts list lines that are not candidates, by :data:`LIST_MARKER`, :data:`LIST_HEADING` and
+    :data:`SUB_ITEM`."""
 
     items: list[str]
     chatter: int
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+def _kind(marker: str) -> str:
+    """``number`` for ``3.`` / ``Task 3:``, ``bullet`` for ``-`` / ``*``."""
+    return "bullet" if marker.strip() in ("-", "*", "•", "+") else "number"
 
 
 def parse_chat_list(text: str, *, truncated: bool) -> ChatList:
     """Read a numbered (or bulleted) list out of a chat reply.
 
-    An item starts at a line ``N.``, ``N)``, ``-`` or ``*``; a following line that is neither blank nor a new
-    item continues it. Lines before the first item and after a blank line that ends the list are chatter.
-    Markdown emphasis is removed (``**Poem:** write ...`` -> ``Poem: write ...``). When the reply was cut off
-    at ``max_tokens`` (``truncated``) its last item is incomplete and dropped.
+    An item starts at a line ``N.``, ``N)``, ``Task N:``, ``-`` or ``*``; a following line that is neither
+    blank nor a new item continues it (so a marker alone on its line takes the text under it). Lines before
+    the first item and after a blank line that ends the list are chatter. Only items of the list's top level
+    are candidates: a nested item (indented deeper, or a bullet under numbered items) is a :data:`SUB_ITEM`,
+    an item that ends with a colon heads a group (:data:`LIST_HEADING`), and a marker with no text at all is
+    a :data:`LIST_MARKER`; each is noted, none is a candidate. Wrappers are removed (:func:`unwrap_item`).
+    When the reply was cut off at ``max_tokens`` (``truncated``) its last item is incomplete and dropped.
 
     >>> r = parse_chat_list("Sure! Here they are:\\n\\n1. **Add** two numbers.\\n2. Name a\\n   red fruit.\\n\\nEnjoy!",
     ...                     truncated=False)
     >>> r.items, r.chatter
     (['Add two numbers.', 'Name a red fruit.'], 2)
+    >>> r = parse_chat_list("1. Analysis:\\n   - Explanation: it compares.\\n2.\\n3. Request: \\"List two primes.\\"",
+    ...                     truncated=False)
+    >>> r.items, r.notes
+    (['List two primes.'], {'list_heading': 1, 'sub_item': 1, 'list_marker': 1})
     """
-    items: list[str] = []
+    notes: dict[str, int] = {}
     chatter = 0
-    current: list[str] | None = None  # the item being read; None outside the list
+    entries: list[tuple[str, list[str]]] = []  # (role, lines): role is "item" or a note
+    current: list[str] | None = None  # the lines of the entry being read; None outside the list
+    top: tuple[int, str] | None = None  # indentation and kind of the list's top-level markers
     for raw in strip_chat_markup(text).split("\n"):
         line = raw.strip()
-        match = _NUMBERED.match(raw)
+        match = _ITEM.match(raw) or (_BARE_MARKER.match(line.replace("**", "").replace("__", "")) and _LONE.match(raw))
         if match:
-            current = [match.group(1)]
-            items.append("")
+            indent, kind = len(match.group(1).expandtabs(4)), _kind(match.group(2))
+            if top is None or (current is None and not entries):
+                top = (indent, kind)
+            nested = indent > top[0] + 1 or (kind != top[1] and indent >= top[0] and top[1] == "number")
+            current = [match.group(3) or ""]
+            entries.append((SUB_ITEM if nested else "item", current))
         elif not line:
             current = None
             continue
@@ -227,12 +312,26 @@ def parse_chat_list(text: str, *, truncated: bool) -> ChatList:
             current.append(line)
         else:
             chatter += 1
+    items: list[str] = []
+    for role, lines in entries:
+        text_ = one_line(" ".join(lines))
+        if role == "item":
+            stripped = text_.replace("**", "").replace("__", "").strip()
+            if not _LETTER.search(stripped):  # "2", "3. 4.", "—": numbers and marks, no words
+                role = LIST_MARKER
+            elif stripped.endswith(":") and len(stripped.split()) <= 6:
+                role = LIST_HEADING
+        if role != "item":
+            notes[role] = notes.get(role, 0) + 1
             continue
-        items[-1] = one_line(" ".join(current).replace("**", "").replace("__", ""))
-    items = [item for item in items if item]
+        item = unwrap_item(text_)
+        if not _LETTER.search(item) or _BARE_MARKER.match(item):
+            notes[LIST_MARKER] = notes.get(LIST_MARKER, 0) + 1
+            continue
+        items.append(item)
     if truncated and items:
         items.pop()
-    return ChatList(items, chatter)
+    return ChatList(items, chatter, notes)
 
 
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
@@ -282,6 +381,9 @@ __all__ = [
     "CHAT_DIR",
     "CHAT_TEMPLATE_FILES",
     "DEFAULT_CHAT_LIST_SIZE",
+    "LIST_HEADING",
+    "LIST_MARKER",
+    "SUB_ITEM",
     "ChatList",
     "ChatTemplates",
     "fingerprint",
@@ -291,4 +393,5 @@ __all__ = [
     "parse_chat_list",
     "strip_chat_markup",
     "strip_closing_remark",
+    "unwrap_item",
 ]

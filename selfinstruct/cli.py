@@ -1199,8 +1199,31 @@ def judge(
     retry_failed: Annotated[
         bool, typer.Option(help="Judge again the tasks whose earlier reply (from this judge) had no score.")
     ] = False,
+    tensor_parallel_size: Annotated[
+        int | None, typer.Option(help="In-process vLLM: GPUs to shard the judge over. \\[default: 1]")
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(
+            help="In-process vLLM: the share of GPU memory (on the CPU build: of RAM) the engine may take. "
+            "\\[default: as for generate]"
+        ),
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="In-process vLLM: context length to allocate. \\[default: the model's]")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="In-process vLLM: weights dtype (auto, bfloat16, float16, float32).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="In-process vLLM: the engine's seed (the judge decodes greedily).")
+    ] = None,
     engine_arg: Annotated[
-        list[str] | None, typer.Option(metavar="KEY=VALUE", help="A vllm.LLM engine argument, repeatable.")
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="Any other vllm.LLM engine argument, repeatable (also the \\[vllm] table of --config).",
+        ),
     ] = None,
     request_field: Annotated[
         list[str] | None, typer.Option(metavar="KEY=VALUE", help="An extra field for every request, repeatable.")
@@ -1226,6 +1249,8 @@ def judge(
     overrides: dict[str, Any] = {
         "model": model, "base_url": urls, "backend": backend, "prompts": str(prompts) if prompts else None,
         "concurrency": concurrency, "timeout": timeout, "max_retries": max_retries, "judge_api": api,
+        "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len, "dtype": dtype, "seed": seed,
     }  # fmt: skip
     with _user_errors():
         overrides["engine_args"] = parse_key_values("engine_args", engine_arg)

@@ -237,19 +237,24 @@ class GenerateConfig:
         return None if self.time_limit is None else parse_duration(self.time_limit)
 
     def instruction_sampling(self, *, chat: bool = False) -> Sampling:
-        """A chat model ends its own turn: no stop sequences, which would cut a reply after its preamble."""
+        """A chat model ends its own turn, so its only stop is the number after the last item it was asked for
+        (the prompt numbers new items on from the examples): it cuts a list that runs on past its end, never a
+        preamble. A base model stops where the paper's prompt does."""
         if self.method == "alpaca":
             return Sampling(
                 max_tokens=self.alpaca_max_tokens,
                 temperature=self.alpaca_temperature,
                 top_p=self.alpaca_top_p,
-                stop=() if chat else completion_stop(self.alpaca_demos, self.alpaca_count),
+                stop=completion_stop(self.alpaca_demos, self.alpaca_count),
             )
+        from selfinstruct.chatprompts import DEFAULT_CHAT_LIST_SIZE
+
+        after = self.num_seed_demos + self.num_machine_demos + DEFAULT_CHAT_LIST_SIZE + 1
         return Sampling(
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
-            stop=() if chat else INSTRUCTION_STOP,
+            stop=(f"\n{after}.",) if chat else INSTRUCTION_STOP,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
         )

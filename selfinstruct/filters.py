@@ -29,6 +29,7 @@ MIN_WORDS = 4  # "≤ 3 words" is rejected
 MAX_WORDS = 150
 
 # Instruction-level reason codes, in the order the filters run.
+DEMO_COPY = "demo_copy"  # the candidate repeats one of the demonstrations its prompt showed
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 BLOCKED_KEYWORD = "blocked_keyword"
@@ -37,7 +38,7 @@ STARTS_WITH_PUNCTUATION = "starts_with_punctuation"
 STARTS_WITH_NON_ASCII = "starts_with_non_ascii"
 TOO_SIMILAR = "too_similar"  # decided by the novelty index
 INSTRUCTION_REASONS = (
-    TOO_SHORT, TOO_LONG, BLOCKED_KEYWORD, WRITE_A_PROGRAM, STARTS_WITH_PUNCTUATION, STARTS_WITH_NON_ASCII,
+    DEMO_COPY, TOO_SHORT, TOO_LONG, BLOCKED_KEYWORD, WRITE_A_PROGRAM, STARTS_WITH_PUNCTUATION, STARTS_WITH_NON_ASCII,
     TOO_SIMILAR,
 )  # fmt: skip
 
@@ -45,7 +46,8 @@ INSTRUCTION_REASONS = (
 NO_VALID_INSTANCE = "no_valid_instance"
 CONFLICTING_OUTPUTS = "conflicting_outputs"
 ONE_LABEL = "one_label"  # a classification task whose instances all carry the same label
-TASK_REASONS = (NO_VALID_INSTANCE, CONFLICTING_OUTPUTS, ONE_LABEL)
+DEMO_INSTANCE = "demo_instance"  # every instance was copied from a demonstration of another task
+TASK_REASONS = (NO_VALID_INSTANCE, CONFLICTING_OUTPUTS, ONE_LABEL, DEMO_INSTANCE)
 
 InstructionFilter = Callable[[str], str | None]
 
@@ -121,11 +123,74 @@ EMPTY_OUTPUT = "empty_output"
 OUTPUT_EQUALS_INPUT = "output_equals_input"
 DUPLICATE_INSTANCE = "duplicate_instance"
 OVER_LIMIT = "over_limit"
-INSTANCE_REASONS = (EMPTY_OUTPUT, OUTPUT_EQUALS_INPUT, DUPLICATE_INSTANCE, OVER_LIMIT)
+COPIED_INSTANCE = "copied_instance"  # an instance taken verbatim from a demonstration of another task
+INSTANCE_REASONS = (EMPTY_OUTPUT, OUTPUT_EQUALS_INPUT, DUPLICATE_INSTANCE, OVER_LIMIT, COPIED_INSTANCE)
+
+#: ROUGE-L from which a candidate counts as a copy of a demonstration (a near-verbatim repeat; the novelty
+#: threshold, 0.7 by default, rejects looser likeness as ``too_similar``).
+DEMO_COPY_THRESHOLD = 0.9
+#: Words a no-input output needs before it can count as copied (short answers such as "Yes" repeat honestly).
+COPIED_OUTPUT_MIN_WORDS = 4
+
+
+def _norm(text: str) -> str:
+    """Lower case, words only: the form two texts are compared in for a copy."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def copied_demo(instruction: str, demos: Sequence[str]) -> str | None:
+    """The demonstration ``instruction`` repeats (the same words, or ROUGE-L of at least
+    :data:`DEMO_COPY_THRESHOLD`), or None. A chat model often re-lists the examples it was shown before
+    writing its own: those are copies, not failed attempts at novelty.
+
+    >>> copied_demo("1) Name three rivers in Africa!", ["Summarise the text.", "Name three rivers in Africa."])
+    'Name three rivers in Africa.'
+    >>> copied_demo("Name three rivers in Asia.", ["Name three rivers in Africa."]) is None
+    True
+    """
+    from selfinstruct.novelty import rouge_l_f
+
+    key = _norm(instruction)
+    if not key:
+        return None
+    for demo in demos:
+        if _norm(demo) == key:
+            return demo
+    for demo in demos:
+        if rouge_l_f(instruction, demo) >= DEMO_COPY_THRESHOLD:
+            return demo
+    return None
+
+
+def copied_instance(instance: Instance, demos: Sequence[Instance], *, classification: bool) -> bool:
+    """Whether ``instance`` was copied from a demonstration's instance: its input is a demonstration's input
+    word for word, or (without an input, not classification) its output of at least
+    :data:`COPIED_OUTPUT_MIN_WORDS` words is a demonstration's output. A classification label alone never
+    counts: labels repeat by design.
+
+    >>> demo = [Instance("She don't know where the keys is.", "Ungrammatical")]
+    >>> copied_instance(Instance("She don't know where the keys is.", "Agree"), demo, classification=False)
+    True
+    >>> copied_instance(Instance("The keys are on the table.", "Ungrammatical"), demo, classification=True)
+    False
+    """
+    inp = _norm(instance.input)
+    if inp:
+        return any(inp == _norm(d.input) for d in demos)
+    if classification:
+        return False
+    out = _norm(instance.output)
+    return len(out.split()) >= COPIED_OUTPUT_MIN_WORDS and any(
+        not _norm(d.input) and out == _norm(d.output) for d in demos
+    )
 
 
 def clean_instances(
-    instances: Sequence[Instance], max_instances: int = 5, *, classification: bool = False
+    instances: Sequence[Instance],
+    max_instances: int = 5,
+    *,
+    classification: bool = False,
+    demos: Sequence[Instance] = (),
 ) -> InstanceReport:
     """Apply the instance filters of the paper, in order.
 
@@ -133,6 +198,9 @@ def clean_instances(
     the whole task when two instances share a non-empty input but disagree on the output (ambiguous)
     or when nothing valid is left; keeps at most ``max_instances``. A ``classification`` task must show at
     least two different labels among what it keeps: a label set of one teaches nothing (``one_label``).
+    An instance copied from ``demos`` (the demonstrations' instances, see :func:`copied_instance`) belongs to
+    another task: it is dropped (``copied_instance``), and a task left with nothing but such copies is
+    rejected as ``demo_instance``.
 
     >>> r = clean_instances([Instance("a", "b"), Instance("a", "b"), Instance("c", "")])
     >>> [i.output for i in r.kept], r.dropped, r.task_reason
@@ -151,6 +219,9 @@ def clean_instances(
         if not out:
             drop(EMPTY_OUTPUT)
             continue
+        if demos and copied_instance(inst, demos, classification=classification):
+            drop(COPIED_INSTANCE)
+            continue
         if inp and inp == out:
             drop(OUTPUT_EQUALS_INPUT)
             continue
@@ -167,7 +238,8 @@ def clean_instances(
         dropped[OVER_LIMIT] = len(kept) - max_instances
         kept = kept[:max_instances]
     if not kept:
-        return InstanceReport([], dropped, NO_VALID_INSTANCE)
+        copies_only = dropped.get(COPIED_INSTANCE, 0) and dropped.get(COPIED_INSTANCE) == sum(dropped.values())
+        return InstanceReport([], dropped, DEMO_INSTANCE if copies_only else NO_VALID_INSTANCE)
     if classification and len({i.output for i in kept}) < 2:
         return InstanceReport([], dropped, ONE_LABEL)
     return InstanceReport(kept, dropped, None)

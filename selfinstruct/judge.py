@@ -23,6 +23,7 @@ wins, and a sidecar line whose instruction no longer matches its task is ignored
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,28 +119,49 @@ def render_for_judge(task: Task) -> str:
 
 # -- reading a verdict ---------------------------------------------------------------------------------
 
-_NUMBER = r"(\d+(?:\.\d+)?)"
-_OUT_OF = rf"(?:[ \t]*(?:/|out[ \t]+of|of)[ \t]*{_NUMBER})?"
+_NUMBER = r"(\d+(?:\.\d+)?)(?!\.?\d)"  # never a part of a longer number
+# A number that starts a range ("from 1 to 5", "1-5") is the rubric's scale echoed, not a score.
+_OUT_OF = rf"(?:[ \t]*(?:/|out[ \t]+of|of)[ \t]*{_NUMBER})?(?![ \t]*(?:to|-|–)[ \t]*\d)"
+# "Score: 4" at the start of a line (after a bullet or quote mark): where a judge that follows the rubric puts it.
+_SCORE_AT_LINE = re.compile(
+    rf"^[ \t>*\-]*(?:final[ \t]+|overall[ \t]+)?(?:score|rating)[ \t*]*[:=][ \t]*\**[ \t]*{_NUMBER}{_OUT_OF}",
+    re.I | re.M,
+)
 _SCORE_LINE = re.compile(rf"\b(?:score|rating)[ \t]*(?:is|of)?[ \t]*[:=\-]?[ \t]*\**[ \t]*{_NUMBER}{_OUT_OF}", re.I)
 _RATED = re.compile(rf"\b(?:rate|rated|give|gives|score|scores)\b[^.\n\d]{{0,40}}?\b{_NUMBER}{_OUT_OF}", re.I)
 _FRACTION = re.compile(rf"\b{_NUMBER}[ \t]*(?:/|out[ \t]+of)[ \t]*{_NUMBER}", re.I)
 _LEADING = re.compile(rf"^[ \t\n*]*{_NUMBER}{_OUT_OF}\b", re.I)
+# A chat reply that opens with its number alone ("4", "4/5 - fine", "**5**"), not a numbered line ("1. The ...").
+_BARE = re.compile(rf"^[ \t\n*]*{_NUMBER}{_OUT_OF}[ \t*]*(?=$|\n|[,;:\-–][ \t])", re.I)
 # A reason ends at a blank line or where the judge starts over (another Score/Rating/Reason line).
 _REASON = re.compile(
     r"\b(?:reason|explanation|justification|because)[ \t]*:?[ \t]*(.+?)"
     r"(?=\n[ \t]*\n|\n[ \t]*(?:score|rating|reason)\b|\Z)",
     re.I | re.S,
 )
+# The rubric's three questions, answered one per line: "Instruction valid: yes", "Valid input: none".
+_ANSWER = r"(yes|no|true|false|none|n/?a|not[ \t]+applicable)\b"
+_VERDICT_LINE = re.compile(
+    rf"^[ \t>*\-]*(?:(?:is[ \t]+the[ \t]+)?(instruction|input|output)s?[ \t]+(?:is[ \t]+)?valid|valid[ \t]+"
+    rf"(instruction|input|output)s?)[ \t*]*[:=\-?]?[ \t*]*{_ANSWER}",
+    re.I | re.M,
+)
+_JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.S)
+_YES = {"yes": True, "true": True, "no": False, "false": False}
+VERDICT_KEYS = ("instruction", "input", "output")
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What a judge's reply says: a score on the scale (or None), a reason, and why the score is missing
-    (:data:`PROBLEM_NO_SCORE` or :data:`PROBLEM_OFF_SCALE`)."""
+    (:data:`PROBLEM_NO_SCORE` or :data:`PROBLEM_OFF_SCALE`). ``verdicts`` holds the answers to the rubric's
+    three questions (valid instruction, input, output: True, False, or None for "no input" or no answer)
+    when the reply gave at least one, else None."""
 
     score: float | None
     reason: str
     problem: str | None = None
+    verdicts: dict[str, bool | None] | None = None
 
 
 def _number(text: str) -> float | int:
@@ -147,47 +169,136 @@ def _number(text: str) -> float | int:
     return int(value) if value.is_integer() else value
 
 
+def _truth(value: Any) -> bool | None:
+    """A yes/no answer as True/False; anything else ("none", "n/a", a number) is None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _YES.get(value.strip().lower())
+    return None
+
+
+def _json_verdict(body: str) -> tuple[Any, str, dict[str, bool | None]] | None:
+    """A JSON object in the reply (``{"score": 4, "reason": "..."}``): its score value (unchecked), reason
+    and question answers; None when the reply holds no such object."""
+    spans = [body[body.find("{") : body.rfind("}") + 1]] if "{" in body else []
+    spans += [m.group(0) for m in _JSON_OBJECT.finditer(body)]
+    for span in spans:
+        try:
+            value = json.loads(span)
+        except ValueError:
+            continue
+        if not isinstance(value, dict):
+            continue
+        fields = {str(k).strip().lower().replace(" ", "_"): v for k, v in value.items()}
+        score = next((fields[k] for k in ("score", "rating", "overall_score", "overall") if k in fields), None)
+        if score is None:
+            continue
+        reason = next((fields[k] for k in ("reason", "explanation", "justification", "rationale") if k in fields), "")
+        answers: dict[str, bool | None] = {}
+        for key in VERDICT_KEYS:
+            for name in (key, f"valid_{key}", f"{key}_valid", f"is_{key}_valid"):
+                if name in fields:
+                    answers[key] = _truth(fields[name])
+                    break
+        return score, reason if isinstance(reason, str) else str(reason), answers
+    return None
+
+
+def _line_verdicts(body: str) -> dict[str, bool | None]:
+    answers: dict[str, bool | None] = {}
+    for match in _VERDICT_LINE.finditer(body):
+        key = (match.group(1) or match.group(2)).lower()
+        answers.setdefault(key, _truth(match.group(3)))
+    return answers
+
+
+def _on_scale(raw: Any, scale: Any = None) -> tuple[float | int | None, str | None]:
+    """A score read from text or JSON, checked against the scale: (score, None) or (None, problem)."""
+    if isinstance(raw, str):  # a JSON score written as text: "4", "4/5"
+        leading = _LEADING.match(raw.strip())
+        if leading is None:
+            return None, PROBLEM_NO_SCORE
+        raw, scale = leading.group(1), leading.group(2)
+    try:
+        value = float(raw)
+        if scale is not None and float(scale) != SCALE[1]:
+            return None, PROBLEM_OFF_SCALE
+    except (TypeError, ValueError, OverflowError):
+        return None, PROBLEM_NO_SCORE
+    if isinstance(raw, bool) or not math.isfinite(value):
+        return None, PROBLEM_NO_SCORE if isinstance(raw, bool) else PROBLEM_OFF_SCALE
+    if not SCALE[0] <= value <= SCALE[1]:
+        return None, PROBLEM_OFF_SCALE
+    return (int(value) if value.is_integer() else value), None
+
+
 def parse_verdict(text: str, *, after_score: bool = False) -> Verdict:
-    """Read the score and reason from a judge's reply. ``after_score``: the prompt ended with ``Score:``,
-    so the reply may start with the number itself.
+    """Read the score, reason and the three questions' answers from a judge's reply. ``after_score``: the
+    prompt ended with ``Score:``, so the reply may start with the number itself. Whatever the judge wrote
+    around its score -- a sentence, Markdown, a JSON object, a reasoning block, a bare digit -- is read, or
+    the verdict says why not (``problem``); this never raises.
 
     >>> parse_verdict(" 4\\nReason: Clear task, correct answer.", after_score=True)
-    Verdict(score=4, reason='Clear task, correct answer.', problem=None)
-    >>> parse_verdict("Sure! **Score:** 2/5\\n**Reason:** the output is wrong.")
-    Verdict(score=2, reason='the output is wrong.', problem=None)
+    Verdict(score=4, reason='Clear task, correct answer.', problem=None, verdicts=None)
+    >>> parse_verdict("Sure! **Score:** 2/5\\n**Reason:** the output is wrong.").score
+    2
     >>> parse_verdict("I would rate this task 5 out of 5 because it is clear.").score
     5
+    >>> parse_verdict('{"score": 3, "reason": "the output is incomplete", "output": false}').verdicts
+    {'output': False}
+    >>> v = parse_verdict("Score: 2\\nInstruction valid: yes\\nInput valid: none\\nOutput valid: no\\nReason: x")
+    >>> v.score, v.verdicts, v.reason
+    (2, {'instruction': True, 'input': None, 'output': False}, 'x')
     >>> parse_verdict("Score: 8/10").problem, parse_verdict("Score: 0").problem
     ('off_scale', 'off_scale')
     >>> parse_verdict("This task is great!").problem
     'no_score'
     """
+    try:
+        return _parse_verdict(text, after_score=after_score)
+    except (RecursionError, ValueError, TypeError, OverflowError):  # pragma: no cover - a guard, not a path
+        return Verdict(None, "", PROBLEM_NO_SCORE)
+
+
+def _parse_verdict(text: str, *, after_score: bool) -> Verdict:
     body = strip_chat_markup(text)
+    answers = _line_verdicts(body)
+    found = _json_verdict(body) if "{" in body else None
+    if found is not None:
+        raw_score, reason, json_answers = found
+        answers = {**answers, **json_answers}
+        score, problem = _on_scale(raw_score)
+        return Verdict(score, _clip(one_line(reason)), problem, _ordered(answers))
+    prose = _VERDICT_LINE.sub("", body) if answers else body
     match = None
     if after_score:
-        match = _LEADING.match(body)
-    for pattern in (_SCORE_LINE, _RATED, _FRACTION):
+        match = _LEADING.match(prose)
+    for pattern in (_SCORE_AT_LINE, _SCORE_LINE, _RATED, _FRACTION):
         if match is not None:
             break
-        match = pattern.search(body)
+        match = pattern.search(prose)
     if match is None:
-        match = _LEADING.match(body)  # a chat model answering with the bare number
-    reason = _reason(body, match.end() if match else 0)
+        match = _BARE.match(prose)  # a chat model answering with the bare number
+    reason = _reason(prose, match.end() if match else 0)
     if match is None:
-        return Verdict(None, reason, PROBLEM_NO_SCORE)
-    raw, scale = match.group(1), match.group(2)
-    if scale is not None and float(scale) != SCALE[1]:
-        return Verdict(None, reason, PROBLEM_OFF_SCALE)
-    value = float(raw)
-    if not math.isfinite(value) or not SCALE[0] <= value <= SCALE[1]:
-        return Verdict(None, reason, PROBLEM_OFF_SCALE)
-    return Verdict(_number(raw), reason)
+        return Verdict(None, reason, PROBLEM_NO_SCORE, _ordered(answers))
+    score, problem = _on_scale(match.group(1), match.group(2))
+    return Verdict(score, reason, problem, _ordered(answers))
+
+
+def _ordered(answers: dict[str, bool | None]) -> dict[str, bool | None] | None:
+    """The answers in the rubric's order; None when the reply answered none of the questions."""
+    return {k: answers[k] for k in VERDICT_KEYS if k in answers} or None
 
 
 def _reason(body: str, after: int) -> str:
     found = _REASON.search(body)
     text = found.group(1) if found else body[after:]
-    text = one_line(text).lstrip(" .,:;-)*").replace("**", "")
+    return _clip(one_line(text).lstrip(" .,:;-)*").replace("**", ""))
+
+
+def _clip(text: str) -> str:
     if len(text) > MAX_REASON_CHARS:
         text = text[: MAX_REASON_CHARS - 1].rstrip() + "…"
     return text
@@ -204,7 +315,9 @@ def utc_now() -> str:
 class Judgement:
     """One judge's verdict on one task, with who judged (model and rubric fingerprint) and when.
 
-    ``raw`` keeps the reply (cut to 2,000 characters) only when no score could be read from it.
+    ``raw`` keeps the judge's reply (cut to 2,000 characters) for audit. ``verdicts`` holds the answers to
+    the rubric's three questions when the reply gave them: ``{"instruction": true|false|null, "input": ...,
+    "output": ...}`` (null: no input to judge, or no answer), the paper's Table 2 from a judge.
     """
 
     score: float | None
@@ -214,12 +327,15 @@ class Judgement:
     judged_at: str
     problem: str | None = None
     raw: str | None = None
+    verdicts: dict[str, bool | None] | None = None
 
     @classmethod
     def from_reply(cls, text: str, *, model: str, rubric: str, after_score: bool) -> Judgement:
         verdict = parse_verdict(text, after_score=after_score)
-        raw = text[:MAX_RAW_CHARS] if verdict.problem else None
-        return cls(verdict.score, verdict.reason, model, rubric, utc_now(), verdict.problem, raw)
+        full = None
+        if verdict.verdicts is not None:
+            full = {key: verdict.verdicts.get(key) for key in VERDICT_KEYS}
+        return cls(verdict.score, verdict.reason, model, rubric, utc_now(), verdict.problem, text[:MAX_RAW_CHARS], full)
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -234,14 +350,18 @@ class Judgement:
             "rubric": self.rubric,
             "judged_at": self.judged_at,
         }
+        if self.verdicts is not None:
+            record["verdicts"] = dict(self.verdicts)
         if self.problem is not None:
             record["problem"] = self.problem
+        if self.raw is not None:
             record["raw"] = self.raw
         return record
 
     @classmethod
     def from_dict(cls, value: Any) -> Judgement | None:
-        """A judgement from a stored dict; None when it is not one (a hand-edited or foreign field)."""
+        """A judgement from a stored dict; None when it is not one (a hand-edited or foreign field). A
+        ``verdicts`` field that is not a mapping of the three questions to true, false or null is ignored."""
         if not isinstance(value, Mapping):
             return None
         score = value.get("score")
@@ -252,7 +372,12 @@ class Judgement:
         strings = {k: value.get(k) for k in ("reason", "model", "rubric", "judged_at")}
         if not all(isinstance(v, str) for v in strings.values()):
             return None
-        problem, raw = value.get("problem"), value.get("raw")
+        problem, raw, stored = value.get("problem"), value.get("raw"), value.get("verdicts")
+        verdicts: dict[str, bool | None] | None = None
+        if isinstance(stored, Mapping) and all(
+            stored.get(k) is None or isinstance(stored.get(k), bool) for k in VERDICT_KEYS
+        ):
+            verdicts = {k: stored.get(k) for k in VERDICT_KEYS}
         return cls(
             score,
             str(strings["reason"]),
@@ -261,6 +386,7 @@ class Judgement:
             str(strings["judged_at"]),
             problem if isinstance(problem, str) else None,
             raw if isinstance(raw, str) else None,
+            verdicts,
         )
 
     def to_sidecar(self, task: Task) -> dict[str, Any]:
@@ -355,6 +481,7 @@ __all__ = [
     "PROBLEM_NO_SCORE",
     "PROBLEM_OFF_SCALE",
     "SCALE",
+    "VERDICT_KEYS",
     "JudgeTemplate",
     "Judgement",
     "Merged",

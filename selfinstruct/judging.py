@@ -123,9 +123,27 @@ def resolve_api(backend: Backend, api: str) -> str:
             check()
         return "chat"
     if api == "auto":
-        detect = getattr(backend, "detect_api", None)
-        return str(detect()[0]) if callable(detect) else "completions"
+        return auto_api(backend)[0]
     return "completions"
+
+
+def auto_api(backend: Backend) -> tuple[str, str | None]:
+    """What ``--api auto`` picks for this backend, and a warning to show (None: nothing to say): the chat
+    API where the server makes it clear, else completions, with a warning when the model's name looks like an
+    instruct model's (a base model's rubric continuation makes an instruct judge echo the rubric)."""
+    from selfinstruct.runner import looks_instruct
+
+    detect = getattr(backend, "detect_api", None)
+    api, why = detect() if callable(detect) else ("completions", "the backend cannot tell")
+    if api == "chat":
+        return "chat", f"--api auto: using the chat API: {why}"
+    if looks_instruct(backend.model or ""):
+        return "completions", (
+            f"--api auto: using completions, as for a base model, but {backend.model!r} looks like an instruct "
+            "model; an instruct judge given the rubric as text to continue tends to echo it and score nothing: "
+            "pass --api chat"
+        )
+    return "completions", None
 
 
 def configured_backend(config: GenerateConfig) -> Callable[[], Backend]:
@@ -172,7 +190,12 @@ def run_judge(
         try:
             outcome.model = backend.model
             outcome.rubric = template.fingerprint()
-            outcome.api = resolve_api(backend, options.api)
+            if options.api == "auto":
+                outcome.api, note = auto_api(backend)
+                if note:
+                    outcome.warnings.append(note)
+            else:
+                outcome.api = resolve_api(backend, options.api)
             merged = effective_judgements(tasks, sidecar)
             outcome.orphans = merged.orphans
             if merged.orphans:
@@ -249,6 +272,7 @@ __all__ = [
     "LIMIT",
     "JudgeOptions",
     "JudgeOutcome",
+    "auto_api",
     "configured_backend",
     "resolve_api",
     "run_judge",

@@ -89,6 +89,7 @@ def read_instruction_list(completion: Completion, *, chat: bool = False) -> Inst
         items = reply.items
         if reply.chatter:
             notes[CHATTER] += reply.chatter
+        notes.update(reply.notes)
     else:
         items = parse_instructions(completion.text, truncated=False)
     if completion.finish_reason == "length" and items:
@@ -97,8 +98,14 @@ def read_instruction_list(completion: Completion, *, chat: bool = False) -> Inst
     return InstructionList(items, notes)
 
 
-def screen_instruction(heuristics: F.InstructionHeuristics, instruction: str) -> tuple[str, dict[str, Any]] | None:
-    """None when the heuristics keep ``instruction``, else ``(reason, details for the rejected record)``."""
+def screen_instruction(
+    heuristics: F.InstructionHeuristics, instruction: str, demos: Sequence[str] = ()
+) -> tuple[str, dict[str, Any]] | None:
+    """None when the heuristics keep ``instruction``, else ``(reason, details for the rejected record)``.
+    A repeat of one of ``demos`` (the demonstrations its prompt showed) is ``demo_copy``, checked first."""
+    copied = F.copied_demo(instruction, demos) if demos else None
+    if copied is not None:
+        return F.DEMO_COPY, {"demonstration": copied}
     reason = heuristics(instruction)
     if reason is None:
         return None
@@ -135,9 +142,15 @@ class InstanceVerdict:
 
 
 def read_instances(
-    completion: Completion, *, output_first: bool, max_instances: int, chat: bool = False
+    completion: Completion,
+    *,
+    output_first: bool,
+    max_instances: int,
+    chat: bool = False,
+    demos: Sequence[Task] = (),
 ) -> InstanceVerdict:
-    """Parse an instance completion (input-first or output-first) and apply the instance filters."""
+    """Parse an instance completion (input-first or output-first) and apply the instance filters; an
+    instance copied from one of ``demos`` (the tasks its prompt showed) is dropped as another task's."""
     truncated = completion.finish_reason == "length"
     if chat:
         parsed = parse_chat_instances(completion.text, truncated=truncated, output_first=output_first)
@@ -151,7 +164,8 @@ def read_instances(
         notes[UNPARSEABLE_INSTANCE] += parsed.unparseable
     if parsed.stray:
         notes[STRAY_MARKER] += parsed.stray
-    report = F.clean_instances(parsed.instances, max_instances, classification=output_first)
+    shown = [inst for task in demos for inst in task.instances]
+    report = F.clean_instances(parsed.instances, max_instances, classification=output_first, demos=shown)
     notes.update(report.dropped)
     return InstanceVerdict(report.kept, report.task_reason, notes)
 
@@ -245,9 +259,11 @@ def read_task_list(completion: Completion, *, chat: bool) -> TaskListRead:
     return TaskListRead([AlpacaItem(t.instruction, t.instance()) for t in parsed.tasks], notes)
 
 
-def screen_alpaca_task(item: AlpacaItem) -> InstanceVerdict:
-    """The instance filters on the task's one instance (empty output, output equal to the input)."""
-    report = F.clean_instances([item.instance], 1)
+def screen_alpaca_task(item: AlpacaItem, demos: Sequence[Task] = ()) -> InstanceVerdict:
+    """The instance filters on the task's one instance (empty output, output equal to the input, an input
+    copied from one of ``demos``, the tasks the prompt showed)."""
+    shown = [inst for task in demos for inst in task.instances]
+    report = F.clean_instances([item.instance], 1, demos=shown)
     return InstanceVerdict(report.kept, report.task_reason, Counter(report.dropped))
 
 

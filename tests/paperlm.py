@@ -175,7 +175,7 @@ class PaperLM:
             items[1] = "Say hi."  # too short
             items[2] = f"Describe the {rng.choice(WORDS)} in this picture of a {rng.choice(WORDS)} please."
             if demos:
-                items[3] = demos[0]  # a copy of a demonstration: too similar
+                items[3] = demos[0]  # a copy of a demonstration: demo_copy
         lines = [f" {items[0]}"] + [f"{start + i}. {text}" for i, text in enumerate(items[1:], start=1)]
         text = "\n".join(lines)
         if self.cut_every and rng.randrange(self.cut_every) == 0:
@@ -218,7 +218,7 @@ class PaperLM:
             given = f"{a} and {b}" if n % 3 == 0 else "<none>"
             output = f"The {a} meets the {b}, as '{instruction[:20]}' asks."
             if self.garbage and n == 1 and demos:
-                instruction = demos[0]  # too similar
+                instruction = demos[0]  # a copy of a demonstration: demo_copy
             if self.garbage and n == 2:
                 output = ""  # no output: unparseable
             if self.garbage and n == 3:
@@ -240,13 +240,15 @@ class PaperLM:
     # -- as an instruct model -------------------------------------------------------------------------------
 
     def chat(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
-        if "Answer in two lines and nothing more" in prompt:
+        if re.search(r"Answer in \w+ lines and nothing more", prompt):
             text, finish = self.judge(prompt, body)
             if text.startswith(" This task"):
                 return "I think " + text.strip() + ".", finish
             score, reason = text.strip().split("\nReason: ", 1)
-            return f"Here is my assessment.\n\n**Score:** {score}/5\n**Reason:** {reason}", finish
-        if 'numbered "Task 1" to' in prompt:
+            valid = "yes" if int(score) >= 3 else "no"
+            questions = f"**Instruction valid:** yes\n**Input valid:** none\n**Output valid:** {valid}"
+            return f"Here is my assessment.\n\n**Score:** {score}/5\n{questions}\n**Reason:** {reason}", finish
+        if re.search(r'numbered "Task \d+" to', prompt):
             count = int(re.search(r'to "Task (\d+)"', prompt).group(1))  # type: ignore[union-attr]
             text, finish = self.alpaca(prompt.rstrip() + "\n\nTask 1\n", body)
             text = re.sub(r"^(Instruction|Input|Output):", r"**\1:**", text, flags=re.MULTILINE)
@@ -256,7 +258,7 @@ class PaperLM:
                 "Sure! Here are new tasks for the collection:\n\n" + body_text.rstrip() + "\n\nI hope these help!",
                 finish,
             )
-        if "Reply with a numbered list from 1 to" in prompt:
+        if "Reply with the new requests only" in prompt:
             rng = _rng(prompt, body, "chat-instructions")
             demos = re.findall(r"^\d+\. (.+)$", prompt, flags=re.MULTILINE)
             items = [novel_instruction(rng) for _ in range(self.items)]

@@ -80,7 +80,7 @@ def test_chat_prompt_asks_for_count_tasks(templates: AlpacaTemplates) -> None:
     assert [m.role for m in chat] == ["user"]
     text = chat[0].content
     assert "Task 1\nInstruction: Give two synonyms" in text
-    assert 'Write 7 new tasks for the collection, numbered "Task 1" to "Task 7"' in text
+    assert 'Write 7 new tasks for the collection, numbered "Task 3" to "Task 9"' in text
 
 
 def test_render_task_collapses_the_instruction_only() -> None:
@@ -157,6 +157,35 @@ def T(instruction: str, given: str, output: str) -> ParsedTask:
         pytest.param(
             "<think>plan: Instruction: no\nOutput: no</think>Instruction: Real.\nOutput: yes", False,
             [T("Real.", "", "yes")], 0, 0, id="think-block",
+        ),
+        # An instruct model's habits (issue 20): the instruction on the header's line, a whole task on one
+        # line, the instruction under the header without its label; an unreadable block is counted.
+        pytest.param(
+            "Here are the new tasks:\n\nTask 4: Give two synonyms for the word below.\nInput: happy\n"
+            "Output: glad, cheerful\n\nTask 5: Convert 3 km to metres.\nInput: <none>\nOutput: 3,000 metres.",
+            False, [T("Give two synonyms for the word below.", "happy", "glad, cheerful"),
+                    T("Convert 3 km to metres.", "", "3,000 metres.")], 0, 0, id="task-n-colon-lines",
+        ),
+        pytest.param(
+            "Task 1: Name a red fruit. Input: <none> Output: A strawberry.\n"
+            "**Task 2:** Instruction: Add the numbers. Input: 2, 3 Output: 5\n"
+            "3. Task 3 - Sort the list. | Input: 3, 1, 2 | Output: 1, 2, 3",
+            False, [T("Name a red fruit.", "", "A strawberry."), T("Add the numbers.", "2, 3", "5"),
+                    T("Sort the list.", "3, 1, 2", "1, 2, 3")], 0, 0, id="one-line-tasks",
+        ),
+        pytest.param(
+            "Task 4\nSuggest a title for a blog post about tea.\nInput: <none>\nOutput: Steeped in Stories",
+            False, [T("Suggest a title for a blog post about tea.", "", "Steeped in Stories")], 0, 0,
+            id="unlabelled-instruction-under-header",
+        ),
+        pytest.param(
+            "Task 4: Explain recursion to a child.\n\nTask 5: Name a prime.\nOutput: 7", False,
+            [T("Name a prime.", "", "7")], 1, 0, id="task-line-without-output-is-counted",
+        ),
+        pytest.param(
+            "Instruction: Explain the form.\nOutput: Write your name after Input: and the total after Output: here.",
+            False, [T("Explain the form.", "", "Write your name after Input: and the total after Output: here.")],
+            0, 0, id="an-output-is-never-split",
         ),
     ],
 )  # fmt: skip

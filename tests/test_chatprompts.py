@@ -99,7 +99,7 @@ def test_instruction_chat_is_one_user_message_with_numbered_demos(templates: Cha
     assert [m.role for m in chat] == ["user"]
     text = chat[0].content
     assert "1. Say hi to me.\n2. Add two numbers." in text
-    assert "Write 5 new requests" in text and "from 1 to 5" in text
+    assert "Add 5 new requests" in text and "numbered 3 to 7" in text
     assert "{" not in text
 
 
@@ -134,14 +134,14 @@ def test_demonstration_holding_a_placeholder_is_not_filled_again(templates: Chat
         ("Sure! Here are two:\n\n1. A b c d.\n2. E f g h.\n\nHope this helps!", False, ["A b c d.", "E f g h."], 2),
         ("1) First one here.\n2) Second one here.", False, ["First one here.", "Second one here."], 0),
         ("- Bullet task one.\n* Bullet task two.", False, ["Bullet task one.", "Bullet task two."], 0),
-        ("1. **Poem:** Write a poem.\n\n2. __Sum__ the list.", False, ["Poem: Write a poem.", "Sum the list."], 0),
+        ("1. **Poem:** Write a poem.\n\n2. __Sum__ the list.", False, ["Write a poem.", "Sum the list."], 0),
         ("1. Starts here\n   and goes on.\n2. Next.", False, ["Starts here and goes on.", "Next."], 0),
         ("1. Whole item.\n2. Cut off in the mid", True, ["Whole item."], 0),
         ("<think>\n1. not this\n</think>\n1. This one.", False, ["This one."], 0),
         ("```\n1. Fenced item.\n```", False, ["Fenced item."], 0),
         ("I cannot help with that.", False, [], 1),
         ("", False, [], 0),
-        ("1.   \n2. Real.", False, ["Real."], 1),  # an empty item is chatter
+        ("1.   \n2. Real.", False, ["Real."], 0),  # an empty item is a list marker, noted
         ("<think>never closed 1. x", False, [], 0),
     ],
 )
@@ -212,3 +212,109 @@ def test_parse_chat_instances_drops_a_cut_off_last_example() -> None:
 )
 def test_strip_chat_markup(text: str, expected: str) -> None:
     assert strip_chat_markup(text) == expected
+
+
+# -- replies of a real instruct model (written after Qwen2.5-Coder-0.5B-Instruct's habits) -----------------
+
+DEMOS = ["Suggest a name for a bakery that sells only bread.", "Explain why the moon shows phases."]
+
+RELISTS_THE_DEMOS = """Sure! Here are the requests:
+
+1. Suggest a name for a bakery that sells only bread.
+2. Explain why the moon shows phases.
+3. Convert 72 degrees Fahrenheit to Celsius and show the steps.
+4. Write a short apology email for missing a meeting.
+"""
+
+BARE_NUMBERS = """3.
+Describe how a bill becomes a law in two sentences.
+4.
+5.
+List four uses of baking soda around the house.
+6
+"""
+
+NESTED = """### New requests
+
+1. **Analysis:**
+   - Explanation: compares two things.
+   - Compare the causes of the two world wars.
+2. Writing:
+   * Draft a limerick about a lazy cat.
+3. Request: "Summarise the plot of Hamlet in three sentences."
+4. "Give three tips for a first job interview." - practical advice
+5. **Code:** Write a Python function that reverses a string.
+
+Let me know if you want more!"""
+
+
+@pytest.mark.parametrize(
+    ("reply", "items", "notes"),
+    [
+        (
+            RELISTS_THE_DEMOS,
+            [
+                *DEMOS,
+                "Convert 72 degrees Fahrenheit to Celsius and show the steps.",
+                "Write a short apology email for missing a meeting.",
+            ],
+            {},
+        ),
+        (
+            BARE_NUMBERS,
+            ["Describe how a bill becomes a law in two sentences.", "List four uses of baking soda around the house."],
+            {"list_marker": 2},
+        ),
+        (
+            NESTED,
+            [
+                "Summarise the plot of Hamlet in three sentences.",
+                "Give three tips for a first job interview.",
+                "Write a Python function that reverses a string.",
+            ],
+            {"list_heading": 2, "sub_item": 3},
+        ),
+        (
+            "Task 3: Name the largest planet.\nTask 4: Spell 'necessary' backwards.",
+            ["Name the largest planet.", "Spell 'necessary' backwards."],
+            {},
+        ),
+        ("1. 2. 3.", [], {"list_marker": 1}),
+        ("- \n- —\n- Name a prime number above 50.", ["Name a prime number above 50."], {"list_marker": 2}),
+    ],
+    ids=["relists-demos", "bare-numbers", "nested", "task-labels", "numbers-only", "empty-bullets"],
+)
+def test_chat_list_of_an_instruct_model(reply: str, items: list[str], notes: dict[str, int]) -> None:
+    parsed = parse_chat_list(reply, truncated=False)
+    assert parsed.items == items
+    assert parsed.notes == notes
+
+
+def test_relisted_demonstrations_are_demo_copies_not_novelty_failures() -> None:
+    from selfinstruct.backends import Completion
+    from selfinstruct.filters import InstructionHeuristics
+    from selfinstruct.stages import read_instruction_list, screen_instruction
+
+    listed = read_instruction_list(Completion(RELISTS_THE_DEMOS, "stop"), chat=True)
+    reasons = [screen_instruction(InstructionHeuristics(), item, DEMOS) for item in listed.items]
+    assert [r[0] if r else None for r in reasons] == ["demo_copy", "demo_copy", None, None]
+    assert reasons[0] == ("demo_copy", {"demonstration": DEMOS[0]})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('Request: "Summarise the plot of Hamlet."', "Summarise the plot of Hamlet."),
+        ("“Name three rivers in Africa.”", "Name three rivers in Africa."),
+        ("'List two prime numbers.' (easy)", "List two prime numbers."),
+        ('New task 9: "Sort these words."', "Sort these words."),
+        ('Say "hello" in French.', 'Say "hello" in French.'),  # quotes inside the item stay
+        ('"Hi" is a greeting; explain its origin.', '"Hi" is a greeting; explain its origin.'),
+        ("**Brainstorm:** Ten names for a cafe.", "Ten names for a cafe."),
+        ("Instruction: Count the vowels in a word.", "Count the vowels in a word."),
+    ],
+)
+def test_unwrap_item(text: str, expected: str) -> None:
+    from selfinstruct.chatprompts import unwrap_item
+
+    assert unwrap_item(text) == expected

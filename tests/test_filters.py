@@ -38,11 +38,13 @@ def words(n: int) -> str:
 
 def test_reason_codes_are_stable() -> None:
     assert INSTRUCTION_REASONS == (
-        "too_short", "too_long", "blocked_keyword", "write_a_program", "starts_with_punctuation",
+        "demo_copy", "too_short", "too_long", "blocked_keyword", "write_a_program", "starts_with_punctuation",
         "starts_with_non_ascii", "too_similar",
     )  # fmt: skip
-    assert TASK_REASONS == ("no_valid_instance", "conflicting_outputs", "one_label")
-    assert INSTANCE_REASONS == ("empty_output", "output_equals_input", "duplicate_instance", "over_limit")
+    assert TASK_REASONS == ("no_valid_instance", "conflicting_outputs", "one_label", "demo_instance")
+    assert INSTANCE_REASONS == (
+        "empty_output", "output_equals_input", "duplicate_instance", "over_limit", "copied_instance",
+    )  # fmt: skip
 
 
 # -- InstructionHeuristics: one parametrized table of (instruction, exact reason) ----------------------
@@ -358,3 +360,70 @@ def test_classification_needs_two_labels(instances: list[Instance], reason: str 
 
 def test_one_label_is_fine_for_open_tasks() -> None:
     assert clean_instances([I("great", "Positive"), I("loved it", "Positive")]).task_reason is None
+
+
+# -- copies of demonstrations (a chat model re-lists what it was shown) --------------------------------
+
+DEMO_INSTRUCTIONS = ["Name three rivers in Africa.", "Explain why the moon shows phases to a child in two sentences."]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        ("Name three rivers in Africa.", "Name three rivers in Africa."),
+        ("name three RIVERS in africa!", "Name three rivers in Africa."),
+        ("Explain why the moon shows phases to a child in two short sentences.", DEMO_INSTRUCTIONS[1]),
+        ("Name three rivers in Asia.", None),
+        ("Explain why the sky is blue.", None),
+        ("", None),
+        ("!!!", None),
+    ],
+)
+def test_copied_demo(candidate: str, expected: str | None) -> None:
+    from selfinstruct.filters import copied_demo
+
+    assert copied_demo(candidate, DEMO_INSTRUCTIONS) == expected
+
+
+SHOWN = [
+    I("She don't know where the keys is.", "Ungrammatical"),
+    I("", "Roses are red and violets are blue."),
+]
+
+
+@pytest.mark.parametrize(
+    ("instances", "classification", "kept", "reason", "dropped"),
+    [
+        # the case: another task's demonstration input, verbatim
+        ([I("She don't know where the keys is.", "Ungrammatical")], False, [], "demo_instance", {"copied_instance": 1}),
+        ([I("she don't know where the keys is", "Agree")], True, [], "demo_instance", {"copied_instance": 1}),
+        (
+            [I("She don't know where the keys is.", "x"), I("The cat sat.", "y")],
+            False,
+            [I("The cat sat.", "y")],
+            None,
+            {"copied_instance": 1},
+        ),
+        (
+            [I("", "Roses are red and violets are blue.")],
+            False,
+            [],
+            "demo_instance",
+            {"copied_instance": 1},
+        ),
+        ([I("", "Ungrammatical")], False, [I("", "Ungrammatical")], None, {}),  # a short answer repeats honestly
+        (
+            [I("Keys are here.", "Ungrammatical"), I("Keys is here.", "Grammatical")],
+            True,
+            [I("Keys are here.", "Ungrammatical"), I("Keys is here.", "Grammatical")],
+            None,
+            {},
+        ),  # labels repeat
+        ([I("She don't know where the keys is.", "")], False, [], "no_valid_instance", {"empty_output": 1}),
+    ],
+)
+def test_instances_copied_from_a_demonstration(
+    instances: list[Instance], classification: bool, kept: list[Instance], reason: str | None, dropped: dict[str, int]
+) -> None:
+    report = clean_instances(instances, 5, classification=classification, demos=SHOWN)
+    assert (report.kept, report.task_reason, report.dropped) == (kept, reason, dropped)

@@ -96,10 +96,12 @@ def test_rejections_are_counted_by_reason_and_written(paper_lm: FakeLM, seeds: P
     assert gen(paper_lm, seeds, out, "--num-instructions", "15", "--seed", "1").exit_code == 0
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["exit_reason"] == "target_reached"
-    assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
+    assert {"too_short", "blocked_keyword", "demo_copy"} <= run["rejected"].keys()
     # No --window: the lag comes from the budget (15 tasks at 2 a request, 3/4 of that, at least 8); recorded.
     assert run["config"]["window"] is None and run["lag"] == 8
     rejected = read_jsonl(out / "rejected.jsonl")
+    copies = [r for r in rejected if r["reject_reason"] == "demo_copy"]
+    assert copies and all(r["demonstration"] == r["instruction"] for r in copies)
     # Every candidate is accounted for: accepted, rejected by reason, or surplus/unfinished (paid-for work
     # beyond the target, written out with its instances when it has them).
     assert Counter(r["reject_reason"] for r in rejected) == Counter(run["rejected"]) + Counter(run["surplus"])
@@ -400,7 +402,7 @@ def test_chat_model_grows_a_pool(paper_lm: FakeLM, seeds: Path, tmp_path: Path) 
     assert paper_lm.chat_requests and not paper_lm.requests  # no completions request, not even a probe
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["api"] == "chat" and accounted(run)
-    assert {"too_short", "blocked_keyword", "too_similar"} <= run["rejected"].keys()
+    assert {"too_short", "blocked_keyword", "demo_copy"} <= run["rejected"].keys()
     assert run["notes"]["chatter"] > 0
     assert json.loads((out / "config.json").read_text())["api"] == "chat"
 
@@ -484,7 +486,7 @@ def test_alpaca_method_grows_a_pool_of_complete_tasks(paper_lm: FakeLM, seeds: P
     assert any(t["instances"][0]["input"] for t in tasks) and any(not t["instances"][0]["input"] for t in tasks)
     (run,) = read_jsonl(out / "runs.jsonl")
     assert run["method"] == "alpaca" and accounted(run)
-    assert {"too_similar", "blocked_keyword"} <= run["rejected"].keys()
+    assert {"demo_copy", "blocked_keyword"} <= run["rejected"].keys()
     assert run["notes"]["unparseable_task"] > 0
     assert run["stages"]["classification"]["requests"] == run["stages"]["instances"]["requests"] == 0
     # One request gives several tasks: far fewer requests per accepted task than Self-Instruct's three or more.
@@ -712,3 +714,40 @@ def test_ledger_seconds_are_the_loops_and_start_up_is_recorded_apart(tmp_path: P
     assert run["startup_seconds"] > 0 and run["seconds"] > 0 and run["prepare_seconds"] == 1.5
     assert run["startup_seconds"] == outcome.startup_seconds
     assert outcome.seconds >= run["seconds"]  # the outcome also counts the ledger write itself
+
+
+def test_judge_command_warns_when_auto_picks_completions_for_an_instruct_model(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM(respond=PaperLM(), models=["Qwen2.5-0.5B-Instruct"]) as lm:
+        out = tmp_path / "pool"
+        assert gen(lm, seeds, out, "--num-instructions", "3").exit_code == 0
+        result = run_cli("judge", str(out), "--base-url", lm.base_url, "--prompts", str(PROMPTS))
+    assert result.exit_code == 0, result.output
+    assert "--api auto: using completions" in result.output and "pass --api chat" in result.output
+
+
+def test_judge_command_says_which_api_auto_chose_for_a_chat_only_server(seeds: Path, tmp_path: Path) -> None:
+    with FakeLM(respond=PaperLM(), models=["Qwen2.5-0.5B-Instruct"], apis=("chat",)) as lm:
+        out = tmp_path / "pool"
+        assert gen(lm, seeds, out, "--num-instructions", "3", "--api", "chat").exit_code == 0
+        result = run_cli("judge", str(out), "--base-url", lm.base_url, "--prompts", str(PROMPTS))
+    assert result.exit_code == 0, result.output
+    assert "--api auto: using the chat API" in result.output and "(chat; 0 already scored" in result.output
+    lines = read_jsonl(out / "judgements.jsonl")
+    assert lines and all(line["raw"] for line in lines)
+    scored = [line for line in lines if line["score"] is not None]
+    assert scored and all(set(line["verdicts"]) == {"instruction", "input", "output"} for line in scored)
+
+
+@pytest.mark.parametrize("command", ["generate", "judge"])
+def test_options_an_engine_arg_error_points_to_exist(command: str) -> None:
+    from selfinstruct.backends.vllm import FIRST_CLASS
+
+    text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"}).output
+    missing = [flag for key, flag in FIRST_CLASS.items() if key != "model" and flag not in text]
+    assert not missing, f"{command} lacks {missing}, which the engine-argument check tells users to pass"
+
+
+def test_help_shows_the_config_tables_literally() -> None:
+    text = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "250"}).output
+    assert "Also the [vllm] table" in text and "Also the [request] table" in text
+    assert "Also the  table" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,11 @@ def test_score_types() -> None:
 # -- records ---------------------------------------------------------------------------------------------
 
 
-def test_judgement_from_reply_keeps_raw_only_on_failure() -> None:
+def test_judgement_from_reply_keeps_the_raw_reply_for_audit() -> None:
     good = Judgement.from_reply(" 4\nReason: ok", model="m", rubric="r", after_score=True)
     bad = Judgement.from_reply("x" * 5000, model="m", rubric="r", after_score=True)
-    assert good.score == 4 and good.raw is None and "raw" not in good.to_dict()
+    assert good.score == 4 and good.raw == " 4\nReason: ok" and good.to_dict()["raw"] == good.raw
+    assert "verdicts" not in good.to_dict() and "problem" not in good.to_dict()
     assert bad.score is None and bad.problem == PROBLEM_NO_SCORE and bad.raw == "x" * 2000
     assert Judgement.from_dict(good.to_dict()) == good
     assert Judgement.from_dict(bad.to_dict()) == bad
@@ -203,3 +205,90 @@ def test_effective_judgements_prefer_matching_sidecar_lines() -> None:
     merged = effective_judgements(tasks, sidecar)
     assert [j.score if j else None for j in merged.judgements] == [5, None, 1]
     assert merged.orphans == 2
+
+
+# -- what a real instruct judge writes around its score (issue 20) -------------------------------------------
+
+QWEN_REASONING = """To rate this task, let's go through the rubric:
+
+1. The instruction is clear and sensible.
+2. The input fits: it is a sentence to correct.
+3. The output is correct.
+
+Score: 5
+Reason: All three hold."""
+
+
+@pytest.mark.parametrize(
+    ("reply", "score", "verdicts", "problem"),
+    [
+        ("4", 4, None, None),
+        ("**4**", 4, None, None),
+        ("Score: 4/5", 4, None, None),
+        ("The task deserves a 3 out of 5 because the output is thin.", 3, None, None),
+        ('{"score": 2, "reason": "wrong answer"}', 2, None, None),
+        ('```json\n{"Score": "4/5", "Reason": "fine", "instruction": "yes", "input": null, "output": true}\n```', 4,
+         {"instruction": True, "input": None, "output": True}, None),
+        ('Here you go: {"rating": 5, "explanation": "good"} Hope it helps.', 5, None, None),
+        ('{"score": 9}', None, None, "off_scale"),
+        ('{"score": "high"}', None, None, "no_score"),
+        ('{"score": true}', None, None, "no_score"),
+        ('{"reason": "no score here"}\nScore: 3', 3, None, None),
+        ("{not json at all} Score: 2", 2, None, None),
+        (QWEN_REASONING, 5, None, None),
+        ("<think>A score of 1 would mean nonsense; this is fine.</think>\nScore: 4\nReason: ok", 4, None, None),
+        ("Score: 3\nInstruction valid: yes\nInput valid: no\nOutput valid: yes\nReason: the input does not fit.", 3,
+         {"instruction": True, "input": False, "output": True}, None),
+        ("**Score:** 2\n**Instruction valid:** Yes\n**Input valid:** None (no input)\n**Output valid:** No", 2,
+         {"instruction": True, "input": None, "output": False}, None),
+        ("Valid instruction: no\nScore: 1", 1, {"instruction": False, "input": None, "output": None}, None),
+        ("1. The instruction is clear.\n2. The input fits.\n3. The output is right.", None, None, "no_score"),
+        ("Task: Rate the task.\nScore: a whole number from 1 to 5\nReason: one short sentence", None, None,
+         "no_score"),
+    ],
+)  # fmt: skip
+def test_real_judge_replies(
+    reply: str, score: float | None, verdicts: dict[str, Any] | None, problem: str | None
+) -> None:
+    judgement = Judgement.from_reply(reply, model="m", rubric="r", after_score=False)
+    assert (judgement.score, judgement.problem) == (score, problem)
+    assert judgement.verdicts == verdicts
+    assert judgement.raw == reply  # kept for audit, scored or not
+    record = judgement.to_dict()
+    assert ("verdicts" in record) is (verdicts is not None)
+    assert Judgement.from_dict(record) == judgement
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_judge_garbage_never_crashes(seed: int) -> None:
+    rng = random.Random(seed)
+    pieces = ["Score:", "{", "}", '"score":', "4", "/5", "out of", "Reason:", "Valid input:", "yes", "null", "\n",
+              "**", "<think>", "</think>", "9" * 400, "1e999", "-", "NaN", '"', ":", "[", "]"]  # fmt: skip
+    text = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40)))
+    verdict = parse_verdict(text)
+    assert verdict.score is None or 1 <= verdict.score <= 5
+    assert verdict.problem in (None, "no_score", "off_scale")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [{"instruction": "yes"}, {"instruction": 1}, ["instruction"], "all valid"],
+)
+def test_foreign_verdicts_are_ignored_not_fatal(stored: Any) -> None:
+    record = {**Judgement(4, "", "m", "r", "t").to_dict(), "verdicts": stored}
+    judgement = Judgement.from_dict(record)
+    assert judgement is not None and judgement.score == 4 and judgement.verdicts is None
+
+
+def test_the_three_question_rubric_is_a_drop_in_judge_txt(tmp_path: Path) -> None:
+    """prompts/judge_questions.txt, copied over judge.txt, asks the paper's three questions after the score."""
+    target = tmp_path / "prompts"
+    target.mkdir()
+    shutil.copy(PROMPTS_DIR / "judge_questions.txt", target / "judge.txt")
+    template = JudgeTemplate.load(target)
+    assert template.fingerprint() != JudgeTemplate.load(PROMPTS_DIR).fingerprint()
+    prompt = template.completion_prompt(Task("Add the numbers.", [Instance("2, 3", "5")]))
+    assert prompt.endswith("\n\nScore:") and "Output valid: yes or no" in prompt
+    reply = " 4\nInstruction valid: yes\nInput valid: yes\nOutput valid: no\nReason: the sum is fine but terse."
+    judgement = Judgement.from_reply(reply, model="m", rubric=template.fingerprint(), after_score=True)
+    assert judgement.score == 4 and judgement.verdicts == {"instruction": True, "input": True, "output": False}

@@ -67,7 +67,7 @@ def test_scores_every_task_and_appends_one_line_each(judge_lm: FakeLM, tmp_path:
     lines = sidecar(tmp_path)
     assert [line["id"] for line in lines] == [machine_task_id(i) for i in range(10)]
     assert all(line["model"] == "judge-model" and line["rubric"] == TEMPLATE.fingerprint() for line in lines)
-    assert all((line["score"] is None) == ("raw" in line) for line in lines)
+    assert all("raw" in line and (line["score"] is None) == ("problem" in line) for line in lines)
     assert [k for k, _ in events].count("batch") == 3
     prompts = [body["prompt"] for body in judge_lm.requests]
     assert all(p.endswith("\nScore:") for batch in prompts for p in (batch if isinstance(batch, list) else [batch]))

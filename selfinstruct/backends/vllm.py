@@ -206,6 +206,25 @@ def _cpu_cores() -> int | None:
     return os.cpu_count()
 
 
+#: vLLM's CPU build pins its worker's threads to cores it picks (``VLLM_CPU_OMP_THREADS_BIND=auto``): on a
+#: 2-core machine it reserves one core and binds the worker to the other, core 0, and every engine on the
+#: machine picks that same core (two engines sharing it: one got 2 s of CPU in 6.5 min). ``nobind`` lets
+#: the OS schedule the threads on every core. Applied only where the user has not set the variable.
+THREADS_BIND = "VLLM_CPU_OMP_THREADS_BIND"
+SMALL_CPU_CORES = 2
+
+
+def cpu_threads_bind(environ: Mapping[str, str], cores: int | None) -> str | None:
+    """The ``VLLM_CPU_OMP_THREADS_BIND`` value to set before a CPU engine starts, or None to leave it.
+
+    >>> cpu_threads_bind({}, 2), cpu_threads_bind({}, 16), cpu_threads_bind({"VLLM_CPU_OMP_THREADS_BIND": "0"}, 2)
+    ('nobind', None, None)
+    """
+    if THREADS_BIND in environ or cores is None or cores > SMALL_CPU_CORES:
+        return None
+    return "nobind"
+
+
 def _on_cpu() -> bool:
     try:
         from vllm.platforms import current_platform
@@ -304,6 +323,9 @@ class VLLMBackend:
         self.on_cpu = _on_cpu()  # vLLM's CPU build: the runner picks CPU defaults for what the user left unset
         self.engine_kwargs: dict[str, Any] = {}
         if llm is None:
+            bind = cpu_threads_bind(os.environ, _cpu_cores()) if self.on_cpu else None
+            if bind is not None:
+                os.environ[THREADS_BIND] = bind  # read by the engine process vLLM starts next
             kwargs = engine_kwargs(
                 self.path,
                 seed=seed,
