@@ -10,6 +10,7 @@ lint:
 	ruff check selfinstruct tests benchmarks tools
 	ruff format --check selfinstruct tests benchmarks
 	mypy
+	lint-imports
 
 bench:
 	python benchmarks/novelty.py

@@ -34,14 +34,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfinstruct import filters as F  # noqa: E402
-from selfinstruct.alpaca import AlpacaTemplates, pick_demos  # noqa: E402
-from selfinstruct.backends.chat import user_chat  # noqa: E402
-from selfinstruct.chatprompts import ChatTemplates, parse_chat_list  # noqa: E402
-from selfinstruct.judge import JudgeTemplate, parse_verdict  # noqa: E402
-from selfinstruct.prompts import _fill, one_line  # noqa: E402
-from selfinstruct.stages import sample_demos  # noqa: E402
-from selfinstruct.task import Instance, Task, load_seed_tasks  # noqa: E402
+from selfinstruct.engines.chat import user_chat  # noqa: E402
+from selfinstruct.gates import filters as F  # noqa: E402
+from selfinstruct.loop.stages import sample_demos  # noqa: E402
+from selfinstruct.pool.task import Instance, Task, load_seed_tasks  # noqa: E402
+from selfinstruct.protocol.alpaca import AlpacaTemplates, pick_demos  # noqa: E402
+from selfinstruct.protocol.chatprompts import ChatTemplates, parse_chat_list  # noqa: E402
+from selfinstruct.protocol.judge import JudgeTemplate, parse_verdict  # noqa: E402
+from selfinstruct.protocol.prompts import _fill, one_line  # noqa: E402
 
 
 def git_show(ref: str, path: str) -> str:
@@ -101,9 +101,9 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
 
 
 def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
-    from selfinstruct.backends import Sampling
-    from selfinstruct.backends.vllm import VLLMBackend
-    from selfinstruct.judge import judge_sampling
+    from selfinstruct.engines import Sampling
+    from selfinstruct.engines.vllm import VLLMBackend
+    from selfinstruct.protocol.judge import judge_sampling
 
     started = time.monotonic()
     # A small share of RAM (on the CPU build it covers weights and KV cache): the machine is shared.
@@ -165,7 +165,7 @@ def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None
 
 
 def analyse_alpaca(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
-    from selfinstruct.alpaca import parse_task_list
+    from selfinstruct.protocol.alpaca import parse_task_list
 
     print("\n## Alpaca lists with chat\n")
     print("| prompt | reader | replies | tasks read | unparseable (counted) | demo copies | task headers seen |")
@@ -232,9 +232,9 @@ def main() -> None:
                 if old and "reply" in old and old["message"] == r["message"]:
                     r.update(reply=old["reply"], finish=old["finish"], tokens=old.get("tokens", 0))
         generate(args, requests)
-    old_chat = baseline_module(args.baseline, "selfinstruct/chatprompts.py", "baseline_chatprompts")
-    old_alpaca = baseline_module(args.baseline, "selfinstruct/alpaca.py", "baseline_alpaca")
-    old_judge = baseline_module(args.baseline, "selfinstruct/judge.py", "baseline_judge")
+    old_chat = baseline_module(args.baseline, "selfinstruct/protocol/chatprompts.py", "baseline_chatprompts")
+    old_alpaca = baseline_module(args.baseline, "selfinstruct/protocol/alpaca.py", "baseline_alpaca")
+    old_judge = baseline_module(args.baseline, "selfinstruct/protocol/judge.py", "baseline_judge")
     analyse_lists(requests, old_chat)
     analyse_alpaca(requests, old_alpaca)
     analyse_judge(requests, old_judge)

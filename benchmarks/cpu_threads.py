@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-from selfinstruct.backends import Sampling
-from selfinstruct.backends.vllm import VLLMBackend
+from selfinstruct.engines import Sampling
+from selfinstruct.engines.vllm import VLLMBackend
 t0 = time.monotonic()
 backend = VLLMBackend({model!r}, seed=0, max_model_len=2048, engine_args={{"enforce_eager": True}})
 ready = time.monotonic() - t0

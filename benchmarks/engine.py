@@ -86,12 +86,12 @@ class RecordingStream:
         return int(self.inner.in_flight)
 
     def capacity(self) -> int | None:
-        from selfinstruct.backends import capacity_of
+        from selfinstruct.engines import capacity_of
 
         return capacity_of(self.inner)
 
     def max_capacity(self) -> int | None:
-        from selfinstruct.backends import max_capacity_of
+        from selfinstruct.engines import max_capacity_of
 
         return max_capacity_of(self.inner)
 
@@ -134,7 +134,7 @@ class RecordingStream:
 
 
 def stage_of(sampling: Any) -> str:
-    from selfinstruct.prompts import CLASSIFICATION_STOP, INSTRUCTION_STOP
+    from selfinstruct.protocol.prompts import CLASSIFICATION_STOP, INSTRUCTION_STOP
 
     stop = tuple(sampling.stop)
     if stop == INSTRUCTION_STOP:
@@ -170,13 +170,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    from selfinstruct.backends.vllm import VLLMBackend
     from selfinstruct.config import GenerateConfig, parse_key_values
-    from selfinstruct.runner import run_generate
+    from selfinstruct.engines.vllm import VLLMBackend
+    from selfinstruct.loop.runner import run_generate
 
     model = args.model
     if model is None:  # the default packaged model, converted into $SELFINSTRUCT_CACHE on first use
-        from selfinstruct import localmodels
+        from selfinstruct.engines import localmodels
 
         model = str(localmodels.prepare(localmodels.DEFAULT_MODEL))
     engine_args = parse_key_values("engine_args", args.engine_arg) or {}

@@ -52,14 +52,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfinstruct.backends import Completion, Sampling
 from selfinstruct.config import GenerateConfig
-from selfinstruct.novelty_workers import available_cores
+from selfinstruct.engines import Completion, Sampling
+from selfinstruct.gates.novelty_workers import available_cores
+from selfinstruct.loop.runner import run_generate
+from selfinstruct.loop.stages import derive_seed, make_task
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
-from selfinstruct.pool import TASKS_FILE, machine_task_id
-from selfinstruct.runner import run_generate
-from selfinstruct.stages import derive_seed, make_task
-from selfinstruct.task import Instance
+from selfinstruct.pool.directory import TASKS_FILE, machine_task_id
+from selfinstruct.pool.task import Instance
 
 MARKS = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 52_000, 100_000, 200_000]
 

@@ -1,4 +1,4 @@
-"""Benchmark of the exact ROUGE-L novelty index (selfinstruct.novelty) against the rouge-score loop.
+"""Benchmark of the exact ROUGE-L novelty index (selfinstruct.gates.novelty) against the rouge-score loop.
 
 One run measures:
 
@@ -40,7 +40,7 @@ import numpy as np
 import rapidfuzz
 from rouge_score import rouge_scorer
 
-from selfinstruct.novelty import NoveltyIndex, NoveltyResult
+from selfinstruct.gates.novelty import NoveltyIndex, NoveltyResult
 
 THRESHOLD = 0.7
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "instructions.jsonl"

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from selfinstruct.paths import default_seeds_path
-from selfinstruct.pool import machine_task_id
-from selfinstruct.report import ReportOptions, build_report
-from selfinstruct.reporthtml import render_html
+from selfinstruct.pool.directory import machine_task_id
+from selfinstruct.views.report import ReportOptions, build_report
+from selfinstruct.views.reporthtml import render_html
 
 VERBS = "write explain classify list describe summarize generate find suggest compare rewrite translate".split()  # noqa: SIM905
 NOUNS = "story poem email list sentence paragraph recipe plan question review title summary word code".split()  # noqa: SIM905

@@ -9,8 +9,8 @@ a token (``finished`` on the last one): the running count the stream's capacity 
 completion comes from the instant model of ``benchmarks/loop.py`` (benchmark-corpus instructions), its
 length in tokens is its length in words.
 
-It is driven through the real in-process code path: :class:`selfinstruct.backends.vllm.VLLMBackend` and
-its :class:`~selfinstruct.backends.vllm.VLLMStream` (``enqueue``/``step``/``abort_request``), under the real
+It is driven through the real in-process code path: :class:`selfinstruct.engines.vllm.VLLMBackend` and
+its :class:`~selfinstruct.engines.vllm.VLLMStream` (``enqueue``/``step``/``abort_request``), under the real
 scheduler and pool, exactly as ``selfinstruct generate`` runs vLLM in-process.
 
     python benchmarks/standin_engine.py --corpus ../shared/bench/instructions.jsonl [--target 3000]
@@ -41,8 +41,8 @@ from typing import Any
 from loop import InstantModel, load_corpus
 
 from selfinstruct.config import GenerateConfig
+from selfinstruct.loop.runner import run_generate
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
-from selfinstruct.runner import run_generate
 
 
 class _Params:
@@ -125,7 +125,7 @@ class StandInEngine:
 
 def calibrate(engine: StandInEngine, backend: Any, seconds: float) -> float:
     """Tokens/s of ``engine`` kept full for ``seconds`` through ``backend``'s stream by a bare loop."""
-    from selfinstruct.backends import Request, Sampling
+    from selfinstruct.engines import Request, Sampling
 
     stream = backend.stream()
     sampling = Sampling(max_tokens=1024)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     install_stub_vllm()
-    from selfinstruct.backends.vllm import VLLMBackend
+    from selfinstruct.engines.vllm import VLLMBackend
 
     model = InstantModel(load_corpus(args.corpus))
     ceiling = None

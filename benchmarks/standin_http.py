@@ -7,8 +7,8 @@ separate process, so the stand-in's CPU never competes with the loop's for one i
 of each completion comes from the instant model of ``benchmarks/loop.py``; its length in tokens is its
 length in words.
 
-The loop runs through the real path: :func:`selfinstruct.runner.run_generate` with the OpenAI backend,
-its pacing (:mod:`selfinstruct.backends.pacing`) on by default, exactly as ``selfinstruct generate
+The loop runs through the real path: :func:`selfinstruct.loop.runner.run_generate` with the OpenAI backend,
+its pacing (:mod:`selfinstruct.engines.pacing`) on by default, exactly as ``selfinstruct generate
 --base-url ...`` runs it.
 
     python benchmarks/standin_http.py --corpus ../shared/bench/instructions.jsonl [--endpoints 4] [--target 3000]
@@ -44,10 +44,10 @@ from loop import InstantModel, load_corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from selfinstruct.backends.openai import OpenAIBackend
 from selfinstruct.config import GenerateConfig
+from selfinstruct.engines.openai import OpenAIBackend
+from selfinstruct.loop.runner import run_generate
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
-from selfinstruct.runner import run_generate
 
 
 def _serve(conn: Connection, endpoints: int, options: dict[str, Any], corpus: str | None) -> None:
@@ -165,7 +165,7 @@ def measure_server(seconds: float, connections: int) -> int:
               f"= {answered / elapsed:,.0f} requests/s (client in another process)")  # fmt: skip
         # the same through the real client: the OpenAI backend (httpx), all requests submitted at once
         with OpenAIBackend(servers.urls[0], "stand-in", concurrency=connections) as backend:
-            from selfinstruct.backends import Request, Sampling
+            from selfinstruct.engines import Request, Sampling
 
             stream = backend.stream()
             n = int(min(20_000, max(1000, answered / elapsed * seconds)))

@@ -26,8 +26,8 @@ from chromium import Chromium, find_chromium, page_url  # noqa: E402
 from reportpools import synthetic_pool  # noqa: E402
 
 from selfinstruct.paths import default_seeds_path  # noqa: E402
-from selfinstruct.report import ReportOptions, build_report  # noqa: E402
-from selfinstruct.reporthtml import render_html  # noqa: E402
+from selfinstruct.views.report import ReportOptions, build_report  # noqa: E402
+from selfinstruct.views.reporthtml import render_html  # noqa: E402
 
 # (file suffix, CSS selector of the first element, of the element the shot ends after)
 SECTIONS = [

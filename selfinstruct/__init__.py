@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 
 # vLLM's CPU build starts its engine in a spawned process, which imports this package again (through the
 # ``selfinstruct`` script or ``python -m selfinstruct``): modules the parent hid there as not loadable
-# (see selfinstruct.backends.vllm.hide_broken_torch_extras) are hidden in the child too, before vLLM loads.
+# (see selfinstruct.engines.vllm.hide_broken_torch_extras) are hidden in the child too, before vLLM loads.
 for _name in _os.environ.get("SELFINSTRUCT_HIDDEN_MODULES", "").split(","):
     if _name in ("torchvision", "torchaudio", "torchcodec"):
         _sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
@@ -26,11 +26,11 @@ for _name in _os.environ.get("SELFINSTRUCT_HIDDEN_MODULES", "").split(","):
 # Imported on first use (PEP 562): ``python -m selfinstruct`` imports this package before its entry point
 # installs the signal handlers, so the package itself must cost next to nothing to import.
 _HOME = {
-    "Backend": "backends",
-    "BackendOptions": "backends",
-    "Completion": "backends",
-    "Sampling": "backends",
-    "make_backend": "backends",
+    "Backend": "engines",
+    "BackendOptions": "engines",
+    "Completion": "engines",
+    "Sampling": "engines",
+    "make_backend": "engines",
     "BackendError": "errors",
     "ConfigError": "errors",
     "InputError": "errors",
@@ -38,19 +38,19 @@ _HOME = {
     "PoolError": "errors",
     "PoolLockedError": "errors",
     "SelfInstructError": "errors",
-    "InstructionHeuristics": "filters",
-    "clean_instances": "filters",
-    "Instance": "task",
-    "Task": "task",
-    "load_seed_tasks": "task",
-    "load_tasks": "task",
-    "read_records": "task",
+    "InstructionHeuristics": "gates.filters",
+    "clean_instances": "gates.filters",
+    "Instance": "pool.task",
+    "Task": "pool.task",
+    "load_seed_tasks": "pool.task",
+    "load_tasks": "pool.task",
+    "read_records": "pool.task",
 }
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling, make_backend
+    from selfinstruct.engines import Backend, BackendOptions, Completion, Sampling, make_backend
     from selfinstruct.errors import (
         BackendError,
         ConfigError,
@@ -60,8 +60,8 @@ if TYPE_CHECKING:
         PoolLockedError,
         SelfInstructError,
     )
-    from selfinstruct.filters import InstructionHeuristics, clean_instances
-    from selfinstruct.task import Instance, Task, load_seed_tasks, load_tasks, read_records
+    from selfinstruct.gates.filters import InstructionHeuristics, clean_instances
+    from selfinstruct.pool.task import Instance, Task, load_seed_tasks, load_tasks, read_records
 
 
 def __getattr__(name: str) -> Any:

@@ -371,7 +371,7 @@ def generate(
     max instances) can also be set in a --config TOML file; see docs/operations.md.
     """
     from selfinstruct.config import GenerateConfig, parse_key_values
-    from selfinstruct.runner import run_generate
+    from selfinstruct.loop.runner import run_generate
 
     urls: str | list[str] | None = base_url[0] if base_url and len(base_url) == 1 else (base_url or None)
     overrides: dict[str, Any] = {
@@ -395,7 +395,7 @@ def generate(
         overrides["request_fields"] = parse_key_values("request_fields", request_field)
         cfg = GenerateConfig.from_sources(config, overrides)
 
-    from selfinstruct.backends import resolve_backend_name
+    from selfinstruct.engines import resolve_backend_name
 
     with _user_errors():
         in_process = resolve_backend_name(cfg.backend, cfg.base_url) == "vllm"
@@ -421,7 +421,7 @@ def _engine_output(log_path: Path | None, *, quiet: bool) -> Iterator[list[str]]
     if log_path is None:
         yield lines
         return
-    from selfinstruct import enginelog
+    from selfinstruct.engines import enginelog
 
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,7 +464,7 @@ def _duration(seconds: float | None) -> str:
 class _GenerateView:
     """Renders run events: a rich progress bar on a terminal, timestamped plain lines otherwise.
 
-    Rates come from the library's :class:`~selfinstruct.bootstrap.Progress` (measured from the moment the
+    Rates come from the library's :class:`~selfinstruct.loop.bootstrap.Progress` (measured from the moment the
     loop started, so a model's load time never counts). Without a terminal, a line per round, and a
     progress line when a minute passed without one.
     """
@@ -676,8 +676,8 @@ def doctor(
     Plain lines on stdout. Exit 0: `selfinstruct generate` can run here with the default model (it may
     still have to convert it once); exit 3: something is missing (the lines say what to install).
     """
-    from selfinstruct.doctor import diagnose
-    from selfinstruct.runner import CPU_TARGET
+    from selfinstruct.engines.doctor import diagnose
+    from selfinstruct.loop.runner import CPU_TARGET
 
     report = diagnose(check_import=not no_import, verify=verify)
     width = max(len(f.topic) for f in report.findings)
@@ -710,7 +710,7 @@ def status(
 ) -> None:
     """Show a pool: size and target, recent runs and why they ended, acceptance trend, rejection reasons,
     and whether a run holds the lock now. Never takes the lock."""
-    from selfinstruct.status import pool_status
+    from selfinstruct.views.status import pool_status
 
     with _user_errors():
         report = pool_status(directory, last_runs=runs)
@@ -833,7 +833,7 @@ def repair(directory: Annotated[Path, typer.Argument(help="Pool directory.")] = 
     """Move the bad lines of a pool's tasks.jsonl (not JSON, not a task, a duplicate id or instruction, an
     incomplete last line) to tasks.jsonl.corrupt, keeping every other line byte for byte. Takes the lock."""
     from selfinstruct.errors import PoolError
-    from selfinstruct.pool import Pool
+    from selfinstruct.pool.directory import Pool
 
     with _user_errors():
         pool = Pool(directory)
@@ -910,9 +910,9 @@ def report(
     Writes one self-contained HTML page (no network, plots inline) and/or JSON. Never takes the lock."""
     from selfinstruct import __version__ as version
     from selfinstruct.errors import ConfigError
-    from selfinstruct.outputs import check_output, open_output, write_text
-    from selfinstruct.report import ReportOptions, build_reports, write_parquet
-    from selfinstruct.reporthtml import render_html
+    from selfinstruct.pool.outputs import check_output, open_output, write_text
+    from selfinstruct.views.report import ReportOptions, build_reports, write_parquet
+    from selfinstruct.views.reporthtml import render_html
 
     with _user_errors(), _report_progress() as progress:
         for name, value in (("--sample", sample), ("--embedding-limit", embedding_limit)):
@@ -951,8 +951,8 @@ def report(
                 write_parquet(measured[0], fh)
             written.append(parquet_target.path)
         if sheet_targets:
-            from selfinstruct.pool import Pool
-            from selfinstruct.rating import draw_sheet, sheet_csv, sheet_jsonl
+            from selfinstruct.pool.directory import Pool
+            from selfinstruct.views.rating import draw_sheet, sheet_csv, sheet_jsonl
 
             rows = draw_sheet(Pool(directory).read_tasks(), rating_sheet or 0, seed)
             for sheet, text in zip(sheet_targets, (sheet_csv(rows), sheet_jsonl(rows)), strict=True):
@@ -992,8 +992,8 @@ def _report_seed_files(pools: list[Path], seeds: Path | None) -> list[Path]:
     """The seed files a report reads: --seeds, else each pool's own (an output may replace none of them)."""
     if seeds is not None:
         return [seeds]
-    from selfinstruct.pool import Pool
-    from selfinstruct.report import resolve_seeds
+    from selfinstruct.pool.directory import Pool
+    from selfinstruct.views.report import resolve_seeds
 
     found = []
     for pool in pools:
@@ -1133,7 +1133,7 @@ def export(
     there is one (as LLaMA-Factory joins Alpaca fields); --template replaces it. Outputs appear whole or not
     at all. Never takes the pool's lock. See docs/exports.md for each trainer's recipe.
     """
-    from selfinstruct.export import ExportOptions, export_pool
+    from selfinstruct.views.export import ExportOptions, export_pool
 
     options = ExportOptions(
         fmt=fmt, container=container, system=_unescape(system), template=_unescape(template),
@@ -1242,8 +1242,8 @@ def judge(
     scored are sent. Then `selfinstruct export DIR --min-score 4` keeps what scored at least 4.
     """
     from selfinstruct.config import GenerateConfig, parse_key_values
-    from selfinstruct.judge import JudgeTemplate
-    from selfinstruct.judging import JudgeOptions, configured_backend, run_judge
+    from selfinstruct.loop.judging import JudgeOptions, configured_backend, run_judge
+    from selfinstruct.protocol.judge import JudgeTemplate
 
     urls: str | list[str] | None = base_url[0] if base_url and len(base_url) == 1 else (base_url or None)
     overrides: dict[str, Any] = {
@@ -1307,7 +1307,7 @@ def filter_command(
     and with the candidates kept before it, and rejected when ROUGE-L F > --threshold. Kept records are
     written unchanged, in input order. Outputs appear whole or not at all.
     """
-    from selfinstruct.filtering import DEFAULT_HEURISTICS, filter_file
+    from selfinstruct.gates.filtering import DEFAULT_HEURISTICS, filter_file
 
     show_bar = err.is_terminal and not quiet
     with _user_errors(), Progress(
@@ -1363,8 +1363,8 @@ def seeds_check(
     """Validate a seed file (schema, unique ids and names, empty fields, label sets of classification
     tasks) and summarise it: counts, shares, instruction lengths, leading words, most similar pairs.
     Exits 2 when the file is invalid."""
+    from selfinstruct.gates.seedcheck import check_seed_file
     from selfinstruct.paths import default_seeds_path
-    from selfinstruct.seedcheck import check_seed_file
 
     with _user_errors():
         report = check_seed_file(path or default_seeds_path(), top_pairs=pairs)

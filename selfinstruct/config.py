@@ -27,17 +27,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.alpaca import completion_stop
-from selfinstruct.backends import BackendOptions, Sampling, normalize_base_url, strip_userinfo
+from selfinstruct.engines import BackendOptions, Sampling, normalize_base_url, strip_userinfo
 from selfinstruct.errors import ConfigError, InputError
-from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
-from selfinstruct.inputs import SMALL_LIMIT_BYTES, read_bounded
-from selfinstruct.jsontext import JSONProblem
-from selfinstruct.jsontext import loads as json_loads
-from selfinstruct.judge import SCALE as JUDGE_SCALE
-from selfinstruct.judge import judge_sampling
+from selfinstruct.gates.filters import DEFAULT_BLOCKED_KEYWORDS
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
-from selfinstruct.prompts import CLASSIFICATION_STOP, INSTANCE_STOP, INSTRUCTION_STOP
+from selfinstruct.pool.inputs import SMALL_LIMIT_BYTES, read_bounded
+from selfinstruct.pool.jsontext import JSONProblem
+from selfinstruct.pool.jsontext import loads as json_loads
+from selfinstruct.protocol.alpaca import completion_stop
+from selfinstruct.protocol.judge import SCALE as JUDGE_SCALE
+from selfinstruct.protocol.judge import judge_sampling
+from selfinstruct.protocol.prompts import CLASSIFICATION_STOP, INSTANCE_STOP, INSTRUCTION_STOP
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,7 +61,7 @@ class GenerateConfig:
     num_instructions: int = 100
     batch_size: int = 16  # instruction-generation requests per round (the reporting and --max-rounds unit)
     # None: follow the engine (what is in flight follows the stream's capacity; the lag is derived from the
-    # engine's settings and the budget, see selfinstruct.bootstrap). N: at most N unresolved instruction
+    # engine's settings and the budget, see selfinstruct.loop.bootstrap). N: at most N unresolved instruction
     # requests, and request k shows the pool as of k - N.
     window: int | None = None
     workers: int | None = None  # processes for the novelty check; None: every core this process may use
@@ -247,7 +247,7 @@ class GenerateConfig:
                 top_p=self.alpaca_top_p,
                 stop=completion_stop(self.alpaca_demos, self.alpaca_count),
             )
-        from selfinstruct.chatprompts import DEFAULT_CHAT_LIST_SIZE
+        from selfinstruct.protocol.chatprompts import DEFAULT_CHAT_LIST_SIZE
 
         after = self.num_seed_demos + self.num_machine_demos + DEFAULT_CHAT_LIST_SIZE + 1
         return Sampling(

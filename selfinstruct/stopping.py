@@ -2,7 +2,7 @@
 
 Scope: the process-wide signal handlers of the command line and the few sections of library code that must
 not be cut in half by them (a round's append, the run's ledger line). It does not decide what a stop means
-for a run: :mod:`selfinstruct.runner` catches :class:`StopRequested` and records it in the ledger.
+for a run: :mod:`selfinstruct.loop.runner` catches :class:`StopRequested` and records it in the ledger.
 
 Why it is built this way:
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.pool import Pool
-from selfinstruct.task import Instance, Task
+from selfinstruct.pool.directory import Pool
+from selfinstruct.pool.task import Instance, Task
 
 POOL_TASKS: list[Task] = [
     Task("Give two synonyms for 'quick'.", [Instance("", "fast, rapid")], False, "machine_task_000000", "a",

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.pool import Pool, machine_task_id
-from selfinstruct.task import Instance, Task
+from selfinstruct.pool.directory import Pool, machine_task_id
+from selfinstruct.pool.task import Instance, Task
 
 SEEDS = [
     "Write a poem about the sea.",

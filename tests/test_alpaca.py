@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.alpaca: the one-shot prompt of complete tasks and the parser of the list."""
+"""Tests for selfinstruct.protocol.alpaca: the one-shot prompt of complete tasks and the parser of the list."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import selfinstruct.alpaca as alpaca
-from selfinstruct.alpaca import (
+import selfinstruct.protocol.alpaca as alpaca
+from selfinstruct.errors import ConfigError
+from selfinstruct.pool.task import Instance, Task
+from selfinstruct.protocol.alpaca import (
     AlpacaTemplates,
     ParsedTask,
     completion_stop,
@@ -19,8 +21,6 @@ from selfinstruct.alpaca import (
     render_task,
     to_task,
 )
-from selfinstruct.errors import ConfigError
-from selfinstruct.task import Instance, Task
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 from fakelm import FakeLM
 
-from selfinstruct.backends import BackendOptions, Sampling, make_backend, resolve_backend_name
-from selfinstruct.backends.openai import OpenAIBackend
+from selfinstruct.engines import BackendOptions, Sampling, make_backend, resolve_backend_name
+from selfinstruct.engines.openai import OpenAIBackend
 from selfinstruct.errors import BackendError, ConfigError
 
 URL = "http://127.0.0.1:8000/v1"

@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.backends.chat: the chat prompt shape and its rendering with a chat template."""
+"""Tests for selfinstruct.engines.chat: the chat prompt shape and its rendering with a chat template."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import selfinstruct.backends.chat as chat_module
-from selfinstruct.backends.chat import (
+import selfinstruct.engines.chat as chat_module
+from selfinstruct.engines.chat import (
     ChatMessage,
     NoChatTemplate,
     fold_system,

@@ -15,7 +15,7 @@ import pytest
 from batchlm import BatchLM
 from fakelm import FakeLM
 
-from selfinstruct.backends import (
+from selfinstruct.engines import (
     Backend,
     BackendOptions,
     Completion,
@@ -25,8 +25,8 @@ from selfinstruct.backends import (
     max_completion_chars,
     open_stream,
 )
-from selfinstruct.backends.openai import OpenAIBackend, OpenAIStream, normalize_base_url
-from selfinstruct.backends.pacing import PacingSettings
+from selfinstruct.engines.openai import OpenAIBackend, OpenAIStream, normalize_base_url
+from selfinstruct.engines.pacing import PacingSettings
 from selfinstruct.errors import BackendError, ConfigError
 
 FAST = {"retry_wait_initial": 0.01, "retry_wait_max": 0.05}
@@ -90,7 +90,7 @@ def test_concurrency_bounds_requests_in_flight() -> None:
 
 def test_default_limit_starts_at_64_per_server_and_follows_it() -> None:
     with FakeLM(delay=0.3) as lm, OpenAIBackend(lm.base_url, "fake-model") as b:
-        assert b.concurrency is None  # adaptive (selfinstruct.backends.pacing)
+        assert b.concurrency is None  # adaptive (selfinstruct.engines.pacing)
         assert b.capacity() == 64
         b.generate(prompts(60), SAMPLING)
     assert lm.max_in_flight >= 40  # all of them at once, give or take the server's accept loop
@@ -617,7 +617,7 @@ def test_transport_can_be_injected() -> None:
 
 
 def test_chat_prompts_go_to_the_chat_endpoint_as_messages(fake_lm: FakeLM) -> None:
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     with backend(fake_lm) as b:
         out = b.generate(
@@ -632,7 +632,7 @@ def test_chat_prompts_go_to_the_chat_endpoint_as_messages(fake_lm: FakeLM) -> No
 
 
 def test_chat_reply_with_null_content_is_an_empty_completion() -> None:
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     with FakeLM(respond=lambda prompt, body: (None, "stop")) as lm, backend(lm) as b:  # type: ignore[arg-type,return-value]
         (out,) = b.generate([user_chat("Hi")], SAMPLING)
@@ -650,7 +650,7 @@ def test_chat_reply_with_null_content_is_an_empty_completion() -> None:
 def test_malformed_chat_choice_is_a_backend_error(reply: str) -> None:
     from fakelm import Fault
 
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     def respond(prompt: str, body: dict[str, Any]) -> tuple[str, str]:
         raise Fault(200, reply)

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from selfinstruct import localmodels
-from selfinstruct.backends import Backend, BackendOptions, Completion, Request, Sampling, open_stream
-from selfinstruct.backends import vllm as vllm_backend
-from selfinstruct.backends.vllm import VLLMBackend, VLLMStream, cpu_memory_utilization, engine_kwargs
+from selfinstruct.engines import Backend, BackendOptions, Completion, Request, Sampling, localmodels, open_stream
+from selfinstruct.engines import vllm as vllm_backend
+from selfinstruct.engines.vllm import VLLMBackend, VLLMStream, cpu_memory_utilization, engine_kwargs
 from selfinstruct.errors import BackendError, ConfigError
 
 
@@ -647,7 +646,7 @@ GEMMA_CHAT = "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>mo
 
 
 def test_generate_renders_a_chat_with_the_template_as_token_ids(recorder: Recorder) -> None:
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     backend = VLLMBackend("org/tiny-it")
     out = backend.generate([user_chat("Hi there"), "plain"], Sampling(max_tokens=50), seeds=[1, 2])
@@ -658,7 +657,7 @@ def test_generate_renders_a_chat_with_the_template_as_token_ids(recorder: Record
 
 
 def test_stream_renders_chats_too(recorder: Recorder) -> None:
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     backend = VLLMBackend("org/tiny-it")
     stream = backend.stream()
@@ -670,7 +669,7 @@ def test_stream_renders_chats_too(recorder: Recorder) -> None:
 
 
 def test_a_template_refusing_the_system_role_gets_it_folded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     rec = Recorder()
     monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, tokenizer=FakeTokenizer(system_ok=False)))
@@ -681,7 +680,7 @@ def test_a_template_refusing_the_system_role_gets_it_folded(monkeypatch: pytest.
 
 
 def test_a_base_model_without_a_chat_template_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from selfinstruct.backends.chat import user_chat
+    from selfinstruct.engines.chat import user_chat
 
     rec = Recorder()
     monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec, tokenizer=FakeTokenizer(template=None)))
@@ -700,7 +699,7 @@ def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, 
     import json
 
     from selfinstruct.config import GenerateConfig
-    from selfinstruct.runner import run_generate
+    from selfinstruct.loop.runner import run_generate
 
     rec = Recorder()
     monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec))
@@ -728,10 +727,10 @@ def test_the_loop_through_the_stream_replays_whatever_the_engine_runs(
     from paperlm import PaperLM
     from seedsets import write_seeds
 
-    from selfinstruct.bootstrap import Bootstrap
     from selfinstruct.config import GenerateConfig
-    from selfinstruct.prompts import PromptTemplates
-    from selfinstruct.task import load_seed_tasks
+    from selfinstruct.loop.bootstrap import Bootstrap
+    from selfinstruct.pool.task import load_seed_tasks
+    from selfinstruct.protocol.prompts import PromptTemplates
 
     lm = PaperLM()
 

@@ -1,4 +1,4 @@
-"""The streaming loop (selfinstruct.bootstrap) against stand-in engines that answer in random order.
+"""The streaming loop (selfinstruct.loop.bootstrap) against stand-in engines that answer in random order.
 
 ``ShuffledEngine`` is a backend whose stream finishes the requests it holds in a random order, a random
 number at a time (its own seed), with the text :class:`paperlm.PaperLM` gives for the prompt and the
@@ -22,10 +22,12 @@ import pytest
 from paperlm import PaperLM
 from seedsets import write_seeds
 
-from selfinstruct import novelty_workers, stopping
-from selfinstruct.backends import Completion, Finished, Request, Sampling
-from selfinstruct.backends.chat import prompt_text
-from selfinstruct.bootstrap import (
+from selfinstruct import stopping
+from selfinstruct.config import GenerateConfig
+from selfinstruct.engines import Completion, Finished, Request, Sampling
+from selfinstruct.engines.chat import prompt_text
+from selfinstruct.gates import novelty_workers
+from selfinstruct.loop.bootstrap import (
     MAX_NEW,
     MAX_ROUNDS,
     SURPLUS,
@@ -37,9 +39,8 @@ from selfinstruct.bootstrap import (
     RoundReport,
     default_lag,
 )
-from selfinstruct.config import GenerateConfig
-from selfinstruct.prompts import PromptTemplates
-from selfinstruct.task import Task, load_seed_tasks
+from selfinstruct.pool.task import Task, load_seed_tasks
+from selfinstruct.protocol.prompts import PromptTemplates
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 
@@ -431,8 +432,8 @@ def test_a_pool_already_at_its_target_sends_nothing(seeds: list[Task]) -> None:
 def make_issue13_loop(
     seeds: list[Task], backend: Any, *, chat: bool, method: str, judge: Any = None, sink: Any = None, **options: Any
 ) -> Bootstrap:
-    from selfinstruct.alpaca import AlpacaTemplates
-    from selfinstruct.chatprompts import ChatTemplates
+    from selfinstruct.protocol.alpaca import AlpacaTemplates
+    from selfinstruct.protocol.chatprompts import ChatTemplates
 
     cfg = GenerateConfig(**{"num_instructions": 30, "batch_size": 3, "window": 4, "method": method, **options})
     return Bootstrap(
@@ -442,8 +443,8 @@ def make_issue13_loop(
 
 
 def judge_spec(chat: bool = False, backend: Any = None, min_score: float | None = None) -> Any:
-    from selfinstruct.bootstrap import JudgeSpec
-    from selfinstruct.judge import JudgeTemplate
+    from selfinstruct.loop.bootstrap import JudgeSpec
+    from selfinstruct.protocol.judge import JudgeTemplate
 
     return JudgeSpec(JudgeTemplate.load(PROMPTS), "shuffled", chat, backend, min_score)
 

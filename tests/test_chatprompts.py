@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.chatprompts: chat templates of the four stages, and reading chat replies."""
+"""Tests for selfinstruct.protocol.chatprompts: chat templates of the four stages, and reading chat replies."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import selfinstruct.chatprompts as chatprompts
-from selfinstruct.chatprompts import (
+import selfinstruct.protocol.chatprompts as chatprompts
+from selfinstruct.errors import ConfigError, InputError
+from selfinstruct.pool.task import Instance, Task
+from selfinstruct.protocol.chatprompts import (
     CHAT_TEMPLATE_FILES,
     ChatTemplates,
     parse_chat_classification,
@@ -17,8 +19,6 @@ from selfinstruct.chatprompts import (
     parse_chat_list,
     strip_chat_markup,
 )
-from selfinstruct.errors import ConfigError, InputError
-from selfinstruct.task import Instance, Task
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -291,9 +291,9 @@ def test_chat_list_of_an_instruct_model(reply: str, items: list[str], notes: dic
 
 
 def test_relisted_demonstrations_are_demo_copies_not_novelty_failures() -> None:
-    from selfinstruct.backends import Completion
-    from selfinstruct.filters import InstructionHeuristics
-    from selfinstruct.stages import read_instruction_list, screen_instruction
+    from selfinstruct.engines import Completion
+    from selfinstruct.gates.filters import InstructionHeuristics
+    from selfinstruct.loop.stages import read_instruction_list, screen_instruction
 
     listed = read_instruction_list(Completion(RELISTS_THE_DEMOS, "stop"), chat=True)
     reasons = [screen_instruction(InstructionHeuristics(), item, DEMOS) for item in listed.items]
@@ -315,6 +315,6 @@ def test_relisted_demonstrations_are_demo_copies_not_novelty_failures() -> None:
     ],
 )
 def test_unwrap_item(text: str, expected: str) -> None:
-    from selfinstruct.chatprompts import unwrap_item
+    from selfinstruct.protocol.chatprompts import unwrap_item
 
     assert unwrap_item(text) == expected

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from selfinstruct.backends import BackendOptions, Sampling
 from selfinstruct.config import PASS_THROUGH, GenerateConfig, field_names, parse_duration, parse_key_values, read_toml
+from selfinstruct.engines import BackendOptions, Sampling
 from selfinstruct.errors import ConfigError
-from selfinstruct.filters import DEFAULT_BLOCKED_KEYWORDS
+from selfinstruct.gates.filters import DEFAULT_BLOCKED_KEYWORDS
 from selfinstruct.paths import default_prompts_dir, default_seeds_path
-from selfinstruct.prompts import CLASSIFICATION_STOP, INSTANCE_STOP, INSTRUCTION_STOP
+from selfinstruct.protocol.prompts import CLASSIFICATION_STOP, INSTANCE_STOP, INSTRUCTION_STOP
 
 
 def toml_file(tmp_path: Path, text: str, name: str = "run.toml") -> Path:

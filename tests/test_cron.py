@@ -17,7 +17,7 @@ from fakelm import FakeLM
 from paperlm import PaperLM
 from seedsets import write_seeds
 
-from selfinstruct.pool import Pool
+from selfinstruct.pool.directory import Pool
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from selfinstruct import doctor, localmodels
 from selfinstruct.cli import app
+from selfinstruct.engines import doctor, localmodels
 
 
 def fake_versions(monkeypatch: pytest.MonkeyPatch, **versions: str) -> None:

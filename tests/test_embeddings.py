@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from reportpools import known_pool
 
-from selfinstruct.embeddings import (
+from selfinstruct.views.embeddings import (
     embedding_diversity,
     load_model,
     mean_pairwise_distance,
     nearest_neighbour_distances,
 )
-from selfinstruct.report import ReportOptions, build_report
-from selfinstruct.reporthtml import render_html
+from selfinstruct.views.report import ReportOptions, build_report
+from selfinstruct.views.reporthtml import render_html
 
 
 def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:

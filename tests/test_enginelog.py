@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct import enginelog
+from selfinstruct.engines import enginelog
 
 CHILD = textwrap.dedent(
     """
     import logging, subprocess, sys, warnings
     from pathlib import Path
-    from selfinstruct import enginelog
+    from selfinstruct.engines import enginelog
 
     log = Path(sys.argv[1])
     with enginelog.redirected(log) as terminal:

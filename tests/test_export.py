@@ -26,17 +26,17 @@ from exportsets import (
 from seedsets import write_seeds
 from typer.testing import CliRunner
 
-from selfinstruct import export as export_module
 from selfinstruct.cli import app
 from selfinstruct.errors import ConfigError, InputError, OutputError
-from selfinstruct.export import (
+from selfinstruct.pool.inputs import fingerprint as file_fingerprint
+from selfinstruct.pool.task import Instance, Task
+from selfinstruct.views import export as export_module
+from selfinstruct.views.export import (
     ExportOptions,
     UserTurn,
     container_for,
     export_pool,
 )
-from selfinstruct.runner import file_fingerprint
-from selfinstruct.task import Instance, Task
 
 CHAT_FORMATS = ("messages", "prompt-completion", "openai", "sharegpt", "alpaca")
 
@@ -664,8 +664,8 @@ def test_cli_reads_backslash_n_in_templates_as_a_newline(pool_dir: Path, tmp_pat
 def _judge(pool: Path, scores: dict[str, float | None], *, embedded: dict[str, float] | None = None) -> None:
     """Scores for tasks of the POOL_TASKS pool: ``embedded`` in the task records (as generate writes them),
     ``scores`` in judgements.jsonl (as `selfinstruct judge` writes them)."""
-    from selfinstruct.judge import Judgement, with_judgement
-    from selfinstruct.pool import Pool
+    from selfinstruct.pool.directory import Pool
+    from selfinstruct.protocol.judge import Judgement, with_judgement
 
     tasks = [
         with_judgement(t, Judgement(embedded[t.id], "gen", "m", "r", "t")) if embedded and t.id in embedded else t

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from exportsets import POOL_TASKS, write_pool
 
-from selfinstruct.export import ExportOptions, export_pool
+from selfinstruct.views.export import ExportOptions, export_pool
 
 pytestmark = pytest.mark.trainers
 HINT = "trainer checks need TRL: pip install torch first (alone), then pip install -e '.[export-test]'"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from selfinstruct.cli import app
 from selfinstruct.errors import InputError
-from selfinstruct.filtering import filter_file
+from selfinstruct.gates.filtering import filter_file
 
 CANDIDATES = [
     {"instruction": "Summarize the story of a lighthouse keeper in three sentences.", "source": "a"},

@@ -1,10 +1,10 @@
-"""Tests for selfinstruct.filters: the instruction heuristics and the instance filters, by exact reason code."""
+"""Tests for selfinstruct.gates.filters: the instruction heuristics and the instance filters, by exact reason code."""
 
 from __future__ import annotations
 
 import pytest
 
-from selfinstruct.filters import (
+from selfinstruct.gates.filters import (
     BLOCKED_KEYWORD,
     CONFLICTING_OUTPUTS,
     DEFAULT_BLOCKED_KEYWORDS,
@@ -26,7 +26,7 @@ from selfinstruct.filters import (
     blocked_keyword_pattern,
     clean_instances,
 )
-from selfinstruct.task import Instance
+from selfinstruct.pool.task import Instance
 
 HEURISTICS = InstructionHeuristics()
 
@@ -380,7 +380,7 @@ DEMO_INSTRUCTIONS = ["Name three rivers in Africa.", "Explain why the moon shows
     ],
 )
 def test_copied_demo(candidate: str, expected: str | None) -> None:
-    from selfinstruct.filters import copied_demo
+    from selfinstruct.gates.filters import copied_demo
 
     assert copied_demo(candidate, DEMO_INSTRUCTIONS) == expected
 

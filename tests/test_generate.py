@@ -20,14 +20,14 @@ from rouge_score import rouge_scorer
 from seedsets import write_alpaca_seeds, write_seeds
 from typer.testing import CliRunner
 
-from selfinstruct.backends import Completion, Sampling
-from selfinstruct.bootstrap import Bootstrap
 from selfinstruct.cli import app
 from selfinstruct.config import GenerateConfig
-from selfinstruct.pool import Pool
-from selfinstruct.prompts import PromptTemplates
-from selfinstruct.runner import looks_instruct
-from selfinstruct.task import load_seed_tasks
+from selfinstruct.engines import Completion, Sampling
+from selfinstruct.loop.bootstrap import Bootstrap
+from selfinstruct.loop.runner import looks_instruct
+from selfinstruct.pool.directory import Pool
+from selfinstruct.pool.task import load_seed_tasks
+from selfinstruct.protocol.prompts import PromptTemplates
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 
@@ -554,7 +554,7 @@ def test_bad_new_options(paper_lm: FakeLM, seeds: Path, tmp_path: Path, args: li
 
 
 def test_in_process_judge_of_another_model_is_refused(seeds: Path, tmp_path: Path, monkeypatch: Any) -> None:
-    from selfinstruct.runner import run_generate
+    from selfinstruct.loop.runner import run_generate
 
     class Fake:
         model = "gen"
@@ -563,7 +563,7 @@ def test_in_process_judge_of_another_model_is_refused(seeds: Path, tmp_path: Pat
             return [Completion("", "stop") for _ in prompts]
 
     config = GenerateConfig(seeds=str(seeds), out=str(tmp_path / "pool"), judge_model="other", max_rounds=1)
-    monkeypatch.setattr("selfinstruct.runner.make_backend", lambda name, options: Fake())
+    monkeypatch.setattr("selfinstruct.loop.runner.make_backend", lambda name, options: Fake())
     from selfinstruct.errors import ConfigError
 
     with pytest.raises(ConfigError, match="in-process vLLM runs one model"):
@@ -674,7 +674,7 @@ class OnCpu:
 def test_cpu_engine_gets_a_small_default_target(
     tmp_path: Path, flags: dict[str, Any], target: int, notice: bool
 ) -> None:
-    from selfinstruct.runner import run_generate
+    from selfinstruct.loop.runner import run_generate
 
     seeds = write_seeds(tmp_path / "seeds.jsonl")
     overrides = {"seeds": str(seeds), "out": str(tmp_path / "pool"), "prompts": str(PROMPTS), "batch_size": 2}
@@ -693,7 +693,7 @@ def test_cpu_engine_gets_a_small_default_target(
 
 
 def test_a_config_built_in_code_keeps_its_target_on_cpu(tmp_path: Path) -> None:
-    from selfinstruct.runner import run_generate
+    from selfinstruct.loop.runner import run_generate
 
     seeds = write_seeds(tmp_path / "seeds.jsonl")
     cfg = GenerateConfig(seeds=str(seeds), out=str(tmp_path / "pool"), prompts=str(PROMPTS), batch_size=2,
@@ -703,7 +703,7 @@ def test_a_config_built_in_code_keeps_its_target_on_cpu(tmp_path: Path) -> None:
 
 def test_ledger_seconds_are_the_loops_and_start_up_is_recorded_apart(tmp_path: Path) -> None:
     """A clock that moves 1 s per reading: the start-up (pool load, model) and the loop are told apart."""
-    from selfinstruct.runner import run_generate
+    from selfinstruct.loop.runner import run_generate
 
     ticks = iter(range(1_000_000))
     seeds = write_seeds(tmp_path / "seeds.jsonl")
@@ -740,7 +740,7 @@ def test_judge_command_says_which_api_auto_chose_for_a_chat_only_server(seeds: P
 
 @pytest.mark.parametrize("command", ["generate", "judge"])
 def test_options_an_engine_arg_error_points_to_exist(command: str) -> None:
-    from selfinstruct.backends.vllm import FIRST_CLASS
+    from selfinstruct.engines.vllm import FIRST_CLASS
 
     text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"}).output
     missing = [flag for key, flag in FIRST_CLASS.items() if key != "model" and flag not in text]

@@ -1,10 +1,14 @@
-"""Every name a run can record is explained (selfinstruct.glossary), and status shows the explanations."""
+"""Every name a run can record is explained (selfinstruct.views.glossary), and status shows the explanations."""
 
 from __future__ import annotations
 
 import pytest
 
-from selfinstruct import alpaca, bootstrap, filtering, filters, glossary, judge, stages, stopping
+from selfinstruct import stopping
+from selfinstruct.gates import filtering, filters
+from selfinstruct.loop import bootstrap, stages
+from selfinstruct.protocol import alpaca, chatprompts, judge
+from selfinstruct.views import glossary
 
 
 def constants(module: object, names: tuple[str, ...]) -> set[str]:
@@ -32,6 +36,7 @@ RECORDED = {
         ),
     ),
     *constants(alpaca, ("UNPARSEABLE_TASK", "STRAY_FIELD")),
+    *constants(chatprompts, ("LIST_MARKER", "LIST_HEADING", "SUB_ITEM")),
     bootstrap.SURPLUS,
     bootstrap.UNFINISHED,
     *constants(bootstrap, ("TARGET_REACHED", "MAX_ROUNDS", "MAX_NEW", "TIME_LIMIT", "SATURATED", "INTERRUPTED")),

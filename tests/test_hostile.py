@@ -29,13 +29,13 @@ from paperlm import PaperLM
 from seedsets import MINI_SEEDS, write_seeds
 from typer.testing import CliRunner
 
-from selfinstruct.backends import Completion, Sampling
 from selfinstruct.cli import app
 from selfinstruct.config import GenerateConfig
+from selfinstruct.engines import Completion, Sampling
 from selfinstruct.errors import PoolError, PoolLockedError
-from selfinstruct.pool import Pool
-from selfinstruct.runner import run_generate
-from selfinstruct.task import task_from_record
+from selfinstruct.loop.runner import run_generate
+from selfinstruct.pool.directory import Pool
+from selfinstruct.pool.task import task_from_record
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
@@ -804,7 +804,7 @@ def test_export_and_report_to_dev_stdout_print_and_leave_the_link(tmp_path: Path
 def test_concurrent_exports_into_one_directory_all_land_in_dataset_info(tmp_path: Path) -> None:
     import threading
 
-    from selfinstruct.export import ExportOptions, export_pool
+    from selfinstruct.views.export import ExportOptions, export_pool
 
     pool = full_pool(tmp_path)
     out_dir = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""selfinstruct.inputs: the bounded reader refuses devices and oversized files with a clear message."""
+"""selfinstruct.pool.inputs: the bounded reader refuses devices and oversized files with a clear message."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfinstruct.errors import InputError
-from selfinstruct.inputs import LIMIT_ENV, data_limit, fingerprint, read_bounded
+from selfinstruct.pool.inputs import LIMIT_ENV, data_limit, fingerprint, read_bounded
 
 
 def test_a_regular_file_is_read(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.judge: the rubric prompt, reading verdicts, and the judgement record."""
+"""Tests for selfinstruct.protocol.judge: the rubric prompt, reading verdicts, and the judgement record."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-import selfinstruct.judge as judge_module
+import selfinstruct.protocol.judge as judge_module
 from selfinstruct.errors import ConfigError
-from selfinstruct.judge import (
+from selfinstruct.pool.task import Instance, Task, task_from_record
+from selfinstruct.protocol.judge import (
     JUDGE_FIELD,
     LOW_SCORE,
     NO_SCORE,
@@ -30,7 +31,6 @@ from selfinstruct.judge import (
     render_for_judge,
     with_judgement,
 )
-from selfinstruct.task import Instance, Task, task_from_record
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 TASK = Task("Add the two numbers.", [Instance("2, 3", "5")], False, "machine_task_000001", "add")

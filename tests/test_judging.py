@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.judging: scoring an existing pool after the fact, resumably, against the loopback
+"""Tests for selfinstruct.loop.judging: scoring an existing pool after the fact, resumably, against the loopback
 stand-in server."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 from fakelm import FakeLM
 from paperlm import PaperLM
 
-from selfinstruct.backends import Backend, BackendOptions, Completion, Sampling, make_backend
+from selfinstruct.engines import Backend, BackendOptions, Completion, Sampling, make_backend
 from selfinstruct.errors import BackendError, InputError, PoolError, PoolLockedError
-from selfinstruct.judge import PROBLEM_NO_SCORE, Judgement, JudgeTemplate, with_judgement
-from selfinstruct.judging import DONE, LIMIT, JudgeOptions, run_judge
-from selfinstruct.pool import Pool, machine_task_id
+from selfinstruct.loop.judging import DONE, LIMIT, JudgeOptions, run_judge
+from selfinstruct.pool.directory import Pool, machine_task_id
+from selfinstruct.pool.task import Instance, Task
+from selfinstruct.protocol.judge import PROBLEM_NO_SCORE, Judgement, JudgeTemplate, with_judgement
 from selfinstruct.stopping import INTERRUPTED
-from selfinstruct.task import Instance, Task
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 TEMPLATE = JudgeTemplate.load(PROMPTS_DIR)
@@ -227,7 +227,7 @@ def test_corrupt_pool_is_a_pool_error(tmp_path: Path) -> None:
 def test_full_disk_on_append_is_a_pool_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import selfinstruct.pool as pool_module
+    import selfinstruct.pool.directory as pool_module
 
     make_pool(tmp_path, 4)
     real = pool_module._write

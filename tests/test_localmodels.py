@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from selfinstruct import localmodels
+from selfinstruct.engines import localmodels
+from selfinstruct.engines.localmodels import PackagedModel, entry_state, prepare
 from selfinstruct.errors import BackendError, ConfigError
-from selfinstruct.localmodels import PackagedModel, entry_state, prepare
 
 if sys.version_info >= (3, 11):
     import tomllib

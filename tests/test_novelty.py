@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
-from selfinstruct import novelty
-from selfinstruct.novelty import Match, NoveltyIndex, NoveltyResult, rouge_l_f, rouge_tokens
+from selfinstruct.gates import novelty
+from selfinstruct.gates.novelty import Match, NoveltyIndex, NoveltyResult, rouge_l_f, rouge_tokens
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 TOKENIZE = SCORER._tokenizer.tokenize

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from selfinstruct.novelty import NoveltyIndex, NoveltyResult
-from selfinstruct.novelty_workers import (
+from selfinstruct.gates.novelty import NoveltyIndex, NoveltyResult
+from selfinstruct.gates.novelty_workers import (
     NoveltyWorkerError,
     ParallelNovelty,
     available_cores,
@@ -154,7 +154,7 @@ def test_bad_options_are_checked_up_front() -> None:
 
 
 def test_merge_results_orders_ties_by_position() -> None:
-    from selfinstruct.novelty import Match
+    from selfinstruct.gates.novelty import Match
 
     a = NoveltyResult(0.8, [Match("x", 0.8, 4), Match("y", 0.5, 0)])
     b = NoveltyResult(0.8, [Match("z", 0.8, 1), Match("w", 0.5, 3)])

@@ -1,4 +1,4 @@
-"""selfinstruct.outputs: the one door for output files."""
+"""selfinstruct.pool.outputs: the one door for output files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selfinstruct.errors import OutputError
-from selfinstruct.outputs import check_output, directory_lock, is_pool_file, open_output, write_text
+from selfinstruct.pool.outputs import check_output, directory_lock, is_pool_file, open_output, write_text
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfinstruct.backends.pacing import (
+from selfinstruct.engines.pacing import (
     EndpointLoad,
     Pacer,
     PacingSettings,

@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.pool: loading and repairing tasks.jsonl, the flock-based lock across processes,
+"""Tests for selfinstruct.pool.directory: loading and repairing tasks.jsonl, the flock-based lock across processes,
 crash-safe appends (injected ENOSPC/EIO, SIGKILL mid-append), the run ledger, rejected counts and config."""
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import selfinstruct.pool as pool_mod
+import selfinstruct.pool.directory as pool_mod
 from selfinstruct.errors import PoolError, PoolLockedError
-from selfinstruct.pool import Pool, compare_configs, machine_task_id
-from selfinstruct.task import Instance, Task
+from selfinstruct.pool.directory import Pool, compare_configs, machine_task_id
+from selfinstruct.pool.task import Instance, Task
 
 # One definition of the numbered test task, executed here and inside the subprocesses, so both sides agree
 # on what task n looks like. Lengths vary so that some rounds span several pages (a SIGKILL can cut a
 # multi-page write short); U+2028 checks that lines are split on "\n" only.
 TASK_SOURCE = """
-from selfinstruct.pool import machine_task_id
-from selfinstruct.task import Instance, Task
+from selfinstruct.pool.directory import machine_task_id
+from selfinstruct.pool.task import Instance, Task
 
 def numbered_task(i):
     filler = " ".join(["word"] * (i * 37 % 400))
@@ -291,7 +291,7 @@ def test_many_bad_lines_are_summarised(pool: Pool) -> None:
 
 HOLDER = """
 import sys, time
-from selfinstruct.pool import Pool
+from selfinstruct.pool.directory import Pool
 lock = Pool(sys.argv[1]).lock("holder-test")
 print("locked", flush=True)
 time.sleep(60)
@@ -325,7 +325,7 @@ def test_lock_is_exclusive_across_processes_and_released_by_sigkill(pool: Pool) 
 RACER = """
 import sys, time
 from selfinstruct.errors import PoolLockedError
-from selfinstruct.pool import Pool
+from selfinstruct.pool.directory import Pool
 pool, lock = Pool(sys.argv[1]), None
 for command in sys.stdin:
     name, _, arg = command.strip().partition(" ")
@@ -506,8 +506,8 @@ APPENDER = (
     TASK_SOURCE
     + """
 import os, sys, time
-import selfinstruct.pool
-from selfinstruct.pool import Pool
+import selfinstruct.pool.directory
+from selfinstruct.pool.directory import Pool
 chunk = int(sys.argv[2])
 if chunk:  # a slow disk taking short writes: a wide window for the kill to land mid-round
 
@@ -515,7 +515,7 @@ if chunk:  # a slow disk taking short writes: a wide window for the kill to land
         time.sleep(0.0002)
         return os.write(fd, data[:chunk])
 
-    selfinstruct.pool._write = slow_write
+    selfinstruct.pool.directory._write = slow_write
 pool = Pool(sys.argv[1])
 with pool.lock("appender"):
     n = pool.next_index(pool.load())

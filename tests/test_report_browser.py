@@ -15,9 +15,9 @@ from chromium import Chromium, find_chromium, page_url
 from pngpixels import Image, read_png
 from reportpools import EVIL, REASONS, hostile_pool, known_pool, synthetic_pool
 
-from selfinstruct.report import ReportOptions, build_report, build_reports
-from selfinstruct.reporthtml import render_html
-from selfinstruct.svg import PALETTE, WEDGES
+from selfinstruct.views.report import ReportOptions, build_report, build_reports
+from selfinstruct.views.reporthtml import render_html
+from selfinstruct.views.svg import PALETTE, WEDGES
 
 pytestmark = pytest.mark.browser
 

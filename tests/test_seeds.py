@@ -14,10 +14,10 @@ from rouge_score import rouge_scorer
 from typer.testing import CliRunner
 
 from selfinstruct.cli import app
-from selfinstruct.filters import InstructionHeuristics, clean_instances
+from selfinstruct.gates.filters import InstructionHeuristics, clean_instances
+from selfinstruct.gates.seedcheck import check_seed_file
 from selfinstruct.paths import default_seeds_path
-from selfinstruct.seedcheck import check_seed_file
-from selfinstruct.task import Task, load_seed_tasks
+from selfinstruct.pool.task import Task, load_seed_tasks
 
 
 @pytest.fixture(scope="module")

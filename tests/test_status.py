@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from selfinstruct.errors import PoolError
-from selfinstruct.pool import Pool
-from selfinstruct.status import pool_status
+from selfinstruct.pool.directory import Pool
+from selfinstruct.views.status import pool_status
 
 
 def test_status_of_a_pool_with_runs(tmp_path: Path) -> None:
@@ -39,8 +39,8 @@ def test_status_counts_judgements(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from selfinstruct.cli import app
-    from selfinstruct.judge import Judgement, with_judgement
-    from selfinstruct.task import Instance, Task
+    from selfinstruct.pool.task import Instance, Task
+    from selfinstruct.protocol.judge import Judgement, with_judgement
 
     tasks = [Task(f"Describe item {i} in plain words.", [Instance("", "x")], False, f"machine_task_{i:06d}")
              for i in range(4)]  # fmt: skip

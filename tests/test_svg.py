@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from selfinstruct import svg
-from selfinstruct.svg import Series
+from selfinstruct.views import svg
+from selfinstruct.views.svg import Series
 
 EVIL = '<script>alert(1)</script>"&'
 

@@ -1,4 +1,4 @@
-"""Tests for selfinstruct.task: the Task record, its file formats, and atomic writes."""
+"""Tests for selfinstruct.pool.task: the Task record, its file formats, and atomic writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from selfinstruct.errors import InputError
-from selfinstruct.task import (
+from selfinstruct.pool.task import (
     Instance,
     Task,
     atomic_writer,

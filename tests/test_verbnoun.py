@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from selfinstruct.errors import ConfigError
-from selfinstruct.verbnoun import heuristic_pair, verb_noun_pairs
+from selfinstruct.views.verbnoun import heuristic_pair, verb_noun_pairs
 
 
 @pytest.mark.parametrize(
