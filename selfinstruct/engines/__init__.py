@@ -187,20 +187,25 @@ class Stream(Protocol):
     def max_capacity(self) -> int | None: ...
 
 
-def capacity_of(stream: Any) -> int | None:
-    """``stream.capacity()``, or None for a stream that does not say (or says something unusable); at
-    least 1 otherwise, so the loop can always keep one request going.
-
-    >>> capacity_of(object()) is None
-    True
-    """
-    method = getattr(stream, "capacity", None)
+def _size_hint(stream: Any, name: str) -> int | None:
+    """``stream.<name>()`` as a usable size: None for a stream without the method or one that answers
+    something other than an int; at least 1 otherwise, so the loop can always keep one request going."""
+    method = getattr(stream, name, None)
     if not callable(method):
         return None
     value = method()
     if value is None or isinstance(value, bool) or not isinstance(value, int):
         return None
     return max(1, value)
+
+
+def capacity_of(stream: Any) -> int | None:
+    """``stream.capacity()``, or None for a stream that does not say (or says something unusable).
+
+    >>> capacity_of(object()) is None
+    True
+    """
+    return _size_hint(stream, "capacity")
 
 
 def max_capacity_of(stream: Any) -> int | None:
@@ -209,13 +214,7 @@ def max_capacity_of(stream: Any) -> int | None:
     >>> max_capacity_of(object()) is None
     True
     """
-    method = getattr(stream, "max_capacity", None)
-    if not callable(method):
-        return None
-    value = method()
-    if value is None or isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return max(1, value)
+    return _size_hint(stream, "max_capacity")
 
 
 class BatchStream:
