@@ -163,7 +163,7 @@ def measure_server(seconds: float, connections: int) -> int:
         elapsed = time.perf_counter() - started
         print(f"stand-in server: {answered:,} requests in {elapsed:.1f} s on {connections} keep-alive connections "
               f"= {answered / elapsed:,.0f} requests/s (client in another process)")  # fmt: skip
-        # the same through the real client: the OpenAI backend (httpx), all requests submitted at once
+        # the same through the real client: the OpenAI backend (aiohttp), all requests submitted at once
         with OpenAIBackend(servers.urls[0], "stand-in", concurrency=connections) as backend:
             from selfinstruct.engines import Request, Sampling
 
@@ -177,7 +177,7 @@ def measure_server(seconds: float, connections: int) -> int:
             while got < n and time.perf_counter() - started < 10 * seconds:
                 got += len(stream.poll(0.1))
             elapsed = time.perf_counter() - started
-        print(f"through the OpenAI backend (httpx, {connections} in flight): {got:,} requests in {elapsed:.1f} s "
+        print(f"through the OpenAI backend (aiohttp, {connections} in flight): {got:,} requests in {elapsed:.1f} s "
               f"= {got / elapsed:,.0f} requests/s")  # fmt: skip
     finally:
         servers.stop()

@@ -1,7 +1,7 @@
 """A loopback server that speaks enough of the OpenAI completions protocol to stand in for ``vllm serve``.
 
 Every test that needs a language model can talk to a real HTTP server on 127.0.0.1 instead of patching
-httpx: the backend's batching, retries and error messages are exercised for real.
+aiohttp: the backend's batching, retries and error messages are exercised for real.
 
     with FakeLM(respond=lambda prompt, body: ("1. Write a poem.", "stop")) as lm:
         backend = OpenAIBackend(lm.base_url)           # the model is detected from GET /v1/models

@@ -37,11 +37,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from selfinstruct.config import GenerateConfig
@@ -366,9 +367,10 @@ def start_server(
             if proc.poll() is not None:
                 pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{tail(log)}")
             try:
-                if httpx.get(f"{base}/models", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
+                with urllib.request.urlopen(f"{base}/models", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"the vLLM server did not answer within {SERVER_START_TIMEOUT:.0f}s:\n{tail(log)}")

@@ -45,10 +45,11 @@ import os
 import queue
 import random
 import re
+import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import httpx
+import aiohttp
 
 from selfinstruct import redact
 from selfinstruct.engines import (
@@ -152,14 +153,16 @@ def _server_message(status: int, data: bytes) -> str:
     return _excerpt(text)
 
 
-def _describe_transport_error(exc: httpx.TransportError, timeout: float) -> str:
+def _describe_transport_error(exc: aiohttp.ClientError | OSError, timeout: float) -> str:
     detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return f"no reply within {timeout:g}s ({type(exc).__name__})"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection failed ({detail})"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return f"the server closed the connection without a complete reply ({detail})"
+    if isinstance(exc, aiohttp.ClientResponseError):  # a status line or headers that do not parse
+        return f"the server sent a malformed reply ({detail})"
     return f"connection error: {type(exc).__name__} ({detail})"
 
 
@@ -184,25 +187,12 @@ class _Transient(Exception):
         self.status = status  # the HTTP status, 0 when no reply came
 
 
-#: Connections per httpx client. httpx's connection pool does work in proportion to its connections on every
-#: request (measured on 2 cores: 5.2 ms of client CPU per request with 64 connections in one pool, 1.25 ms
-#: with pools of 4), so an endpoint's connections are spread over small pools, made as they are needed.
-CONNECTIONS_PER_CLIENT = 4
-
-
-@dataclass(eq=False)
-class _Pool:
-    client: httpx.AsyncClient
-    busy: int = 0
-
-
 @dataclass(eq=False)
 class _Endpoint:
     url: str  # API root without credentials
-    client: httpx.AsyncClient  # for /metrics, so that reading them never waits behind requests
+    session: aiohttp.ClientSession  # for requests: keep-alive connections, as many as are in flight
+    metrics: aiohttp.ClientSession  # for /metrics, so that reading them never waits behind requests
     pacer: Pacer
-    make_client: Callable[[], httpx.AsyncClient]
-    pools: list[_Pool] = field(default_factory=list)  # for requests, CONNECTIONS_PER_CLIENT each
     outstanding: int = 0  # requests holding a slot here
     work: int = 0  # their max_tokens, summed
     cooldown_until: float = 0.0  # after a failure: avoided until then while others are healthy
@@ -224,7 +214,7 @@ class _Waiter:
 class _Reply:
     status: int
     data: bytes
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     too_big: bool
     endpoint: _Endpoint | None = None  # who answered
     seconds: float = 0.0  # how long the answering attempt took
@@ -246,9 +236,9 @@ class OpenAIBackend:
     *re*-tries: a request is attempted at most ``1 + max_retries`` times, on any endpoint.
     ``retry_wait_initial``/``retry_wait_max`` shape the exponential backoff (seconds) and
     ``retry_after_max`` caps a server's ``Retry-After``. ``extra`` is merged into every request body last,
-    so its fields win (for example ``{"repetition_penalty": 1.1}``). ``transport`` replaces httpx's network
-    transport (tests). ``on_event`` receives ``("retry", RetryEvent)`` and ``("endpoint_down", message)``
-    in the thread that calls :meth:`generate`, the stream's ``poll``, or the constructor.
+    so its fields win (for example ``{"repetition_penalty": 1.1}``). ``on_event`` receives ``("retry",
+    RetryEvent)`` and ``("endpoint_down", message)`` in the thread that calls :meth:`generate`, the
+    stream's ``poll``, or the constructor.
 
     Use it as a context manager, or call :meth:`close`, to stop its worker thread and connections.
     """
@@ -264,7 +254,6 @@ class OpenAIBackend:
         max_retries: int = 6,
         seed: int = 0,
         extra: Mapping[str, Any] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         retry_wait_initial: float = 0.5,
         retry_wait_max: float = 20.0,
         retry_after_max: float = 60.0,
@@ -317,7 +306,7 @@ class OpenAIBackend:
         self._thread.start()
         self._closed = False
         try:
-            self._endpoints = self._call(self._make_clients(roots, transport))
+            self._endpoints = self._call(self._make_clients(roots))
             self.model: str = model if model else self._detect_model()
         except BaseException:
             self.close()
@@ -577,23 +566,19 @@ class OpenAIBackend:
         limit = reply_byte_limit(max_tokens)
 
         async def go() -> _Reply:
-            pool = self._lease(endpoint)
-            try:
-                async with pool.client.stream(method, endpoint.url + path, json=body) as response:
-                    data, too_big = await _read_bounded(response, limit)
-                    return _Reply(response.status_code, data, response.headers, too_big)
-            finally:
-                pool.busy -= 1
+            data = None if body is None else json.dumps(body).encode()
+            headers = _JSON_HEADERS if body is not None else None
+            async with endpoint.session.request(method, endpoint.url + path, data=data, headers=headers) as response:
+                raw, too_big = await _read_bounded(response, limit)
+                return _Reply(response.status, raw, response.headers, too_big)
 
         try:
             # The whole attempt, first byte to last, within the timeout: a drip-feeding server times out too.
             return await asyncio.wait_for(go(), self.timeout)
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except asyncio.TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
             raise _Transient(f"no complete reply within {self.timeout:g}s") from None
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # refused, reset, closed early, a reply that does not parse
             raise _Transient(_describe_transport_error(exc, self.timeout)) from exc
-        except httpx.HTTPError as exc:  # a malformed response (bad encoding, invalid headers)
-            raise self._error(f"{endpoint.url}{path}: unreadable reply ({type(exc).__name__}: {exc})") from None
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -646,16 +631,6 @@ class OpenAIBackend:
             if future.done() and not future.cancelled():
                 self._release(future.result(), work)
             raise
-
-    @staticmethod
-    def _lease(endpoint: _Endpoint) -> _Pool:
-        """The least busy connection pool of ``endpoint``, a new one when all are full."""
-        pool = min(endpoint.pools, key=lambda p: p.busy, default=None)
-        if pool is None or pool.busy >= CONNECTIONS_PER_CLIENT:
-            pool = _Pool(endpoint.make_client())
-            endpoint.pools.append(pool)
-        pool.busy += 1
-        return pool
 
     def _release(self, endpoint: _Endpoint, work: int) -> None:
         endpoint.outstanding -= 1
@@ -715,8 +690,8 @@ class OpenAIBackend:
         looks, and says nothing about whether the server has metrics)."""
 
         async def fetch() -> bytes | None:
-            async with endpoint.client.stream("GET", url) as response:
-                if response.status_code != 200:
+            async with endpoint.metrics.get(url) as response:
+                if response.status != 200:
                     return b""
                 data, too_big = await _read_bounded(response, METRICS_BYTE_LIMIT)
                 return None if too_big else data
@@ -775,33 +750,31 @@ class OpenAIBackend:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _make_clients(
-        self, roots: list[tuple[str, tuple[str, str] | None]], transport: httpx.AsyncBaseTransport | None
-    ) -> list[_Endpoint]:
+    async def _make_clients(self, roots: list[tuple[str, tuple[str, str] | None]]) -> list[_Endpoint]:
         headers = {"User-Agent": "selfinstruct", "Accept-Encoding": ACCEPT_ENCODING}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        # One TLS context for every pool: httpx loads the CA bundle for each client otherwise, about 90 ms each
-        # (measured), even for http:// servers. SSL_CERT_FILE and SSL_CERT_DIR are honoured as httpx does.
-        tls = httpx.create_ssl_context(trust_env=True)
+        tls = _tls_context()  # one for every session: loading the CA store takes tens of milliseconds
         endpoints = []
         for root, credentials in roots:
+            own = dict(headers)
+            if credentials and not self._api_key:  # user:password from the URL, as HTTP Basic auth
+                own["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
 
-            def make_client(credentials: tuple[str, str] | None = credentials) -> httpx.AsyncClient:
-                return httpx.AsyncClient(
-                    headers=headers,
-                    auth=httpx.BasicAuth(*credentials) if credentials and not self._api_key else None,
-                    timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
-                    limits=httpx.Limits(
-                        max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT
-                    ),
-                    transport=transport,
-                    verify=tls,
+            def session(own: dict[str, str] = own) -> aiohttp.ClientSession:
+                # No connection limit here: the endpoint's pacer bounds what is in flight. No total timeout
+                # either: each attempt as a whole is bounded by ``timeout`` (see _attempt). Bodies are read
+                # raw and inflated by _read_bounded, with a bound. trust_env: HTTP(S)_PROXY and NO_PROXY.
+                return aiohttp.ClientSession(
+                    headers=own,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(self.timeout, 30.0)),
+                    connector=aiohttp.TCPConnector(limit=0, ssl=tls),
+                    auto_decompress=False,
                     trust_env=True,
                 )
 
             pacer = Pacer(self.pacing, fixed=self.concurrency)
-            endpoints.append(_Endpoint(root, make_client(), pacer, make_client))
+            endpoints.append(_Endpoint(root, session(), session(), pacer))
         return endpoints
 
     def _call(self, coroutine: Any) -> Any:
@@ -888,8 +861,8 @@ class OpenAIBackend:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 for endpoint in getattr(self, "_endpoints", []):
-                    for client in [endpoint.client, *(p.client for p in endpoint.pools)]:
-                        await client.aclose()
+                    for session in (endpoint.session, endpoint.metrics):
+                        await session.close()
 
             with contextlib.suppress(Exception):  # closing is best effort; the thread is a daemon
                 asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
@@ -1023,21 +996,30 @@ def _decoder(content_encoding: str) -> Any:
     return inflate
 
 
-async def _once(data: bytes) -> Any:
-    yield data
+#: The header of a request with a JSON body.
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """A reply's body, inflated here with a bound: at most ``limit`` bytes, and whether there was more. httpx
-    would inflate a whole compressed chunk before its size could be checked (a 40 KB gzip chunk can hold
-    40 MB), so the raw bytes are read and inflated step by step."""
+def _tls_context() -> ssl.SSLContext:
+    """The system's CA store (OpenSSL honours SSL_CERT_FILE and SSL_CERT_DIR), plus certifi's bundle where
+    it is installed and neither variable is set, as most Python HTTP clients trust it."""
+    context = ssl.create_default_context()
+    if not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+        with contextlib.suppress(ImportError, OSError, ssl.SSLError):
+            import certifi
+
+            context.load_verify_locations(certifi.where())
+    return context
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """A reply's body, inflated here with a bound: at most ``limit`` bytes, and whether there was more.
+    Inflating a whole compressed chunk before checking its size would let a 40 KB gzip chunk become 40 MB,
+    so the raw bytes are read and inflated step by step."""
     chunks: list[bytes] = []
     size = 0
-    if response.is_stream_consumed:  # read already (an injected transport): decoded, in memory
-        inflate, pieces = _decoder(""), _once(response.content)
-    else:
-        inflate, pieces = _decoder(response.headers.get("Content-Encoding", "")), response.aiter_raw()
-    async for raw in pieces:
+    inflate = _decoder(response.headers.get("Content-Encoding", ""))
+    async for raw in response.content.iter_any():
         chunk, more = inflate(raw, limit - size + 1)
         size += len(chunk)
         if size > limit or more:
