@@ -9,6 +9,11 @@ a token (``finished`` on the last one): the running count the stream's capacity 
 completion comes from the instant model of ``benchmarks/loop.py`` (benchmark-corpus instructions), its
 length in tokens is its length in words.
 
+Like vLLM's engine core, which runs in a process of its own, the accelerator starts a step when the last
+one ends, even if the thread that collects outputs is late (the loop held the interpreter lock): the thread
+catches up, by at most one step. ``--serial-steps`` instead starts each step's time when ``step()`` is called,
+an engine that shares the loop's interpreter lock: on 2 cores that measures the lock as much as the loop.
+
 It is driven through the real in-process code path: :class:`selfinstruct.engines.vllm.VLLMBackend` and
 its :class:`~selfinstruct.engines.vllm.VLLMStream` (``enqueue``/``step``/``abort_request``), under the real
 scheduler and pool, exactly as ``selfinstruct generate`` runs vLLM in-process.
@@ -68,7 +73,13 @@ class StandInEngine:
     """vLLM's LLMEngine surface (``add_request``, ``step``, ``abort_request``) over simulated batching."""
 
     def __init__(
-        self, model: InstantModel, max_num_seqs: int, step_base: float, step_per_seq: float, kv_seqs: int | None = None
+        self,
+        model: InstantModel,
+        max_num_seqs: int,
+        step_base: float,
+        step_per_seq: float,
+        kv_seqs: int | None = None,
+        serial: bool = False,
     ) -> None:
         self.model = model
         self.vllm_config = types.SimpleNamespace(scheduler_config=types.SimpleNamespace(max_num_seqs=max_num_seqs))
@@ -85,26 +96,43 @@ class StandInEngine:
         self.tokens = 0
         self.first_added: float | None = None
         self.last_step_end = 0.0
+        self.serial = serial  # each step's time starts when step() is called (the engine in this thread)
+        self.gpu_free_at = 0.0  # when the accelerator finished its last step
+        self.busy_after_last = False  # whether the last step left sequences to run
+        self.history: list[tuple[float, int]] = []  # (end of step, sequences it ran)
+        self.aborted_tokens = 0
 
     def add_request(self, request_id: str, prompt: str, params: _Params) -> str:
         if self.first_added is None:
             self.first_added = time.perf_counter()
         completion = self.model.complete(prompt, int(params.kwargs.get("seed") or 0))
         tokens = max(1, min(completion.completion_tokens, params.kwargs["max_tokens"]))
-        self.waiting.append([request_id, completion, tokens, _Output(request_id)])
+        self.waiting.append([request_id, completion, tokens, _Output(request_id), params.kwargs["max_tokens"]])
         return request_id
 
     def abort_request(self, request_ids: list[str], internal: bool = False) -> None:
         drop = set(request_ids)
+        for entry in self.running:
+            if entry[0] in drop:  # tokens the engine made for a request nobody reads
+                self.aborted_tokens += max(1, min(entry[1].completion_tokens, entry[4])) - entry[2]
         self.waiting = [w for w in self.waiting if w[0] not in drop]
         self.running = [r for r in self.running if r[0] not in drop]
 
     def step(self) -> list[_Output]:
-        started = time.perf_counter()
+        now = time.perf_counter()
         while self.waiting and len(self.running) < self.runnable:
             self.running.append(self.waiting.pop(0))
         n = len(self.running)
-        time.sleep(self.step_base + self.step_per_seq * n)
+        duration = self.step_base + self.step_per_seq * n
+        # vLLM's engine core runs in its own process: the accelerator starts the next step when the last one
+        # ends, whether or not this thread has collected it yet. A thread that wakes late (another thread held
+        # the GIL) catches up, by at most one step's worth. Serial: the accelerator waited for this call.
+        idle_before = self.serial or not self.busy_after_last
+        started = now if idle_before else max(self.gpu_free_at, now - duration)
+        ends = started + duration
+        time.sleep(max(0.0, ends - time.perf_counter()))
+        if self.serial:
+            ends = time.perf_counter()
         outputs, still = [], []
         for entry in self.running:
             entry[2] -= 1
@@ -118,8 +146,10 @@ class StandInEngine:
         self.steps += 1
         self.sequence_steps += n
         self.tokens += n
-        self.last_step_end = time.perf_counter()
-        self.busy += self.last_step_end - started
+        self.gpu_free_at = self.last_step_end = ends
+        self.busy_after_last = bool(self.running or self.waiting)
+        self.busy += ends - started
+        self.history.append((ends, n))
         return outputs
 
 
@@ -158,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-base", type=float, default=0.010, help="seconds per step, fixed part")
     parser.add_argument("--step-per-seq", type=float, default=0.0001, help="seconds per step per sequence")
     parser.add_argument("--kv-seqs", type=int, help="sequences the KV cache lets run at once (default: all)")
+    parser.add_argument(
+        "--serial-steps", action="store_true",
+        help="start each step's time when the engine thread calls step() (an engine in the loop's process, "
+        "sharing its interpreter lock), instead of when the last step ended (vLLM's engine core process)",
+    )  # fmt: skip
+    parser.add_argument("--timeline", type=int, default=10, metavar="N",
+                        help="also print the mean sequences per step in each of N equal parts of the run")  # fmt: skip
     parser.add_argument("--window", type=int, help="a fixed window (default: the loop's, which follows the engine)")
     parser.add_argument(
         "--calibrate", type=float, default=0.0, metavar="SECONDS",
@@ -171,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     model = InstantModel(load_corpus(args.corpus))
     ceiling = None
     if args.calibrate > 0:
-        alone = StandInEngine(model, args.max_num_seqs, args.step_base, args.step_per_seq, args.kv_seqs)
+        alone = StandInEngine(
+            model, args.max_num_seqs, args.step_base, args.step_per_seq, args.kv_seqs, args.serial_steps
+        )
         ceiling = calibrate(alone, VLLMBackend("stand-in", llm=types.SimpleNamespace(llm_engine=alone)), args.calibrate)
-    engine = StandInEngine(model, args.max_num_seqs, args.step_base, args.step_per_seq, args.kv_seqs)
+    engine = StandInEngine(model, args.max_num_seqs, args.step_base, args.step_per_seq, args.kv_seqs, args.serial_steps)
     llm = types.SimpleNamespace(llm_engine=engine)  # no enqueue: the stream uses llm_engine.add_request
     backend = VLLMBackend("stand-in", llm=llm)
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,9 +237,23 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.step_per_seq * 1000:g} ms per sequence; window {window}, lag {outcome.info.lag}")  # fmt: skip
     print(f"grew a pool to {outcome.pool_size:,} tasks in {total:.1f} s ({outcome.exit_reason}); "
           f"{engine.steps:,} steps, {engine.tokens:,} tokens")  # fmt: skip
+    requests = " ".join(f"{name} {stage.requests:,}" for name, stage in outcome.totals.stages.items() if stage.requests)
+    print(f"requests: {requests}; rejected: {sum(outcome.totals.rejected.values()):,}")
+    wasted = engine.aborted_tokens
+    print(f"tokens of requests aborted at the stop: {wasted:,} ({wasted / max(engine.tokens, 1):.1%})")
     print(f"engine idle while work remained: {idle:.2f} s = {idle / span:.1%} of {span:.1f} s")
     print(f"mean sequences per step: {engine.sequence_steps / max(engine.steps, 1):.1f} of {full}")
     print(f"output tokens/s: {rate:,.0f}; the engine's maximum: {max_rate:,.0f}; ratio {rate / max_rate:.2f}")
+    if args.timeline:
+        first = engine.first_added or started
+        cuts = [
+            (first + span * k / args.timeline, first + span * (k + 1) / args.timeline) for k in range(args.timeline)
+        ]
+        means = []
+        for a, b in cuts:
+            ns = [n for t, n in engine.history if a <= t < b]
+            means.append(f"{sum(ns) / max(len(ns), 1):.0f}")
+        print(f"mean sequences per step in each tenth of the run: {' '.join(means)}")
     if ceiling is not None:
         print(f"the same engine kept full without the loop for {args.calibrate:g} s: {ceiling:,.0f} tokens/s "
               f"(ratio {ceiling / max_rate:.2f}); the run against that ceiling: {rate / ceiling:.2f}")  # fmt: skip

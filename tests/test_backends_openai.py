@@ -932,3 +932,44 @@ def test_server_priority_against_a_server_without_priority_scheduling_says_how_t
         stream = b.stream()
         stream.submit(Request(0, "p", SAMPLING, 0, priority=2))
         drain(stream, 1)
+
+
+# -- proxies: read from the environment once per endpoint -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "want"),
+    [
+        ({}, "http://gpu:8000/v1", (None, None)),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://gpu:8000/v1", ("http://proxy:3128", None)),
+        ({"http_proxy": "proxy:3128"}, "http://gpu:8000/v1", ("http://proxy:3128", None)),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "https://api.example/v1", (None, None)),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.example/v1", ("http://proxy:3128", None)),
+        ({"ALL_PROXY": "http://proxy:3128"}, "https://api.example/v1", ("http://proxy:3128", None)),
+        ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "gpu,other"}, "http://gpu:8000/v1", (None, None)),
+        ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "other"}, "http://gpu:8000/v1", ("http://proxy:3128", None)),
+        (
+            {"HTTP_PROXY": "http://me:s%40cret@proxy:3128"},
+            "http://gpu:8000/v1",
+            ("http://proxy:3128", {"Proxy-Authorization": "Basic bWU6c0BjcmV0"}),
+        ),
+    ],
+)
+def test_the_proxy_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, want: tuple[Any, Any]
+) -> None:
+    from selfinstruct.engines.openai import _proxy_for
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _proxy_for(url) == want
+
+
+def test_no_proxy_means_the_server_is_asked_directly(fake_lm: FakeLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with backend(fake_lm) as b:
+        assert len(b.generate(["x"], SAMPLING)) == 1

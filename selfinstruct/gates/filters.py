@@ -12,6 +12,7 @@ punctuation or not ASCII. The novelty check (ROUGE-L > 0.7) lives in :mod:`selfi
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Callable, Iterable, Sequence
@@ -148,7 +149,7 @@ def copied_demo(instruction: str, demos: Sequence[str]) -> str | None:
     >>> copied_demo("Name three rivers in Asia.", ["Name three rivers in Africa."]) is None
     True
     """
-    from selfinstruct.gates.novelty import rouge_l_f
+    from selfinstruct.gates.novelty import lcs_fmeasure, rouge_tokens
 
     key = _norm(instruction)
     if not key:
@@ -156,10 +157,23 @@ def copied_demo(instruction: str, demos: Sequence[str]) -> str | None:
     for demo in demos:
         if _norm(demo) == key:
             return demo
+    tokens = rouge_tokens(instruction)
     for demo in demos:
-        if rouge_l_f(instruction, demo) >= DEMO_COPY_THRESHOLD:
+        other = _demo_tokens(demo)
+        # The F-measure is at most 2 min(m, n) / (m + n): skip the LCS where lengths alone rule a copy out.
+        if 2 * min(len(tokens), len(other)) < DEMO_COPY_THRESHOLD * (len(tokens) + len(other)):
+            continue
+        if lcs_fmeasure(tokens, other) >= DEMO_COPY_THRESHOLD:
             return demo
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _demo_tokens(demo: str) -> tuple[str, ...]:
+    """A demonstration's ROUGE tokens: every candidate of a request is compared with the same few."""
+    from selfinstruct.gates.novelty import rouge_tokens
+
+    return tuple(rouge_tokens(demo))
 
 
 def copied_instance(instance: Instance, demos: Sequence[Instance], *, classification: bool) -> bool:

@@ -216,6 +216,11 @@ def _lcs_tokens(a: Sequence[str], b: Sequence[str]) -> int:
     return int(LCSseq.similarity(code_a, code_b))
 
 
+def lcs_fmeasure(target: Sequence[str], prediction: Sequence[str]) -> float:
+    """ROUGE-L F-measure of two token lists (see :func:`rouge_tokens`), as :func:`rouge_l_f` of their texts."""
+    return _fmeasure(_lcs_tokens(target, prediction), len(target), len(prediction))
+
+
 def rouge_l_f(candidate: str, existing: str) -> float:
     """ROUGE-L F-measure of ``candidate`` (target) against ``existing`` (prediction), as rouge-score.
 
