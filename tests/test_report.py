@@ -413,3 +413,49 @@ def test_parser_auto_decides_without_importing_spacy(tmp_path: Path, monkeypatch
     assert chosen is None and "en_core_web_sm is not" in why
     imported = sys.modules.get("spacy")
     assert imported is None or not str(getattr(imported, "__file__", "")).startswith(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ issue 19
+
+
+@pytest.mark.parametrize("max_tasks", [50, 299])
+def test_a_pool_above_the_bound_is_sampled_and_its_counts_stay_exact(tmp_path: Path, max_tasks: int) -> None:
+    from reportpools import synthetic_pool
+
+    from selfinstruct.views.report import measure_pool
+
+    pool = synthetic_pool(tmp_path, 300)
+    full = measure_pool(pool, ReportOptions(parser="heuristic"))
+    part = measure_pool(pool, ReportOptions(parser="heuristic", max_tasks=max_tasks))
+    exact, sampled = full.report, part.report
+    assert "sampled" not in exact and not any("sample of" in w for w in exact["warnings"])
+    assert sampled["sampled"]["tasks"] == max_tasks and sampled["sampled"]["of"] == 300
+    assert any(f"sample of {max_tasks:,} of its 300 tasks" in w for w in sampled["warnings"])
+    # Counts over every task, not the sample:
+    assert sampled["pool"]["tasks"] == 300
+    assert sampled["shape"] == exact["shape"]
+    assert sampled["diversity"]["leading_words"] == exact["diversity"]["leading_words"]
+    assert sampled["diversity"]["stored_max_similarity"] == exact["diversity"]["stored_max_similarity"]
+    assert sampled["quality"]["table1"] == exact["quality"]["table1"]
+    assert sampled["growth"] == exact["growth"]
+    # Statistics on the sample: that many rows, the same tasks for the same seed, other tasks for another.
+    assert len(part.rows["id"]) == max_tasks and set(part.rows["id"]) < set(full.rows["id"])
+    assert part.rows["id"] == sorted(part.rows["id"])  # in file order
+    again = measure_pool(pool, ReportOptions(parser="heuristic", max_tasks=max_tasks))
+    assert again.rows["id"] == part.rows["id"]
+    other = measure_pool(pool, ReportOptions(parser="heuristic", max_tasks=max_tasks, seed=7))
+    assert other.rows["id"] != part.rows["id"]
+    assert sampled["diversity"]["seed_rouge"]["summary"]["count"] == max_tasks
+    assert "sample of" in render_html([sampled])
+
+
+def test_a_pool_at_the_bound_is_measured_whole(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    pool = synthetic_pool(tmp_path, 120)
+    at = build_report(pool, ReportOptions(parser="heuristic", max_tasks=120))
+    whole = build_report(pool, ReportOptions(parser="heuristic"))
+    assert "sampled" not in at
+    for report in (at, whole):
+        report.pop("generated_at"), report.pop("timings")
+    assert at == whole
