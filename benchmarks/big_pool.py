@@ -2,8 +2,9 @@
 
 1. Write a pool of ``--tasks`` tasks (one instance each, ~300 bytes a line) and a one-line ledger into a
    temporary directory (or ``--pool DIR`` to reuse one).
-2. Run each command as its own process (``selfinstruct status``, ``export`` to JSON Lines, and ``export
-   --shuffle``, which still loads the pool) and report its wall time and peak RSS (``wait4``'s rusage).
+2. Run each command as its own process (``selfinstruct status``; ``export`` to JSON Lines, with
+   ``--shuffle``, to Parquet and to a datasets directory; ``report``) and report its wall time and peak
+   RSS (``wait4``'s rusage).
 
     python benchmarks/big_pool.py --tasks 1000000
     python benchmarks/big_pool.py --pool /tmp/big --commands status
@@ -28,6 +29,9 @@ COMMANDS = {
     "status": ["status", "{pool}"],
     "export": ["export", "{pool}", "--out", "{tmp}/train.jsonl", "-q"],
     "export-shuffle": ["export", "{pool}", "--out", "{tmp}/shuffled.jsonl", "--shuffle", "-q"],
+    "export-parquet": ["export", "{pool}", "--out", "{tmp}/train.parquet", "-q"],
+    "export-datasets": ["export", "{pool}", "--out", "{tmp}/train_hf", "-q"],
+    "report": ["report", "{pool}", "--out", "{tmp}/report.html", "--parser", "heuristic"],
 }
 
 

@@ -965,6 +965,7 @@ class _ColumnSink:
         self.path, self.fmt, self.kind = path, fmt, kind
         self.batch: list[dict[str, Any]] = []
         self.writer: Any = None
+        self.schema: Any = None
         self.sink: Any = None
         self.count = 0
 
@@ -977,9 +978,10 @@ class _ColumnSink:
     def _flush(self) -> None:
         if not self.batch:
             return
-        table = _arrow_table(self.batch, self.fmt, None if self.writer is None else self.writer.schema)
+        table = _arrow_table(self.batch, self.fmt, self.schema)
         self.batch = []
         if self.writer is None:
+            self.schema = table.schema
             if self.kind == "parquet":
                 pq = _import("pyarrow.parquet", "a Parquet export")
                 self.writer = pq.ParquetWriter(str(self.path), table.schema)
