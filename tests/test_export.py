@@ -818,3 +818,14 @@ def test_streamed_parquet_refuses_a_batch_whose_columns_differ(tmp_path: Path) -
         for record in [{"a": "1"}] * export_module.BATCH_RECORDS + [{"b": "2"}]:
             sink.write(record)
         sink.close()
+
+
+@pytest.mark.parametrize(
+    ("system", "strategy"), [(False, "type: alpaca"), (True, "type: alpaca_w_system.load_instruct")]
+)
+def test_the_axolotl_block_of_an_alpaca_export_reads_its_system_field(
+    tmp_path: Path, system: bool, strategy: str
+) -> None:
+    paths = {"train": tmp_path / "d.train.jsonl", "validation": tmp_path / "d.validation.jsonl"}
+    block = export_module.axolotl_datasets("alpaca", "jsonl", paths, system=system)
+    assert block is not None and block.count(f"    {strategy}\n") == 2  # datasets and test_datasets

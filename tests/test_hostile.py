@@ -1023,7 +1023,11 @@ def test_alpaca_without_system_maps_no_system_column(tmp_path: Path) -> None:
     result = run_cli("export", pool, "--out", tmp_path / "b.jsonl", "--format", "alpaca", "--system", "Be brief.")
     entry = json.loads((tmp_path / "dataset_info.json").read_text())["b"]
     assert entry["columns"]["system"] == "system"
-    assert "Axolotl's `type: alpaca` ignores the system column" in " ".join(result.output.split())
+    # Axolotl's `type: alpaca` never reads a system field: with --system the block names the Alpaca strategy
+    # that puts each record's system in front of the same prompt; without, plain `type: alpaca`.
+    assert "type: alpaca_w_system.load_instruct\n" in (tmp_path / "b.axolotl.yml").read_text()
+    assert "type: alpaca\n" in (tmp_path / "a.axolotl.yml").read_text()
+    assert "Axolotl" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -711,9 +711,14 @@ def llamafactory_entry(fmt: str, file_name: str, *, system: bool = False) -> dic
 _AXOLOTL_DS_TYPE = {"jsonl": "json", "json": "json", "parquet": "parquet"}
 
 
-def axolotl_datasets(fmt: str, container: str, paths: dict[str, Path]) -> str | None:
+def axolotl_datasets(fmt: str, container: str, paths: dict[str, Path], *, system: bool = False) -> str | None:
     """An Axolotl ``datasets:`` block (and ``test_datasets:`` with a split) as YAML text, or None for a
-    format Axolotl has no loader for (prompt-completion, seed)."""
+    format Axolotl has no loader for (prompt-completion, seed).
+
+    ``system``: the records carry a ``system`` field (an alpaca export with --system). Axolotl's ``type:
+    alpaca`` never reads that field, so the block names its ``alpaca_w_system.load_instruct`` strategy
+    instead: the same Alpaca instruction/input/response prompt, with a ``### System:`` section in front
+    holding each record's ``system`` (that strategy requires the field, so it is named only then)."""
     if fmt in ("messages", "openai"):
         body = [
             "type: chat_template",
@@ -737,7 +742,7 @@ def axolotl_datasets(fmt: str, container: str, paths: dict[str, Path]) -> str | 
             'roles_to_train: ["assistant"]',
         ]
     elif fmt == "alpaca":
-        body = ["type: alpaca"]
+        body = ["type: alpaca_w_system.load_instruct" if system else "type: alpaca"]
     else:
         return None
     lines = [
@@ -1224,11 +1229,6 @@ def trainer_warnings(fmt: str, container: str, *, system: bool) -> list[str]:
         )
     if fmt == "openai" and container != "jsonl":
         warnings.append(f"OpenAI fine-tuning takes JSONL files only; this {container} export will be refused there")
-    if fmt == "alpaca" and system:
-        warnings.append(
-            "Axolotl's `type: alpaca` ignores the system column, so --system reaches no Axolotl prompt; for "
-            "Axolotl with a system prompt export --format messages"
-        )
     return warnings
 
 
@@ -1280,7 +1280,7 @@ def _stage_trainer_configs(
         _write_guarded(info_path, lambda: tmp.write_text(text, encoding="utf-8"))
         written.append(info_path)
 
-    block = axolotl_datasets(fmt, container, paths)
+    block = axolotl_datasets(fmt, container, paths, system=system)
     if block is not None:
         yml = out.parent / f"{name}.axolotl.yml"
         check(yml)
