@@ -1102,3 +1102,19 @@ def test_a_signal_in_the_first_moments_never_gives_a_traceback_from_selfinstruct
             assert proc.returncode in (0, 130, -signal.SIGINT), err
             ours += proc.returncode == 130
     assert ours  # some signals did land in our handlers
+
+
+@pytest.mark.parametrize("redirect", [">", ">>"])
+def test_dev_stdout_redirected_to_a_file_takes_records_and_keeps_the_shell_mode(tmp_path: Path, redirect: str) -> None:
+    """`export --out /dev/stdout > file` writes JSON Lines into the file (a name without a suffix is a
+    datasets directory only when it is not one of the process's own streams), and `>>` appends."""
+    pool = full_pool(tmp_path)
+    out = tmp_path / "records.jsonl"
+    out.write_text("kept\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = " ".join([*SELFINSTRUCT, "export", str(pool), "--out", "/dev/stdout", "-q", redirect, str(out)])
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert (lines[0] == "kept") == (redirect == ">>")
+    assert all("messages" in json.loads(line) for line in lines[redirect == ">>" :]) and len(lines) > 3

@@ -453,8 +453,8 @@ def container_for(out: Path, container: str | None) -> str:
     suffix = out.suffix.lower()
     if suffix in _SUFFIX_CONTAINER:
         return _SUFFIX_CONTAINER[suffix]
-    if out.exists() and not out.is_dir() and not out.is_file():
-        return "jsonl"  # /dev/stdout, a FIFO: a stream of records
+    if out.exists() and not out.is_dir() and (not out.is_file() or str(out.absolute()).startswith(("/dev/", "/proc/"))):
+        return "jsonl"  # /dev/stdout (a terminal, a pipe, or redirected to a file), a FIFO: a stream of records
     if not suffix or out.is_dir():
         return "hf"
     raise ConfigError(
