@@ -11,7 +11,11 @@
 
 Measured on the 2-core shared development machine (load average 13 to 20 at the time, so the seconds are
 loose; the memory is not): status 70.9 s / 1.74 GB before streaming, 81.9 s / 230 MB after; export 247 s /
-2.27 GB loaded, 245 s / 497 MB streamed, byte-identical output.
+2.27 GB loaded, 245 s / 497 MB streamed, byte-identical output. On 1,000,000 tasks (315 MB of tasks.jsonl),
+before and after everything streamed (issue 19; seconds loose again, load 5 to 7): ``export --shuffle``
+134 s / 2.16 GB -> 173 s / 457 MB; Parquet 75 s / 2.74 GB -> 110 s / 584 MB; datasets 70 s / 3.19 GB ->
+70 s / 618 MB; ``report`` 69 s / 3.47 GB -> 55 s / 562 MB (a seeded sample of 100,000 tasks for the
+per-task statistics, counts exact).
 """
 
 from __future__ import annotations
