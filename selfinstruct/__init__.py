@@ -4,7 +4,8 @@ The public API is re-exported here; the command line (``selfinstruct ...``) is a
 Heavy optional dependencies (vLLM) are imported only by the backend that needs them.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: that statement imports the __future__ module, a file lookup
+# in which a Ctrl-C still gave Python's traceback. Annotations below are valid at run time (or quoted).
 
 # First of all, in the command line's own process only: note SIGINT, SIGTERM and SIGHUP instead of letting
 # Python raise KeyboardInterrupt (a traceback) in the middle of an import. The entry point
@@ -103,7 +104,7 @@ if TYPE_CHECKING:
     from selfinstruct.pool.task import Instance, Task, load_seed_tasks, load_tasks, read_records
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'selfinstruct' has no attribute {name!r}")
