@@ -332,6 +332,9 @@ def test_rating_sheet_round_trips(tmp_path: Path) -> None:
     tasks = Pool(pool).read_tasks()
     rows = draw_sheet(tasks, 40, seed=3)
     assert len(rows) == 40 and rows == draw_sheet(tasks, 40, seed=3)
+    # The pool streamed (as `report --rating-sheet` reads it: twice, holding the drawn tasks only): the same.
+    assert rows == draw_sheet(lambda: Pool(pool).iter_tasks(strict=True), 40, seed=3)
+    assert len(draw_sheet(lambda: Pool(pool).iter_tasks(strict=True), 1000, seed=3)) == 300
     assert all(1 <= r["rate_instance"] <= len(r["instances"]) for r in rows)
     answers = [(i % 5 != 0, i % 3 != 0, i % 2 == 0) for i in range(40)]
     for r, (a, b, c) in zip(rows, answers, strict=True):
