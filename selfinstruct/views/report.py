@@ -27,6 +27,10 @@ fine-tuning on a pool:
 :func:`build_reports` measures two pools for ``--against``, adding distinct-n on a random subsample of the
 larger pool the size of the smaller one.
 
+``tasks.jsonl`` is read once, as a stream: above :data:`SAMPLE_ABOVE` tasks the per-task statistics are
+measured on a seeded reservoir sample of that many tasks while every count stays exact (the report's
+``sampled`` entry and a warning on the page say which), so a pool of any size is reported in bounded memory.
+
 Optionally embedding diversity (:mod:`selfinstruct.views.embeddings`). Reads only: never takes the pool's lock,
 never repairs a file (a torn last line is skipped with a warning, as ``status`` does). Nothing here prints.
 """
