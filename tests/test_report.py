@@ -462,3 +462,19 @@ def test_a_pool_at_the_bound_is_measured_whole(tmp_path: Path) -> None:
     for report in (at, whole):
         report.pop("generated_at"), report.pop("timings")
     assert at == whole
+
+
+def test_against_a_sampled_pool_compares_whole_counts_and_a_subsample_of_the_whole(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    from selfinstruct.views.report import build_reports
+
+    big, small = synthetic_pool(tmp_path, 300, name="big"), synthetic_pool(tmp_path, 100, name="small", seed=1)
+    exact = build_reports([big, small], ReportOptions(parser="heuristic"))
+    part = build_reports([big, small], ReportOptions(parser="heuristic", max_tasks=150))
+    assert "sampled" in part[0].report and "sampled" not in part[1].report
+    matched = part[0].report["comparison"]["distinct_ngrams_matched"]
+    assert matched["sampled"] and (matched["tasks"], matched["of"]) == (100, 300)
+    for k in (0, 1):  # word and label counts over every task of both pools, sampled or not
+        for key in ("leading_words", "labels", "label_total"):
+            assert part[k].report["comparison"][key] == exact[k].report["comparison"][key]

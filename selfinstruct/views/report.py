@@ -1021,7 +1021,9 @@ def build_reports(directories: Sequence[str | Path], options: ReportOptions | No
             ngrams = _ngrams([m.tokens[i] for i in picks])
         else:
             ngrams = m.report["diversity"]["distinct_ngrams"]
-        matched = {"sampled": sizes[k] > small, "tasks": small, "of": sizes[k], "ngrams": ngrams}
+        # A sampled pool's rows are a uniform sample already: a subsample of them is one of the whole pool.
+        whole = m.report["pool"]["tasks"]
+        matched = {"sampled": sizes[k] > small or whole > sizes[k], "tasks": small, "of": whole, "ngrams": ngrams}
         m.report["comparison"] = {
             "leading_words": {w: words[k].get(w, 0) for w in dict.fromkeys(shown_words)},
             "labels": {lab: label_counts[k].get(lab, 0) for lab in dict.fromkeys(shown_labels)},
