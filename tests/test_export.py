@@ -769,12 +769,13 @@ def _rows(out: Path, container: str) -> dict[str, list[dict[str, Any]]]:
     if container == "parquet":
         import pyarrow.parquet as pq
 
-        return {p.name: pq.read_table(p).to_pylist() for p in sorted(out.parent.glob("*.parquet"))}
+        tables = {p.name: pq.read_table(p) for p in sorted(out.parent.glob("*.parquet"))}
+        return {name: [str(t.schema), *t.to_pylist()] for name, t in tables.items()}  # types too
     if container == "hf":
         import datasets
 
         loaded = datasets.load_from_disk(str(out))
-        return {split: loaded[split].to_list() for split in loaded}
+        return {split: [str(loaded[split].features), *loaded[split].to_list()] for split in loaded}
     return {p.name: [p.read_bytes()] for p in sorted(out.parent.iterdir()) if "axolotl" not in p.name}  # type: ignore[list-item]
 
 
