@@ -2,15 +2,20 @@
 
 1. Write a pool of ``--tasks`` tasks (one instance each, ~300 bytes a line) and a one-line ledger into a
    temporary directory (or ``--pool DIR`` to reuse one).
-2. Run each command as its own process (``selfinstruct status``, ``export`` to JSON Lines, and ``export
-   --shuffle``, which still loads the pool) and report its wall time and peak RSS (``wait4``'s rusage).
+2. Run each command as its own process (``selfinstruct status``; ``export`` to JSON Lines, with
+   ``--shuffle``, to Parquet and to a datasets directory; ``report``) and report its wall time and peak
+   RSS (``wait4``'s rusage).
 
     python benchmarks/big_pool.py --tasks 1000000
     python benchmarks/big_pool.py --pool /tmp/big --commands status
 
 Measured on the 2-core shared development machine (load average 13 to 20 at the time, so the seconds are
 loose; the memory is not): status 70.9 s / 1.74 GB before streaming, 81.9 s / 230 MB after; export 247 s /
-2.27 GB loaded, 245 s / 497 MB streamed, byte-identical output.
+2.27 GB loaded, 245 s / 497 MB streamed, byte-identical output. On 1,000,000 tasks (315 MB of tasks.jsonl),
+before and after everything streamed (issue 19; seconds loose again, load 5 to 7): ``export --shuffle``
+134 s / 2.16 GB -> 173 s / 457 MB; Parquet 75 s / 2.74 GB -> 110 s / 584 MB; datasets 70 s / 3.19 GB ->
+70 s / 618 MB; ``report`` 69 s / 3.47 GB -> 55 s / 562 MB (a seeded sample of 100,000 tasks for the
+per-task statistics, counts exact).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ COMMANDS = {
     "status": ["status", "{pool}"],
     "export": ["export", "{pool}", "--out", "{tmp}/train.jsonl", "-q"],
     "export-shuffle": ["export", "{pool}", "--out", "{tmp}/shuffled.jsonl", "--shuffle", "-q"],
+    "export-parquet": ["export", "{pool}", "--out", "{tmp}/train.parquet", "-q"],
+    "export-datasets": ["export", "{pool}", "--out", "{tmp}/train_hf", "-q"],
+    "report": ["report", "{pool}", "--out", "{tmp}/report.html", "--parser", "heuristic"],
 }
 
 

@@ -4,13 +4,53 @@ The public API is re-exported here; the command line (``selfinstruct ...``) is a
 Heavy optional dependencies (vLLM) are imported only by the backend that needs them.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: that statement imports the __future__ module, a file lookup
+# in which a Ctrl-C still gave Python's traceback. Annotations below are valid at run time (or quoted).
+
+# First of all, in the command line's own process only: note SIGINT, SIGTERM and SIGHUP instead of letting
+# Python raise KeyboardInterrupt (a traceback) in the middle of an import. The entry point
+# (selfinstruct.__main__) ends the process quietly, exit 130, if one came. ``_signal`` is the C module
+# under ``signal``: importing it costs nothing (``signal`` would import enum first). The command line's
+# process is the one the interpreter started as the ``selfinstruct`` script or as ``python -m
+# selfinstruct``, read from ``sys.orig_argv`` (the real command line: a process that multiprocessing
+# spawned, such as vLLM's engine, inherits the parent's ``sys.argv`` but not this); a program that merely
+# imports the package keeps its own handlers.
+import _signal
+import os as _os
+import sys as _sys
+
+_EARLY_SIGNALS: list[int] = []
+
+
+def _note_early_signal(signum: int, frame: object) -> None:
+    _EARLY_SIGNALS.append(signum)
+
+
+def _started_as_command() -> bool:
+    args = list(getattr(_sys, "orig_argv", []))[1:]
+    while args:
+        arg = args.pop(0)
+        if arg == "-m":
+            return bool(args) and args[0].split(".")[0] == "selfinstruct"
+        if arg in ("-c", "-"):
+            return False
+        if arg in ("-X", "-W", "--check-hash-based-pycs"):
+            args[:1] = []
+        elif not arg.startswith("-"):
+            return _os.path.basename(arg).startswith("selfinstruct")
+    return False
+
+
+if _started_as_command():
+    try:
+        for _sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+            _signal.signal(_sig, _note_early_signal)
+    except ValueError:  # not the main thread: nothing to do
+        pass
 
 __version__ = "0.1.0"
 
-import os as _os
-import sys as _sys
-from importlib import import_module
+from importlib import import_module  # noqa: E402
 
 # Not `from typing import TYPE_CHECKING`: importing typing costs milliseconds in which a Ctrl-C would still
 # give Python's traceback (the entry point's handlers come after this package). Type checkers read this name.
@@ -64,7 +104,7 @@ if TYPE_CHECKING:
     from selfinstruct.pool.task import Instance, Task, load_seed_tasks, load_tasks, read_records
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'selfinstruct' has no attribute {name!r}")

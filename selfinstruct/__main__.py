@@ -9,11 +9,16 @@ signals are ignored, so that one arriving while the interpreter shuts down canno
 
 from __future__ import annotations
 
+import contextlib
 import os  # loaded by the interpreter's start-up already: costs nothing
 import signal
 import sys
 
-_early: list[int] = []
+from selfinstruct import _EARLY_SIGNALS
+
+# Signals noted since the package's first line (selfinstruct/__init__.py installs the same kind of handler
+# first of all; this module's own installation below covers a caller that replaced those).
+_early: list[int] = _EARLY_SIGNALS
 
 
 def _note(signum: int, frame: object) -> None:
@@ -34,9 +39,6 @@ if __name__ == "__main__" or (
 
 
 def _quit_quietly(code: int, message: bytes) -> None:
-    import contextlib
-    import os
-
     with contextlib.suppress(OSError):
         os.write(2, message)
     os._exit(code)
@@ -55,7 +57,14 @@ def main() -> None:
             from selfinstruct.cli import main as cli_main
         except (stopping.StopRequested, KeyboardInterrupt):
             _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
-        cli_main()
+        try:
+            cli_main()
+        except (stopping.StopRequested, KeyboardInterrupt):
+            # A signal in the very last steps (cli.main restoring the handlers it replaced), after the
+            # command's own handling: the process still ends as a stopped one, quietly.
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+            _quit_quietly(130, b"selfinstruct: interrupted\n")
     finally:
         for sig in stopping.HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)  # the outcome is decided: shutdown must not be interrupted

@@ -954,7 +954,7 @@ def report(
             from selfinstruct.pool.directory import Pool
             from selfinstruct.views.rating import draw_sheet, sheet_csv, sheet_jsonl
 
-            rows = draw_sheet(Pool(directory).read_tasks(), rating_sheet or 0, seed)
+            rows = draw_sheet(lambda: Pool(directory).iter_tasks(strict=True), rating_sheet or 0, seed)
             for sheet, text in zip(sheet_targets, (sheet_csv(rows), sheet_jsonl(rows)), strict=True):
                 write_text(sheet, text, flag="--rating-sheet")
                 written.append(sheet.path)

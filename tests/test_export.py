@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -762,3 +763,70 @@ def test_the_streamed_export_writes_what_the_loaded_one_writes(
         assert result.exit_code == 0, result.output
         outputs[stream] = {p.name: p.read_bytes() for p in sorted(out.parent.iterdir()) if "axolotl" not in p.name}
     assert outputs[True] == outputs[False]
+
+
+def _rows(out: Path, container: str) -> dict[str, list[dict[str, Any]]]:
+    if container == "parquet":
+        import pyarrow.parquet as pq
+
+        tables = {p.name: pq.read_table(p) for p in sorted(out.parent.glob("*.parquet"))}
+        return {name: [str(t.schema), *t.to_pylist()] for name, t in tables.items()}  # types too
+    if container == "hf":
+        import datasets
+
+        loaded = datasets.load_from_disk(str(out))
+        return {split: [str(loaded[split].features), *loaded[split].to_list()] for split in loaded}
+    return {p.name: [p.read_bytes()] for p in sorted(out.parent.iterdir()) if "axolotl" not in p.name}  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--shuffle"],
+        ["--format", "alpaca", "--system", "Be brief.", "--shuffle", "--seed", "5"],
+        ["--format", "sharegpt", "--per", "task", "--seed", "3"],
+        ["--format", "prompt-completion", "--validation-size", "2", "--seed", "7", "--shuffle"],
+        ["--format", "openai", "--validation-size", "0.4", "--per", "task"],
+    ],
+)
+@pytest.mark.parametrize(("suffix", "container"), [(".parquet", "parquet"), ("", "hf"), (".jsonl", "jsonl")])
+def test_streamed_parquet_datasets_and_shuffle_match_the_loaded_export(
+    pool_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], suffix: str, container: str
+) -> None:
+    if container != "jsonl":
+        pytest.importorskip("datasets")
+    monkeypatch.setattr(export_module, "BATCH_RECORDS", 2)  # several row groups and record batches
+    rows = {}
+    for stream in (True, False):
+        monkeypatch.setattr(export_module, "STREAM", stream)
+        out = tmp_path / f"{stream}" / f"data{suffix}"
+        result = cli(str(pool_dir), "--out", str(out), *args)
+        assert result.exit_code == 0, result.output
+        rows[stream] = _rows(out, container)
+    assert rows[True] == rows[False] and rows[True]
+    if "--shuffle" in args and container == "jsonl":
+        plain = tmp_path / "plain" / "data.jsonl"
+        assert cli(str(pool_dir), "--out", str(plain), *[a for a in args if a != "--shuffle"]).exit_code == 0
+        assert _rows(plain, "jsonl") != rows[True]  # shuffled indeed
+    assert not list(Path(tempfile.gettempdir()).glob("selfinstruct-export-*"))  # the spools and Arrow files went
+
+
+def test_streamed_parquet_refuses_a_batch_whose_columns_differ(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    sink = export_module._ColumnSink(tmp_path / "x.parquet", "messages", "parquet")
+    with pytest.raises(ConfigError, match="do not fit a columnar table"):
+        for record in [{"a": "1"}] * export_module.BATCH_RECORDS + [{"b": "2"}]:
+            sink.write(record)
+        sink.close()
+
+
+@pytest.mark.parametrize(
+    ("system", "strategy"), [(False, "type: alpaca"), (True, "type: alpaca_w_system.load_instruct")]
+)
+def test_the_axolotl_block_of_an_alpaca_export_reads_its_system_field(
+    tmp_path: Path, system: bool, strategy: str
+) -> None:
+    paths = {"train": tmp_path / "d.train.jsonl", "validation": tmp_path / "d.validation.jsonl"}
+    block = export_module.axolotl_datasets("alpaca", "jsonl", paths, system=system)
+    assert block is not None and block.count(f"    {strategy}\n") == 2  # datasets and test_datasets

@@ -101,3 +101,22 @@ def test_the_directory_lock_excludes_a_second_holder(tmp_path: Path) -> None:
     with directory_lock(tmp_path, wait=0.2):
         pass
     assert list(tmp_path.iterdir()) == []  # no lock file left behind
+
+
+@pytest.mark.parametrize("name", ["/dev/fd/{fd}", "/proc/self/fd/{fd}"])
+@pytest.mark.parametrize(("mode", "expected"), [("a", "keep\nnew\n"), ("w", "new\n")])
+def test_a_descriptor_of_this_process_is_written_as_the_shell_opened_it(
+    tmp_path: Path, name: str, mode: str, expected: str
+) -> None:
+    """`--out /dev/stdout >> log` appends: the output goes through the descriptor the shell opened (its
+    append mode and offset), not through a fresh open() of the file behind it, which would truncate it."""
+    log = tmp_path / "log"
+    log.write_text("keep\n")
+    with open(log, mode) as shell:
+        path = Path(name.format(fd=shell.fileno()))
+        target = check_output(path, stream_ok=True)
+        assert target.stream
+        with open_output(target) as fh:
+            fh.write("new\n")
+        assert not shell.closed  # a duplicate was written and closed, not the shell's own descriptor
+    assert log.read_text() == expected

@@ -332,6 +332,9 @@ def test_rating_sheet_round_trips(tmp_path: Path) -> None:
     tasks = Pool(pool).read_tasks()
     rows = draw_sheet(tasks, 40, seed=3)
     assert len(rows) == 40 and rows == draw_sheet(tasks, 40, seed=3)
+    # The pool streamed (as `report --rating-sheet` reads it: twice, holding the drawn tasks only): the same.
+    assert rows == draw_sheet(lambda: Pool(pool).iter_tasks(strict=True), 40, seed=3)
+    assert len(draw_sheet(lambda: Pool(pool).iter_tasks(strict=True), 1000, seed=3)) == 300
     assert all(1 <= r["rate_instance"] <= len(r["instances"]) for r in rows)
     answers = [(i % 5 != 0, i % 3 != 0, i % 2 == 0) for i in range(40)]
     for r, (a, b, c) in zip(rows, answers, strict=True):
@@ -413,3 +416,65 @@ def test_parser_auto_decides_without_importing_spacy(tmp_path: Path, monkeypatch
     assert chosen is None and "en_core_web_sm is not" in why
     imported = sys.modules.get("spacy")
     assert imported is None or not str(getattr(imported, "__file__", "")).startswith(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ issue 19
+
+
+@pytest.mark.parametrize("max_tasks", [50, 299])
+def test_a_pool_above_the_bound_is_sampled_and_its_counts_stay_exact(tmp_path: Path, max_tasks: int) -> None:
+    from reportpools import synthetic_pool
+
+    from selfinstruct.views.report import measure_pool
+
+    pool = synthetic_pool(tmp_path, 300)
+    full = measure_pool(pool, ReportOptions(parser="heuristic"))
+    part = measure_pool(pool, ReportOptions(parser="heuristic", max_tasks=max_tasks))
+    exact, sampled = full.report, part.report
+    assert "sampled" not in exact and not any("sample of" in w for w in exact["warnings"])
+    assert sampled["sampled"]["tasks"] == max_tasks and sampled["sampled"]["of"] == 300
+    assert any(f"sample of {max_tasks:,} of its 300 tasks" in w for w in sampled["warnings"])
+    # Counts over every task, not the sample:
+    assert sampled["pool"]["tasks"] == 300
+    assert sampled["shape"] == exact["shape"]
+    assert sampled["diversity"]["leading_words"] == exact["diversity"]["leading_words"]
+    assert sampled["diversity"]["stored_max_similarity"] == exact["diversity"]["stored_max_similarity"]
+    assert sampled["quality"]["table1"] == exact["quality"]["table1"]
+    assert sampled["growth"] == exact["growth"]
+    # Statistics on the sample: that many rows, the same tasks for the same seed, other tasks for another.
+    assert len(part.rows["id"]) == max_tasks and set(part.rows["id"]) < set(full.rows["id"])
+    assert part.rows["id"] == sorted(part.rows["id"])  # in file order
+    again = measure_pool(pool, ReportOptions(parser="heuristic", max_tasks=max_tasks))
+    assert again.rows["id"] == part.rows["id"]
+    other = measure_pool(pool, ReportOptions(parser="heuristic", max_tasks=max_tasks, seed=7))
+    assert other.rows["id"] != part.rows["id"]
+    assert sampled["diversity"]["seed_rouge"]["summary"]["count"] == max_tasks
+    assert "sample of" in render_html([sampled])
+
+
+def test_a_pool_at_the_bound_is_measured_whole(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    pool = synthetic_pool(tmp_path, 120)
+    at = build_report(pool, ReportOptions(parser="heuristic", max_tasks=120))
+    whole = build_report(pool, ReportOptions(parser="heuristic"))
+    assert "sampled" not in at
+    for report in (at, whole):
+        report.pop("generated_at"), report.pop("timings")
+    assert at == whole
+
+
+def test_against_a_sampled_pool_compares_whole_counts_and_a_subsample_of_the_whole(tmp_path: Path) -> None:
+    from reportpools import synthetic_pool
+
+    from selfinstruct.views.report import build_reports
+
+    big, small = synthetic_pool(tmp_path, 300, name="big"), synthetic_pool(tmp_path, 100, name="small", seed=1)
+    exact = build_reports([big, small], ReportOptions(parser="heuristic"))
+    part = build_reports([big, small], ReportOptions(parser="heuristic", max_tasks=150))
+    assert "sampled" in part[0].report and "sampled" not in part[1].report
+    matched = part[0].report["comparison"]["distinct_ngrams_matched"]
+    assert matched["sampled"] and (matched["tasks"], matched["of"]) == (100, 300)
+    for k in (0, 1):  # word and label counts over every task of both pools, sampled or not
+        for key in ("leading_words", "labels", "label_total"):
+            assert part[k].report["comparison"][key] == exact[k].report["comparison"][key]

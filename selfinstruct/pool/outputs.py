@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import os
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -148,6 +149,21 @@ def check_output(
     return Target(given, given, stream=True)
 
 
+def _inherited_fd(path: Path) -> int | None:
+    """The descriptor a path names when it is one of this process's own (``/dev/stdout``, ``/dev/stderr``,
+    ``/dev/fd/N``, ``/proc/self/fd/N``), else None. Writing through a duplicate of that descriptor, not a
+    fresh open() of its target, keeps what the shell asked for: ``>> log`` appends (a fresh open of the
+    file would truncate it), and ``> out`` writes after what was printed before."""
+    text = str(path.absolute())
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if text in named:
+        return named[text]
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            return int(text[len(prefix) :])
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -164,7 +180,15 @@ def open_output(target: Target, *, binary: bool = False, flag: str = "--out") ->
     encoding = None if binary else "utf-8"
     if target.stream:
         try:
-            with open(target.real, mode, encoding=encoding) as fh:
+            fd = _inherited_fd(target.path)
+            if fd is not None:  # /dev/stdout and the like: the descriptor the shell opened, as it opened it
+                if fd == 1:
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.stdout.flush()  # what the command printed before goes first
+                fh_cm = open(os.dup(fd), mode, encoding=encoding)  # noqa: SIM115 (closed by the with below)
+            else:
+                fh_cm = open(target.real, mode, encoding=encoding)  # noqa: SIM115
+            with fh_cm as fh:
                 yield fh
         except OSError as exc:
             raise OutputError(f"cannot write {flag} {target.path}: {_reason(exc)}") from None

@@ -103,8 +103,12 @@ OPENAI_MIN_EXAMPLES = 10
 #: The most bytes read from an existing dataset_info.json (LLaMA-Factory's own holds ~100 entries in ~30 KB).
 INFO_LIMIT_BYTES = 64_000_000
 
-#: JSON Lines and JSON exports without --shuffle stream the pool (bounded memory); False loads it (tests).
+#: Exports stream the pool (bounded memory); False loads it whole (the tests compare the two). The seed
+#: format into Parquet, a datasets directory or the Hub is loaded whole either way: its provenance fields
+#: vary from task to task, and a columnar table needs every column before it starts.
 STREAM = True
+#: Records per Parquet row group and per Arrow record batch of a streamed export.
+BATCH_RECORDS = 10_000
 
 _INSTALL_HINT = "install it with: pip install 'selfinstruct[export]'"
 
@@ -449,8 +453,8 @@ def container_for(out: Path, container: str | None) -> str:
     suffix = out.suffix.lower()
     if suffix in _SUFFIX_CONTAINER:
         return _SUFFIX_CONTAINER[suffix]
-    if out.exists() and not out.is_dir() and not out.is_file():
-        return "jsonl"  # /dev/stdout, a FIFO: a stream of records
+    if out.exists() and not out.is_dir() and (not out.is_file() or str(out.absolute()).startswith(("/dev/", "/proc/"))):
+        return "jsonl"  # /dev/stdout (a terminal, a pipe, or redirected to a file), a FIFO: a stream of records
     if not suffix or out.is_dir():
         return "hf"
     raise ConfigError(
@@ -633,10 +637,12 @@ def _import(name: str, what: str) -> Any:
         raise ConfigError(f"{what} needs the {name.split('.')[0]} package: {_INSTALL_HINT}") from None
 
 
-def _arrow_table(records: list[dict[str, Any]], fmt: str) -> Any:
+def _arrow_table(records: list[dict[str, Any]], fmt: str, schema: Any = None) -> Any:
     pa = _import("pyarrow", "a Parquet or datasets export")
     try:
-        return pa.Table.from_pylist(_columns(records))
+        if schema is not None and set(_columns(records[:1])[0]) != set(schema.names):
+            raise pa.ArrowInvalid(f"columns {sorted(_columns(records[:1])[0])} differ from {sorted(schema.names)}")
+        return pa.Table.from_pylist(_columns(records), schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         hint = " (the seed format's provenance fields vary from task to task: export it as .jsonl)" * (fmt == "seed")
         raise ConfigError(f"these records do not fit a columnar table: {exc}{hint}") from None
@@ -705,9 +711,14 @@ def llamafactory_entry(fmt: str, file_name: str, *, system: bool = False) -> dic
 _AXOLOTL_DS_TYPE = {"jsonl": "json", "json": "json", "parquet": "parquet"}
 
 
-def axolotl_datasets(fmt: str, container: str, paths: dict[str, Path]) -> str | None:
+def axolotl_datasets(fmt: str, container: str, paths: dict[str, Path], *, system: bool = False) -> str | None:
     """An Axolotl ``datasets:`` block (and ``test_datasets:`` with a split) as YAML text, or None for a
-    format Axolotl has no loader for (prompt-completion, seed)."""
+    format Axolotl has no loader for (prompt-completion, seed).
+
+    ``system``: the records carry a ``system`` field (an alpaca export with --system). Axolotl's ``type:
+    alpaca`` never reads that field, so the block names its ``alpaca_w_system.load_instruct`` strategy
+    instead: the same Alpaca instruction/input/response prompt, with a ``### System:`` section in front
+    holding each record's ``system`` (that strategy requires the field, so it is named only then)."""
     if fmt in ("messages", "openai"):
         body = [
             "type: chat_template",
@@ -731,7 +742,7 @@ def axolotl_datasets(fmt: str, container: str, paths: dict[str, Path]) -> str | 
             'roles_to_train: ["assistant"]',
         ]
     elif fmt == "alpaca":
-        body = ["type: alpaca"]
+        body = ["type: alpaca_w_system.load_instruct" if system else "type: alpaca"]
     else:
         return None
     lines = [
@@ -793,7 +804,8 @@ def export_pool(
     if first.stream and opts.validation_size:
         raise ConfigError(f"--out {out} is a stream: a validation split needs file names (--out NAME.jsonl)")
 
-    if STREAM and container in ("jsonl", "json") and not opts.shuffle and not opts.push_to_hub:
+    columnar = container in ("parquet", "hf") or bool(opts.push_to_hub)
+    if STREAM and not (opts.fmt == "seed" and columnar):
         return _export_streaming(pool_dir, out, opts, container, first, seed_path, check, warnings)
 
     tasks = _load_pool(pool_dir, warnings)
@@ -863,17 +875,20 @@ def export_pool(
             staging.commit()
 
     if opts.push_to_hub:
-        dataset = _dataset_dict(by_split, opts.fmt)
-        try:
-            with _quiet_datasets():
-                dataset.push_to_hub(opts.push_to_hub, private=opts.private)
-        except Exception as exc:
-            raise HubPushError(
-                f"the export is written to {out}, but pushing it to the Hugging Face Hub as {opts.push_to_hub} "
-                f"failed: {type(exc).__name__}: {redact(str(exc))}"
-            ) from None
+        _push(_dataset_dict(by_split, opts.fmt), opts, out)
         result.pushed_to = opts.push_to_hub
     return result
+
+
+def _push(dataset: Any, opts: ExportOptions, out: Path) -> None:
+    try:
+        with _quiet_datasets():
+            dataset.push_to_hub(opts.push_to_hub, private=opts.private)
+    except Exception as exc:
+        raise HubPushError(
+            f"the export is written to {out}, but pushing it to the Hugging Face Hub as {opts.push_to_hub} "
+            f"failed: {type(exc).__name__}: {redact(str(exc))}"
+        ) from None
 
 
 @dataclass(slots=True)
@@ -946,6 +961,107 @@ class _RecordWriter:
             self.fh.write("\n]\n" if self.count else "]\n")
 
 
+class _ColumnSink:
+    """Records written in batches of :data:`BATCH_RECORDS` as Parquet row groups (``kind="parquet"``) or
+    as the record batches of an Arrow stream file, the form ``datasets`` memory-maps (``kind="arrow"``).
+    The first batch fixes the columns and their types; a later batch that differs is refused."""
+
+    def __init__(self, path: Path, fmt: str, kind: str) -> None:
+        self.path, self.fmt, self.kind = path, fmt, kind
+        self.batch: list[dict[str, Any]] = []
+        self.writer: Any = None
+        self.schema: Any = None
+        self.sink: Any = None
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.batch.append(record)
+        self.count += 1
+        if len(self.batch) >= BATCH_RECORDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        table = _arrow_table(self.batch, self.fmt, self.schema)
+        self.batch = []
+        if self.writer is None:
+            self.schema = table.schema
+            if self.kind == "parquet":
+                pq = _import("pyarrow.parquet", "a Parquet export")
+                self.writer = pq.ParquetWriter(str(self.path), table.schema)
+            else:
+                pa = _import("pyarrow", "a datasets export")
+                self.sink = pa.OSFile(str(self.path), "wb")
+                self.writer = pa.ipc.new_stream(self.sink, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.sink is not None:
+                self.sink.close()
+
+
+class _Tee:
+    """One split's records to every sink: the export file, and the Arrow file a datasets directory or a
+    push to the Hub is made from."""
+
+    def __init__(self, sinks: list[Any]) -> None:
+        self.sinks = sinks
+
+    @property
+    def count(self) -> int:
+        return self.sinks[0].count
+
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class _Spool:
+    """One split's records kept on disk (JSON Lines in a temporary file, and an 8-byte offset per record),
+    then read back in a seeded random order: --shuffle without holding the records in memory. The order is
+    the one :func:`random.Random.shuffle` gives a list of that length, so it matches the loaded export."""
+
+    def __init__(self, directory: str) -> None:
+        from array import array
+
+        # Closed by replay() once read back; the directory it is in goes at the end of the export either way.
+        self.fh = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        self.offsets = array("Q")
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.offsets.append(self.fh.tell())
+        self.fh.write(_dumps(record).encode("utf-8") + b"\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self.fh.flush()
+
+    def replay(self, seed: str) -> Iterator[dict[str, Any]]:
+        order = list(range(len(self.offsets)))
+        random.Random(seed).shuffle(order)
+        for i in order:
+            self.fh.seek(self.offsets[i])
+            yield json.loads(self.fh.readline())
+        self.fh.close()
+
+
+def _arrow_datasets(paths: dict[str, Path]) -> Any:
+    """A ``DatasetDict`` over the Arrow stream files of the splits, memory-mapped, not loaded."""
+    datasets = _import("datasets", "a Hugging Face datasets export")
+    return datasets.DatasetDict({split: datasets.Dataset.from_file(str(path)) for split, path in paths.items()})
+
+
 def _export_streaming(
     pool_dir: Path,
     out: Path,
@@ -956,10 +1072,12 @@ def _export_streaming(
     check: Callable[..., Path],
     warnings: list[str],
 ) -> ExportResult:
-    """A JSON Lines or JSON export without --shuffle, streamed: the pool is read twice (once to count the
-    examples for the split, once to write them), so memory stays bounded by what is remembered per task (a
-    digest per instruction and input, the record ids), not by the pool. Writes what the in-memory path
-    writes, byte for byte."""
+    """An export streamed: the pool is read twice (once to count the examples for the split, once to write
+    them), so memory stays bounded by what is remembered per task (a digest per instruction and input, the
+    record ids), not by the pool. Parquet is written in row groups; a datasets directory and a push to the
+    Hub are made from Arrow files written in record batches and memory-mapped; --shuffle spools each split
+    to a temporary file and reads it back in a seeded order of byte offsets. JSON Lines and JSON are the
+    bytes the in-memory path writes; the columnar outputs hold the same rows."""
     _check_pool(pool_dir)
     jpool = Pool(pool_dir)
     sidecar, bad = read_sidecar_records(jpool.iter_judgements())
@@ -987,39 +1105,71 @@ def _export_streaming(
     )  # fmt: skip
     turn, ids = opts.user_turn(), _Ids()
     rngs = {split: random.Random(f"{opts.seed}:{split}") for split in splits}
+    work = contextlib.ExitStack()  # temporary files: the --shuffle spools, the Arrow files of datasets
+    scratch = work.enter_context(tempfile.TemporaryDirectory(prefix="selfinstruct-export-"))
+    arrow_paths = {split: Path(scratch) / f"{split}.arrow" for split in splits}
+    need_arrow = container == "hf" or bool(opts.push_to_hub)
 
-    def write_all(writers: dict[str, _RecordWriter]) -> None:
+    def write_all(writers: dict[str, Any]) -> None:
+        """Every record into ``writers`` (one per split), shuffled first with --shuffle."""
+        if need_arrow:
+            writers = {
+                split: _Tee([*([w] if container != "hf" else []), _ColumnSink(arrow_paths[split], opts.fmt, "arrow")])
+                for split, w in writers.items()
+            }
+        targets: dict[str, Any] = {s: _Spool(scratch) for s in splits} if opts.shuffle else writers
         again = _Tally()
         for i, ex in enumerate(_streamed_examples(pool_dir, seed_tasks, sidecar, opts, again, [])):
             split = "validation" if i in chosen else "train"
             for record in _example_records(ex, result.tasks[split], opts, turn, rngs[split], ids):
-                writers[split].write(redact_value(record))
+                targets[split].write(redact_value(record))
             result.tasks[split] += 1
+        if opts.shuffle:
+            for split, spool in targets.items():
+                spool.close()
+                for record in spool.replay(f"{opts.seed}:shuffle:{split}"):
+                    writers[split].write(record)
         for writer in writers.values():
             writer.close()
         result.records = {split: writer.count for split, writer in writers.items()}
 
-    if first.stream:
-        with open_output(first) as fh:
-            write_all({"train": _RecordWriter(fh, container)})
-        if opts.trainer_configs:
-            warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
-    else:
-        reals = {split: check(path) for split, path in paths.items()}
-        _refuse_config_names(out, paths, opts)
-        with directory_lock(out.parent) if opts.trainer_configs else contextlib.nullcontext(), _Staging() as staging:
-            tmps = {split: staging.file(reals[split]) for split in splits}
-            with contextlib.ExitStack() as files:
-                try:
-                    handles = {s: files.enter_context(open(tmps[s], "w", encoding="utf-8")) for s in splits}
-                    write_all({s: _RecordWriter(handles[s], container) for s in splits})
-                except OSError as exc:
-                    raise ExportOutputError(f"cannot write {out}: {_reason(exc)}; nothing was written") from None
+    def sink(split: str, tmp: Path, files: contextlib.ExitStack) -> Any:
+        if container == "parquet":
+            return _ColumnSink(tmp, opts.fmt, "parquet")
+        if container == "hf":
+            return None  # the datasets directory is saved from the split's Arrow file
+        return _RecordWriter(files.enter_context(open(tmp, "w", encoding="utf-8")), container)
+
+    with work:
+        if first.stream:
+            with open_output(first) as fh:
+                write_all({"train": _RecordWriter(fh, container)})
             if opts.trainer_configs:
-                result.trainer_configs = _stage_trainer_configs(
-                    staging, out, opts.fmt, container, paths, warnings, system=opts.system is not None, check=check
-                )
-            staging.commit()
+                warnings.append(f"no trainer configs: --out {out} is a stream, not a file they could name")
+        else:
+            reals = {split: check(path, container == "hf") for split, path in paths.items()}
+            _refuse_config_names(out, paths, opts)
+            locked = opts.trainer_configs and container != "hf"
+            with directory_lock(out.parent) if locked else contextlib.nullcontext(), _Staging() as staging:
+                tmps = {} if container == "hf" else {split: staging.file(reals[split]) for split in splits}
+                with contextlib.ExitStack() as files:
+                    try:
+                        write_all({s: sink(s, tmps.get(s, Path()), files) for s in splits})
+                    except OSError as exc:
+                        raise ExportOutputError(f"cannot write {out}: {_reason(exc)}; nothing was written") from None
+                if container == "hf":
+                    tmp_dir = staging.directory(reals["train"])
+                    with _quiet_datasets():
+                        dataset = _arrow_datasets(arrow_paths)
+                        _write_guarded(out, lambda: dataset.save_to_disk(str(tmp_dir)))
+                if opts.trainer_configs:
+                    result.trainer_configs = _stage_trainer_configs(
+                        staging, out, opts.fmt, container, paths, warnings, system=opts.system is not None, check=check
+                    )
+                staging.commit()
+        if opts.push_to_hub:
+            _push(_arrow_datasets(arrow_paths), opts, out)
+            result.pushed_to = opts.push_to_hub
     if opts.fmt == "openai" and result.records["train"] < OPENAI_MIN_EXAMPLES:
         warnings.append(
             f"OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} training examples; this file has "
@@ -1079,11 +1229,6 @@ def trainer_warnings(fmt: str, container: str, *, system: bool) -> list[str]:
         )
     if fmt == "openai" and container != "jsonl":
         warnings.append(f"OpenAI fine-tuning takes JSONL files only; this {container} export will be refused there")
-    if fmt == "alpaca" and system:
-        warnings.append(
-            "Axolotl's `type: alpaca` ignores the system column, so --system reaches no Axolotl prompt; for "
-            "Axolotl with a system prompt export --format messages"
-        )
     return warnings
 
 
@@ -1135,7 +1280,7 @@ def _stage_trainer_configs(
         _write_guarded(info_path, lambda: tmp.write_text(text, encoding="utf-8"))
         written.append(info_path)
 
-    block = axolotl_datasets(fmt, container, paths)
+    block = axolotl_datasets(fmt, container, paths, system=system)
     if block is not None:
         yml = out.parent / f"{name}.axolotl.yml"
         check(yml)

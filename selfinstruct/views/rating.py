@@ -25,7 +25,7 @@ import csv
 import io
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,23 @@ _NO = {"no", "n", "false", "0"}
 _BLANK = {"", "?", "-"}
 
 
-def draw_sheet(tasks: Sequence[Task], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` tasks (all if fewer) drawn with ``random.Random(seed)``, each with one instance to rate."""
+def draw_sheet(tasks: Sequence[Task] | Callable[[], Iterable[Task]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` tasks (all if fewer) drawn with ``random.Random(seed)``, each with one instance to rate.
+
+    ``tasks``: the tasks, or a function that streams them (called twice: once to count, once to pick the
+    drawn ones), so that a pool of any size needs memory for the ``n`` drawn tasks only. Both give the
+    same sheet."""
+    total = len(tasks) if isinstance(tasks, Sequence) else sum(1 for _ in tasks())
     rng = random.Random(seed)
-    picks = sorted(rng.sample(range(len(tasks)), min(n, len(tasks))))
+    picks = sorted(rng.sample(range(total), min(n, total)))
+    if isinstance(tasks, Sequence):
+        drawn = {k: tasks[k] for k in picks}
+    else:
+        wanted = set(picks)
+        drawn = {k: task for k, task in enumerate(tasks()) if k in wanted}
     rows = []
     for k in picks:
-        task = tasks[k]
+        task = drawn[k]
         rate = rng.randrange(len(task.instances)) + 1 if task.instances else 0
         rows.append(
             {

@@ -27,6 +27,10 @@ fine-tuning on a pool:
 :func:`build_reports` measures two pools for ``--against``, adding distinct-n on a random subsample of the
 larger pool the size of the smaller one.
 
+``tasks.jsonl`` is read once, as a stream: above :data:`SAMPLE_ABOVE` tasks the per-task statistics are
+measured on a seeded reservoir sample of that many tasks while every count stays exact (the report's
+``sampled`` entry and a warning on the page say which), so a pool of any size is reported in bounded memory.
+
 Optionally embedding diversity (:mod:`selfinstruct.views.embeddings`). Reads only: never takes the pool's lock,
 never repairs a file (a torn last line is skipped with a warning, as ``status`` does). Nothing here prints.
 """
@@ -68,6 +72,13 @@ EXAMPLE_LIMIT = 300  # characters of an example's instruction
 EDGE_TOLERANCE = 1e-9  # a value this close to a bin edge counts as on it (0.3 computed as 0.29999999999999993)
 # Candidates that were never judged: finished beyond the target, or cancelled when the run stopped.
 UNUSED_REASONS = ("surplus", "unfinished")
+# Above this many tasks the statistics that need every task in memory at once (ROUGE-L to the seeds,
+# verb-noun pairs, distinct n-grams, the quality signals and judge scores, samples, examples and the
+# per-task Parquet rows) are measured on a seeded uniform sample of this many tasks (reservoir sampling
+# while the file streams by), and the report says so. Counts stay exact over the whole pool: tasks,
+# instances, word-length distributions, classification, labels, empty inputs, leading words, acceptance
+# and growth. A pool of this size needs about 0.5 GB to measure; a 1,000,000-task pool then takes no more.
+SAMPLE_ABOVE = 100_000
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
@@ -88,6 +99,7 @@ class ReportOptions:
     seed: int = 0
     workers: int = 1
     ratings: str | None = None  # a filled rating sheet (CSV or JSONL) to read back
+    max_tasks: int = SAMPLE_ABOVE  # measure a seeded sample of this many tasks beyond (see SAMPLE_ABOVE)
     encoder: Any = field(default=None, repr=False)  # an object with sentence-transformers' encode(), else a model
     progress: Progress | None = field(default=None, repr=False)
 
@@ -314,8 +326,8 @@ def ledger_rounds(runs: Sequence[dict[str, Any]]) -> set[int] | None:
     return out if known else None
 
 
-def _size_over_time(tasks: Sequence[Task]) -> list[list[float]]:
-    times = sorted(t for t in (_parse_time(task.meta.get("created_at")) for task in tasks) if t is not None)
+def _size_over_time(created: Iterable[float]) -> list[list[float]]:
+    times = np.sort(np.fromiter(created, dtype=np.float64)).tolist()
     if not times:
         return []
     n = len(times)
@@ -350,6 +362,170 @@ def _acceptance_by_round(
 
 
 # --------------------------------------------------------------------------------------------- the report
+
+
+@dataclass
+class _Whole:
+    """What the report counts exactly over every task while ``tasks.jsonl`` streams by, in compact form
+    (numbers in typed arrays, texts only as clipped keys), beside a seeded sample of the tasks themselves."""
+
+    sample: list[Task]
+    n: int = 0
+    created: Any = None  # array("d"): the creation time of every task that records one
+    accepted_by_round: Counter[int] = field(default_factory=Counter)
+    instruction_words: Any = None
+    input_words: Any = None
+    output_words: Any = None
+    per_task: Counter[int] = field(default_factory=Counter)
+    classification: int = 0
+    unknown: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    empty_input: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    leading: Counter[str] = field(default_factory=Counter)
+    stored_scores: Any = None  # array("d"): every recorded max_similarity
+    ids: set[str] | None = None  # every id, kept only when a rating sheet is read back
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.sample) < self.n
+
+
+def _stream_tasks(pool: Pool, limit: int, seed: int, *, keep_ids: bool) -> _Whole:
+    """One pass over the pool's tasks: exact counts of every task, and a seeded uniform sample of at most
+    ``limit`` tasks (reservoir sampling, Vitter's algorithm R), in file order. A pool of ``limit`` tasks
+    or fewer is kept whole, so its report is exact throughout."""
+    from array import array
+
+    whole = _Whole(sample=[], ids=set() if keep_ids else None)
+    whole.instruction_words, whole.input_words, whole.output_words = array("q"), array("q"), array("q")
+    created = array("d")
+    stored = array("d")
+    rng = random.Random(seed)
+    picked: list[tuple[int, Task]] = []
+    for task in pool.iter_tasks(strict=True):
+        i = whole.n
+        whole.n += 1
+        if i < limit:
+            picked.append((i, task))
+        else:
+            j = rng.randrange(i + 1)
+            if j < limit:
+                picked[j] = (i, task)
+        when = _parse_time(task.meta.get("created_at"))
+        if when is not None:
+            created.append(when)
+        score = task.meta.get("max_similarity")
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            stored.append(float(score))
+        round_number = _opt_int(task.meta.get("round"))
+        if round_number is not None:
+            whole.accepted_by_round[round_number] += 1
+        whole.instruction_words.append(len(task.instruction.split()))
+        empty = True
+        for inst in task.instances:
+            if words := len(inst.input.split()):
+                whole.input_words.append(words)
+            whole.output_words.append(len(inst.output.split()))
+            empty = empty and not inst.input.strip()
+        whole.empty_input += empty
+        whole.per_task[len(task.instances)] += 1
+        if task.is_classification:
+            whole.classification += 1
+            whole.labels.update(_clip(inst.output.strip(), 80) for inst in task.instances)
+        elif task.is_classification is None:
+            whole.unknown += 1
+        whole.answers[_answer_key(task.meta.get("classification_answer"))] += 1
+        if word := _clip(_first_word(task.instruction), 40):
+            whole.leading[word] += 1
+        if whole.ids is not None and task.id:
+            whole.ids.add(task.id)
+    picked.sort(key=lambda pair: pair[0])
+    whole.sample = [task for _, task in picked]
+    whole.created, whole.stored_scores = created, stored
+    return whole
+
+
+def _exact_counts(report: dict[str, Any], whole: _Whole) -> None:
+    """For a sampled pool, put the exact whole-pool counts over those measured on the sample, and say which
+    figures are sampled: in the report's ``sampled`` entry and as a warning shown on the page. (A pool kept
+    whole was measured exactly already, labels unclipped; nothing to do.)"""
+    if not whole.sampled:
+        return
+    n = whole.n
+    report["pool"]["tasks"] = n
+    shape = report["shape"]
+    words = {"instruction": whole.instruction_words, "input": whole.input_words, "output": whole.output_words}
+    instances = len(whole.output_words)
+    label_total = sum(whole.labels.values())
+    shape.update(
+        {
+            "tasks": n,
+            "instances": instances,
+            "lengths": {
+                kind: {"summary": summarize(values), "histogram": _length_histogram(values, kind)}
+                for kind, values in words.items()
+            },
+            "classification": {
+                "count": whole.classification,
+                "share": _round(whole.classification / n) if n else 0.0,
+                "unknown": whole.unknown,
+                "answers": dict(whole.answers.most_common()),
+            },
+            "empty_input": {"count": whole.empty_input, "share": _round(whole.empty_input / n) if n else 0.0},
+            "instances_per_task": {
+                "counts": {str(k): v for k, v in sorted(whole.per_task.items())},
+                "mean": _round(instances / n) if n else 0.0,
+            },
+            "labels": {
+                "distinct": len(whole.labels),
+                "total": label_total,
+                "top": [{"label": lab, "count": c} for lab, c in whole.labels.most_common(15)],
+                "majority_share": _round(whole.labels.most_common(1)[0][1] / label_total) if label_total else 0.0,
+            },
+        }
+    )
+    report["diversity"]["leading_words"] = {
+        "distinct": len(whole.leading),
+        "top": [{"word": w, "count": c} for w, c in whole.leading.most_common(20)],
+    }
+    stored = report["diversity"]["stored_max_similarity"]
+    stored["known"] = len(whole.stored_scores)
+    stored["summary"] = summarize(whole.stored_scores)
+    stored["histogram"] = histogram(whole.stored_scores, [i / ROUGE_BINS for i in range(ROUGE_BINS + 1)])
+
+    def mean(values: Any) -> float | None:
+        return round(sum(values) / len(values), 2) if len(values) else None
+
+    report["quality"]["table1"].update(
+        {
+            "instructions": n,
+            "classification": whole.classification,
+            "non_classification": n - whole.classification - whole.unknown,
+            "unknown_type": whole.unknown,
+            "instances": instances,
+            "instances_empty_input": instances - len(whole.input_words),
+            "mean_instruction_words": mean(whole.instruction_words),
+            "mean_input_words": mean(whole.input_words),
+            "mean_output_words": mean(whole.output_words),
+        }
+    )
+    measured = (
+        "ROUGE-L to the seeds, verb-noun pairs, distinct n-grams, quality signals, judge scores, samples, examples"
+        " and the per-task Parquet rows"
+    )
+    report["sampled"] = {
+        "tasks": len(whole.sample),
+        "of": n,
+        "seed": report["samples"]["seed"],
+        "sampled": measured,
+        "exact": "task, instance, label and leading-word counts, word lengths, classification, acceptance, growth",
+    }
+    report["warnings"].append(
+        f"a large pool: {measured} are measured on a seeded random sample of {len(whole.sample):,} of its "
+        f"{n:,} tasks (--seed {report['samples']['seed']}); counts, word lengths, labels, leading words, "
+        "acceptance and growth are exact over every task"
+    )
 
 
 @dataclass
@@ -488,6 +664,7 @@ class Measured:
     rows: dict[str, list[Any]]
     tokens: list[list[str]]
     labels: Counter[str]  # every label of the classification tasks (clipped), for --against
+    leading: Counter[str] | None = None  # every task's leading word, when the rows hold a sample only
 
 
 def build_report(directory: str | Path, options: ReportOptions | None = None) -> dict[str, Any]:
@@ -505,7 +682,8 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
         raise PoolError(f"{pool.directory}: no such pool directory")
     if not pool.tasks_path.exists() and not pool.runs_path.exists():
         raise PoolError(f"{pool.directory}: not a pool (neither tasks.jsonl nor runs.jsonl is there)")
-    tasks = pool.read_tasks()
+    whole = _stream_tasks(pool, max(1, opts.max_tasks), opts.seed, keep_ids=opts.ratings is not None)
+    tasks = whole.sample
     runs = pool.read_runs()
     stored = pool.read_config() or {}
     seeds_path, warnings = resolve_seeds(pool, opts.seeds)
@@ -533,7 +711,7 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
 
     # -- growth
     growth = _runs_section(runs)
-    accepted_by_round: Counter[int] = Counter(r for r in rounds_of if r is not None)
+    accepted_by_round = whole.accepted_by_round
     ledger_rejected: Counter[str] = Counter()
     ledger_unused: Counter[str] = Counter()
     for run in runs:
@@ -544,7 +722,7 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
     for reason in UNUSED_REASONS:  # an older ledger filed them among the rejections
         if reason in ledger_rejected:
             ledger_unused[reason] += ledger_rejected.pop(reason)
-    growth["size_over_time"] = _size_over_time(tasks)
+    growth["size_over_time"] = _size_over_time(whole.created)
     closed = ledger_rounds(runs)
     if rejects.by_round:
         seen = set(accepted_by_round) | set(rejects.by_round)
@@ -664,7 +842,7 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
     if opts.ratings is not None:
         from selfinstruct.views.rating import read_ratings
 
-        ratings = read_ratings(opts.ratings, {t.id for t in tasks})
+        ratings = read_ratings(opts.ratings, whole.ids or set())
         if ratings["unknown_tasks"]:
             warnings.append(
                 f"{ratings['unknown_tasks']} row(s) of the rating sheet {opts.ratings} name tasks this pool does "
@@ -806,7 +984,13 @@ def measure_pool(directory: str | Path, options: ReportOptions | None = None) ->
         "comparison": None,
         "timings": timings,
     }
-    return Measured(report, rows, tokens, Counter({_clip(k, 80): v for k, v in labels.items()}))
+    _exact_counts(report, whole)
+    if whole.sampled:
+        labels = whole.labels  # for --against: the whole pool's labels
+    return Measured(
+        report, rows, tokens, Counter({_clip(k, 80): v for k, v in labels.items()}),
+        whole.leading if whole.sampled else None,
+    )  # fmt: skip
 
 
 def _full_counts(values: Iterable[Any]) -> Counter[Any]:
@@ -822,7 +1006,7 @@ def build_reports(directories: Sequence[str | Path], options: ReportOptions | No
     measured = [measure_pool(d, opts) for d in directories]
     if len(measured) != 2:
         return measured
-    words = [_full_counts(m.rows["leading_word"]) for m in measured]
+    words = [m.leading if m.leading is not None else _full_counts(m.rows["leading_word"]) for m in measured]
     label_counts = [m.labels for m in measured]
     sizes = [len(m.rows["id"]) for m in measured]
     small = min(sizes)
@@ -837,7 +1021,9 @@ def build_reports(directories: Sequence[str | Path], options: ReportOptions | No
             ngrams = _ngrams([m.tokens[i] for i in picks])
         else:
             ngrams = m.report["diversity"]["distinct_ngrams"]
-        matched = {"sampled": sizes[k] > small, "tasks": small, "of": sizes[k], "ngrams": ngrams}
+        # A sampled pool's rows are a uniform sample already: a subsample of them is one of the whole pool.
+        whole = m.report["pool"]["tasks"]
+        matched = {"sampled": sizes[k] > small or whole > sizes[k], "tasks": small, "of": whole, "ngrams": ngrams}
         m.report["comparison"] = {
             "leading_words": {w: words[k].get(w, 0) for w in dict.fromkeys(shown_words)},
             "labels": {lab: label_counts[k].get(lab, 0) for lab in dict.fromkeys(shown_labels)},
