@@ -79,7 +79,7 @@ def _serve(conn: Connection, endpoints: int, options: dict[str, Any], corpus: st
                         "history": s.history, "steps": s.steps, "tokens": s.tokens, "requests": s.requests,
                         "first_request": s.first_request, "last_step_end": s.last_step_end,
                         "preemptions": s.preemptions, "metrics_reads": s.metrics_reads, "max_queued": s.max_queued,
-                        "refused": dict(s.refused),
+                        "refused": dict(s.refused), "cpu_seconds": time.process_time(),
                     }
                     for s in servers
                 ]
@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 threading.Thread(target=other_client, daemon=True).start()
             started = time.perf_counter()
+            cpu_started = time.process_time()
             outcome = run_generate(config, backend=backend, on_event=on_event)
             total = time.perf_counter() - started
+            loop_cpu = time.process_time() - cpu_started
             stop_phantom.set()
             ledger = [json.loads(line) for line in (pool / "runs.jsonl").read_text().splitlines() if line]
             decisions = {e.url: list(e.pacer.decisions) for e in backend._endpoints}
@@ -280,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"grew a pool to {outcome.pool_size:,} tasks in {total:.1f} s ({outcome.exit_reason}); "
           f"{sum(r['requests'] for r in reports):,} requests, {tokens:,} tokens")  # fmt: skip
     print(f"first round committed {first_round[0] - started:.1f} s after the start" if first_round else "no round")
+    server_cpu = reports[0]["cpu_seconds"]
+    print(f"CPU: the loop's process {loop_cpu:.1f} s ({loop_cpu / total:.0%} of a core; novelty workers not counted), "
+          f"the stand-ins' process {server_cpu:.1f} s over its life ({server_cpu / total:.0%} of a core)")  # fmt: skip
     rate = tokens / span
     print(f"output tokens/s: {rate:,.0f}; the engines' maximum: {max_rate:,.0f}; ratio {rate / max_rate:.2f}")
     endpoints = ledger[-1].get("endpoints", {})
