@@ -22,7 +22,9 @@ This measures the prompt and reader, not the loop: acceptance by reason comes fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -106,10 +108,12 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
 
 
 def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
+    from selfinstruct.config import GenerateConfig
     from selfinstruct.engines import Sampling
     from selfinstruct.engines.vllm import VLLMBackend
     from selfinstruct.protocol.judge import judge_sampling
 
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the tables on stdout, not the engine's log
     started = time.monotonic()
     # A small share of RAM (on the CPU build it covers weights and KV cache): the machine is shared.
     backend = VLLMBackend(
@@ -118,7 +122,9 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
     print(f"engine ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
     started = time.monotonic()  # the time limit counts generation only
     sampling = {
-        "list": Sampling(max_tokens=400, temperature=0.7, top_p=0.5),
+        # What the loop sends with --api chat (the paper's sampling, presence penalty 2, a stop after item 16),
+        # with fewer tokens: eight items take about 200.
+        "list": dataclasses.replace(GenerateConfig().instruction_sampling(chat=True), max_tokens=400),
         "alpaca": Sampling(max_tokens=900, temperature=0.7, top_p=0.5),
         "judge": judge_sampling(chat=True),
     }
@@ -153,13 +159,14 @@ def share(part: int, whole: int) -> str:
 
 def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
     print("\n## Instruction lists (Self-Instruct, --api chat)\n")
-    print("| prompt | reader | replies | candidates | demo copies | list markers/headings as items | lost |")
-    print("|---|---|---|---|---|---|---|")
+    print("| prompt | reader | replies | candidates | demo copies | list markers/headings as items | lost | "
+          "repeats within a reply |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for side in ("before", "after"):
         replies = [r for r in requests if r["kind"] == "list" and r["side"] == side and "reply" in r]
         # A continued reply (prefill) is only readable with the number it continues: no "before" reader.
         for reader in ("before", "after") if not any(r.get("prefix") for r in replies) else ("after",):
-            candidates = copies = markers = 0
+            candidates = copies = markers = repeats = 0
             for r in replies:
                 cut = r["finish"] == "length"
                 if reader == "before":
@@ -175,10 +182,14 @@ def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None
                     markers += sum(parsed.notes.values())
                     candidates += sum(parsed.notes.values())
                 candidates += len(items)
-                copies += sum(1 for i in items if F.copied_demo(i, r["demos"]) is not None)
+                own = [i for i in items if F.copied_demo(i, r["demos"]) is None]
+                copies += len(items) - len(own)
+                # Not lost to the prompt form but to novelty (too_similar): the same item written again.
+                repeats += len(own) - len({" ".join(i.lower().split()) for i in own})
             form = next((f" ({r['form']})" for r in replies if "form" in r), "")
             print(f"| {side}{form} | {reader} | {len(replies)} | {candidates} | {share(copies, candidates)} | "
-                  f"{share(markers, candidates)} | {share(copies + markers, candidates)} |")  # fmt: skip
+                  f"{share(markers, candidates)} | {share(copies + markers, candidates)} | "
+                  f"{share(repeats, candidates)} |")  # fmt: skip
 
 
 def analyse_alpaca(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
