@@ -272,9 +272,13 @@ def main() -> None:
     old_chat = baseline_module(args.baseline, "selfinstruct/protocol/chatprompts.py", "baseline_chatprompts")
     old_alpaca = baseline_module(args.baseline, "selfinstruct/protocol/alpaca.py", "baseline_alpaca")
     old_judge = baseline_module(args.baseline, "selfinstruct/protocol/judge.py", "baseline_judge")
-    analyse_lists(requests, old_chat)
-    analyse_alpaca(requests, old_alpaca)
-    analyse_judge(requests, old_judge)
+    answered = {r["kind"] for r in requests if "reply" in r}  # a table for each kind that was generated
+    if "list" in answered:
+        analyse_lists(requests, old_chat)
+    if "alpaca" in answered:
+        analyse_alpaca(requests, old_alpaca)
+    if "judge" in answered:
+        analyse_judge(requests, old_judge)
 
 
 if __name__ == "__main__":

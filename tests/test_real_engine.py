@@ -465,9 +465,9 @@ CHAT_RUN = {
 # A run ends when its round is done, its 4 tasks are in, or the bound is hit; each way accounts for all.
 ENDS = {"max_rounds", "target_reached", "time_limit"}
 CHAT_ALPACA = {**CHAT_RUN, "method": "alpaca", "alpaca_count": 6, "alpaca_max_tokens": 700}
-# Share of candidates a chat run may lose to demonstration copies and list markers. Measured with the prefill
-# form: 0 of 59 (benchmarks/chat_readers.py); with the ask form about half. A loose bound over two requests,
-# which a return to re-listing the demonstrations would still break.
+# Share of candidates a chat run may lose to demonstration copies and list markers. Measured on 16 lists
+# (benchmarks/chat_readers.py): 5% with the prefill form, 95% when the demonstrations are in the user's message.
+# A loose bound for two requests, which a return to re-listing the demonstrations would still break.
 LOST_BOUND = 0.25
 # The engine's share of RAM on the CPU build covers the weights (about 2.7 GB loaded) and the KV cache: 0.16 of
 # 24 GB leaves about 1 GB of KV, more than 16 sequences of a 0.5B model need.
