@@ -465,10 +465,11 @@ CHAT_RUN = {
 # A run ends when its round is done, its 4 tasks are in, or the bound is hit; each way accounts for all.
 ENDS = {"max_rounds", "target_reached", "time_limit"}
 CHAT_ALPACA = {**CHAT_RUN, "method": "alpaca", "alpaca_count": 6, "alpaca_max_tokens": 700}
-# Share of candidates a chat run may lose to demonstration copies and list markers. Measured on 16 lists
-# (benchmarks/chat_readers.py): 5% with the prefill form, 95% when the demonstrations are in the user's message.
-# A loose bound for two requests, which a return to re-listing the demonstrations would still break.
-LOST_BOUND = 0.25
+# Share of candidates a chat run may lose to demonstration copies and list markers. Measured with the prefill
+# form: 5% of 128 on 16 lists (benchmarks/chat_readers.py), 20% in an 8-minute loop, where a few replies re-list
+# all the demonstrations; with the demonstrations in the user's message, 95% and 74%. Half: one of the test's
+# two replies may re-list its demonstrations (this run got 3 of 16), both doing so is the old behaviour.
+LOST_BOUND = 0.5
 # The engine's share of RAM on the CPU build covers the weights (about 2.7 GB loaded) and the KV cache: 0.16 of
 # 24 GB leaves about 1 GB of KV, more than 16 sequences of a 0.5B model need.
 INSTRUCT_MEMORY = 0.16
@@ -510,9 +511,9 @@ def lost_to_copies_and_markers(ledger: dict[str, Any]) -> int:
 def test_instruct_model_grows_a_pool_in_chat_mode(tmp_path: Path, instruct_engine: Any) -> None:
     """--api chat on a real instruct model: in-process vLLM continues a prefilled reply, so the demonstrations
     open the model's list and it writes on from item 9; its lists are read (chatter and list markers are never
-    candidates), every candidate is accounted for, few are lost to repeating a demonstration or to list markers
-    (about half were when the model was asked in a user's message), and no accepted instance was copied from a
-    demonstration."""
+    candidates), every candidate is accounted for, at most half are lost to repeating a demonstration or to list
+    markers (three quarters or more were when the model was asked in a user's message), and no accepted instance
+    was copied from a demonstration."""
     pool = tmp_path / "pool"
     ledger = grow(pool, instruct_engine, seed=3, settings=CHAT_RUN, reason=ENDS)
     check_accounting(ledger)
