@@ -8,7 +8,9 @@
 Three measurements, each with the baseline's prompt + reader and this checkout's:
 
 * instruction lists (Self-Instruct, ``--api chat``): candidates per reply, and how many are lost to a
-  repeat of a demonstration or to a list marker/heading read as an item (the bar: under 10%);
+  repeat of a demonstration or to a list marker/heading read as an item (the bar: under 10%). The
+  baseline asks in the user's message; this checkout's side uses ``--form`` (default ``prefill``: the
+  demonstrations open the assistant's reply, which the model continues; ``ask``: as the baseline);
 * Alpaca lists with chat: complete tasks read, blocks counted as unparseable, demonstration copies;
 * the judge: the share of tasks given a readable score, the scores of good tasks and of tasks given
   another task's output, and how many replies answered the rubric's three questions.
@@ -20,7 +22,9 @@ This measures the prompt and reader, not the loop: acceptance by reason comes fr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -34,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfinstruct.engines.chat import user_chat  # noqa: E402
+from selfinstruct.engines.chat import ChatMessage, user_chat  # noqa: E402
 from selfinstruct.gates import filters as F  # noqa: E402
 from selfinstruct.loop.stages import sample_demos  # noqa: E402
 from selfinstruct.pool.task import Instance, Task, load_seed_tasks  # noqa: E402
@@ -60,7 +64,7 @@ def baseline_module(ref: str, path: str, name: str) -> types.ModuleType:
 def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
     seeds = load_seed_tasks(ROOT / "seeds" / "seed_tasks.jsonl")
     rng = random.Random(args.seed)
-    new_chat = ChatTemplates.load(ROOT / "prompts")
+    new_chat = ChatTemplates.load(ROOT / "prompts", form=args.form)
     old_list = git_show(ref, "prompts/chat/instruction_generation.txt")
     new_alpaca = AlpacaTemplates.load(ROOT / "prompts")
     old_alpaca = git_show(ref, "prompts/chat/alpaca.txt")
@@ -69,8 +73,11 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
         demos = sample_demos(rng, seeds, [], 8, 0)
         examples = "\n".join(f"{i}. {one_line(t)}" for i, t in enumerate(demos, start=1))
         old = _fill(old_list, examples=examples, count="8").strip()
-        for side, message in (("before", old), ("after", new_chat.instruction_chat(demos)[0].content)):
-            requests.append({"kind": "list", "side": side, "k": k, "demos": demos, "message": message})
+        new = new_chat.instruction_chat(demos)
+        requests.append({"kind": "list", "side": "before", "k": k, "demos": demos, "message": old, "form": "ask"})
+        requests.append({"kind": "list", "side": "after", "k": k, "demos": demos, "message": new[0].content,
+                         "form": args.form,
+                         "messages": [m.to_dict() for m in new], "prefix": new_chat.reply_prefix(demos)})  # fmt: skip
     for k in range(args.alpaca):
         tasks = pick_demos(rng, seeds, [], 3, 0)
         blocks = "\n\n".join(
@@ -101,35 +108,49 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
 
 
 def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
+    from selfinstruct.config import GenerateConfig
     from selfinstruct.engines import Sampling
     from selfinstruct.engines.vllm import VLLMBackend
     from selfinstruct.protocol.judge import judge_sampling
 
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the tables on stdout, not the engine's log
     started = time.monotonic()
     # A small share of RAM (on the CPU build it covers weights and KV cache): the machine is shared.
     backend = VLLMBackend(
         args.model, seed=0, max_model_len=4096, gpu_memory_utilization=args.memory, engine_args={"enforce_eager": True}
     )
     print(f"engine ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    started = time.monotonic()  # the time limit counts generation only
     sampling = {
-        "list": Sampling(max_tokens=400, temperature=0.7, top_p=0.5),
+        # What the loop sends with --api chat (the paper's sampling, presence penalty 2, a stop after item 16),
+        # with fewer tokens: eight items take about 200.
+        "list": dataclasses.replace(GenerateConfig().instruction_sampling(chat=True), max_tokens=400),
         "alpaca": Sampling(max_tokens=900, temperature=0.7, top_p=0.5),
         "judge": judge_sampling(chat=True),
     }
     for kind in args.order.split(","):
         params = sampling[kind]
-        batch = [r for r in requests if r["kind"] == kind and "reply" not in r]
-        if not batch:
-            continue
-        t0 = time.monotonic()
-        seeds = [1000 + i for i in range(len(batch))]
-        done = backend.generate([user_chat(r["message"]) for r in batch], params, seeds)
-        for request, completion in zip(batch, done, strict=True):
-            request["reply"], request["finish"] = completion.text, completion.finish_reason
-            request["tokens"] = completion.completion_tokens
-        print(f"{kind}: {len(batch)} replies in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-        if args.save:  # after each kind, so a run stopped early keeps what it got
-            args.save.write_text("".join(json.dumps(r) + "\n" for r in requests))
+        todo = [r for r in requests if r["kind"] == kind and "reply" not in r]
+        # Groups of whole demonstration sets (every side of a set together), so a time limit cuts both sides
+        # of the comparison at the same sets.
+        sets = sorted({r["k"] for r in todo})
+        for start in range(0, len(sets), args.group):
+            if args.time_limit is not None and time.monotonic() - started > args.time_limit:
+                print(f"{kind}: time limit reached, {len(sets) - start} sets left out", file=sys.stderr)
+                break
+            group = set(sets[start : start + args.group])
+            batch = [r for r in todo if r["k"] in group]
+            t0 = time.monotonic()
+            seeds = [1000 + r["k"] for r in batch]  # both sides of a set sample with the same seed
+            chats = [tuple(ChatMessage(**m) for m in r["messages"]) if "messages" in r else user_chat(r["message"])
+                     for r in batch]  # fmt: skip
+            done = backend.generate(chats, params, seeds)
+            for request, completion in zip(batch, done, strict=True):
+                request["reply"], request["finish"] = completion.text, completion.finish_reason
+                request["tokens"] = completion.completion_tokens
+            print(f"{kind}: {len(batch)} replies in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+            if args.save:  # after each group, so a run stopped early keeps what it got
+                args.save.write_text("".join(json.dumps(r) + "\n" for r in requests))
 
 
 def share(part: int, whole: int) -> str:
@@ -138,12 +159,14 @@ def share(part: int, whole: int) -> str:
 
 def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
     print("\n## Instruction lists (Self-Instruct, --api chat)\n")
-    print("| prompt | reader | replies | candidates | demo copies | list markers/headings as items | lost |")
-    print("|---|---|---|---|---|---|---|")
+    print("| prompt | reader | replies | candidates | demo copies | list markers/headings as items | lost | "
+          "repeats within a reply |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for side in ("before", "after"):
         replies = [r for r in requests if r["kind"] == "list" and r["side"] == side and "reply" in r]
-        for reader in ("before", "after"):
-            candidates = copies = markers = 0
+        # A continued reply (prefill) is only readable with the number it continues: no "before" reader.
+        for reader in ("before", "after") if not any(r.get("prefix") for r in replies) else ("after",):
+            candidates = copies = markers = repeats = 0
             for r in replies:
                 cut = r["finish"] == "length"
                 if reader == "before":
@@ -154,14 +177,19 @@ def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None
                     items = [i for i in items if i not in junk]
                     candidates += len(junk)
                 else:
-                    parsed = parse_chat_list(r["reply"], truncated=cut)
+                    parsed = parse_chat_list(r.get("prefix", "") + r["reply"], truncated=cut)
                     items = parsed.items
                     markers += sum(parsed.notes.values())
                     candidates += sum(parsed.notes.values())
                 candidates += len(items)
-                copies += sum(1 for i in items if F.copied_demo(i, r["demos"]) is not None)
-            print(f"| {side} | {reader} | {len(replies)} | {candidates} | {share(copies, candidates)} | "
-                  f"{share(markers, candidates)} | {share(copies + markers, candidates)} |")  # fmt: skip
+                own = [i for i in items if F.copied_demo(i, r["demos"]) is None]
+                copies += len(items) - len(own)
+                # Not lost to the prompt form but to novelty (too_similar): the same item written again.
+                repeats += len(own) - len({" ".join(i.lower().split()) for i in own})
+            form = next((f" ({r['form']})" for r in replies if "form" in r), "")
+            print(f"| {side}{form} | {reader} | {len(replies)} | {candidates} | {share(copies, candidates)} | "
+                  f"{share(markers, candidates)} | {share(copies + markers, candidates)} | "
+                  f"{share(repeats, candidates)} |")  # fmt: skip
 
 
 def analyse_alpaca(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
@@ -218,6 +246,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--memory", type=float, default=0.16, help="The engine's share of RAM (weights and KV).")
     parser.add_argument("--order", default="judge,list,alpaca", help="Which requests go first (comma-separated).")
+    parser.add_argument(
+        "--form",
+        choices=("prefill", "ask"),
+        default="prefill",
+        help="This checkout's form of the instruction-list chat (the baseline's always asks).",
+    )
+    parser.add_argument("--time-limit", type=float, help="Seconds: start no more groups after this.")
+    parser.add_argument("--group", type=int, default=4, help="Demonstration sets generated per engine call.")
     args = parser.parse_args()
     if args.replies:
         requests = [json.loads(line) for line in args.replies.read_text().splitlines() if line.strip()]
@@ -229,15 +265,20 @@ def main() -> None:
             saved = {(r["kind"], r["side"], r["k"]): r for r in map(json.loads, args.save.read_text().splitlines())}
             for r in requests:
                 old = saved.get((r["kind"], r["side"], r["k"]))
-                if old and "reply" in old and old["message"] == r["message"]:
+                same = old and old["message"] == r["message"] and old.get("messages") == r.get("messages")
+                if same and "reply" in old:
                     r.update(reply=old["reply"], finish=old["finish"], tokens=old.get("tokens", 0))
         generate(args, requests)
     old_chat = baseline_module(args.baseline, "selfinstruct/protocol/chatprompts.py", "baseline_chatprompts")
     old_alpaca = baseline_module(args.baseline, "selfinstruct/protocol/alpaca.py", "baseline_alpaca")
     old_judge = baseline_module(args.baseline, "selfinstruct/protocol/judge.py", "baseline_judge")
-    analyse_lists(requests, old_chat)
-    analyse_alpaca(requests, old_alpaca)
-    analyse_judge(requests, old_judge)
+    answered = {r["kind"] for r in requests if "reply" in r}  # a table for each kind that was generated
+    if "list" in answered:
+        analyse_lists(requests, old_chat)
+    if "alpaca" in answered:
+        analyse_alpaca(requests, old_alpaca)
+    if "judge" in answered:
+        analyse_judge(requests, old_judge)
 
 
 if __name__ == "__main__":

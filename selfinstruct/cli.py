@@ -321,6 +321,14 @@ def generate(
             rich_help_panel=GEN,
         ),
     ] = None,
+    chat_form: Annotated[
+        str | None,
+        typer.Option(
+            help="With --api chat: prefill (the demonstrations open the model's reply, which it continues), ask "
+            "(in the user's message), auto: prefill where the backend can (vLLM). \\[default: auto]",
+            rich_help_panel=GEN,
+        ),
+    ] = None,
     alpaca_count: Annotated[
         int | None,
         typer.Option(
@@ -387,7 +395,7 @@ def generate(
         "server_priority": server_priority, "keep_rejected": keep_rejected, "dtype": dtype, "timeout": timeout,
         "max_retries": max_retries,
         "saturation_window": saturation_window, "saturation_min_rate": saturation_min_rate,
-        "method": method, "api": api, "alpaca_count": alpaca_count, "judge_model": judge_model,
+        "method": method, "api": api, "chat_form": chat_form, "alpaca_count": alpaca_count, "judge_model": judge_model,
         "judge_base_url": judge_base_url, "min_score": min_score,
     }  # fmt: skip
     with _user_errors():

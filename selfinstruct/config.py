@@ -113,6 +113,10 @@ class GenerateConfig:
     # the method and the model's API
     method: str = "self-instruct"  # or "alpaca": one request of complete tasks
     api: str = "auto"  # "completions" (base model), "chat" (instruct model), "auto": chat where the server says so
+    # With --api chat, how instructions are asked for: "prefill" (the demonstrations open the assistant's reply,
+    # which the model continues), "ask" (in the user's message), "auto": prefill where the backend can continue
+    # a reply (vLLM in-process or vllm serve). A run records the form it used.
+    chat_form: str = "auto"
     alpaca_count: int = 20  # new tasks asked for per Alpaca request
     alpaca_demos: int = 3  # complete seed tasks shown per Alpaca request
     alpaca_temperature: float = 1.0
@@ -429,12 +433,14 @@ MAX_BASE_URLS = 1024
 
 METHODS = ("self-instruct", "alpaca")
 APIS = ("auto", "chat", "completions")
+CHAT_FORMS = ("auto", "prefill", "ask")
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": DTYPES,
     "backend": ("auto", "vllm", "openai"),
     "method": METHODS,
     "api": APIS,
     "judge_api": APIS,
+    "chat_form": CHAT_FORMS,
 }
 
 

@@ -10,7 +10,7 @@ aiohttp: the backend's batching, retries and error messages are exercised for re
 
 What the server does:
 
-* ``GET /v1/models`` lists ``models``;
+* ``GET /v1/models`` lists ``models``, each ``owned_by`` the given owner (``"vllm"`` stands in for vLLM);
 * ``POST /v1/completions`` calls ``respond(prompt, body)`` for each prompt (a ``str`` or a list), then
   applies the request's ``stop`` sequences (finish ``"stop"``) and ``max_tokens`` counted in
   whitespace-separated words (finish ``"length"``), as a real server would. Token counts in ``usage``
@@ -122,8 +122,10 @@ class FakeLM:
         jitter_seed: int = 0,
         drip: float = 0.0,
         apis: tuple[str, ...] = ("completions", "chat"),
+        owned_by: str = "fakelm",
     ) -> None:
         self.respond: Respond = respond or echo
+        self.owned_by = owned_by
         self.models: list[str] = list(models) if models is not None else ["fake-model"]
         self.delay = delay
         self.required_api_key = required_api_key
@@ -381,7 +383,7 @@ def _make_handler(lm: FakeLM) -> type[BaseHTTPRequestHandler]:
                 return
 
             if method == "GET" and path == "/v1/models":
-                data = [{"id": m, "object": "model", "owned_by": "fakelm"} for m in lm.models]
+                data = [{"id": m, "object": "model", "owned_by": lm.owned_by} for m in lm.models]
                 self._send(method, path, 200, json.dumps({"object": "list", "data": data}))
             elif method == "POST" and path == "/v1/completions" and "completions" not in lm.apis:
                 message = (

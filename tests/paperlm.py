@@ -9,7 +9,8 @@ answers, instance blocks without an output, Alpaca tasks without an output, judg
 
 Asked through the chat endpoint (``body`` holds ``messages``), it answers like an instruct model instead:
 the same content wrapped in the habits of chat models (a preamble, Markdown bold and headings, a closing
-remark), from the user's message of the chat templates.
+remark), from the user's message of the chat templates. Asked to continue a prefilled reply (vLLM's
+``continue_final_message``), it continues the numbered list in it as a base model would.
 
 Replies depend only on the prompt and the request's ``seed``, never on call order, so runs are
 deterministic whatever the thread scheduling.
@@ -240,6 +241,8 @@ class PaperLM:
     # -- as an instruct model -------------------------------------------------------------------------------
 
     def chat(self, prompt: str, body: dict[str, Any]) -> tuple[str, str]:
+        if body.get("continue_final_message") and re.search(r"\n\d+\.$", prompt):
+            return self.instructions(prompt, body)  # the demonstrations open the reply, ending in "9."
         if re.search(r"Answer in \w+ lines and nothing more", prompt):
             text, finish = self.judge(prompt, body)
             if text.startswith(" This task"):

@@ -11,6 +11,7 @@ import selfinstruct.engines.chat as chat_module
 from selfinstruct.engines.chat import (
     ChatMessage,
     NoChatTemplate,
+    continues_reply,
     fold_system,
     is_chat,
     prompt_text,
@@ -82,6 +83,8 @@ class Tokenizer:
         if not self.system_ok and any(m["role"] == "system" for m in conversation):
             raise RuntimeError("System role not supported")
         turns = "".join(f"<start_of_turn>{m['role']}\n{m['content']}<end_of_turn>\n" for m in conversation)
+        if kwargs.get("continue_final_message"):  # as transformers does: cut after the last message's content
+            return turns[: turns.rindex(conversation[-1]["content"]) + len(conversation[-1]["content"])]
         return turns + ("<start_of_turn>model\n" if kwargs.get("add_generation_prompt") else "")
 
 
@@ -90,6 +93,37 @@ def test_render_chat_opens_the_assistant_turn() -> None:
     text = render_chat(tok, user_chat("Hi"))
     assert text == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
     assert tok.calls[0]["tokenize"] is False and tok.calls[0]["add_generation_prompt"] is True
+
+
+PREFILLED = (ChatMessage("user", "List four."), ChatMessage("assistant", "1. One\n2. Two\n3."))
+
+
+@pytest.mark.parametrize(
+    ("chat", "expected"),
+    [
+        (PREFILLED, True),
+        (user_chat("Hi"), False),
+        ((), False),
+        ((ChatMessage("assistant", "Hello."), ChatMessage("user", "List four.")), False),
+        ((ChatMessage("system", "Be brief."), *PREFILLED), True),
+    ],
+)
+def test_continues_reply(chat: tuple[ChatMessage, ...], expected: bool) -> None:
+    assert continues_reply(chat) is expected
+
+
+def test_render_chat_leaves_a_prefilled_reply_open() -> None:
+    tok = Tokenizer()
+    text = render_chat(tok, PREFILLED)
+    assert text == "<start_of_turn>user\nList four.<end_of_turn>\n<start_of_turn>assistant\n1. One\n2. Two\n3."
+    assert tok.calls[0]["add_generation_prompt"] is False and tok.calls[0]["continue_final_message"] is True
+
+
+def test_render_chat_continues_a_prefilled_reply_after_folding_the_system_role() -> None:
+    tok = Tokenizer(system_ok=False)
+    text = render_chat(tok, (ChatMessage("system", "Be brief."), *PREFILLED))
+    assert text.startswith("<start_of_turn>user\nBe brief.\n\nList four.") and text.endswith("2. Two\n3.")
+    assert tok.calls[-1]["continue_final_message"] is True
 
 
 def test_render_chat_folds_a_refused_system_role() -> None:

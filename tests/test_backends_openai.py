@@ -622,6 +622,36 @@ def test_chat_prompts_go_to_the_chat_endpoint_as_messages(fake_lm: FakeLM) -> No
     assert [r["prompt"] for r in fake_lm.requests] == ["plain text"]
 
 
+def test_a_prefilled_reply_is_sent_to_be_continued(fake_lm: FakeLM) -> None:
+    from selfinstruct.engines.chat import ChatMessage, user_chat
+
+    prefilled = (ChatMessage("user", "List four."), ChatMessage("assistant", "1. One\n2. Two\n3."))
+    with backend(fake_lm) as b:
+        b.generate([prefilled, user_chat("Hi")], SAMPLING)
+    continued, answered = sorted(fake_lm.chat_requests, key=lambda body: len(body["messages"]), reverse=True)
+    assert continued["messages"][-1] == {"role": "assistant", "content": "1. One\n2. Two\n3."}
+    assert continued["continue_final_message"] is True and continued["add_generation_prompt"] is False
+    assert "continue_final_message" not in answered and "add_generation_prompt" not in answered
+
+
+@pytest.mark.parametrize(
+    ("owner", "models", "expected"),
+    [("vllm", ["fake-model"], True), ("openai", ["fake-model"], False), ("fakelm", ["a", "b"], False)],
+)
+def test_can_continue_reply_only_on_a_vllm_server(owner: str, models: list[str], expected: bool) -> None:
+    with FakeLM(owned_by=owner, models=models) as lm, backend(lm, model=models[0]) as b:
+        assert b.can_continue_reply() is expected
+        assert b.can_continue_reply() is expected  # asked once
+        assert [entry[:2] for entry in lm.log].count(("GET", "/v1/models")) == 1
+
+
+def test_can_continue_reply_is_no_when_the_server_cannot_say() -> None:
+    with FakeLM(owned_by="vllm") as lm, backend(lm, max_retries=5) as b:
+        lm.fail_next(500)
+        assert b.can_continue_reply() is False
+        assert b.retries == 0
+
+
 def test_chat_reply_with_null_content_is_an_empty_completion() -> None:
     from selfinstruct.engines.chat import user_chat
 

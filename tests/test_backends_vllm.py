@@ -62,11 +62,17 @@ class FakeTokenizer:
         self.system_ok = system_ok
 
     def apply_chat_template(
-        self, conversation: list[dict[str, str]], tokenize: bool = True, add_generation_prompt: bool = False
+        self,
+        conversation: list[dict[str, str]],
+        tokenize: bool = True,
+        add_generation_prompt: bool = False,
+        continue_final_message: bool = False,
     ) -> Any:
         if not self.system_ok and any(m["role"] == "system" for m in conversation):
             raise ValueError("System role not supported")
         text = "<bos>" + "".join(f"<start_of_turn>{m['role']}\n{m['content']}<end_of_turn>\n" for m in conversation)
+        if continue_final_message:  # the last message left open, as transformers does
+            text = text[: text.rindex("<end_of_turn>")]
         text += "<start_of_turn>model\n" if add_generation_prompt else ""
         return [ord(c) for c in text] if tokenize else text
 
@@ -668,6 +674,18 @@ def test_stream_renders_chats_too(recorder: Recorder) -> None:
     assert done.completion.text.startswith("seed 3 says <bos><start_of_turn>user")
 
 
+def test_a_prefilled_reply_is_continued_not_answered(recorder: Recorder) -> None:
+    from selfinstruct.engines.chat import ChatMessage
+
+    backend = VLLMBackend("org/tiny-it")
+    assert backend.can_continue_reply()
+    prefilled = (ChatMessage("user", "List four."), ChatMessage("assistant", "1. One\n2. Two\n3."))
+    backend.generate([prefilled], Sampling(max_tokens=50), seeds=[1])
+    assert decode(recorder.generate_calls[0][0][0]) == (
+        "<bos><start_of_turn>user\nList four.<end_of_turn>\n<start_of_turn>assistant\n1. One\n2. Two\n3."
+    )
+
+
 def test_a_template_refusing_the_system_role_gets_it_folded(monkeypatch: pytest.MonkeyPatch) -> None:
     from selfinstruct.engines.chat import user_chat
 
@@ -713,6 +731,28 @@ def test_in_process_generate_with_a_chat_model(monkeypatch: pytest.MonkeyPatch, 
     (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
     assert run["api"] == "chat" and run["method"] == "self-instruct"
     assert run["stages"]["instructions"]["finished"] == 2
+    # In-process vLLM continues a prefilled reply: the instruction requests open it with the demonstrations.
+    assert run["config"]["chat_form"] == "prefill"
+    listed = [decode(p) for p in rec.added if "<start_of_turn>assistant\n1. " in decode(p)]
+    assert len(listed) == 2 and all(text.endswith("\n9.") for text in listed)
+
+
+@pytest.mark.parametrize("form", ["ask", "prefill"])
+def test_a_chat_form_given_is_used_and_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, form: str) -> None:
+    import json
+
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.loop.runner import run_generate
+
+    rec = Recorder()
+    monkeypatch.setitem(sys.modules, "vllm", make_fake_vllm(rec))
+    config = GenerateConfig(model="org/tiny-it", api="chat", chat_form=form, out=str(tmp_path / "pool"),
+                            max_rounds=1, batch_size=2, seed=1)  # fmt: skip
+    run_generate(config)
+    (run,) = [json.loads(line) for line in (tmp_path / "pool" / "runs.jsonl").read_text().splitlines()]
+    assert run["config"]["chat_form"] == form
+    prefilled = [p for p in rec.added if "<start_of_turn>assistant\n" in decode(p)]
+    assert len(prefilled) == (2 if form == "prefill" else 0)
 
 
 @pytest.mark.parametrize("runnable", [2, 5])

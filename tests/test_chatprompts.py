@@ -12,7 +12,10 @@ import selfinstruct.protocol.chatprompts as chatprompts
 from selfinstruct.errors import ConfigError, InputError
 from selfinstruct.pool.task import Instance, Task
 from selfinstruct.protocol.chatprompts import (
+    ASK,
     CHAT_TEMPLATE_FILES,
+    PREFILL,
+    PREFILL_TEMPLATE_FILE,
     ChatTemplates,
     parse_chat_classification,
     parse_chat_instances,
@@ -82,6 +85,40 @@ def test_missing_placeholder_is_named(prompt_copy: Path, name: str, placeholder:
         ChatTemplates.load(prompt_copy)
 
 
+def test_prefill_template_is_optional_unless_the_prefill_form_is_asked_for(prompt_copy: Path) -> None:
+    (prompt_copy / "chat" / PREFILL_TEMPLATE_FILE).unlink()
+    templates = ChatTemplates.load(prompt_copy)
+    assert templates.form == ASK and not templates.can_prefill
+    with pytest.raises(ConfigError, match=rf"{PREFILL_TEMPLATE_FILE}: prompt template missing .*--chat-form ask"):
+        ChatTemplates.load(prompt_copy, form=PREFILL)
+    with pytest.raises(ConfigError, match=PREFILL_TEMPLATE_FILE):
+        templates.with_form(PREFILL)
+
+
+def test_prefill_template_needs_its_total(prompt_copy: Path) -> None:
+    path = prompt_copy / "chat" / PREFILL_TEMPLATE_FILE
+    path.write_text(path.read_text().replace("{total}", "sixteen"))
+    with pytest.raises(ConfigError, match=r"the template must contain the placeholder \{total\}"):
+        ChatTemplates.load(prompt_copy)
+
+
+def test_unknown_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown chat form 'continue'"):
+        ChatTemplates.load(PROMPTS_DIR, form="continue")
+
+
+def test_fingerprint_tells_the_forms_apart(prompt_copy: Path, templates: ChatTemplates) -> None:
+    prefill = templates.with_form(PREFILL)
+    assert prefill.fingerprint() != templates.fingerprint()
+    # The ask form's hash is the four templates' hash pools recorded before the prefill form existed...
+    assert templates.fingerprint() == chatprompts.fingerprint(*(getattr(templates, key) for key in CHAT_TEMPLATE_FILES))
+    # ... and does not change with the prefill template, which it does not use; the prefill form's does.
+    path = prompt_copy / "chat" / PREFILL_TEMPLATE_FILE
+    path.write_text(path.read_text() + "\nShort ones.\n")
+    assert ChatTemplates.load(prompt_copy).fingerprint() == templates.fingerprint()
+    assert ChatTemplates.load(prompt_copy, form=PREFILL).fingerprint() != prefill.fingerprint()
+
+
 def test_non_utf8_template_is_an_input_error(prompt_copy: Path) -> None:
     (prompt_copy / "chat" / "classification.txt").write_bytes(b"\xff\xfe{examples}{instruction}")
     with pytest.raises(InputError, match=r"classification\.txt"):
@@ -101,6 +138,32 @@ def test_instruction_chat_is_one_user_message_with_numbered_demos(templates: Cha
     assert "1. Say hi to me.\n2. Add two numbers." in text
     assert "Add 5 new requests" in text and "numbered 3 to 7" in text
     assert "{" not in text
+
+
+@pytest.mark.parametrize(
+    ("demos", "count"), [(["Say hi to   me.", "Add two numbers."], 5), (["Add two numbers."] * 8, 8)]
+)
+def test_prefill_instruction_chat_opens_the_reply_with_the_demos(
+    templates: ChatTemplates, demos: list[str], count: int
+) -> None:
+    chat = templates.with_form(PREFILL).instruction_chat(demos, count=count)
+    assert [m.role for m in chat] == ["user", "assistant"]
+    request, reply = chat[0].content, chat[1].content
+    assert f"numbered list of {len(demos) + count} varied requests" in request
+    assert "{" not in request and demos[0].split()[0] not in request  # the demonstrations are in the reply only
+    lines = reply.split("\n")
+    assert lines == [f"{i}. {' '.join(d.split())}" for i, d in enumerate(demos, start=1)] + [f"{len(demos) + 1}."]
+    assert templates.with_form(PREFILL).reply_prefix(demos) == f"{len(demos) + 1}."
+    assert templates.reply_prefix(demos) == ""
+
+
+def test_prefill_reply_is_read_with_its_prefix(templates: ChatTemplates) -> None:
+    prefill = templates.with_form(PREFILL)
+    demos = ["Say hi.", "Add two numbers."]
+    reply = " Write a limerick about a cat.\n4. Sort the list below.\n5.\n6. Name a prime number.\n\nI hope these help!"
+    parsed = parse_chat_list(prefill.reply_prefix(demos) + reply, truncated=False)
+    assert parsed.items == ["Write a limerick about a cat.", "Sort the list below.", "Name a prime number."]
+    assert parsed.notes == {"list_marker": 1} and parsed.chatter == 1
 
 
 def test_classification_chat_shows_demos_and_asks(templates: ChatTemplates) -> None:
@@ -299,6 +362,27 @@ def test_relisted_demonstrations_are_demo_copies_not_novelty_failures() -> None:
     reasons = [screen_instruction(InstructionHeuristics(), item, DEMOS) for item in listed.items]
     assert [r[0] if r else None for r in reasons] == ["demo_copy", "demo_copy", None, None]
     assert reasons[0] == ("demo_copy", {"demonstration": DEMOS[0]})
+
+
+@pytest.mark.parametrize(
+    ("reply", "finish", "items", "notes"),
+    [
+        (" Name a prime.\n10. Sort the words.", "stop", ["Name a prime.", "Sort the words."], {}),
+        (" Name a prime.\n10. Sort the", "length", ["Name a prime."], {"cut_off": 1}),
+        ("\n10. Sort the words.", "stop", ["Sort the words."], {"list_marker": 1}),
+        ("", "stop", [], {"list_marker": 1}),
+    ],
+    ids=["continued", "cut-off", "number-left-empty", "nothing"],
+)
+def test_a_continued_reply_is_read_with_the_number_it_continues(
+    reply: str, finish: str, items: list[str], notes: dict[str, int]
+) -> None:
+    from selfinstruct.engines import Completion
+    from selfinstruct.loop.stages import read_instruction_list
+
+    listed = read_instruction_list(Completion(reply, finish), chat=True, prefix="9.")
+    assert listed.items == items
+    assert dict(listed.notes) == notes
 
 
 @pytest.mark.parametrize(

@@ -251,6 +251,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
         ({"top_p": 7.0}, "--top-p must be greater than 0 and at most 1, got 7.0"),
         ({"top_p": 0.0}, "--top-p must be greater than 0 and at most 1, got 0.0"),
         ({"dtype": "int3"}, "--dtype must be one of auto, half, float16, bfloat16, float, float32, got 'int3'"),
+        ({"chat_form": "continue"}, "--chat-form must be one of auto, prefill, ask, got 'continue'"),
         (
             {"gpu_memory_utilization": 7.0},
             "--gpu-memory-utilization must be greater than 0 and at most 1, got 7.0 (a share of the GPU's memory)",

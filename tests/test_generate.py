@@ -407,6 +407,55 @@ def test_chat_model_grows_a_pool(paper_lm: FakeLM, seeds: Path, tmp_path: Path) 
     assert json.loads((out / "config.json").read_text())["api"] == "chat"
 
 
+def test_chat_on_a_vllm_server_continues_a_prefilled_reply(seeds: Path, tmp_path: Path) -> None:
+    """--chat-form auto on a server that says it is vLLM: the demonstrations open the assistant's reply, which
+    the model continues; the form is recorded and is part of the pool's identity."""
+    out = tmp_path / "pool"
+    with FakeLM(respond=PaperLM(), owned_by="vllm") as lm:
+        result = gen(lm, seeds, out, "--api", "chat", "--num-instructions", "6", "--seed", "3")
+        assert result.exit_code == 0, result.output
+        listing = [b for b in lm.chat_requests if b.get("continue_final_message")]
+        assert listing and all(b["add_generation_prompt"] is False for b in listing)
+        assert all([m["role"] for m in b["messages"]] == ["user", "assistant"] for b in listing)
+        assert all(b["messages"][-1]["content"].endswith("\n9.") for b in listing)
+        (run,) = read_jsonl(out / "runs.jsonl")
+        assert run["config"]["chat_form"] == "prefill" and run["accepted"] == 6 and accounted(run)
+        assert json.loads((out / "config.json").read_text())["config"]["chat_form"] == "prefill"
+        refused = gen(lm, seeds, out, "--api", "chat", "--chat-form", "ask", "--num-instructions", "9")
+        assert refused.exit_code == 4 and "prompts_hash" in refused.output
+        resumed = gen(lm, seeds, out, "--api", "chat", "--num-instructions", "9")
+        assert resumed.exit_code == 0, resumed.output
+
+
+@pytest.mark.parametrize(("owner", "form", "expected"), [("fakelm", "auto", "ask"), ("vllm", "ask", "ask"),
+                                                         ("fakelm", "prefill", "prefill")])  # fmt: skip
+def test_chat_form_follows_the_server_unless_given(
+    seeds: Path, tmp_path: Path, owner: str, form: str, expected: str
+) -> None:
+    with FakeLM(respond=PaperLM(), owned_by=owner) as lm:
+        result = gen(lm, seeds, tmp_path / "pool", "--api", "chat", "--chat-form", form, "--num-instructions", "3")
+        assert result.exit_code == 0, result.output
+        prefilled = [b for b in lm.chat_requests if b.get("continue_final_message")]
+    assert bool(prefilled) is (expected == "prefill")
+    (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
+    assert run["config"]["chat_form"] == expected
+
+
+def test_prefill_without_its_template_is_a_config_error(paper_lm: FakeLM, seeds: Path, tmp_path: Path) -> None:
+    import shutil
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, prompts)
+    (prompts / "chat" / "instruction_prefill.txt").unlink()
+    args = ("--api", "chat", "--num-instructions", "3", "--prompts", str(prompts))
+    refused = gen(paper_lm, seeds, tmp_path / "pool", *args, "--chat-form", "prefill")
+    assert refused.exit_code == 2 and "instruction_prefill.txt: prompt template missing" in refused.output
+    with FakeLM(respond=PaperLM(), owned_by="vllm") as lm:
+        asked = gen(lm, seeds, tmp_path / "other", *args)  # auto: the ask form, as the template is missing
+        assert asked.exit_code == 0, asked.output
+        assert not any(b.get("continue_final_message") for b in lm.chat_requests)
+
+
 def test_auto_detects_a_chat_only_server(seeds: Path, tmp_path: Path) -> None:
     with FakeLM(respond=PaperLM(), apis=("chat",)) as lm:
         result = gen(lm, seeds, tmp_path / "pool", "--num-instructions", "5", "--seed", "1")

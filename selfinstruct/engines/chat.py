@@ -96,11 +96,25 @@ class NoChatTemplate(Exception):
     """The model's tokenizer has no chat template: it is a base model, not a chat model."""
 
 
+def continues_reply(chat: Sequence[ChatMessage]) -> bool:
+    """Whether ``chat`` ends with an assistant message that the model is to continue (a prefilled reply)
+    rather than answer: the chat form of a completion prompt.
+
+    >>> continues_reply((ChatMessage("user", "List three."), ChatMessage("assistant", "1. One\\n2.")))
+    True
+    >>> continues_reply(user_chat("List three."))
+    False
+    """
+    return bool(chat) and chat[-1].role == "assistant"
+
+
 def render_chat(tokenizer: ChatTokenizer, chat: Sequence[ChatMessage]) -> str:
     """The text a chat model sees for ``chat``: the tokenizer's chat template with the generation prompt
-    added (the assistant turn opened), as ``vllm.LLM.chat`` renders it. A template that rejects the system
-    role gets the system text folded into the first user message. Raises :class:`NoChatTemplate` when the
-    tokenizer has none.
+    added (the assistant turn opened), as ``vllm.LLM.chat`` renders it. A chat that ends with an assistant
+    message is rendered with that message left open instead (``continue_final_message``), so the model
+    writes on from its last word (:func:`continues_reply`). A template that rejects the system role gets the
+    system text folded into the first user message. Raises :class:`NoChatTemplate` when the tokenizer has
+    none.
     """
     return str(_apply(tokenizer, chat, tokenize=False))
 
@@ -119,13 +133,19 @@ def chat_token_ids(tokenizer: ChatTokenizer, chat: Sequence[ChatMessage]) -> lis
 def _apply(tokenizer: ChatTokenizer, chat: Sequence[ChatMessage], *, tokenize: bool) -> Any:
     if not getattr(tokenizer, "chat_template", None):
         raise NoChatTemplate("the model's tokenizer has no chat template")
+    # A prefilled reply stays open (the template's end-of-turn cut off after it); else the reply is opened.
+    opening: dict[str, bool] = (
+        {"add_generation_prompt": False, "continue_final_message": True}
+        if continues_reply(chat)
+        else {"add_generation_prompt": True}
+    )
     try:
-        return tokenizer.apply_chat_template(to_openai(chat), tokenize=tokenize, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(to_openai(chat), tokenize=tokenize, **opening)
     except Exception:  # jinja2's TemplateError ("System role not supported"), raised by the template
         if not any(m.role == "system" for m in chat):
             raise
         folded = to_openai(fold_system(chat))
-        return tokenizer.apply_chat_template(folded, tokenize=tokenize, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(folded, tokenize=tokenize, **opening)
 
 
 __all__ = [
@@ -136,6 +156,7 @@ __all__ = [
     "NoChatTemplate",
     "Prompt",
     "chat_token_ids",
+    "continues_reply",
     "fold_system",
     "is_chat",
     "prompt_text",

@@ -75,7 +75,7 @@ from selfinstruct.engines import (
     normalize_base_url,
     strip_userinfo,
 )
-from selfinstruct.engines.chat import to_openai
+from selfinstruct.engines.chat import continues_reply, to_openai
 from selfinstruct.engines.pacing import (
     METRICS_BYTE_LIMIT,
     EndpointLoad,
@@ -290,6 +290,7 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.seed = seed
         self.extra: dict[str, Any] = dict(extra or {})
+        self._continues: bool | None = None  # can_continue_reply(), once asked
         self.on_event = on_event
         self._api_key = api_key or None
         self._secrets = self._secret_forms(self._api_key, [cred for _, cred in roots])
@@ -436,6 +437,10 @@ class OpenAIBackend:
             body["top_k"] = sampling.top_k  # a vLLM extension; OpenAI itself would reject it
         if self.server_priority:
             body["priority"] = request.priority  # vLLM: lower is scheduled earlier
+        if not isinstance(request.prompt, str) and continues_reply(request.prompt):
+            # A prefilled reply to continue, not answer (vLLM's chat extensions; hosted APIs refuse them).
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         body.update(self.extra)
         return body
 
@@ -731,6 +736,20 @@ class OpenAIBackend:
             # Anything else (a busy or broken server) says nothing about the API: the run finds out.
             return "completions", f"the probe of {self.base_url}/completions failed ({_excerpt(message, 160)})"
         return "completions", f"{self.base_url}/completions answers"
+
+    def can_continue_reply(self) -> bool:
+        """Whether the server continues a prefilled assistant message (``continue_final_message``): a vLLM
+        server does, and says so in ``GET /models`` (its models are ``owned_by: vllm``). Anything else, or no
+        answer, is taken as a server that only answers (a hosted API refuses the field). Asked once."""
+        if self._continues is None:
+            try:
+                payload = self._json(self._call(self._send("GET", "/models", None, (-1, -1), 0, attempts=1)))
+            except BackendError:
+                payload = None
+            data = payload.get("data") if isinstance(payload, dict) else None
+            owners = {m.get("owned_by") for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+            self._continues = owners == {"vllm"}
+        return self._continues
 
     # -- model detection ----------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ Two ways in, one engine:
   :meth:`VLLMStream.capacity` tells the loop that number, from the engine's own counts (see there).
 
 A chat prompt (:data:`~selfinstruct.engines.chat.Chat`) is rendered with the model's own chat template
-and given to the engine as token ids (:meth:`VLLMBackend.engine_prompt`), what ``LLM.chat`` does; a model
+and given to the engine as token ids (:meth:`VLLMBackend.engine_prompt`), what ``LLM.chat`` does (a chat ending
+with an assistant message is continued, ``continue_final_message``, not answered); a model
 whose tokenizer has no chat template is refused with a clear message (:meth:`VLLMBackend.check_chat`).
 
 Per-prompt seeds make runs replayable either way. Not handled here: LoRA adapters,
@@ -426,6 +427,11 @@ class VLLMBackend:
                 f"--api chat: the tokenizer of {self.model!r} has no chat template, so it is not a chat model; "
                 "use --api completions (the default) for a base model"
             )
+
+    def can_continue_reply(self) -> bool:
+        """In-process, a chat that ends with an assistant message is rendered with that message left open
+        (``continue_final_message``), so the model continues a prefilled reply."""
+        return True
 
     def detect_api(self) -> tuple[str, str]:
         """In-process, nothing makes chat clear (base models ship chat templates too): completions."""

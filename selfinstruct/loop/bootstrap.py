@@ -845,7 +845,8 @@ class Bootstrap:
             tasks = read_task_list(slot.completion, chat=self.chat)
             slot.notes.update(tasks.notes)
             return [_Candidate(slot, item.instruction, item=item) for item in tasks.items]
-        parsed = read_instruction_list(slot.completion, chat=self.chat)
+        prefix = self.chat_templates.reply_prefix(slot.demos) if self.chat and self.chat_templates else ""
+        parsed = read_instruction_list(slot.completion, chat=self.chat, prefix=prefix)
         slot.notes.update(parsed.notes)
         return [_Candidate(slot, text) for text in parsed.items]
 

@@ -43,7 +43,7 @@ from selfinstruct.pool.directory import Pool, compare_configs
 from selfinstruct.pool.inputs import fingerprint
 from selfinstruct.pool.task import Task, load_seed_tasks
 from selfinstruct.protocol.alpaca import AlpacaTemplates
-from selfinstruct.protocol.chatprompts import ChatTemplates
+from selfinstruct.protocol.chatprompts import ASK, PREFILL, ChatTemplates
 from selfinstruct.protocol.judge import JudgeTemplate
 from selfinstruct.protocol.prompts import PromptTemplates
 from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
@@ -180,9 +180,12 @@ def run_generate(
     templates = PromptTemplates.load(config.prompts)
     prompts = _Prompts(
         templates,
-        chat=ChatTemplates.load(config.prompts) if config.api == "chat" and config.method != "alpaca" else None,
+        chat=ChatTemplates.load(config.prompts, form=_given_form(config))
+        if config.api == "chat" and config.method != "alpaca"
+        else None,
         alpaca=AlpacaTemplates.load(config.prompts) if config.method == "alpaca" else None,
         judge=JudgeTemplate.load(config.prompts) if config.judging else None,
+        chat_form_pending=config.chat_form == "auto",
     )
     seeds_hash = file_fingerprint(config.seeds)
     backend_name = "custom" if backend is not None else resolve_backend_name(config.backend, config.base_url)
@@ -264,11 +267,12 @@ class _Prompts:
     chat: ChatTemplates | None = None
     alpaca: AlpacaTemplates | None = None
     judge: JudgeTemplate | None = None
+    chat_form_pending: bool = False  # --chat-form auto: the form is the backend's to decide, once it is up
 
     def fingerprint(self, method: str, api: str | None) -> str | None:
-        """The hash of the templates a run of this method and API uses (None while the API is unknown).
-        Self-Instruct on completions keeps the hash pools have always recorded."""
-        if api is None:
+        """The hash of the templates a run of this method and API uses (None while the API, or the chat form,
+        is unknown). Self-Instruct on completions keeps the hash pools have always recorded."""
+        if api is None or (api == "chat" and method != "alpaca" and self.chat_form_pending):
             return None
         chat = api == "chat"
         if method == "alpaca":
@@ -348,10 +352,15 @@ def _start_and_loop(
     state.identity["model"] = backend.model
     api = _resolve_api(config, pool, backend, warn)
     if api == "chat" and prompts.chat is None and config.method != "alpaca":
-        prompts.chat = ChatTemplates.load(config.prompts)
+        prompts.chat = ChatTemplates.load(config.prompts, form=_given_form(config))
+    form_pending = prompts.chat_form_pending
+    if prompts.chat is not None:
+        config.chat_form = _resolve_chat_form(config, backend, prompts.chat)  # the ledger records the form used
+        prompts.chat = prompts.chat.with_form(config.chat_form)
+        prompts.chat_form_pending = False
     state.info.api = state.identity["api"] = api
     state.identity["prompts_hash"] = prompts.fingerprint(config.method, api)
-    if config.model is None or config.api == "auto":  # the model or the API is known only now
+    if config.model is None or config.api == "auto" or form_pending:  # the model, API or form is known only now
         for diff in _check_identity(pool, machine, state.identity, force):
             if diff not in state.forced:
                 warn(f"--force: adding to a pool made with another setup: {diff}")
@@ -464,6 +473,21 @@ def _resolve_api(config: GenerateConfig, pool: Pool, backend: Backend, warn: Cal
             "model; --api chat sends it chat requests with the templates of prompts/chat/"
         )
     return api
+
+
+def _given_form(config: GenerateConfig) -> str:
+    """The chat form the configuration fixes; with ``auto``, ask until the backend says it can do better."""
+    return ASK if config.chat_form == "auto" else config.chat_form
+
+
+def _resolve_chat_form(config: GenerateConfig, backend: Backend, templates: ChatTemplates) -> str:
+    """``prefill`` or ``ask``. A form given with ``--chat-form`` wins; ``auto`` is prefill where the backend
+    continues an assistant message (``can_continue_reply()``: vLLM in-process and ``vllm serve``) and the
+    prompts directory has the template of that form, else ask (hosted chat APIs refuse a prefilled reply)."""
+    if config.chat_form != "auto":
+        return config.chat_form
+    probe = getattr(backend, "can_continue_reply", None)
+    return PREFILL if templates.can_prefill and callable(probe) and probe() else ASK
 
 
 def _make_judge(

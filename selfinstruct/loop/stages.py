@@ -84,13 +84,14 @@ class InstructionList:
     notes: Counter[str]
 
 
-def read_instruction_list(completion: Completion, *, chat: bool = False) -> InstructionList:
-    """Candidates from an instruction-generation completion; a cut-off last item is dropped and noted."""
+def read_instruction_list(completion: Completion, *, chat: bool = False, prefix: str = "") -> InstructionList:
+    """Candidates from an instruction-generation completion; a cut-off last item is dropped and noted.
+    ``prefix``: what a chat reply continues (the item number a prefilled reply ends with), read before it."""
     notes: Counter[str] = Counter()
     if completion.cut:
         notes[OVERSIZED_COMPLETION] += 1
     if chat:
-        reply = parse_chat_list(completion.text, truncated=False)
+        reply = parse_chat_list(prefix + completion.text, truncated=False)
         items = reply.items
         if reply.chatter:
             notes[CHATTER] += reply.chatter

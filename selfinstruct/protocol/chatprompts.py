@@ -4,7 +4,16 @@ what a chat model answers.
 A base model continues text, so the completion templates of :mod:`selfinstruct.protocol.prompts` end where the model
 should go on (``9.``, ``Task: ...``). A chat model answers a request instead: the templates in
 ``prompts/chat/`` put the demonstrations into the user's message and then ask for the next items in the
-same format. The formats are the ones the completion parsers already read (a numbered list; ``Yes``/``No``;
+same format.
+
+Instruction generation has a second form, ``prefill`` (:data:`PREFILL`): the user asks for a numbered list
+(``chat/instruction_prefill.txt``), and the assistant's reply is prefilled with the demonstrations as its
+first items, then the next number (``9.`` after eight), left open, so the model writes on from item 9 as a base
+model does, instead of answering a message that shows it examples (which small instruct models answer by
+re-listing the examples). It needs a backend that continues an assistant message (vLLM in-process or
+``vllm serve``); the other form, ``ask`` (:data:`ASK`), works with every chat API.
+
+The formats are the ones the completion parsers already read (a numbered list; ``Yes``/``No``;
 ``Example N`` / ``Input:`` / ``Output:``; ``Class label:``), so the parsers here only undo the habits of
 chat models first:
 
@@ -15,6 +24,7 @@ chat models first:
 
 ==================================  ======================================================================
 ``chat/instruction_generation.txt``  ``{examples}`` (numbered 1..k), ``{count}``; optional ``{first}``, ``{last}``
+``chat/instruction_prefill.txt``     ``{total}`` (k + count); optional ``{count}``, ``{first}``, ``{last}``
 ``chat/classification.txt``          ``{examples}`` (``Task:`` / ``Is it classification?``), ``{instruction}``
 ``chat/instances_input_first.txt``   ``{examples}`` (input-first blocks), ``{instruction}``
 ``chat/instances_output_first.txt``  ``{examples}`` (output-first blocks), ``{instruction}``
@@ -25,13 +35,14 @@ This module renders and parses; it sends nothing and decides nothing about a can
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfinstruct.engines.chat import Chat, user_chat
+from selfinstruct.engines.chat import Chat, ChatMessage, user_chat
 from selfinstruct.errors import ConfigError
 from selfinstruct.pool.inputs import SMALL_LIMIT_BYTES
 from selfinstruct.pool.task import Task, read_text_file
@@ -59,6 +70,17 @@ _REQUIRED = {
     "instances_input_first": ("{examples}", "{instruction}"),
     "instances_output_first": ("{examples}", "{instruction}"),
 }
+
+#: The optional template of the prefill form (a missing file leaves only the ask form).
+PREFILL_TEMPLATE_FILE = "instruction_prefill.txt"
+PREFILL_REQUIRED = ("{total}",)
+
+#: Forms of the instruction-generation chat: the demonstrations in the user's message and a request for
+#: more (``ask``), or the demonstrations as the start of the assistant's reply, which the model continues
+#: (``prefill``). ``auto`` (a setting, not a form) is prefill where the backend can continue a reply.
+ASK = "ask"
+PREFILL = "prefill"
+CHAT_FORMS = (ASK, PREFILL)
 
 #: New instructions asked for per chat request: what a completion prompt of 8 demonstrations yields at most
 #: before its stop at item 16.
@@ -94,10 +116,24 @@ class ChatTemplates:
     instances_input_first: str
     instances_output_first: str
     source: str = "<memory>"
+    #: The user's message of the prefill form; None when the prompts directory has no such template.
+    instruction_prefill: str | None = None
+    #: How instruction generation is asked: :data:`ASK` or :data:`PREFILL`.
+    form: str = ASK
+
+    def __post_init__(self) -> None:
+        if self.form not in CHAT_FORMS:
+            raise ValueError(f"unknown chat form {self.form!r}: expected one of {', '.join(CHAT_FORMS)}")
+        if self.form == PREFILL and self.instruction_prefill is None:
+            raise ConfigError(
+                f"{Path(self.source) / PREFILL_TEMPLATE_FILE}: prompt template missing (the prefill chat form needs "
+                "it; copy it from the folder prompts/chat of selfinstruct, or use --chat-form ask)"
+            )
 
     @classmethod
-    def load(cls, prompts_dir: str | Path) -> ChatTemplates:
-        """Read ``<prompts_dir>/chat/*.txt``; a missing directory, file or placeholder is a ConfigError."""
+    def load(cls, prompts_dir: str | Path, form: str = ASK) -> ChatTemplates:
+        """Read ``<prompts_dir>/chat/*.txt``; a missing directory, file or placeholder is a ConfigError
+        (``instruction_prefill.txt`` may be missing unless ``form`` is :data:`PREFILL`)."""
         root = Path(prompts_dir) / CHAT_DIR
         if not root.is_dir():
             raise ConfigError(
@@ -108,10 +144,30 @@ class ChatTemplates:
             key: load_template(root / name, _REQUIRED[key], f"expected {name} in {root}")
             for key, name in CHAT_TEMPLATE_FILES.items()
         }
-        return cls(**texts, source=str(root))
+        prefill_path = root / PREFILL_TEMPLATE_FILE
+        prefill = (
+            load_template(prefill_path, PREFILL_REQUIRED, f"expected {PREFILL_TEMPLATE_FILE} in {root}")
+            if prefill_path.exists()
+            else None
+        )
+        return cls(**texts, source=str(root), instruction_prefill=prefill, form=form)
+
+    @property
+    def can_prefill(self) -> bool:
+        """Whether the prefill form's template is there."""
+        return self.instruction_prefill is not None
+
+    def with_form(self, form: str) -> ChatTemplates:
+        """The same templates asking for instructions in ``form``."""
+        return dataclasses.replace(self, form=form)
 
     def fingerprint(self) -> str:
-        return fingerprint(*(getattr(self, key) for key in CHAT_TEMPLATE_FILES))
+        """The hash of the templates this form uses (the ask form's is the one pools have always recorded)."""
+        texts = [getattr(self, key) for key in CHAT_TEMPLATE_FILES]
+        if self.form == PREFILL:
+            assert self.instruction_prefill is not None
+            texts += [PREFILL, self.instruction_prefill]
+        return fingerprint(*texts)
 
     def instruction_chat(self, demos: Sequence[str], count: int = DEFAULT_CHAT_LIST_SIZE) -> Chat:
         """The demonstrations as a numbered list in the user's message, asking for ``count`` more. The
@@ -127,10 +183,27 @@ class ChatTemplates:
         """
         examples = "\n".join(f"{i}. {one_line(text)}" for i, text in enumerate(demos, start=1))
         first, last = len(demos) + 1, len(demos) + count
-        filled = _fill(
-            self.instruction_generation, examples=examples, count=str(count), first=str(first), last=str(last)
-        )
+        numbers = {"count": str(count), "first": str(first), "last": str(last)}
+        if self.form == PREFILL:
+            assert self.instruction_prefill is not None
+            request = _fill(self.instruction_prefill, total=str(last), **numbers).strip()
+            opened = f"{examples}\n{self.reply_prefix(demos)}" if examples else self.reply_prefix(demos)
+            return (ChatMessage("user", request), ChatMessage("assistant", opened))
+        filled = _fill(self.instruction_generation, examples=examples, **numbers)
         return user_chat(filled.strip())
+
+    def reply_prefix(self, demos: Sequence[str]) -> str:
+        """The start of the list item that a reply to :meth:`instruction_chat` continues: the number after the
+        demonstrations (``9.``) in the prefill form, nothing in the ask form. The reader puts it back in front
+        of the reply, so the first new item is read like the others.
+
+        >>> t = ChatTemplates("{examples}{count}", "", "", "", instruction_prefill="List {total}.", form=PREFILL)
+        >>> [m.content for m in t.instruction_chat(["Say hi.", "Count to three."], 2)]
+        ['List 4.', '1. Say hi.\\n2. Count to three.\\n3.']
+        >>> t.reply_prefix(["Say hi.", "Count to three."]), t.with_form(ASK).reply_prefix(["Say hi."])
+        ('3.', '')
+        """
+        return f"{len(demos) + 1}." if self.form == PREFILL else ""
 
     def classification_chat(self, demos: Sequence[Task], instruction: str) -> Chat:
         examples = "".join(
@@ -378,11 +451,15 @@ def parse_chat_instances(text: str, *, truncated: bool, output_first: bool) -> P
 
 
 __all__ = [
+    "ASK",
     "CHAT_DIR",
+    "CHAT_FORMS",
     "CHAT_TEMPLATE_FILES",
     "DEFAULT_CHAT_LIST_SIZE",
     "LIST_HEADING",
     "LIST_MARKER",
+    "PREFILL",
+    "PREFILL_TEMPLATE_FILE",
     "SUB_ITEM",
     "ChatList",
     "ChatTemplates",
