@@ -227,7 +227,7 @@ def test_corrupt_pool_is_a_pool_error(tmp_path: Path) -> None:
 def test_full_disk_on_append_is_a_pool_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import selfinstruct.pool.directory as pool_module
+    import selfinstruct.pool.journal as pool_module
 
     make_pool(tmp_path, 4)
     real = pool_module._write
