@@ -46,6 +46,13 @@ Signals: each turn of the loop (wait for completions, bookkeeping, group commit)
 most a quarter of a second later. Leaving :meth:`Bootstrap.run` that way cancels what is in flight and
 records every candidate, like any other end.
 
+Where things are: the budget (room, the requests it needs, the lag, the deadline, saturation, the estimate,
+why a run stops) is :mod:`selfinstruct.loop.budget`'s, the counting for the people watching (round reports,
+progress, the run's totals) :mod:`selfinstruct.loop.reporting`'s. What stays here is the scheduler and one
+request's life, top to bottom: **submit** (:meth:`Bootstrap._top_up`), **receive** (:meth:`Bootstrap._receive`),
+**check** (screen, novelty, and the follow-up requests a survivor needs: classification, instances, judge),
+**commit** (in submission order, to the sink).
+
 This module never prints and never touches files. :meth:`Bootstrap.run` yields :class:`RoundReport` and
 (about once a second) :class:`Progress`; ``stop_reason`` says why it ended.
 """
@@ -55,7 +62,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,10 +80,34 @@ from selfinstruct.engines import (
     max_capacity_of,
     open_stream,
 )
-from selfinstruct.engines.pacing import EndpointLoad
 from selfinstruct.gates import filters as F
 from selfinstruct.gates.novelty import NoveltyResult
 from selfinstruct.gates.novelty_workers import ParallelNovelty, available_cores
+from selfinstruct.loop.budget import (
+    DEFAULT_LAG,
+    INTERRUPTED,
+    LAG_BUDGET_SHARE,
+    LAG_PER_CAPACITY,
+    MAX_LAG,
+    MAX_NEW,
+    MAX_ROUNDS,
+    MIN_LAG,
+    SATURATED,
+    TARGET_REACHED,
+    TIME_LIMIT,
+    Budget,
+    default_lag,
+)
+from selfinstruct.loop.reporting import (
+    PROGRESS_SECONDS,
+    STAGES,
+    TOKEN_RATE_WINDOW,
+    Progress,
+    Reporter,
+    RoundReport,
+    RunTotals,
+    StageStats,
+)
 from selfinstruct.loop.stages import (
     CUT_OFF,
     OVERSIZED_COMPLETION,
@@ -107,26 +138,12 @@ from selfinstruct.protocol.chatprompts import ChatTemplates
 from selfinstruct.protocol.judge import JudgeTemplate, passes
 from selfinstruct.protocol.prompts import PromptTemplates
 
-# Why a run ended.
-TARGET_REACHED = "target_reached"
-MAX_ROUNDS = "max_rounds"
-MAX_NEW = "max_new"
-TIME_LIMIT = "time_limit"
-SATURATED = "saturated"
-INTERRUPTED = "interrupted"
-
 # Candidates neither accepted nor rejected: paid-for work that is recorded, never silently dropped.
 SURPLUS = "surplus"  # a finished task beyond --num-instructions / --max-new
 UNFINISHED = "unfinished"  # its classification or instance request was cancelled when the run stopped
 
-STAGES = ("instructions", "classification", "instances", "judge")
 _PRIORITY = {"judge": -1, "instances": 0, "classification": 1, "instructions": 2}
 
-DEFAULT_LAG = 256  # the lag when neither --window nor the stream says otherwise
-LAG_PER_CAPACITY = 2  # the lag, in multiples of what the engine can hold (see default_lag)
-LAG_BUDGET_SHARE = 0.75  # the lag, at most this share of the instruction requests the budget needs
-MIN_LAG = 8  # the smallest default lag (a tiny budget still keeps a few requests going)
-MAX_LAG = 65_536  # as --window's own bound
 TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then completions are taken in again)
 # Instruction requests novelty-checked as one batch when the novelty workers score it (one at a time in-process:
 # batching gains nothing there and TURN_SECONDS stays a fine bound). Large batches keep the workers busy (32
@@ -134,30 +151,9 @@ TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then comple
 CHECK_BATCH = 256
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
-PROGRESS_SECONDS = 1.0
-TOKEN_RATE_WINDOW = 10.0
 
 Sink = Callable[[list[Task], list[dict[str, Any]]], None]
 """Persists accepted tasks and candidate records (each with a ``reject_reason``), in commit order."""
-
-
-def default_lag(max_capacity: int | None, expected_requests: float) -> int:
-    """The lag when ``--window`` is not given: ``LAG_PER_CAPACITY`` times what the engine can hold at
-    most (while the engine stays full, the requests in it, those waiting for their follow-ups and those
-    held in the reorder buffer behind a slow earlier one add up to about that many unresolved
-    instruction requests; :data:`DEFAULT_LAG` when the stream does not say), but at most
-    :data:`LAG_BUDGET_SHARE` of the instruction requests the run is expected to send, so that the rest of
-    a small run shows the run's own tasks as demonstrations; never below :data:`MIN_LAG`. Both inputs are
-    fixed by settings (engine, budget, pool), never by timing.
-
-    >>> default_lag(1280, 3000), default_lag(320, 3000), default_lag(24, 50), default_lag(None, 10**6)
-    (2250, 640, 38, 256)
-    >>> default_lag(1280, 4)
-    8
-    """
-    engine = DEFAULT_LAG if max_capacity is None else LAG_PER_CAPACITY * max_capacity
-    budget = math.ceil(expected_requests * LAG_BUDGET_SHARE) if math.isfinite(expected_requests) else MAX_LAG
-    return max(MIN_LAG, min(engine, budget, MAX_LAG))
 
 
 @dataclass(frozen=True)
@@ -174,89 +170,6 @@ class JudgeSpec:
     @property
     def rubric(self) -> str:
         return self.template.fingerprint()
-
-
-@dataclass
-class StageStats:
-    """One stage's requests: sent, finished, cancelled; tokens; seconds summed over requests."""
-
-    requests: int = 0
-    finished: int = 0
-    cancelled: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "finished": self.finished,
-            "cancelled": self.cancelled,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "request_seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class RoundReport:
-    """What one round (``batch_size`` consecutive instruction requests) did, reported once it is
-    committed. ``rejected`` counts candidates by reason; ``notes`` counts non-fatal oddities."""
-
-    round: int
-    prompts: int
-    candidates: int
-    accepted: list[Task]
-    rejected: Counter[str]
-    notes: Counter[str]
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-    pool_size: int
-    surplus: Counter[str] = field(default_factory=Counter)
-    complete: bool = True
-    progress: Progress | None = None  # the engine's view when the round was reported
-
-
-@dataclass
-class Progress:
-    """The engine's view, about once a second: requests in flight by stage, output tokens per second
-    (over the last ten seconds; the run's average when nothing finished in them), accepted tasks per
-    minute and the estimated time to the target."""
-
-    seconds: float
-    in_flight: dict[str, int]
-    pool_size: int
-    target: int
-    accepted: int
-    output_tokens_per_second: float
-    tasks_per_minute: float
-    eta_seconds: float | None
-    capacity: int | None = None  # what the engine could usefully hold when last asked (None: a fixed window)
-    endpoints: list[EndpointLoad] = field(default_factory=list)  # per server, where the backend has servers
-
-    @property
-    def in_flight_total(self) -> int:
-        return sum(self.in_flight.values())
-
-
-@dataclass
-class RunTotals:
-    rounds: int = 0
-    candidates: int = 0
-    accepted: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    surplus: Counter[str] = field(default_factory=Counter)
-    notes: Counter[str] = field(default_factory=Counter)
-    stages: dict[str, StageStats] = field(default_factory=lambda: {s: StageStats() for s in STAGES})
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(s.prompt_tokens for s in self.stages.values())
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(s.completion_tokens for s in self.stages.values())
 
 
 @dataclass(eq=False)
@@ -292,20 +205,6 @@ class _Candidate:
     judged: Task | None = None  # a finished task waiting for the judge's verdict
 
 
-@dataclass
-class _RoundAcc:
-    number: int
-    started: float
-    prompts: int = 0
-    candidates: int = 0
-    accepted: list[Task] = field(default_factory=list)
-    rejected: Counter[str] = field(default_factory=Counter)
-    surplus: Counter[str] = field(default_factory=Counter)
-    notes: Counter[str] = field(default_factory=Counter)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
 class Bootstrap:
     """The loop. Build it, then iterate :meth:`run` (or :meth:`rounds`); ``stop_reason`` says why it ended.
 
@@ -313,6 +212,9 @@ class Bootstrap:
     the number of the next machine task id, ``last_round`` the last round number of earlier runs. ``rng``
     chooses the fixed classification and instance demonstrations and the run's base seed. ``clock`` is
     injectable for tests of the time budget.
+
+    The methods read in the order of a run: set-up and the fixed demonstrations, the loop around many
+    request lives, then one request's life, top to bottom: submit, receive, check, commit.
     """
 
     def __init__(
@@ -368,10 +270,14 @@ class Bootstrap:
             workers=config.workers or available_cores(),
             expected_size=len(self.seeds) + max(len(self.machine), config.num_instructions),
         )
-        self.totals = RunTotals()
+        # The counting (reports, progress, totals) and the limits; the clock is read through this object, so
+        # a test may swap it after construction.
+        self.reporter = Reporter(target=config.num_instructions, batch_size=config.batch_size, clock=self._now)
+        self.totals = self.reporter.totals
+        self.budget = Budget(config, self.machine, self.totals)
         # The staleness rule: request k shows the pool as of request k - lag. Fixed before the first request
         # (run() resolves the default from the stream's max_capacity), recorded, never changed by timing.
-        self.lag = config.window if config.window is not None else default_lag(None, self._expected_requests())
+        self.lag = self.budget.lag(None)
         self._follow = config.window is None  # the in-flight bound follows the stream's capacity()
         self._capacity: int | None = None
         self.persisted = 0  # accepted tasks the sink has written
@@ -393,19 +299,14 @@ class Bootstrap:
         self._submitted = self._checked = self._committed = 0
         self._requests: dict[int, tuple[str, Any]] = {}  # key in flight -> (stage, slot or candidate)
         self._keys = 0
-        self._round: _RoundAcc | None = None
-        self._recent_rounds: deque[tuple[int, int]] = deque(maxlen=config.saturation_window)
-        self._reports: list[RoundReport] = []
         self._pending_tasks: list[Task] = []
         self._pending_records: list[dict[str, Any]] = []
         self._pending_since: float | None = None
-        self._token_times: deque[tuple[float, int]] = deque()
         self._started = 0.0
-        self._last_report = 0.0
-        self._last_progress = 0.0
         self._settled = False
-        limit = config.max_rounds
-        self._max_requests = None if limit is None else limit * config.batch_size
+
+    def _now(self) -> float:
+        return self.clock()
 
     # -- fixed demonstrations ------------------------------------------------------------------------
 
@@ -449,7 +350,7 @@ class Bootstrap:
         rng = random.Random(derive_seed(*self._base, "demos", k))
         return sample_demos(rng, self.seeds, _Prefix(self.machine, view), cfg.num_seed_demos, cfg.num_machine_demos)
 
-    # -- the loop ------------------------------------------------------------------------------------
+    # -- the loop: many request lives side by side -----------------------------------------------------
 
     def rounds(self) -> Iterator[RoundReport]:
         """:meth:`run`, round reports only."""
@@ -461,16 +362,17 @@ class Bootstrap:
         """Run until a budget ends the run; yield each round's report once its tasks went to the sink, and
         a :class:`Progress` about once a second. Closing the generator (or an exception inside it, such
         as KeyboardInterrupt) cancels what is in flight and records every candidate."""
-        self._started = self._last_report = self._last_progress = self.clock()
-        limit = self.config.time_limit_seconds
-        deadline = None if limit is None else self._started + limit
-        if self._room() <= 0:
-            self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
+        self._started = self.clock()
+        self.reporter.start(self._started)
+        deadline = self.budget.deadline(self._started)
+        full = self.budget.full()
+        if full is not None:
+            self.stop_reason = full
             return
         self.index.start()  # large pools: the workers build their part while the first requests run
         stream = open_stream(self.backend)
         if self._follow:
-            self.lag = default_lag(max_capacity_of(stream), self._expected_requests())
+            self.lag = self.budget.lag(max_capacity_of(stream))
         if self.judge is not None and self.judge.backend is not None:
             try:
                 self._judge_stream = open_stream(self.judge.backend)
@@ -556,8 +458,7 @@ class Bootstrap:
         self._advance(stream)
         events: list[RoundReport | Progress] = list(self._due_reports())
         now = self.clock()
-        if now - self._last_progress >= PROGRESS_SECONDS:
-            self._last_progress = now
+        if self.reporter.progress_due(now):
             events.append(self.progress())
         if self._pending_since is not None and (
             len(self._pending_tasks) >= GROUP_COMMIT_TASKS or now - self._pending_since >= GROUP_COMMIT_SECONDS
@@ -566,88 +467,16 @@ class Bootstrap:
         return events
 
     def progress(self) -> Progress:
-        now = self.clock()
-        elapsed = max(now - self._started, 1e-9)
-        while self._token_times and now - self._token_times[0][0] > TOKEN_RATE_WINDOW:
-            self._token_times.popleft()
-        if self._token_times:
-            span = min(TOKEN_RATE_WINDOW, elapsed)
-            tokens = sum(n for _, n in self._token_times)
-        else:  # long sequences, none finished lately: the run's average, not a misleading zero
-            span, tokens = elapsed, self.totals.completion_tokens
-        in_flight = Counter(stage for stage, _ in self._requests.values())
-        rate = self.totals.accepted / elapsed
-        return Progress(
-            seconds=elapsed,
-            in_flight={s: in_flight.get(s, 0) for s in STAGES},
+        """The engine's view now (see :class:`Progress`), with the budget's estimate of the time left."""
+        return self.reporter.progress(
+            self._started,
+            Counter(stage for stage, _ in self._requests.values()),
             pool_size=len(self.machine),
-            target=self.config.num_instructions,
-            accepted=self.totals.accepted,
-            output_tokens_per_second=tokens / span,
-            tasks_per_minute=rate * 60,
-            eta_seconds=self._eta(elapsed, rate),
             capacity=self._capacity,
+            eta=lambda elapsed, rate: self.budget.eta(elapsed, rate, self._committed),
         )
 
-    def _eta(self, elapsed: float, rate: float) -> float | None:
-        """Seconds until the first budget ends the run, by what each has shown so far: the target and
-        --max-new at the accepted rate, --max-rounds at the rate requests are committed, --time-limit by
-        the clock. None while no budget can be estimated (nothing accepted and no round or time budget)."""
-        estimates: list[float] = []
-        room = self._room()
-        if rate > 0 and room < math.inf:
-            estimates.append(max(0.0, room) / rate)
-        if self._max_requests is not None and self._committed > 0:
-            left = max(0, self._max_requests - self._committed)
-            estimates.append(left * elapsed / self._committed)
-        limit = self.config.time_limit_seconds
-        if limit is not None:
-            estimates.append(max(0.0, limit - elapsed))
-        return min(estimates) if estimates else None
-
-    # -- submission ----------------------------------------------------------------------------------
-
-    def _target_room(self) -> int:
-        return self.config.num_instructions - len(self.machine)
-
-    def _room(self) -> float:
-        """How many more tasks this run may accept."""
-        room: float = self._target_room()
-        if self.config.max_new is not None:
-            room = min(room, self.config.max_new - self.totals.accepted)
-        return room
-
-    def _per_request_guess(self) -> float:
-        """Accepted tasks per instruction request before any is known: 2 per Self-Instruct list, a quarter
-        of the tasks an Alpaca request asks for (one request of complete tasks yields several)."""
-        return max(2.0, self.config.alpaca_count / 4) if self.config.method == "alpaca" else 2.0
-
-    def _expected_requests(self) -> float:
-        """Instruction requests the budget is expected to need, from settings and the pool alone (the lag
-        depends on it, so nothing measured may enter): the room at the guessed yield, at most
-        ``--max-rounds`` rounds."""
-        expected = max(self._room(), 0) / self._per_request_guess()
-        if self.config.max_rounds is not None:
-            expected = min(expected, self.config.max_rounds * self.config.batch_size)
-        return expected
-
-    def _wanted(self) -> int:
-        """Unresolved instruction requests worth having: enough for the remaining budget at the yield seen
-        so far (a guess until 8 are committed), with a margin. Only timing depends on this."""
-        room = self._room()
-        committed = self._committed
-        guess = self._per_request_guess()  # until 8 requests are committed
-        per_request = self.totals.accepted / committed if committed >= 8 else guess
-        return max(1, math.ceil(room / max(per_request, 0.05) * 1.25) + 1)
-
-    def _submit(self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any) -> None:
-        key = self._keys
-        self._keys += 1
-        self._requests[key] = (stage, owner)
-        self.totals.stages[stage].requests += 1
-        if stage == "judge" and self._judge_stream is not None:
-            stream = self._judge_stream
-        stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
+    # -- one request's life, 1: submit ---------------------------------------------------------------
 
     def _top_up(self, stream: Stream) -> None:
         """Submit instruction requests while fewer than ``min(lag, wanted)`` are unresolved and, when the
@@ -655,14 +484,14 @@ class Bootstrap:
         request goes out depends on this; what it asks for depends on ``k`` and the lag alone."""
         if self.stop_reason is not None:
             return
-        limit = min(self.lag, self._wanted())
+        limit = min(self.lag, self.budget.wanted(self._committed))
         free: float = math.inf
         if self._follow:
             self._capacity = capacity_of(stream)
             if self._capacity is not None:
                 free = self._capacity - stream.in_flight
         while self._submitted - self._committed < limit and free > 0:
-            if self._max_requests is not None and self._submitted >= self._max_requests:
+            if self.budget.rounds_spent(self._submitted):
                 return
             free -= 1
             k = self._submitted
@@ -685,72 +514,28 @@ class Bootstrap:
             self._submitted += 1
             self._submit(stream, "instructions", prompt, derive_seed(*self._base, "instructions", k), slot)
 
-    def _submit_classification(self, stream: Stream, cand: _Candidate, position: int) -> None:
-        if not self.clf_demos:
-            self._submit_instances(stream, cand, position)
-            return
-        prompt: Prompt
-        if self.chat_templates is not None and self.chat:
-            prompt = self.chat_templates.classification_chat(self.clf_demos, cand.instruction)
-        else:
-            prompt = self.templates.classification_prompt(self.clf_demos, cand.instruction)
-        seed = derive_seed(*self._base, "classification", cand.slot.index, position)
-        self._submit(stream, "classification", prompt, seed, (cand, position))
+    def _submit(self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any) -> None:
+        """Send one request of ``stage`` (to the judge's own stream when it has one), owned by a slot (an
+        instruction request) or a ``(candidate, position)`` (a follow-up)."""
+        key = self._keys
+        self._keys += 1
+        self._requests[key] = (stage, owner)
+        self.reporter.sent(stage)
+        if stage == "judge" and self._judge_stream is not None:
+            stream = self._judge_stream
+        stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
 
-    def _submit_instances(self, stream: Stream, cand: _Candidate, position: int) -> None:
-        clf = cand.classification
-        cand.output_first = bool(clf and clf.is_classification and self.output_first_demos)
-        demos = self.output_first_demos if cand.output_first else self.input_first_demos
-        prompt: Prompt
-        if self.chat_templates is not None and self.chat:
-            prompt = self.chat_templates.instance_chat(demos, cand.instruction, classification=cand.output_first)
-        else:
-            prompt = self.templates.instance_prompt(demos, cand.instruction, classification=cand.output_first)
-        seed = derive_seed(*self._base, "instances", cand.slot.index, position)
-        self._submit(stream, "instances", prompt, seed, (cand, position))
-
-    def _finish(self, stream: Stream, cand: _Candidate, position: int, task: Task) -> None:
-        """A task that passed every filter: to the judge when there is one, else done."""
-        if self.judge is None:
-            cand.task = task
-            cand.done = True
-            cand.slot.open -= 1
-            return
-        cand.judged = task
-        prompt = self.judge.template.prompt(task, chat=self.judge.chat)
-        seed = derive_seed(*self._base, "judge", cand.slot.index, position)
-        self._submit(stream, "judge", prompt, seed, (cand, position))
-
-    def _receive_judgement(self, cand: _Candidate, completion: Completion) -> None:
-        judge, task = self.judge, cand.judged
-        assert judge is not None and task is not None
-        judgement, notes = read_judgement(completion, model=judge.model, rubric=judge.rubric, chat=judge.chat)
-        cand.slot.notes.update(notes)
-        attach_judgement(task, judgement)
-        cand.judged = None
-        reason = passes(judgement, judge.min_score)
-        if reason is None:
-            cand.task = task
-        else:
-            cand.reason = reason
-            cand.details = {k: v for k, v in task.to_record().items() if k not in ("id", "instruction")}
-        cand.done = True
-        cand.slot.open -= 1
-
-    # -- completions ---------------------------------------------------------------------------------
+    # -- one request's life, 2: receive --------------------------------------------------------------
 
     def _receive(self, done: Finished, stream: Stream) -> None:
+        """A completion came back: an instruction request's waits for its turn to be checked (in submission
+        order); a follow-up's answer is read at once and its candidate moves on."""
         entry = self._requests.pop(done.key, None)
         if entry is None:
             return  # cancelled meanwhile
         stage, owner = entry
         completion = done.completion
-        stats = self.totals.stages[stage]
-        stats.finished += 1
-        stats.prompt_tokens += completion.prompt_tokens
-        stats.completion_tokens += completion.completion_tokens
-        stats.seconds += done.seconds
-        self._token_times.append((self.clock(), completion.completion_tokens))
+        self.reporter.finished(stage, done)
         if stage == "instructions":
             slot: _Slot = owner
             slot.completion = completion
@@ -762,44 +547,12 @@ class Bootstrap:
         cand.slot.completion_tokens += completion.completion_tokens
         if stage == "judge":
             self._receive_judgement(cand, completion)
-            return
-        if stage == "classification":
-            cand.classification = read_classification(completion, chat=self.chat)
-            cand.slot.notes.update(cand.classification.notes)
-            self._submit_instances(stream, cand, position)
-            return
-        verdict = read_instances(
-            completion,
-            output_first=cand.output_first,
-            max_instances=self.config.max_instances,
-            chat=self.chat,
-            demos=self.output_first_demos if cand.output_first else self.input_first_demos,
-        )
-        cand.slot.notes.update(verdict.notes)
-        if verdict.reason is not None:
-            cand.reason = verdict.reason
-            cand.details = {"raw_instances": completion.text}
-            cand.done = True
-            cand.slot.open -= 1
+        elif stage == "classification":
+            self._receive_classification(stream, cand, position, completion)
         else:
-            clf = cand.classification
-            task = make_task(
-                cand.instruction,
-                verdict.instances,
-                is_classification=bool(clf and clf.is_classification),
-                instance_format="output_first" if cand.output_first else "input_first",
-                classification_answer=clf.answer if clf else "",
-                # Exact when known; None when a similarity floor hid every neighbour (all below the floor).
-                max_similarity=(
-                    cand.max_similarity if cand.most_similar or self.config.similarity_floor == 0 else None
-                ),
-                most_similar=cand.most_similar,
-                demonstrations=cand.slot.demos,
-                run_id=self.run_id,
-                round_number=cand.slot.round,
-                model=getattr(self.backend, "model", None),
-            )
-            self._finish(stream, cand, position, task)
+            self._receive_instances(stream, cand, position, completion)
+
+    # -- one request's life, 3: check ----------------------------------------------------------------
 
     def _backlog(self) -> bool:
         """Whether an instruction request's completion is waiting to be checked (the turn's time ran out)."""
@@ -834,7 +587,7 @@ class Bootstrap:
             if slot.open:
                 break
             self._commit(slot)
-        if self.stop_reason is None and self._max_requests is not None and self._committed >= self._max_requests:
+        if self.stop_reason is None and self.budget.rounds_spent(self._committed):
             self.stop_reason = MAX_ROUNDS
             self._close_round()
 
@@ -883,6 +636,9 @@ class Bootstrap:
     def _resolve(
         self, slot: _Slot, survivors: list[_Candidate], results: Iterator[NoveltyResult], stream: Stream
     ) -> None:
+        """Apply the novelty results to the slot's survivors (too similar: rejected), then send each task
+        still open on to its follow-ups: a Self-Instruct instruction to classification, an Alpaca task,
+        already complete, to :meth:`_finish`."""
         for cand in survivors:
             res = next(results)
             cand.max_similarity = res.max_score
@@ -910,93 +666,153 @@ class Bootstrap:
             )
             self._finish(stream, cand, position, task)
 
+    # -- one request's life, 3 (continued): the follow-ups a survivor needs ---------------------------
+    # A Self-Instruct survivor: classification -> instances -> (judge); an Alpaca survivor: (judge). Each
+    # follow-up goes in the moment its input exists, ahead of new instruction requests.
+
+    def _submit_classification(self, stream: Stream, cand: _Candidate, position: int) -> None:
+        """A Self-Instruct survivor's first follow-up: is it a classification task? (Straight to its instances
+        when no seed is marked as one.)"""
+        if not self.clf_demos:
+            self._submit_instances(stream, cand, position)
+            return
+        prompt: Prompt
+        if self.chat_templates is not None and self.chat:
+            prompt = self.chat_templates.classification_chat(self.clf_demos, cand.instruction)
+        else:
+            prompt = self.templates.classification_prompt(self.clf_demos, cand.instruction)
+        seed = derive_seed(*self._base, "classification", cand.slot.index, position)
+        self._submit(stream, "classification", prompt, seed, (cand, position))
+
+    def _receive_classification(self, stream: Stream, cand: _Candidate, position: int, completion: Completion) -> None:
+        cand.classification = read_classification(completion, chat=self.chat)
+        cand.slot.notes.update(cand.classification.notes)
+        self._submit_instances(stream, cand, position)
+
+    def _submit_instances(self, stream: Stream, cand: _Candidate, position: int) -> None:
+        clf = cand.classification
+        cand.output_first = bool(clf and clf.is_classification and self.output_first_demos)
+        demos = self.output_first_demos if cand.output_first else self.input_first_demos
+        prompt: Prompt
+        if self.chat_templates is not None and self.chat:
+            prompt = self.chat_templates.instance_chat(demos, cand.instruction, classification=cand.output_first)
+        else:
+            prompt = self.templates.instance_prompt(demos, cand.instruction, classification=cand.output_first)
+        seed = derive_seed(*self._base, "instances", cand.slot.index, position)
+        self._submit(stream, "instances", prompt, seed, (cand, position))
+
+    def _receive_instances(self, stream: Stream, cand: _Candidate, position: int, completion: Completion) -> None:
+        """The instances, through the instance filters: a finished task (on to :meth:`_finish`), or a reject."""
+        verdict = read_instances(
+            completion,
+            output_first=cand.output_first,
+            max_instances=self.config.max_instances,
+            chat=self.chat,
+            demos=self.output_first_demos if cand.output_first else self.input_first_demos,
+        )
+        cand.slot.notes.update(verdict.notes)
+        if verdict.reason is not None:
+            cand.reason = verdict.reason
+            cand.details = {"raw_instances": completion.text}
+            cand.done = True
+            cand.slot.open -= 1
+            return
+        clf = cand.classification
+        task = make_task(
+            cand.instruction,
+            verdict.instances,
+            is_classification=bool(clf and clf.is_classification),
+            instance_format="output_first" if cand.output_first else "input_first",
+            classification_answer=clf.answer if clf else "",
+            # Exact when known; None when a similarity floor hid every neighbour (all below the floor).
+            max_similarity=(cand.max_similarity if cand.most_similar or self.config.similarity_floor == 0 else None),
+            most_similar=cand.most_similar,
+            demonstrations=cand.slot.demos,
+            run_id=self.run_id,
+            round_number=cand.slot.round,
+            model=getattr(self.backend, "model", None),
+        )
+        self._finish(stream, cand, position, task)
+
+    def _finish(self, stream: Stream, cand: _Candidate, position: int, task: Task) -> None:
+        """A task that passed every filter: to the judge when there is one, else done."""
+        if self.judge is None:
+            cand.task = task
+            cand.done = True
+            cand.slot.open -= 1
+            return
+        cand.judged = task
+        prompt = self.judge.template.prompt(task, chat=self.judge.chat)
+        seed = derive_seed(*self._base, "judge", cand.slot.index, position)
+        self._submit(stream, "judge", prompt, seed, (cand, position))
+
+    def _receive_judgement(self, cand: _Candidate, completion: Completion) -> None:
+        judge, task = self.judge, cand.judged
+        assert judge is not None and task is not None
+        judgement, notes = read_judgement(completion, model=judge.model, rubric=judge.rubric, chat=judge.chat)
+        cand.slot.notes.update(notes)
+        attach_judgement(task, judgement)
+        cand.judged = None
+        reason = passes(judgement, judge.min_score)
+        if reason is None:
+            cand.task = task
+        else:
+            cand.reason = reason
+            cand.details = {k: v for k, v in task.to_record().items() if k not in ("id", "instruction")}
+        cand.done = True
+        cand.slot.open -= 1
+
+    # -- one request's life, 4: commit ---------------------------------------------------------------
+
     def _commit(self, slot: _Slot) -> None:
         """Accept the slot's finished tasks while the budget has room; the rest are surplus."""
-        acc = self._round_for(slot)
-        acc.prompts += 1
-        acc.candidates += len(slot.candidates)
-        acc.notes.update(slot.notes)
-        acc.prompt_tokens += slot.prompt_tokens
-        acc.completion_tokens += slot.completion_tokens
-        self.totals.candidates += len(slot.candidates)
-        self.totals.notes.update(slot.notes)
+        if self.reporter.open_round not in (None, slot.round):
+            self._close_round()
+        self.reporter.committed(
+            slot.round, len(slot.candidates), slot.notes, slot.prompt_tokens, slot.completion_tokens
+        )
+        self.last_round = slot.round
         for cand in slot.candidates:
             if cand.reason is not None:
-                acc.rejected[cand.reason] += 1
-                self.totals.rejected[cand.reason] += 1
+                self.reporter.rejected(cand.reason)
                 self._record(cand, cand.reason)
-            elif cand.task is not None and self._room() > 0:
+            elif cand.task is not None and self.budget.room() > 0:
                 task = cand.task
                 task.id = machine_task_id(self.next_index)
                 self.next_index += 1
                 self.machine.append(task)
-                acc.accepted.append(task)
-                self.totals.accepted += 1
+                self.reporter.accepted(task)
                 self._pending_tasks.append(task)
                 if self._pending_since is None:
                     self._pending_since = self.clock()
             else:
-                acc.surplus[SURPLUS] += 1
-                self.totals.surplus[SURPLUS] += 1
+                self.reporter.surplus(SURPLUS)
                 self._record(cand, SURPLUS)
         self._size_after[slot.index] = len(self.machine)
         del self._slots[slot.index]
         self._committed += 1
-        if self._room() <= 0:
-            self.stop_reason = TARGET_REACHED if self._target_room() <= 0 else MAX_NEW
+        full = self.budget.full()
+        if full is not None:
+            self.stop_reason = full
             self._close_round()
         elif (slot.index + 1) % self.config.batch_size == 0:
             self._close_round()
 
-    def _round_for(self, slot: _Slot) -> _RoundAcc:
-        if self._round is not None and self._round.number != slot.round:
-            self._close_round()
-        if self._round is None:
-            self._round = _RoundAcc(slot.round, self._last_report)
-            self.totals.rounds += 1
-            self.last_round = slot.round
-        return self._round
-
     def _close_round(self) -> None:
-        acc, self._round = self._round, None
-        if acc is None:
+        """Close the open round into its report; a complete round also counts towards saturation."""
+        report = self.reporter.close_round(len(self.machine), self.progress)
+        if report is None or not report.complete:
             return
-        now = self.clock()
-        complete = acc.prompts == self.config.batch_size
-        report = RoundReport(
-            round=acc.number,
-            prompts=acc.prompts,
-            candidates=acc.candidates,
-            accepted=acc.accepted,
-            rejected=acc.rejected,
-            notes=acc.notes,
-            prompt_tokens=acc.prompt_tokens,
-            completion_tokens=acc.completion_tokens,
-            seconds=now - self._last_report,
-            pool_size=len(self.machine),
-            surplus=acc.surplus,
-            complete=complete,
-            progress=self.progress(),
-        )
-        self._last_report = now
-        self._reports.append(report)
-        if complete:
-            self._recent_rounds.append((len(acc.accepted), acc.candidates))
-            window = self.config.saturation_window
-            if self.stop_reason is None and len(self._recent_rounds) == window:
-                accepted = sum(a for a, _ in self._recent_rounds)
-                candidates = sum(c for _, c in self._recent_rounds)
-                if accepted / max(candidates, 1) < self.config.saturation_min_rate:
-                    self.stop_reason = SATURATED
+        if self.budget.saturated(len(report.accepted), report.candidates) and self.stop_reason is None:
+            self.stop_reason = SATURATED
 
     def _due_reports(self) -> Iterator[RoundReport]:
-        if not self._reports:
+        if not self.reporter.reports_due:
             return
         self._flush()  # a reported round is a persisted round
-        reports, self._reports = self._reports, []
-        yield from reports
+        yield from self.reporter.take_reports()
 
-    # -- records and persistence ---------------------------------------------------------------------
+    # -- records and persistence (the commit's side) -------------------------------------------------
 
     def _record(self, cand: _Candidate, reason: str) -> None:
         record: dict[str, Any]
@@ -1035,7 +851,7 @@ class Bootstrap:
             return
         self._settled = True
         for stage, _ in self._requests.values():
-            self.totals.stages[stage].cancelled += 1
+            self.reporter.cancelled(stage)
         self._requests.clear()
         for index in sorted(self._slots):
             slot = self._slots[index]
@@ -1076,24 +892,33 @@ class _Prefix(Sequence[Task]):
 
 __all__ = [
     "CUT_OFF",
+    "DEFAULT_LAG",
     "INTERRUPTED",
+    "LAG_BUDGET_SHARE",
+    "LAG_PER_CAPACITY",
+    "MAX_LAG",
     "MAX_NEW",
     "MAX_ROUNDS",
+    "MIN_LAG",
     "OVERSIZED_COMPLETION",
+    "PROGRESS_SECONDS",
     "SATURATED",
     "STAGES",
     "STRAY_MARKER",
     "SURPLUS",
     "TARGET_REACHED",
     "TIME_LIMIT",
+    "TOKEN_RATE_WINDOW",
     "UNFINISHED",
     "UNPARSEABLE_CLASSIFICATION",
     "UNPARSEABLE_INSTANCE",
     "Bootstrap",
+    "JudgeSpec",
     "Progress",
     "RoundReport",
     "RunTotals",
     "Sink",
     "StageStats",
+    "default_lag",
     "task_name",
 ]
