@@ -306,9 +306,10 @@ class Bootstrap:
         self._settled = False
 
     def _now(self) -> float:
+        """The loop's clock, looked up at each reading (a test may swap ``clock`` after construction)."""
         return self.clock()
 
-    # -- fixed demonstrations ------------------------------------------------------------------------
+    # -- fixed demonstrations ------------------------------------------------------------------------------
 
     def _choose_fixed_demos(self) -> None:
         """Pick the classification and instance demonstrations once per run (a fixed prefix caches well)."""
@@ -336,21 +337,7 @@ class Bootstrap:
         self.input_first_demos = rng.sample(no_pool, min(cfg.instance_demos, len(no_pool)))
         self.output_first_demos = rng.sample(yes_pool, min(cfg.instance_demos, len(yes_pool)))
 
-    def alpaca_demos_for(self, k: int) -> list[Task]:
-        """The complete tasks an Alpaca request ``k`` shows: seed tasks only, as the Alpaca recipe does (the
-        pool's tasks are the model's own and would feed its habits back), fixed by ``k``."""
-        rng = random.Random(derive_seed(*self._base, "alpaca-demos", k))
-        return pick_demos(rng, self.seeds, [], self.config.alpaca_demos, 0)
-
-    def demos_for(self, k: int) -> list[str]:
-        """The demonstrations of instruction request ``k``: fixed by ``k`` and the pool as it stood once
-        request ``k - lag`` was committed (the initial pool for the first ``lag`` requests)."""
-        view = self._size_after[k - self.lag] if k >= self.lag else self._initial_size
-        cfg = self.config
-        rng = random.Random(derive_seed(*self._base, "demos", k))
-        return sample_demos(rng, self.seeds, _Prefix(self.machine, view), cfg.num_seed_demos, cfg.num_machine_demos)
-
-    # -- the loop: many request lives side by side -----------------------------------------------------
+    # -- the loop: many request lives side by side ---------------------------------------------------------
 
     def rounds(self) -> Iterator[RoundReport]:
         """:meth:`run`, round reports only."""
@@ -476,7 +463,7 @@ class Bootstrap:
             eta=lambda elapsed, rate: self.budget.eta(elapsed, rate, self._committed),
         )
 
-    # -- one request's life, 1: submit ---------------------------------------------------------------
+    # -- one request's life, 1: submit ---------------------------------------------------------------------
 
     def _top_up(self, stream: Stream) -> None:
         """Submit instruction requests while fewer than ``min(lag, wanted)`` are unresolved and, when the
@@ -514,6 +501,20 @@ class Bootstrap:
             self._submitted += 1
             self._submit(stream, "instructions", prompt, derive_seed(*self._base, "instructions", k), slot)
 
+    def alpaca_demos_for(self, k: int) -> list[Task]:
+        """The complete tasks an Alpaca request ``k`` shows: seed tasks only, as the Alpaca recipe does (the
+        pool's tasks are the model's own and would feed its habits back), fixed by ``k``."""
+        rng = random.Random(derive_seed(*self._base, "alpaca-demos", k))
+        return pick_demos(rng, self.seeds, [], self.config.alpaca_demos, 0)
+
+    def demos_for(self, k: int) -> list[str]:
+        """The demonstrations of instruction request ``k``: fixed by ``k`` and the pool as it stood once
+        request ``k - lag`` was committed (the initial pool for the first ``lag`` requests)."""
+        view = self._size_after[k - self.lag] if k >= self.lag else self._initial_size
+        cfg = self.config
+        rng = random.Random(derive_seed(*self._base, "demos", k))
+        return sample_demos(rng, self.seeds, _Prefix(self.machine, view), cfg.num_seed_demos, cfg.num_machine_demos)
+
     def _submit(self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any) -> None:
         """Send one request of ``stage`` (to the judge's own stream when it has one), owned by a slot (an
         instruction request) or a ``(candidate, position)`` (a follow-up)."""
@@ -525,7 +526,7 @@ class Bootstrap:
             stream = self._judge_stream
         stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
 
-    # -- one request's life, 2: receive --------------------------------------------------------------
+    # -- one request's life, 2: receive --------------------------------------------------------------------
 
     def _receive(self, done: Finished, stream: Stream) -> None:
         """A completion came back: an instruction request's waits for its turn to be checked (in submission
@@ -552,7 +553,7 @@ class Bootstrap:
         else:
             self._receive_instances(stream, cand, position, completion)
 
-    # -- one request's life, 3: check ----------------------------------------------------------------
+    # -- one request's life, 3: check ----------------------------------------------------------------------
 
     def _backlog(self) -> bool:
         """Whether an instruction request's completion is waiting to be checked (the turn's time ran out)."""
@@ -666,7 +667,7 @@ class Bootstrap:
             )
             self._finish(stream, cand, position, task)
 
-    # -- one request's life, 3 (continued): the follow-ups a survivor needs ---------------------------
+    # -- one request's life, 3 (continued): the follow-ups a survivor needs --------------------------------
     # A Self-Instruct survivor: classification -> instances -> (judge); an Alpaca survivor: (judge). Each
     # follow-up goes in the moment its input exists, ahead of new instruction requests.
 
@@ -762,7 +763,7 @@ class Bootstrap:
         cand.done = True
         cand.slot.open -= 1
 
-    # -- one request's life, 4: commit ---------------------------------------------------------------
+    # -- one request's life, 4: commit ---------------------------------------------------------------------
 
     def _commit(self, slot: _Slot) -> None:
         """Accept the slot's finished tasks while the budget has room; the rest are surplus."""
@@ -812,7 +813,7 @@ class Bootstrap:
         self._flush()  # a reported round is a persisted round
         yield from self.reporter.take_reports()
 
-    # -- records and persistence (the commit's side) -------------------------------------------------
+    # -- records and persistence (the commit's side) -------------------------------------------------------
 
     def _record(self, cand: _Candidate, reason: str) -> None:
         record: dict[str, Any]
