@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,12 +102,29 @@ def _handler(signum: int, frame: FrameType | None) -> None:
             os.write(2, message.encode())
 
 
+def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook`` while the handlers are ours: a :class:`StopRequested` that landed where Python
+    cannot raise it (a weakref callback inside an import, a ``__del__``) is not printed as "Exception ignored
+    in ...": the stop stays requested and the next checkpoint (:func:`raise_pending`) acts on it. Anything
+    else goes to the hook that was there before."""
+    if isinstance(unraisable.exc_value, StopRequested):
+        return
+    _previous_unraisable_hook(unraisable)
+
+
+_previous_unraisable_hook = sys.unraisablehook
+
+
 def install() -> Callable[[], None]:
     """Install the handlers (main thread only; elsewhere a no-op). Returns a function that restores them.
 
     Installing over handlers that are already ours keeps any signal they received."""
+    global _previous_unraisable_hook
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    if sys.unraisablehook is not _quiet_unraisable:
+        _previous_unraisable_hook = sys.unraisablehook
+        sys.unraisablehook = _quiet_unraisable
     if not _state.installed:
         reset()
     previous = {}

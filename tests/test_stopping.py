@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 
@@ -98,3 +99,30 @@ def test_without_handlers_nothing_is_pending() -> None:
     stopping.reset()
     stopping.raise_pending()  # no signal, no stop
     assert stopping.received() is None and stopping.stop_reason() is None
+
+
+class _Raises:
+    """An object whose finalizer raises ``error``: Python cannot raise it there and reports it as unraisable."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __del__(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "passed_on"),
+    [(stopping.StopRequested(signal.SIGINT), False), (ValueError("a real bug"), True)],
+)
+def test_a_stop_that_lands_where_python_cannot_raise_it_is_not_reported(
+    handlers: None, monkeypatch: pytest.MonkeyPatch, error: BaseException, passed_on: bool
+) -> None:
+    """A signal inside a weakref callback of an import or a finalizer: no "Exception ignored" traceback for a
+    stop (the next checkpoint acts on it); any other unraisable error goes on to the hook that was there."""
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(stopping, "_previous_unraisable_hook", lambda u: seen.append(u.exc_value))
+    assert sys.unraisablehook is stopping._quiet_unraisable
+    holder = _Raises(error)
+    del holder
+    assert seen == ([error] if passed_on else [])
