@@ -418,6 +418,10 @@ def test_chat_on_a_vllm_server_continues_a_prefilled_reply(seeds: Path, tmp_path
         assert listing and all(b["add_generation_prompt"] is False for b in listing)
         assert all([m["role"] for m in b["messages"]] == ["user", "assistant"] for b in listing)
         assert all(b["messages"][-1]["content"].endswith("\n9.") for b in listing)
+        for body in listing:  # the reply ends where it would re-list a (long enough) demonstration
+            shown = [line.split(". ", 1)[1] for line in body["messages"][-1]["content"].splitlines()[:-1]]
+            long = [text.rstrip(" .!?;:") for text in shown if len(text.rstrip(" .!?;:")) >= 24]
+            assert long and set(long) <= set(body["stop"]), (long, body["stop"])
         (run,) = read_jsonl(out / "runs.jsonl")
         assert run["config"]["chat_form"] == "prefill" and run["accepted"] == 6 and accounted(run)
         assert json.loads((out / "config.json").read_text())["config"]["chat_form"] == "prefill"
@@ -436,7 +440,11 @@ def test_chat_form_follows_the_server_unless_given(
         result = gen(lm, seeds, tmp_path / "pool", "--api", "chat", "--chat-form", form, "--num-instructions", "3")
         assert result.exit_code == 0, result.output
         prefilled = [b for b in lm.chat_requests if b.get("continue_final_message")]
+        stopped_at_copies = [
+            b for b in lm.chat_requests if any(len(s) >= 24 and s in str(b["messages"]) for s in b.get("stop") or [])
+        ]
     assert bool(prefilled) is (expected == "prefill")
+    assert bool(stopped_at_copies) is (expected == "prefill")  # demonstrations as stop strings: prefill only
     (run,) = read_jsonl(tmp_path / "pool" / "runs.jsonl")
     assert run["config"]["chat_form"] == expected
 

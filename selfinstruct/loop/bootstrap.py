@@ -59,6 +59,7 @@ This module never prints and never touches files. :meth:`Bootstrap.run` yields :
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -484,6 +485,7 @@ class Bootstrap:
             k = self._submitted
             round_number = self._first_round + k // self.config.batch_size
             prompt: Prompt
+            stop: tuple[str, ...] = ()
             if self.alpaca is not None and self.config.method == "alpaca":
                 tasks = self.alpaca_demos_for(k)
                 slot = _Slot(k, round_number, [t.instruction for t in tasks], demo_tasks=tasks)
@@ -495,11 +497,13 @@ class Bootstrap:
                 slot = _Slot(k, round_number, self.demos_for(k))
                 if self.chat_templates is not None and self.chat:
                     prompt = self.chat_templates.instruction_chat(slot.demos)
+                    stop = self.chat_templates.copy_stops(slot.demos)  # a prefilled reply ends where it re-lists
                 else:
                     prompt = self.templates.instruction_prompt(slot.demos)
             self._slots[k] = slot
             self._submitted += 1
-            self._submit(stream, "instructions", prompt, derive_seed(*self._base, "instructions", k), slot)
+            seed = derive_seed(*self._base, "instructions", k)
+            self._submit(stream, "instructions", prompt, seed, slot, stop)
 
     def alpaca_demos_for(self, k: int) -> list[Task]:
         """The complete tasks an Alpaca request ``k`` shows: seed tasks only, as the Alpaca recipe does (the
@@ -515,16 +519,21 @@ class Bootstrap:
         rng = random.Random(derive_seed(*self._base, "demos", k))
         return sample_demos(rng, self.seeds, _Prefix(self.machine, view), cfg.num_seed_demos, cfg.num_machine_demos)
 
-    def _submit(self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any) -> None:
+    def _submit(
+        self, stream: Stream, stage: str, prompt: Prompt, seed: int, owner: Any, stop: tuple[str, ...] = ()
+    ) -> None:
         """Send one request of ``stage`` (to the judge's own stream when it has one), owned by a slot (an
-        instruction request) or a ``(candidate, position)`` (a follow-up)."""
+        instruction request) or a ``(candidate, position)`` (a follow-up); ``stop`` adds stop strings."""
         key = self._keys
         self._keys += 1
         self._requests[key] = (stage, owner)
         self.reporter.sent(stage)
         if stage == "judge" and self._judge_stream is not None:
             stream = self._judge_stream
-        stream.submit(Request(key, prompt, self._sampling[stage], seed, _PRIORITY[stage]))
+        sampling = self._sampling[stage]
+        if stop:
+            sampling = dataclasses.replace(sampling, stop=(*sampling.stop, *stop))
+        stream.submit(Request(key, prompt, sampling, seed, _PRIORITY[stage]))
 
     # -- one request's life, 2: receive --------------------------------------------------------------------
 

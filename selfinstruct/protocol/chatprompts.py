@@ -80,6 +80,8 @@ PREFILL_REQUIRED = ("{total}",)
 #: (``prefill``). ``auto`` (a setting, not a form) is prefill where the backend can continue a reply.
 ASK = "ask"
 PREFILL = "prefill"
+#: The shortest demonstration that becomes a stop string of a prefilled reply (see ChatTemplates.copy_stops).
+COPY_STOP_MIN_CHARS = 24
 CHAT_FORMS = (ASK, PREFILL)
 
 #: New instructions asked for per chat request: what a completion prompt of 8 demonstrations yields at most
@@ -204,6 +206,24 @@ class ChatTemplates:
         ('3.', '')
         """
         return f"{len(demos) + 1}." if self.form == PREFILL else ""
+
+    def copy_stops(self, demos: Sequence[str]) -> tuple[str, ...]:
+        """Stop strings that end a prefilled reply where it starts re-listing its demonstrations: each
+        demonstration's text without its closing punctuation, when at least :data:`COPY_STOP_MIN_CHARS` long
+        (a shorter one could end a new item that merely contains it). A model that loops back over the items
+        it was shown rarely writes anything new after them, so the reply ends there instead of spending its
+        tokens on copies. Nothing in the ask form, where a reply re-lists the examples before its own.
+
+        >>> t = ChatTemplates("{examples}{count}", "", "", "", instruction_prefill="List {total}.", form=PREFILL)
+        >>> t.copy_stops(["Name three rivers in Africa.", "Say hi."])
+        ('Name three rivers in Africa',)
+        >>> t.with_form(ASK).copy_stops(["Name three rivers in Africa."])
+        ()
+        """
+        if self.form != PREFILL:
+            return ()
+        stops = (one_line(text).rstrip(" .!?;:") for text in demos)
+        return tuple(dict.fromkeys(s for s in stops if len(s) >= COPY_STOP_MIN_CHARS))
 
     def classification_chat(self, demos: Sequence[Task], instruction: str) -> Chat:
         examples = "".join(
