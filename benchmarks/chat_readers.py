@@ -77,7 +77,8 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
         requests.append({"kind": "list", "side": "before", "k": k, "demos": demos, "message": old, "form": "ask"})
         requests.append({"kind": "list", "side": "after", "k": k, "demos": demos, "message": new[0].content,
                          "form": args.form,
-                         "messages": [m.to_dict() for m in new], "prefix": new_chat.reply_prefix(demos)})  # fmt: skip
+                         "messages": [m.to_dict() for m in new], "prefix": new_chat.reply_prefix(demos),
+                         "stops": [] if args.no_copy_stops else list(new_chat.copy_stops(demos))})  # fmt: skip
     for k in range(args.alpaca):
         tasks = pick_demos(rng, seeds, [], 3, 0)
         blocks = "\n\n".join(
@@ -109,7 +110,7 @@ def build_requests(args: argparse.Namespace, ref: str) -> list[dict[str, Any]]:
 
 def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
     from selfinstruct.config import GenerateConfig
-    from selfinstruct.engines import Sampling
+    from selfinstruct.engines import Request, Sampling
     from selfinstruct.engines.vllm import VLLMBackend
     from selfinstruct.protocol.judge import judge_sampling
 
@@ -144,7 +145,20 @@ def generate(args: argparse.Namespace, requests: list[dict[str, Any]]) -> None:
             seeds = [1000 + r["k"] for r in batch]  # both sides of a set sample with the same seed
             chats = [tuple(ChatMessage(**m) for m in r["messages"]) if "messages" in r else user_chat(r["message"])
                      for r in batch]  # fmt: skip
-            done = backend.generate(chats, params, seeds)
+            # As the loop sends them: one request each, with its own stop strings (a prefilled list stops where
+            # it would re-list one of its demonstrations), batched by the engine.
+            stream = backend.stream()
+            try:
+                for key, (request, chat, seed) in enumerate(zip(batch, chats, seeds, strict=True)):
+                    stops = tuple(request.get("stops") or ())
+                    own = dataclasses.replace(params, stop=(*params.stop, *stops)) if stops else params
+                    stream.submit(Request(key, chat, own, seed))
+                answers: dict[int, Any] = {}
+                while len(answers) < len(batch):
+                    answers.update((d.key, d.completion) for d in stream.poll(0.25))
+            finally:
+                stream.close()
+            done = [answers[key] for key in range(len(batch))]
             for request, completion in zip(batch, done, strict=True):
                 request["reply"], request["finish"] = completion.text, completion.finish_reason
                 request["tokens"] = completion.completion_tokens
@@ -252,6 +266,10 @@ def main() -> None:
         default="prefill",
         help="This checkout's form of the instruction-list chat (the baseline's always asks).",
     )
+    parser.add_argument(
+        "--no-copy-stops", action="store_true",
+        help="prefill without the loop's stop strings at re-listed demonstrations (to measure what they do)",
+    )  # fmt: skip
     parser.add_argument("--time-limit", type=float, help="Seconds: start no more groups after this.")
     parser.add_argument("--group", type=int, default=4, help="Demonstration sets generated per engine call.")
     args = parser.parse_args()
