@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -174,13 +175,13 @@ def share(part: int, whole: int) -> str:
 def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
     print("\n## Instruction lists (Self-Instruct, --api chat)\n")
     print("| prompt | reader | replies | candidates | demo copies | list markers/headings as items | lost | "
-          "repeats within a reply |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "repeats within a reply | replies stopped at a re-listed demonstration |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for side in ("before", "after"):
         replies = [r for r in requests if r["kind"] == "list" and r["side"] == side and "reply" in r]
         # A continued reply (prefill) is only readable with the number it continues: no "before" reader.
         for reader in ("before", "after") if not any(r.get("prefix") for r in replies) else ("after",):
-            candidates = copies = markers = repeats = 0
+            candidates = copies = markers = repeats = stopped = 0
             for r in replies:
                 cut = r["finish"] == "length"
                 if reader == "before":
@@ -193,8 +194,18 @@ def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None
                 else:
                     parsed = parse_chat_list(r.get("prefix", "") + r["reply"], truncated=cut)
                     items = parsed.items
-                    markers += sum(parsed.notes.values())
-                    candidates += sum(parsed.notes.values())
+                    noted = sum(parsed.notes.values())
+                    if (
+                        r.get("stops")
+                        and r["finish"] == "stop"
+                        and re.search(r"(^|\n)\s*\d+[.)]?\s*$", r.get("prefix", "") + r["reply"])
+                    ):
+                        # The reply ended on one of its stop strings (a demonstration it began to write again):
+                        # the bare number left in front of it is a copy that was never written, not an item.
+                        stopped += 1
+                        noted -= 1
+                    markers += noted
+                    candidates += noted
                 candidates += len(items)
                 own = [i for i in items if F.copied_demo(i, r["demos"]) is None]
                 copies += len(items) - len(own)
@@ -203,7 +214,7 @@ def analyse_lists(requests: list[dict[str, Any]], old: types.ModuleType) -> None
             form = next((f" ({r['form']})" for r in replies if "form" in r), "")
             print(f"| {side}{form} | {reader} | {len(replies)} | {candidates} | {share(copies, candidates)} | "
                   f"{share(markers, candidates)} | {share(copies + markers, candidates)} | "
-                  f"{share(repeats, candidates)} |")  # fmt: skip
+                  f"{share(repeats, candidates)} | {stopped} |")  # fmt: skip
 
 
 def analyse_alpaca(requests: list[dict[str, Any]], old: types.ModuleType) -> None:
