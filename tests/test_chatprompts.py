@@ -370,9 +370,11 @@ def test_relisted_demonstrations_are_demo_copies_not_novelty_failures() -> None:
         (" Name a prime.\n10. Sort the words.", "stop", ["Name a prime.", "Sort the words."], {}),
         (" Name a prime.\n10. Sort the", "length", ["Name a prime."], {"cut_off": 1}),
         ("\n10. Sort the words.", "stop", ["Sort the words."], {"list_marker": 1}),
-        ("", "stop", [], {"list_marker": 1}),
+        ("", "stop", [], {"relist_stopped": 1}),
+        (" Name a prime.\n10. ", "stop", ["Name a prime."], {"relist_stopped": 1}),
+        (" Name a prime.\n10.", "length", [], {"list_marker": 1, "cut_off": 1}),
     ],
-    ids=["continued", "cut-off", "number-left-empty", "nothing"],
+    ids=["continued", "cut-off", "number-left-empty", "stopped-at-once", "stopped-at-a-copy", "cut-at-a-number"],
 )
 def test_a_continued_reply_is_read_with_the_number_it_continues(
     reply: str, finish: str, items: list[str], notes: dict[str, int]

@@ -33,6 +33,7 @@ RECORDED = {
             "CHATTER",
             "UNPARSEABLE_TASK",
             "UNSCORED_JUDGEMENT",
+            "RELIST_STOPPED",
         ),
     ),
     *constants(alpaca, ("UNPARSEABLE_TASK", "STRAY_FIELD")),

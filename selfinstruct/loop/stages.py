@@ -35,7 +35,12 @@ from selfinstruct.engines import Completion
 from selfinstruct.gates import filters as F
 from selfinstruct.pool.task import Instance, Task
 from selfinstruct.protocol.alpaca import parse_task_list
-from selfinstruct.protocol.chatprompts import parse_chat_classification, parse_chat_instances, parse_chat_list
+from selfinstruct.protocol.chatprompts import (
+    LIST_MARKER,
+    parse_chat_classification,
+    parse_chat_instances,
+    parse_chat_list,
+)
 from selfinstruct.protocol.judge import JUDGE_FIELD, Judgement
 from selfinstruct.protocol.prompts import (
     parse_classification,
@@ -51,6 +56,10 @@ UNPARSEABLE_INSTANCE = "unparseable_instance"  # an instance block without Outpu
 STRAY_MARKER = "stray_marker"  # a field cut short by a misplaced Input:/Output:/Class label: line
 OVERSIZED_COMPLETION = "oversized_completion"  # the backend cut a reply longer than max_tokens could be
 CHATTER = "chatter"  # lines of a chat reply outside its list (a preamble, a closing remark)
+# A prefilled reply ended by the stop string of a demonstration it began to write again: the item number it
+# left is not a list marker of the model's but the start of a copy that was never written.
+RELIST_STOPPED = "relist_stopped"
+_DANGLING_NUMBER = re.compile(r"(?:^|\n)\s*\d+[.)]\s*$")
 UNPARSEABLE_TASK = "unparseable_task"  # an Alpaca-list block with no instruction or no output
 UNSCORED_JUDGEMENT = "unscored_judgement"  # a judge's reply without a readable score (kept without --min-score)
 
@@ -96,6 +105,12 @@ def read_instruction_list(completion: Completion, *, chat: bool = False, prefix:
         if reply.chatter:
             notes[CHATTER] += reply.chatter
         notes.update(reply.notes)
+        stopped = prefix and completion.finish_reason == "stop" and _DANGLING_NUMBER.search(prefix + completion.text)
+        if stopped and notes[LIST_MARKER]:
+            notes[LIST_MARKER] -= 1
+            notes[RELIST_STOPPED] += 1
+            if not notes[LIST_MARKER]:
+                del notes[LIST_MARKER]
     else:
         items = parse_instructions(completion.text, truncated=False)
     if completion.finish_reason == "length" and items:

@@ -47,6 +47,8 @@ NOTES: dict[str, str] = {
     "list_marker": "a bare list number or bullet with no text of its own, skipped (not a candidate)",
     "list_heading": "a chat list item that only heads a group (Analysis:), skipped (not a candidate)",
     "sub_item": "a nested bullet under a chat list item, skipped (not a candidate)",
+    "relist_stopped": "a prefilled chat reply began to write one of its demonstrations again and was ended "
+    "there by its stop string (no candidate lost; the copy's tokens saved)",
 }
 
 # Candidates neither accepted nor rejected (``surplus`` in the ledger).
