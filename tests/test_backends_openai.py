@@ -186,6 +186,17 @@ def test_empty_stop_and_unset_top_k_are_omitted(fake_lm: FakeLM) -> None:
     assert "top_k" not in body
 
 
+@pytest.mark.parametrize("count", [1, 4, 9])
+def test_at_most_four_stop_strings_go_to_a_server_the_first_ones(fake_lm: FakeLM, count: int) -> None:
+    """The OpenAI protocol's limit, which vLLM's server enforces with HTTP 400: the loop's own stops come
+    first and are kept; a prefilled reply's demonstrations after them are cut to fit."""
+    stops = tuple(f"stop {i}" for i in range(count))
+    with backend(fake_lm) as b:
+        b.generate(["a"], Sampling(max_tokens=5, stop=stops))
+    (body,) = fake_lm.requests
+    assert body["stop"] == list(stops[:4])
+
+
 def test_each_request_carries_the_seed_of_its_prompt(fake_lm: FakeLM) -> None:
     with backend(fake_lm) as b:
         b.generate(prompts(4), SAMPLING, seeds=[100, 101, 102, 103])

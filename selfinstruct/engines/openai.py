@@ -90,6 +90,8 @@ from selfinstruct.safetext import clean
 
 #: Statuses worth another try: rate limiting and the server being busy, restarting or behind a proxy.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Stop strings per request that an OpenAI-compatible server accepts (vLLM's server refuses more).
+MAX_STOP_SEQUENCES = 4
 #: How much of a server's error message goes into ours.
 MESSAGE_EXCERPT = 500
 _SERVER_HINT = "Is the server (for example `vllm serve`) running? Check --base-url."
@@ -432,7 +434,10 @@ class OpenAIBackend:
         if request.seed is not None:
             body["seed"] = request.seed
         if sampling.stop:
-            body["stop"] = list(sampling.stop)
+            # The OpenAI protocol takes at most 4 stop strings, and vLLM's server enforces it (HTTP 400). The
+            # loop's own stops come first; what it adds after them (a prefilled reply's demonstrations) is
+            # cut to fit. In-process vLLM takes them all.
+            body["stop"] = list(sampling.stop)[:MAX_STOP_SEQUENCES]
         if sampling.top_k is not None:
             body["top_k"] = sampling.top_k  # a vLLM extension; OpenAI itself would reject it
         if self.server_priority:
