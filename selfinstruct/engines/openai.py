@@ -792,7 +792,7 @@ class OpenAIBackend:
         for root, credentials in roots:
             own = dict(headers)
             if credentials and not self._api_key:  # user:password from the URL, as HTTP Basic auth
-                own["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+                own["Authorization"] = _basic(credentials)
 
             def session(own: dict[str, str] = own) -> aiohttp.ClientSession:
                 # No connection limit here: the endpoint's pacer bounds what is in flight. No total timeout
@@ -1047,7 +1047,12 @@ def _proxy_for(url: str) -> tuple[str | None, dict[str, str] | None]:
     bare, credentials = split_credentials(proxy)
     if credentials is None:
         return bare, None
-    return bare, {"Proxy-Authorization": "Basic " + base64.b64encode(":".join(credentials).encode()).decode()}
+    return bare, {"Proxy-Authorization": _basic(credentials)}
+
+
+def _basic(credentials: tuple[str, str]) -> str:
+    """An HTTP Basic authorization value for ``(user, password)``."""
+    return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
 
 
 def _tls_context() -> ssl.SSLContext:
