@@ -38,6 +38,9 @@ if __name__ == "__main__" or (
         pass
 
 
+_STOPPED_STARTING = b"selfinstruct: stopped while starting; nothing was written\n"
+
+
 def _quit_quietly(code: int, message: bytes) -> None:
     with contextlib.suppress(OSError):
         os.write(2, message)
@@ -45,21 +48,23 @@ def _quit_quietly(code: int, message: bytes) -> None:
 
 
 def main() -> None:
+    # The command line and its dependencies are imported under the noting handlers: a signal then only
+    # appends to ``_early``, so it cannot land inside a dependency's import as an exception (one raised
+    # from a class body came back as a RuntimeError from ``__set_name__``, with Python's traceback).
     if _early:
-        _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
+        _quit_quietly(130, _STOPPED_STARTING)
     from selfinstruct import stopping
+    from selfinstruct.cli import main as cli_main
 
-    stopping.install()  # kept until exit: cli.main() installs its own over these, with no gap
-    if _early:  # arrived while stopping was imported
-        _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
     try:
         try:
-            from selfinstruct.cli import main as cli_main
-        except (stopping.StopRequested, KeyboardInterrupt):
-            _quit_quietly(130, b"selfinstruct: stopped while starting; nothing was written\n")
-        try:
+            stopping.install()  # kept until exit: cli.main() installs its own over these, with no gap
+            if _early:  # noted before the handlers that raise took over
+                _quit_quietly(130, _STOPPED_STARTING)
             cli_main()
-        except (stopping.StopRequested, KeyboardInterrupt):
+        except BaseException as exc:
+            if isinstance(exc, SystemExit) or stopping.stop_in(exc) is None:
+                raise
             # A signal in the very last steps (cli.main restoring the handlers it replaced), after the
             # command's own handling: the process still ends as a stopped one, quietly.
             with contextlib.suppress(BaseException):

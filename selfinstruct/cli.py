@@ -1493,10 +1493,6 @@ def main() -> None:
             app()
         finally:
             sys.stdout.flush()  # here, not at exit, where a failure could only print a traceback
-    except (stopping.StopRequested, KeyboardInterrupt) as stop:  # a stop outside a run: no traceback
-        name = stop.args[0] if isinstance(stop, stopping.StopRequested) else "interrupted"
-        err.print(f"selfinstruct: {name}; no run was in progress, nothing was written", markup=False)
-        sys.exit(EXIT_INTERRUPTED)
     except _StdoutFailed as failed:
         _silence_stdout()
         if failed.error.errno == errno.EPIPE:
@@ -1506,6 +1502,13 @@ def main() -> None:
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
         sys.exit(EXIT_STDOUT)
+    except BaseException as exc:  # a stop outside a run (possibly wrapped by a dependency): no traceback
+        stop = None if isinstance(exc, SystemExit) else stopping.stop_in(exc)
+        if stop is None:
+            raise
+        name = stop.args[0] if isinstance(stop, stopping.StopRequested) else "interrupted"
+        err.print(f"selfinstruct: {name}; no run was in progress, nothing was written", markup=False)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         sys.stdout = real_stdout
         restore()

@@ -115,6 +115,20 @@ def _quiet_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
 _previous_unraisable_hook = sys.unraisablehook
 
 
+def stop_in(exc: BaseException) -> StopRequested | KeyboardInterrupt | None:
+    """The stop behind ``exc``: ``exc`` itself, or one in its chain of causes and contexts. A signal that
+    landed inside code we do not own can come back wrapped (Python turns an exception raised while a class
+    body is set up into a ``RuntimeError`` whose cause is the original); it is still a stop, not a failure."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (StopRequested, KeyboardInterrupt)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def install() -> Callable[[], None]:
     """Install the handlers (main thread only; elsewhere a no-op). Returns a function that restores them.
 

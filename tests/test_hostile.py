@@ -1118,3 +1118,45 @@ def test_dev_stdout_redirected_to_a_file_takes_records_and_keeps_the_shell_mode(
     lines = out.read_text().splitlines()
     assert (lines[0] == "kept") == (redirect == ">>")
     assert all("messages" in json.loads(line) for line in lines[redirect == ">>" :]) and len(lines) > 3
+
+
+def test_a_stop_that_a_dependency_wrapped_ends_quietly_with_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A signal landing while Python builds a class (typer imports ``platform``, whose ``cached_property``
+    runs ``__set_name__``) comes back as a RuntimeError caused by the stop: still a stop, exit 130, no
+    traceback."""
+    import selfinstruct.cli as cli
+    from selfinstruct import stopping
+
+    def interrupted_import() -> None:
+        stop = stopping.StopRequested(signal.SIGINT)
+        raise RuntimeError("Error calling __set_name__ on 'cached_property' instance") from stop
+
+    monkeypatch.setattr(cli, "app", interrupted_import)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130
+    err = capsys.readouterr().err
+    assert "stopped by SIGINT; no run was in progress" in err and "Traceback" not in err
+    stopping.reset()
+
+
+class WrappedStopLM:
+    """A backend whose first call meets a signal inside code we do not own, which wrapped the stop."""
+
+    model = "fake-model"
+
+    def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+        from selfinstruct import stopping
+
+        raise RuntimeError("a dependency's own error") from stopping.StopRequested(signal.SIGTERM)
+
+
+def test_a_wrapped_stop_during_a_run_is_recorded_as_a_stop_not_an_error(tmp_path: Path, seeds: Path) -> None:
+    out = tmp_path / "pool"
+    config = GenerateConfig(seeds=str(seeds), prompts=str(PROMPTS), out=str(out), num_instructions=10, batch_size=2)
+    outcome = run_generate(config, backend=WrappedStopLM())  # type: ignore[arg-type]
+    assert outcome.exit_reason == "terminated"
+    (run,) = Pool(out).read_runs()
+    assert run["exit_reason"] == "terminated" and not run.get("error")

@@ -126,3 +126,66 @@ def test_a_stop_that_lands_where_python_cannot_raise_it_is_not_reported(
     holder = _Raises(error)
     del holder
     assert seen == ([error] if passed_on else [])
+
+
+class _Raises:
+    """A descriptor whose ``__set_name__`` raises: Python wraps that in a RuntimeError, as it did with a stop
+    that landed while ``platform`` (imported by typer) built a class."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        raise self.exc
+
+
+def _wrapped_by_set_name(exc: BaseException) -> BaseException:
+    try:
+        type("Built", (), {"field": _Raises(exc)})
+    except BaseException as wrapped:  # what Python made of it is the point
+        return wrapped
+    raise AssertionError("type() did not raise")
+
+
+def _chained(outer: Exception, inner: BaseException, *, cause: bool) -> BaseException:
+    if cause:
+        outer.__cause__ = inner
+    else:
+        outer.__context__ = inner
+    return outer
+
+
+STOP = stopping.StopRequested(signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("exc", "found"),
+    [
+        (STOP, STOP),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+        (_chained(RuntimeError("wrapped"), STOP, cause=True), STOP),
+        (_chained(ValueError("while handling"), STOP, cause=False), STOP),
+        (_chained(ValueError("outer"), _chained(OSError("middle"), STOP, cause=True), cause=False), STOP),
+        (ValueError("a real failure"), None),
+        (_chained(ValueError("a real failure"), OSError("its cause"), cause=True), None),
+    ],
+    ids=["itself", "keyboard-interrupt", "cause", "context", "two-deep", "unrelated", "unrelated-chain"],
+)
+def test_stop_in_finds_a_stop_anywhere_in_the_chain(exc: BaseException, found: object) -> None:
+    result = stopping.stop_in(exc)
+    if found == "KeyboardInterrupt":
+        assert isinstance(result, KeyboardInterrupt)
+    else:
+        assert result is found
+
+
+def test_stop_in_ends_on_a_cycle() -> None:
+    first, second = ValueError("a"), ValueError("b")
+    first.__context__, second.__context__ = second, first
+    assert stopping.stop_in(first) is None
+
+
+def test_a_stop_raised_while_python_builds_a_class_is_still_a_stop() -> None:
+    wrapped = _wrapped_by_set_name(STOP)
+    assert isinstance(wrapped, RuntimeError)  # what Python does; the stop is only in the chain
+    assert stopping.stop_in(wrapped) is STOP

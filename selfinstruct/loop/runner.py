@@ -46,7 +46,7 @@ from selfinstruct.protocol.alpaca import AlpacaTemplates
 from selfinstruct.protocol.chatprompts import ASK, PREFILL, ChatTemplates
 from selfinstruct.protocol.judge import JudgeTemplate
 from selfinstruct.protocol.prompts import PromptTemplates
-from selfinstruct.stopping import StopRequested, held, raise_pending, shielded
+from selfinstruct.stopping import StopRequested, held, raise_pending, shielded, stop_in
 
 EventHandler = Callable[[str, Any], None]
 """``on_event(kind, payload)``: ``("warning", str)``, ``("start", RunInfo)``, ``("round", RoundReport)``,
@@ -230,7 +230,11 @@ def run_generate(
             except SelfInstructError as exc:
                 state.error, state.failure = str(exc), exc
             except Exception as exc:  # an unexpected bug: still record the run, then let it surface
-                state.error, state.failure = f"{type(exc).__name__}: {exc}", exc
+                stop_inside = stop_in(exc)  # a signal that a dependency wrapped (e.g. inside an import)
+                if stop_inside is not None:
+                    state.exit_reason = stop_inside.reason if isinstance(stop_inside, StopRequested) else INTERRUPTED
+                else:
+                    state.error, state.failure = f"{type(exc).__name__}: {exc}", exc
             finally:
                 _record(pool, config, state, started_wall, clock() - started, warn)
         except StopRequested as stop:
