@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
+from selfinstruct.gates import novelty_workers
 from selfinstruct.gates.novelty import NoveltyIndex, NoveltyResult
 from selfinstruct.gates.novelty_workers import (
     NoveltyWorkerError,
@@ -167,3 +169,50 @@ def test_merge_results_orders_ties_by_position() -> None:
 
 def test_available_cores_is_positive() -> None:
     assert available_cores() >= 1
+
+
+def test_a_batch_is_scored_while_the_caller_goes_on() -> None:
+    """begin() returns at once; ready() never waits; finish() gives filter_batch's results, in order."""
+    texts = _stream(6, 300)
+    reference = NoveltyIndex(texts[:100])
+    with ParallelNovelty(texts[:100], workers=2, parallel_from=0) as parallel:
+        for start in range(100, 300, 50):
+            batch = parallel.begin(texts[start : start + 50])
+            with pytest.raises(RuntimeError, match="still being scored"):
+                parallel.begin(["one more"])
+            while not parallel.ready(batch):
+                time.sleep(0.001)
+            _same(parallel.finish(batch), reference.filter_batch(texts[start : start + 50]), 0.7)
+            assert parallel.finish(batch) is batch.results  # finishing twice gives the same list
+        assert len(parallel) == len(reference)
+
+
+def test_the_in_process_index_answers_while_the_workers_build_their_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = _stream(7, 400)
+    reference = NoveltyIndex()
+    with ParallelNovelty(workers=2, parallel_from=100) as parallel:
+        _same(parallel.filter_batch(texts[:120]), reference.filter_batch(texts[:120]), 0.7)
+        assert len(parallel) >= 100 and not parallel.parallel
+        # The workers start with the next batch; until they have built their shards (held back here), the
+        # in-process index answers at once and the workers are told of its additions later.
+        monkeypatch.setattr(novelty_workers._Worker, "answered", lambda self: False)
+        first = parallel.begin(texts[120:140])
+        assert parallel.parallel and first.results is not None and not parallel.on_workers
+        _same(first.results, reference.filter_batch(texts[120:140]), 0.7)
+        monkeypatch.undo()
+        while not parallel.on_workers:
+            time.sleep(0.001)
+        later = parallel.begin(texts[140:])
+        assert later.results is None  # on the workers now
+        _same(parallel.finish(later), reference.filter_batch(texts[140:]), 0.7)
+
+
+def test_closing_abandons_a_batch_being_scored() -> None:
+    parallel = ParallelNovelty(_stream(8, 50), workers=2, parallel_from=0)
+    batch = parallel.begin(["write a poem about a river", "describe a small city"])
+    parallel.close()
+    assert parallel.ready(batch)
+    with pytest.raises(RuntimeError, match="abandoned"):
+        parallel.finish(batch)
+    assert len(parallel.filter_batch(["name three rivers"])) == 1  # usable again (workers restarted)
+    parallel.close()

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -69,13 +70,15 @@ from selfinstruct.gates.novelty import (
     rouge_tokens_many,
 )
 
-__all__ = ["NoveltyWorkerError", "ParallelNovelty", "available_cores", "plan_layout"]
+__all__ = ["NoveltyBatch", "NoveltyWorkerError", "ParallelNovelty", "available_cores", "plan_layout"]
 
 # Below this many indexed instructions the check runs in-process (a worker's start and the messages cost
 # more than the scoring they would share).
 PARALLEL_FROM = 10_000
 # Each worker's share of the expected index stays at most this (see plan_layout).
 SHARD_SIZE = 500_000
+# A worker's reply on its pipe: this many bytes of length (little-endian), then the pickle.
+_FRAME = 8
 
 
 class NoveltyWorkerError(SelfInstructError):
@@ -172,6 +175,17 @@ class _Recent:
         self._lengths.append(count)
 
 
+def _readable(fd: int) -> bool:
+    """Whether reading ``fd`` would not wait (poll(2): select(2) cannot take the high descriptors of a loop
+    with thousands of connections). Where poll is missing (Windows), say yes: the caller then waits, as
+    a synchronous check would."""
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _Worker:
     """One worker process and its pipes."""
 
@@ -185,6 +199,7 @@ class _Worker:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "selfinstruct.gates.novelty_workers"],
+                bufsize=0,  # replies are read from the raw pipe (see _fill): no buffer hides what came
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self.errors,
@@ -200,6 +215,9 @@ class _Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.stdin: IO[bytes] = self.process.stdin
         self.stdout: IO[bytes] = self.process.stdout
+        self._fd = self.stdout.fileno()
+        self._buffer = bytearray()  # bytes of replies read so far (each: 8-byte length, then the pickle)
+        self.owed = 0  # replies this worker still owes, in the order of the messages sent
 
     def _failed(self, what: str) -> NoveltyWorkerError:
         try:
@@ -223,12 +241,44 @@ class _Worker:
             self.stdin.flush()
         except (BrokenPipeError, OSError):
             raise self._failed("while taking work") from None
+        self.owed += 1
+
+    def _complete(self) -> int:
+        """The length of the first reply's frame when all of it has been read, else 0."""
+        if len(self._buffer) < _FRAME:
+            return 0
+        end = _FRAME + int.from_bytes(self._buffer[:_FRAME], "little")
+        return end if len(self._buffer) >= end else 0
+
+    def _fill(self, block: bool) -> bool:
+        """Read what the pipe holds (waiting for it when ``block``); whether a whole reply is in."""
+        while not self._complete():
+            if not block and not _readable(self._fd):
+                return False
+            try:
+                chunk = os.read(self._fd, 1 << 20)
+            except OSError:
+                raise self._failed("before answering") from None
+            if not chunk:
+                raise self._failed("before answering")
+            self._buffer += chunk
+        return True
+
+    def answered(self) -> bool:
+        """Whether the next reply owed is all in (never waits)."""
+        return self._fill(block=False)
 
     def receive(self) -> Any:
+        """The next reply, waiting for it."""
+        self._fill(block=True)
+        end = self._complete()
+        frame = bytes(self._buffer[_FRAME:end])
+        del self._buffer[:end]
+        self.owed -= 1
         try:
-            reply = pickle.load(self.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            raise self._failed("before answering") from None
+            reply = pickle.loads(frame)
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            raise self._failed("with a reply that does not unpickle") from None
         if not (isinstance(reply, tuple) and len(reply) == 2):
             raise self._failed("with a reply it should not give")
         kind, payload = reply
@@ -296,6 +346,7 @@ class ParallelNovelty:
         self.replicas = self.shards = 1
         self._sent = 0  # instructions the workers hold (positions 0 .. _sent-1)
         self._starting = False  # workers were sent their shards and have not confirmed yet
+        self._pending: NoveltyBatch | None = None  # a batch sent to the workers, not yet finished
         # In-process while the index is small (always, with one worker); else the workers build it.
         self._index: NoveltyIndex | None = None
         if not self._wants_workers():
@@ -312,8 +363,14 @@ class ParallelNovelty:
 
     @property
     def on_workers(self) -> bool:
-        """Whether the next :meth:`filter_batch` scores on worker processes (running, or due to start)."""
-        return bool(self._procs) or self._wants_workers()
+        """Whether the next batch is scored on the worker processes: they are up (or due to start, when no
+        in-process index could answer meanwhile). While they build their shards, the in-process index
+        answers, so a caller keeps its batches small then."""
+        if not self._procs and not self._wants_workers():
+            return False
+        if self._index is None:
+            return True
+        return bool(self._procs) and self._confirmed(block=False)
 
     @property
     def parallel(self) -> bool:
@@ -321,11 +378,15 @@ class ParallelNovelty:
         return bool(self._procs)
 
     def close(self) -> None:
-        """Stop the workers; the index stays usable (it restarts them when asked)."""
+        """Stop the workers; the index stays usable (it restarts them when asked). A batch being scored is
+        abandoned: :meth:`finish` raises for it."""
         if self._procs:
             _close_all(self._procs)
             self._sent = 0
             self._starting = False
+        if self._pending is not None:
+            self._pending.abandoned = True
+            self._pending = None
 
     def _wants_workers(self) -> bool:
         return self.workers > 1 and len(self._texts) >= self._parallel_from
@@ -334,7 +395,8 @@ class ParallelNovelty:
 
     def start(self) -> None:
         """Start the workers now if the index is big enough for them, without waiting for them to build
-        their shards (so that they build while the caller does other things); else do nothing."""
+        their shards (so that they build while the caller does other things); else do nothing. An
+        in-process index already built keeps answering until they are ready."""
         if self._procs or not self._wants_workers():
             return
         self.replicas, self.shards = plan_layout(self.workers, max(self._expected, len(self._texts)), self._shard_size)
@@ -349,58 +411,109 @@ class ParallelNovelty:
             raise
         self._sent = len(self._texts)
         self._starting = True
-        self._index = None  # the workers hold it now
 
-    def _query_workers(self, candidates: Sequence[str]) -> list[NoveltyResult]:
-        """Each candidate against the snapshot (everything the workers hold after this call's additions)."""
+    def _confirmed(self, block: bool) -> bool:
+        """Whether every worker has built its shard (taking in the answers that came; waiting when
+        ``block``)."""
+        if not self._starting:
+            return True
+        try:
+            for worker in self._procs:
+                if worker.owed == 1 + (self._pending is not None and not self._pending.received[worker.number]):
+                    if not block and not worker.answered():
+                        return False
+                    worker.receive()
+        except BaseException:
+            self.close()
+            raise
+        self._starting = False
+        self._index = None  # the workers hold the index now
+        return True
+
+    def _in_process(self, candidates: list[str]) -> list[NoveltyResult]:
+        if self._index is None:  # the workers were closed while the index was small
+            self._index = NoveltyIndex(self._texts, **self._options)  # type: ignore[arg-type]
+        results = self._index.filter_batch(candidates, add=True)
+        self._texts.extend(t for t, r in zip(candidates, results, strict=True) if r.max_score <= self.threshold)
+        return results
+
+    # ---------------------------------------------------------------------------------------------- API
+
+    def begin(self, candidates: Sequence[str]) -> NoveltyBatch:
+        """Start scoring ``candidates`` and return at once: :meth:`ready` says when the answers are in and
+        :meth:`finish` resolves the batch, in order, as ``NoveltyIndex.filter_batch(candidates, add=True)``
+        does. One batch at a time: the next one's snapshot includes this one's accepted candidates. In
+        process (a small index, one worker, or workers still building their shards) the batch is resolved
+        here and now."""
+        if self._pending is not None:
+            raise RuntimeError("a novelty batch is still being scored: finish it first")
+        candidates = list(candidates)
+        if not candidates:
+            return NoveltyBatch([], 0, [])
+        if (not self._procs and not self._wants_workers()) or (self._index is not None and not self.on_workers):
+            self.start()  # (when the index has grown enough: they build their shards from now on)
+            return NoveltyBatch(candidates, len(self._texts), self._in_process(candidates))
+        self.start()
         shards, replicas = self.shards, self.replicas
         adds = self._texts[self._sent :]
         first = self._sent
-        bounds = [len(candidates) * r // replicas for r in range(replicas + 1)]
+        batch = NoveltyBatch(candidates, len(self._texts), None, replicas=replicas, workers=len(self._procs))
         try:
-            if self._starting:
-                for worker in self._procs:
-                    worker.receive()
-                self._starting = False
             for number, worker in enumerate(self._procs):
                 replica, shard = divmod(number, shards)
                 # The new instructions at global positions p with p mod shards == shard, in order.
                 mine = adds[(shard - first) % shards :: shards]
-                worker.send(("batch", mine, list(candidates[bounds[replica] : bounds[replica + 1]])))
-            answers = [worker.receive() for worker in self._procs]
+                worker.send(("batch", mine, candidates[batch.bounds[replica] : batch.bounds[replica + 1]]))
+        except BaseException:
+            self.close()
+            raise
+        self._sent = len(self._texts)
+        self._pending = batch
+        return batch
+
+    def ready(self, batch: NoveltyBatch) -> bool:
+        """Whether ``batch``'s answers are all in (:meth:`finish` will not wait). Never waits."""
+        if batch.results is not None or batch.abandoned:
+            return True
+        return self._collect(batch, block=False)
+
+    def _collect(self, batch: NoveltyBatch, block: bool) -> bool:
+        try:
+            if not self._confirmed(block):
+                return False
+            for worker in self._procs:
+                if not batch.received[worker.number]:
+                    if not block and not worker.answered():
+                        return False
+                    batch.answers[worker.number] = worker.receive()
+                    batch.received[worker.number] = True
         except BaseException:
             # A worker that failed, or an interrupt mid-exchange: the pipes may hold half a message.
             self.close()
             raise
-        self._sent = len(self._texts)
-        texts = self._texts
-        results: list[NoveltyResult] = []
+        return True
+
+    def finish(self, batch: NoveltyBatch) -> list[NoveltyResult]:
+        """``batch``'s results, in order (waiting for the workers' answers if need be). The batch's accepted
+        candidates join the index."""
+        if batch.results is not None:
+            return batch.results
+        if batch.abandoned:
+            raise RuntimeError("this novelty batch was abandoned (the workers were closed)")
+        self._collect(batch, block=True)
+        self._pending = None
+        candidates, base, texts = batch.candidates, batch.base, self._texts
+        shards, replicas = self.shards, self.replicas
+        snapshot: list[NoveltyResult] = []
         for replica in range(replicas):
-            per_shard = answers[replica * shards : (replica + 1) * shards]
-            for i in range(bounds[replica + 1] - bounds[replica]):
+            per_shard = batch.answers[replica * shards : (replica + 1) * shards]
+            for i in range(batch.bounds[replica + 1] - batch.bounds[replica]):
                 parts = []
                 for shard, answer in enumerate(per_shard):
                     best, top = answer[i]
                     glob = [(local * shards + shard, score) for local, score in top]
                     parts.append(NoveltyResult(best, [Match(texts[p], s, p) for p, s in glob]))
-                results.append(merge_results(parts, self.top_k))
-        return results
-
-    # ---------------------------------------------------------------------------------------------- API
-
-    def filter_batch(self, candidates: Sequence[str]) -> list[NoveltyResult]:
-        """Resolve the candidates in order, as ``NoveltyIndex.filter_batch(candidates, add=True)`` does."""
-        if not self._procs and not self._wants_workers():
-            if self._index is None:  # the workers were closed while the index was small
-                self._index = NoveltyIndex(self._texts, **self._options)  # type: ignore[arg-type]
-            results = self._index.filter_batch(candidates, add=True)
-            self._texts.extend(t for t, r in zip(candidates, results, strict=True) if r.max_score <= self.threshold)
-            return results
-        if not candidates:
-            return []
-        self.start()
-        base = len(self._texts)
-        snapshot = self._query_workers(candidates)
+                snapshot.append(merge_results(parts, self.top_k))
         # The batch's own accepted candidates, which no worker holds yet: checked here, in order.
         recent = _Recent(base, self.top_k, self.report_floor)
         fallback: NoveltyIndex | None = None  # should a batch exhaust the code points
@@ -424,7 +537,36 @@ class ParallelNovelty:
                     assert code is not None
                     recent.add(text, code, len(tokens))
                 self._texts.append(text)
+        batch.results = results
         return results
+
+    def filter_batch(self, candidates: Sequence[str]) -> list[NoveltyResult]:
+        """Resolve the candidates in order, as ``NoveltyIndex.filter_batch(candidates, add=True)`` does."""
+        return self.finish(self.begin(candidates))
+
+
+class NoveltyBatch:
+    """A batch handed to :meth:`ParallelNovelty.begin`: its candidates, and its results once resolved."""
+
+    __slots__ = ("abandoned", "answers", "base", "bounds", "candidates", "received", "results")
+
+    def __init__(
+        self,
+        candidates: list[str],
+        base: int,
+        results: list[NoveltyResult] | None,
+        *,
+        replicas: int = 1,
+        workers: int = 0,
+    ) -> None:
+        self.candidates = candidates
+        self.base = base  # the index's size when the batch began
+        self.results = results
+        self.abandoned = False
+        # Replica r scores candidates bounds[r] .. bounds[r + 1] - 1.
+        self.bounds = [len(candidates) * r // replicas for r in range(replicas + 1)]
+        self.answers: list[Any] = [None] * workers
+        self.received = [False] * workers
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -456,7 +598,8 @@ def _serve(source: IO[bytes], sink: IO[bytes]) -> None:
                 reply = ("error", f"unexpected message {kind!r}")
         except Exception as exc:  # sent back and raised by the main process, which names this worker
             reply = ("error", f"{type(exc).__name__}: {exc}")
-        pickle.dump(reply, sink, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        sink.write(len(data).to_bytes(_FRAME, "little") + data)
         sink.flush()
 
 

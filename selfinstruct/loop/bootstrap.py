@@ -83,7 +83,7 @@ from selfinstruct.engines import (
 )
 from selfinstruct.gates import filters as F
 from selfinstruct.gates.novelty import NoveltyResult
-from selfinstruct.gates.novelty_workers import ParallelNovelty, available_cores
+from selfinstruct.gates.novelty_workers import NoveltyBatch, NoveltyWorkerError, ParallelNovelty, available_cores
 from selfinstruct.loop.budget import (
     DEFAULT_LAG,
     INTERRUPTED,
@@ -150,6 +150,7 @@ TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then comple
 # batching gains nothing there and TURN_SECONDS stays a fine bound). Large batches keep the workers busy (32
 # cost the workers about twice the CPU per task of 256 at a 52K pool, one run each on a loaded machine).
 CHECK_BATCH = 256
+CHECK_POLL_SECONDS = 0.005  # how soon the loop looks again for the workers' answers to a batch
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
 
@@ -305,6 +306,8 @@ class Bootstrap:
         self._pending_since: float | None = None
         self._started = 0.0
         self._settled = False
+        # A batch being novelty-checked on the workers: its slots, their screened candidates, the batch.
+        self._checking: tuple[list[_Slot], list[list[_Candidate]], NoveltyBatch] | None = None
 
     def _now(self) -> float:
         """The loop's clock, looked up at each reading (a test may swap ``clock`` after construction)."""
@@ -400,6 +403,7 @@ class Bootstrap:
                         self._judge_stream.cancel(in_flight)
                         self._judge_stream.close()
                 finally:
+                    self._end_check()
                     self._settle()
                     self._flush()
                     self.index.close()  # (also closed when collected, should the flush fail)
@@ -429,6 +433,9 @@ class Bootstrap:
         self._top_up(stream)
         if self._backlog():
             return 0.0  # completions still to check: take in what finished meanwhile, then go on checking
+        if self._checking is not None:
+            # The workers are scoring a batch: look again soon (or, with nothing in flight, wait for them).
+            return CHECK_POLL_SECONDS if self._requests else 0.0
         if not self._requests:
             if self.stop_reason is None:  # nothing in flight and nothing to send: cannot happen
                 raise AssertionError("the loop has nothing in flight and nothing to submit")
@@ -565,8 +572,13 @@ class Bootstrap:
     # -- one request's life, 3: check ----------------------------------------------------------------------
 
     def _backlog(self) -> bool:
-        """Whether an instruction request's completion is waiting to be checked (the turn's time ran out)."""
-        if self._checked >= self._submitted or self.stop_reason not in (None, MAX_ROUNDS):
+        """Whether a check can go on now: a batch's novelty answers are in, or (none being scored) an
+        instruction request's completion is waiting to be checked (the turn's time ran out)."""
+        if self.stop_reason not in (None, MAX_ROUNDS):
+            return False
+        if self._checking is not None:
+            return self.index.ready(self._checking[2])
+        if self._checked >= self._submitted:
             return False
         return self._slots[self._checked].completion is not None
 
@@ -575,23 +587,35 @@ class Bootstrap:
         at most :data:`TURN_SECONDS` (at least one batch), so that a burst of completions does not keep
         the loop from taking in the follow-ups' answers (and sending the next requests) meanwhile; the rest
         waits for the next turn, in the same order. Up to :data:`CHECK_BATCH` requests are checked as one
-        batch (its novelty scoring is spread over the workers); the order, and so every decision, is the
-        same as one by one."""
+        batch, whose novelty scoring runs on the workers while the loop goes on taking in completions and
+        sending requests (one batch at a time); the order, and so every decision, is the same as one by one."""
         ends = time.perf_counter() + TURN_SECONDS
-        batch = CHECK_BATCH if self.index.on_workers else 1
         while self.stop_reason in (None, MAX_ROUNDS):
+            if self._checking is not None:
+                slots, screened, batch = self._checking
+                # Wait for the workers only when there is nothing else to do meanwhile.
+                if self._requests and not self.index.ready(batch):
+                    break
+                self._checking = None
+                results = iter(self.index.finish(batch))
+                for slot, survivors in zip(slots, screened, strict=True):
+                    self._resolve(slot, survivors, results, stream)
+                self._checked += len(slots)
+                if time.perf_counter() >= ends:
+                    break
+                continue
+            size = CHECK_BATCH if self.index.on_workers else 1
             ready: list[_Slot] = []
-            while len(ready) < batch and self._checked + len(ready) < self._submitted:
+            while len(ready) < size and self._checked + len(ready) < self._submitted:
                 slot = self._slots[self._checked + len(ready)]
                 if slot.completion is None:
                     break
                 ready.append(slot)
             if not ready:
                 break
-            self._check(ready, stream)
-            self._checked += len(ready)
-            if time.perf_counter() >= ends:
-                break
+            screened = [self._screen(slot) for slot in ready]
+            # Against seeds, pool and every earlier survivor of this run (which join the index at once).
+            self._checking = (ready, screened, self.index.begin([c.instruction for group in screened for c in group]))
         while self._committed < self._checked and self.stop_reason in (None, MAX_ROUNDS):
             slot = self._slots[self._committed]
             if slot.open:
@@ -600,6 +624,24 @@ class Bootstrap:
         if self.stop_reason is None and self.budget.rounds_spent(self._committed):
             self.stop_reason = MAX_ROUNDS
             self._close_round()
+
+    def _end_check(self) -> None:
+        """The run ends while the workers score a batch: take their answers and judge its candidates' novelty,
+        as a check that had finished before the end would have (the survivors' follow-ups are never sent:
+        they are recorded as unfinished). Should the workers be gone, its slots go back to unchecked."""
+        if self._checking is None:
+            return
+        slots, screened, batch = self._checking
+        self._checking = None
+        try:
+            results = iter(self.index.finish(batch))
+        except (NoveltyWorkerError, RuntimeError):
+            for slot in slots:
+                slot.candidates = []
+                slot.notes = Counter()
+            return
+        for slot, survivors in zip(slots, screened, strict=True):
+            self._judge_novelty(slot, survivors, results)
 
     def _parse_slot(self, slot: _Slot) -> list[_Candidate]:
         """The candidates of an instruction request's completion (instructions, or complete Alpaca tasks)."""
@@ -612,15 +654,6 @@ class Bootstrap:
         parsed = read_instruction_list(slot.completion, chat=self.chat, prefix=prefix)
         slot.notes.update(parsed.notes)
         return [_Candidate(slot, text) for text in parsed.items]
-
-    def _check(self, slots: list[_Slot], stream: Stream) -> None:
-        """Screen the slots' candidates, novelty-check the survivors in order (one batch), then send each
-        slot's new tasks on."""
-        screened = [self._screen(slot) for slot in slots]
-        # Against seeds, pool and every earlier survivor of this run (which join the index at once).
-        results = iter(self.index.filter_batch([c.instruction for survivors in screened for c in survivors]))
-        for slot, survivors in zip(slots, screened, strict=True):
-            self._resolve(slot, survivors, results, stream)
 
     def _screen(self, slot: _Slot) -> list[_Candidate]:
         """Parse the slot's completion and run the heuristic filters: the candidates left for novelty."""
@@ -649,15 +682,7 @@ class Bootstrap:
         """Apply the novelty results to the slot's survivors (too similar: rejected), then send each task
         still open on to its follow-ups: a Self-Instruct instruction to classification, an Alpaca task,
         already complete, to :meth:`_finish`."""
-        for cand in survivors:
-            res = next(results)
-            cand.max_similarity = res.max_score
-            cand.most_similar = [{"instruction": m.instruction, "score": m.score} for m in res.top[:5]]
-            if res.max_score > self.config.threshold:
-                cand.reason = F.TOO_SIMILAR
-                cand.details = {"max_similarity": res.max_score, "most_similar": cand.most_similar}
-                cand.done = True
-        slot.checked = True
+        self._judge_novelty(slot, survivors, results)
         for position, cand in enumerate(slot.candidates):
             if cand.done:
                 continue
@@ -675,6 +700,18 @@ class Bootstrap:
                 model=getattr(self.backend, "model", None),
             )
             self._finish(stream, cand, position, task)
+
+    def _judge_novelty(self, slot: _Slot, survivors: list[_Candidate], results: Iterator[NoveltyResult]) -> None:
+        """Apply the novelty results to the slot's survivors: too similar, rejected. The slot is checked."""
+        for cand in survivors:
+            res = next(results)
+            cand.max_similarity = res.max_score
+            cand.most_similar = [{"instruction": m.instruction, "score": m.score} for m in res.top[:5]]
+            if res.max_score > self.config.threshold:
+                cand.reason = F.TOO_SIMILAR
+                cand.details = {"max_similarity": res.max_score, "most_similar": cand.most_similar}
+                cand.done = True
+        slot.checked = True
 
     # -- one request's life, 3 (continued): the follow-ups a survivor needs --------------------------------
     # A Self-Instruct survivor: classification -> instances -> (judge); an Alpaca survivor: (judge). Each
