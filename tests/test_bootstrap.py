@@ -652,3 +652,31 @@ def test_progress_shows_the_capacity(seeds: list[Task]) -> None:
     events = list(loop.run())
     assert loop.progress().capacity == 7
     assert all(e.capacity in (None, 7) for e in events if isinstance(e, Progress))
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+def test_a_batch_still_on_the_workers_when_the_run_ends_is_accounted_for(
+    seeds: list[Task], monkeypatch: pytest.MonkeyPatch, interrupt: bool
+) -> None:
+    """The workers' answers never look ready (the loop goes on without them, and waits only when nothing
+    else is in flight), and the run ends, by its target or by a stop, with a batch still on them: every
+    candidate is still counted and recorded once, and the pool is the one novelty in-process gives."""
+    monkeypatch.setattr(novelty_workers, "PARALLEL_FROM", 0)
+    reference = make_loop(seeds, ShuffledEngine(seed=9), num_instructions=30, window=8, workers=1)
+    list(reference.run())
+    monkeypatch.setattr(novelty_workers._Worker, "answered", lambda self: False)
+    engine = ShuffledEngine(seed=9)
+    engine.interrupt_at = 30 if interrupt else None
+    sink = Recorder()
+    loop = make_loop(seeds, engine, sink=sink, num_instructions=30, window=8, workers=2)
+    if interrupt:
+        with pytest.raises(KeyboardInterrupt):
+            list(loop.run())
+    else:
+        list(loop.run())
+        assert comparable(loop.machine) == comparable(reference.machine)
+    assert loop._checking is None and not loop.index.parallel
+    totals = loop.totals
+    assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
+    assert Counter(r["reject_reason"] for r in sink.records) == totals.rejected + totals.surplus
+    assert sink.tasks == loop.machine
