@@ -128,7 +128,7 @@ def test_a_stop_that_lands_where_python_cannot_raise_it_is_not_reported(
     assert seen == ([error] if passed_on else [])
 
 
-class _Raises:
+class _RaisesOnSetName:
     """A descriptor whose ``__set_name__`` raises: Python wraps that in a RuntimeError, as it did with a stop
     that landed while ``platform`` (imported by typer) built a class."""
 
@@ -141,7 +141,7 @@ class _Raises:
 
 def _wrapped_by_set_name(exc: BaseException) -> BaseException:
     try:
-        type("Built", (), {"field": _Raises(exc)})
+        type("Built", (), {"field": _RaisesOnSetName(exc)})
     except BaseException as wrapped:  # what Python made of it is the point
         return wrapped
     raise AssertionError("type() did not raise")
