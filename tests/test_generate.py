@@ -809,3 +809,32 @@ def test_help_shows_the_config_tables_literally() -> None:
     text = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "250"}).output
     assert "Also the [vllm] table" in text and "Also the [request] table" in text
     assert "Also the  table" not in text
+
+
+class ThresholdWatcher(OnCpu):
+    """Records the garbage collector's thresholds while the run calls it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, ...]] = set()
+
+    def generate(self, prompts: Any, sampling: Sampling, seeds: Any = None) -> list[Completion]:
+        import gc
+
+        self.seen.add(gc.get_threshold())
+        return super().generate(prompts, sampling, seeds)
+
+
+def test_a_run_collects_garbage_less_often_and_restores_the_thresholds(tmp_path: Path) -> None:
+    import gc
+
+    from selfinstruct.loop.runner import RUN_GC_THRESHOLDS, run_generate
+
+    before = gc.get_threshold()
+    seeds = write_seeds(tmp_path / "seeds.jsonl")
+    cfg = GenerateConfig(seeds=str(seeds), out=str(tmp_path / "pool"), prompts=str(PROMPTS), batch_size=2,
+                         num_instructions=4)  # fmt: skip
+    backend = ThresholdWatcher()
+    assert run_generate(cfg, backend=backend).exit_reason == "target_reached"
+    assert backend.seen == {RUN_GC_THRESHOLDS} and before != RUN_GC_THRESHOLDS
+    assert gc.get_threshold() == before

@@ -19,6 +19,7 @@ the seconds the loop ran, so rates never count a model's load time.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -27,8 +28,8 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
-from contextlib import ExitStack, closing
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -151,6 +152,24 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+# The cyclic garbage collector's thresholds during a run. Python's default (700, 10, 10) collects the youngest
+# objects every 700 allocations and everything about every 70,000: on a 12,000-task run over HTTP that was
+# 5.8 s of 46 (pauses up to 0.3 s in which neither the loop nor its HTTP thread runs). With these it was 0.95 s
+# and no full collection; a long run still gets them (every 4M allocations, when the heap has grown).
+RUN_GC_THRESHOLDS = (20_000, 20, 10)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Raise the garbage collector's thresholds for the run (restored after it)."""
+    before = gc.get_threshold()
+    gc.set_threshold(*RUN_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def run_generate(
     config: GenerateConfig,
     *,
@@ -210,6 +229,7 @@ def run_generate(
     pool = Pool(config.out)
     with ExitStack() as cleanup:
         cleanup.enter_context(pool.lock("generate"))  # locked out (75) or unusable: no run, no ledger line
+        cleanup.enter_context(_fewer_collections())
         api = config.api if config.api != "auto" else None  # resolved once the backend is up
         state = _RunState(info=info, identity={"model": model_name, "seeds_hash": seeds_hash,
                                                "method": config.method, "api": api,
