@@ -129,6 +129,11 @@ def stop_in(exc: BaseException) -> StopRequested | KeyboardInterrupt | None:
     return None
 
 
+def reason_of(stop: StopRequested | KeyboardInterrupt) -> str:
+    """The ledger's reason for a stop: ``"interrupted"`` or ``"terminated"``."""
+    return stop.reason if isinstance(stop, StopRequested) else INTERRUPTED
+
+
 def install() -> Callable[[], None]:
     """Install the handlers (main thread only; elsewhere a no-op). Returns a function that restores them.
 

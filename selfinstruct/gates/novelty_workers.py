@@ -217,7 +217,7 @@ class _Worker:
         self.stdout: IO[bytes] = self.process.stdout
         self._fd = self.stdout.fileno()
         self._buffer = bytearray()  # bytes of replies read so far (each: 8-byte length, then the pickle)
-        self.owed = 0  # replies this worker still owes, in the order of the messages sent
+        self.built = False  # its answer to "init" (the first reply it gives) has been taken in
 
     def _failed(self, what: str) -> NoveltyWorkerError:
         try:
@@ -241,7 +241,6 @@ class _Worker:
             self.stdin.flush()
         except (BrokenPipeError, OSError):
             raise self._failed("while taking work") from None
-        self.owed += 1
 
     def _complete(self) -> int:
         """The length of the first reply's frame when all of it has been read, else 0."""
@@ -274,7 +273,6 @@ class _Worker:
         end = self._complete()
         frame = bytes(self._buffer[_FRAME:end])
         del self._buffer[:end]
-        self.owed -= 1
         try:
             reply = pickle.loads(frame)
         except (pickle.UnpicklingError, EOFError, ValueError):
@@ -419,10 +417,11 @@ class ParallelNovelty:
             return True
         try:
             for worker in self._procs:
-                if worker.owed == 1 + (self._pending is not None and not self._pending.received[worker.number]):
+                if not worker.built:
                     if not block and not worker.answered():
                         return False
                     worker.receive()
+                    worker.built = True
         except BaseException:
             self.close()
             raise
@@ -450,10 +449,9 @@ class ParallelNovelty:
         candidates = list(candidates)
         if not candidates:
             return NoveltyBatch([], 0, [])
-        if (not self._procs and not self._wants_workers()) or (self._index is not None and not self.on_workers):
-            self.start()  # (when the index has grown enough: they build their shards from now on)
+        self.start()  # (when the index has grown enough: they build their shards from now on)
+        if not self.on_workers:
             return NoveltyBatch(candidates, len(self._texts), self._in_process(candidates))
-        self.start()
         shards, replicas = self.shards, self.replicas
         adds = self._texts[self._sent :]
         first = self._sent

@@ -47,7 +47,7 @@ from selfinstruct.protocol.alpaca import AlpacaTemplates
 from selfinstruct.protocol.chatprompts import ASK, PREFILL, ChatTemplates
 from selfinstruct.protocol.judge import JudgeTemplate
 from selfinstruct.protocol.prompts import PromptTemplates
-from selfinstruct.stopping import StopRequested, held, raise_pending, shielded, stop_in
+from selfinstruct.stopping import StopRequested, held, raise_pending, reason_of, shielded, stop_in
 
 EventHandler = Callable[[str, Any], None]
 """``on_event(kind, payload)``: ``("warning", str)``, ``("start", RunInfo)``, ``("round", RoundReport)``,
@@ -252,7 +252,7 @@ def run_generate(
             except Exception as exc:  # an unexpected bug: still record the run, then let it surface
                 stop_inside = stop_in(exc)  # a signal that a dependency wrapped (e.g. inside an import)
                 if stop_inside is not None:
-                    state.exit_reason = stop_inside.reason if isinstance(stop_inside, StopRequested) else INTERRUPTED
+                    state.exit_reason = reason_of(stop_inside)
                 else:
                     state.error, state.failure = f"{type(exc).__name__}: {exc}", exc
             finally:
