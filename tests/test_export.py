@@ -788,6 +788,8 @@ def _rows(out: Path, container: str) -> dict[str, list[dict[str, Any]]]:
         ["--format", "sharegpt", "--per", "task", "--seed", "3"],
         ["--format", "prompt-completion", "--validation-size", "2", "--seed", "7", "--shuffle"],
         ["--format", "openai", "--validation-size", "0.4", "--per", "task"],
+        ["--format", "seed"],
+        ["--format", "seed", "--shuffle", "--validation-size", "2", "--seed", "4"],
     ],
 )
 @pytest.mark.parametrize(("suffix", "container"), [(".parquet", "parquet"), ("", "hf"), (".jsonl", "jsonl")])
@@ -810,6 +812,61 @@ def test_streamed_parquet_datasets_and_shuffle_match_the_loaded_export(
         assert cli(str(pool_dir), "--out", str(plain), *[a for a in args if a != "--shuffle"]).exit_code == 0
         assert _rows(plain, "jsonl") != rows[True]  # shuffled indeed
     assert not list(Path(tempfile.gettempdir()).glob("selfinstruct-export-*"))  # the spools and Arrow files went
+
+
+VARYING_TASKS = [  # provenance that differs from task to task: a column, a struct's fields, a type met late
+    Task("Name a colour.", [Instance("", "Red")], False, "machine_task_000000", "a", {"source": "machine"}),
+    Task("Name a fruit.", [Instance("", "Pear")], None, "machine_task_000001", "b",
+         {"source": "machine", "round": 1, "most_similar": {"Name a colour.": 0.4}, "note": None}),
+    Task("Name a tree.", [Instance("", "Oak")], True, "machine_task_000002", "c",
+         {"source": "machine", "round": 2, "most_similar": {"Name a fruit.": 0.5, "Name a colour.": 0.4},
+          "avg_similarity": 1, "note": "checked"}),
+    Task("Name a river.", [Instance("", "Nile")], False, "machine_task_000003", "d",
+         {"source": "machine", "round": 2, "avg_similarity": 0.25}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("suffix", "container"), [(".parquet", "parquet"), ("", "hf")])
+@pytest.mark.parametrize("shuffle", [[], ["--shuffle", "--seed", "2"]])
+def test_a_streamed_seed_export_finds_the_columns_of_every_task_before_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, container: str, shuffle: list[str]
+) -> None:
+    pytest.importorskip("datasets")
+    pool = write_pool(tmp_path / "pool", VARYING_TASKS)
+    monkeypatch.setattr(export_module, "BATCH_RECORDS", 1)  # every batch has a schema of its own
+    rows = {}
+    for stream in (True, False):
+        monkeypatch.setattr(export_module, "STREAM", stream)
+        if stream:  # never the whole pool in memory
+            monkeypatch.setattr(export_module, "_load_pool", lambda *a: pytest.fail("loaded the pool whole"))
+        out = tmp_path / f"{stream}" / f"data{suffix}"
+        result = cli(str(pool), "--out", str(out), "--format", "seed", *shuffle)
+        assert result.exit_code == 0, result.output
+        rows[stream] = _rows(out, container)
+        monkeypatch.undo()
+        monkeypatch.setattr(export_module, "BATCH_RECORDS", 1)
+    assert rows[True] == rows[False]
+    (table,) = rows[True].values()
+    schema = {  # the struct has both tasks' fields, the null column a string, the integer a float
+        "parquet": ["most_similar: struct<Name a colour.: double, Name a fruit.: double>", "note: string",
+                    "avg_similarity: double"],
+        "hf": ["'most_similar': {'Name a colour.': Value('float64'), 'Name a fruit.': Value('float64')}",
+               "'note': Value('string')", "'avg_similarity': Value('float64')"],
+    }[container]  # fmt: skip
+    assert all(column in table[0] for column in schema), table[0]
+    assert len(table) == 1 + len(VARYING_TASKS)
+
+
+def test_a_streamed_seed_export_refuses_a_field_whose_type_changes(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    tasks = [*VARYING_TASKS, Task("Name a sea.", [Instance("", "Red")], False, "machine_task_000004", "e",
+                                  {"source": "machine", "round": "three"})]  # fmt: skip
+    pool = write_pool(tmp_path / "pool", tasks)
+    out = tmp_path / "out" / "data.parquet"
+    result = cli(str(pool), "--out", str(out), "--format", "seed")
+    assert result.exit_code == 2, result.output
+    assert "do not fit a columnar table" in result.output and "export it as .jsonl" in result.output
+    assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
 def test_streamed_parquet_refuses_a_batch_whose_columns_differ(tmp_path: Path) -> None:

@@ -103,9 +103,7 @@ OPENAI_MIN_EXAMPLES = 10
 #: The most bytes read from an existing dataset_info.json (LLaMA-Factory's own holds ~100 entries in ~30 KB).
 INFO_LIMIT_BYTES = 64_000_000
 
-#: Exports stream the pool (bounded memory); False loads it whole (the tests compare the two). The seed
-#: format into Parquet, a datasets directory or the Hub is loaded whole either way: its provenance fields
-#: vary from task to task, and a columnar table needs every column before it starts.
+#: Exports stream the pool (bounded memory); False loads it whole (the tests compare the two).
 STREAM = True
 #: Records per Parquet row group and per Arrow record batch of a streamed export.
 BATCH_RECORDS = 10_000
@@ -638,14 +636,24 @@ def _import(name: str, what: str) -> Any:
 
 
 def _arrow_table(records: list[dict[str, Any]], fmt: str, schema: Any = None) -> Any:
+    """An Arrow table of ``records``: its columns and types inferred from them all, or ``schema``'s (a record
+    without one of its columns has None there; a record with a column it lacks is refused)."""
     pa = _import("pyarrow", "a Parquet or datasets export")
     try:
-        if schema is not None and set(_columns(records[:1])[0]) != set(schema.names):
-            raise pa.ArrowInvalid(f"columns {sorted(_columns(records[:1])[0])} differ from {sorted(schema.names)}")
-        return pa.Table.from_pylist(_columns(records), schema=schema)
+        if schema is None:
+            return pa.Table.from_pylist(_columns(records))
+        names = set(schema.names)
+        for record in records:
+            if not names.issuperset(record):
+                raise pa.ArrowInvalid(f"columns {sorted(record)} differ from {sorted(names)}")
+        return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in records], schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        hint = " (the seed format's provenance fields vary from task to task: export it as .jsonl)" * (fmt == "seed")
-        raise ConfigError(f"these records do not fit a columnar table: {exc}{hint}") from None
+        raise _unfit(exc, fmt) from None
+
+
+def _unfit(exc: Exception, fmt: str) -> ConfigError:
+    hint = " (the seed format's provenance fields vary from task to task: export it as .jsonl)" * (fmt == "seed")
+    return ConfigError(f"these records do not fit a columnar table: {exc}{hint}")
 
 
 def _write_parquet(path: Path, records: list[dict[str, Any]], fmt: str) -> None:
@@ -804,8 +812,7 @@ def export_pool(
     if first.stream and opts.validation_size:
         raise ConfigError(f"--out {out} is a stream: a validation split needs file names (--out NAME.jsonl)")
 
-    columnar = container in ("parquet", "hf") or bool(opts.push_to_hub)
-    if STREAM and not (opts.fmt == "seed" and columnar):
+    if STREAM:
         return _export_streaming(pool_dir, out, opts, container, first, seed_path, check, warnings)
 
     tasks = _load_pool(pool_dir, warnings)
@@ -1006,6 +1013,46 @@ class _ColumnSink:
                 self.sink.close()
 
 
+class _SchemaProbe:
+    """The columns and types of a split's records, batch by batch, in bounded memory: each batch's inferred
+    schema merged into the last (a struct gains the fields a later record brings, a null column takes the
+    type a later value gives, an integer column that meets a float becomes a float), as Arrow infers them
+    from the whole list at once. A streamed seed export finds its schema so, before it writes."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.batch: list[dict[str, Any]] = []
+        self.schema: Any = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.batch.append(record)
+        if len(self.batch) >= BATCH_RECORDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        pa = _import("pyarrow", "a Parquet or datasets export")
+        schema = _arrow_table(self.batch, self.fmt).schema
+        self.batch = []
+        try:
+            self.schema = schema if self.schema is None else pa.unify_schemas(
+                [self.schema, schema], promote_options="permissive"
+            )  # fmt: skip
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise _unfit(exc, self.fmt) from None
+
+    def close(self) -> None:
+        self._flush()
+
+
+def _set_schema(writer: Any, schema: Any) -> None:
+    """Fix the schema of every columnar sink behind ``writer`` before its first record."""
+    for sink in writer.sinks if isinstance(writer, _Tee) else [writer]:
+        if isinstance(sink, _ColumnSink):
+            sink.schema = schema
+
+
 class _Tee:
     """One split's records to every sink: the export file, and the Arrow file a datasets directory or a
     push to the Hub is made from."""
@@ -1047,13 +1094,17 @@ class _Spool:
     def close(self) -> None:
         self.fh.flush()
 
-    def replay(self, seed: str) -> Iterator[dict[str, Any]]:
+    def replay(self, seed: str | None, *, last: bool = True) -> Iterator[dict[str, Any]]:
+        """The records in the order ``random.Random(seed).shuffle`` gives (as written, for None); the file
+        is closed after the ``last`` replay."""
         order = list(range(len(self.offsets)))
-        random.Random(seed).shuffle(order)
+        if seed is not None:
+            random.Random(seed).shuffle(order)
         for i in order:
             self.fh.seek(self.offsets[i])
             yield json.loads(self.fh.readline())
-        self.fh.close()
+        if last:
+            self.fh.close()
 
 
 def _arrow_datasets(paths: dict[str, Path]) -> Any:
@@ -1109,6 +1160,9 @@ def _export_streaming(
     scratch = work.enter_context(tempfile.TemporaryDirectory(prefix="selfinstruct-export-"))
     arrow_paths = {split: Path(scratch) / f"{split}.arrow" for split in splits}
     need_arrow = container == "hf" or bool(opts.push_to_hub)
+    # The seed format's provenance fields vary from task to task, so a columnar table of it needs every
+    # record's columns before its first row group: its records are spooled and read twice.
+    probed = opts.fmt == "seed" and (container in ("parquet", "hf") or need_arrow)
 
     def write_all(writers: dict[str, Any]) -> None:
         """Every record into ``writers`` (one per split), shuffled first with --shuffle."""
@@ -1117,17 +1171,25 @@ def _export_streaming(
                 split: _Tee([*([w] if container != "hf" else []), _ColumnSink(arrow_paths[split], opts.fmt, "arrow")])
                 for split, w in writers.items()
             }
-        targets: dict[str, Any] = {s: _Spool(scratch) for s in splits} if opts.shuffle else writers
+        spooled = opts.shuffle or probed
+        targets: dict[str, Any] = {s: _Spool(scratch) for s in splits} if spooled else writers
         again = _Tally()
         for i, ex in enumerate(_streamed_examples(pool_dir, seed_tasks, sidecar, opts, again, [])):
             split = "validation" if i in chosen else "train"
             for record in _example_records(ex, result.tasks[split], opts, turn, rngs[split], ids):
                 targets[split].write(redact_value(record))
             result.tasks[split] += 1
-        if opts.shuffle:
+        if spooled:
             for split, spool in targets.items():
                 spool.close()
-                for record in spool.replay(f"{opts.seed}:shuffle:{split}"):
+                order = f"{opts.seed}:shuffle:{split}" if opts.shuffle else None
+                if probed:  # the seed format's columns: read once for the schema, in the order written
+                    probe = _SchemaProbe(opts.fmt)
+                    for record in spool.replay(order, last=False):
+                        probe.write(record)
+                    probe.close()
+                    _set_schema(writers[split], probe.schema)
+                for record in spool.replay(order):
                     writers[split].write(record)
         for writer in writers.values():
             writer.close()
