@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-per-seq", type=float, default=0.0001, help="seconds per step per sequence")
     parser.add_argument("--window", type=int, default=None, help="the loop's --window (default: the loop's own)")
     parser.add_argument("--concurrency", type=int, default=None, help="fixed per endpoint (default: adaptive)")
+    parser.add_argument("--similarity-floor", type=float, default=None,
+                        help="the loop's similarity_floor (default: 0.0, the exact top-5 of every task)")  # fmt: skip
     parser.add_argument(
         "--other-client",
         type=int,
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides: dict[str, Any] = {}
             if args.window is not None:
                 overrides["window"] = args.window
+            if args.similarity_floor is not None:
+                overrides["similarity_floor"] = args.similarity_floor
             config = GenerateConfig(
                 seeds=str(default_seeds_path()), prompts=str(default_prompts_dir()), out=str(pool),
                 num_instructions=args.target, seed=0, api="completions", time_limit=args.time_limit, **overrides,
