@@ -16,9 +16,12 @@ its pacing (:mod:`selfinstruct.engines.pacing`) on by default, exactly as ``self
 Reports, per endpoint, the mean number of running sequences in the middle half of the run (time-weighted,
 between the first request and the last step) divided by ``max_num_seqs`` (target: >= 0.95), the mean
 waiting; output tokens/s against the engines' maximum; the time to the first committed round; and what the
-controller did (its limit changes, by reason, with the first ones in full). ``--other-client N`` makes the
-first endpoint report N more waiting requests (another client's queue) from ``--other-at`` seconds for
-``--other-for`` seconds, to show the controller backing off and coming back.
+controller did (its limit changes, by reason, with the first ones in full); and the machine: its cores, a
+Python speed yardstick (millions of loop iterations a second, so that runs of different days can be set side
+by side), the share of its CPU time that was idle or stolen by the hypervisor in the middle half, and the
+cores the loop's process used then. ``--other-client N`` makes the first endpoint report N more waiting
+requests (another client's queue) from ``--other-at`` seconds for ``--other-for`` seconds, to show the
+controller backing off and coming back.
 
 ``--measure-server SECONDS`` instead measures the stand-in itself: requests per second it answers on
 keep-alive connections from a minimal asyncio client in another process (1-token completions, no step
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import threading
@@ -184,6 +188,72 @@ def measure_server(seconds: float, connections: int) -> int:
     return 0
 
 
+class MachineLoad:
+    """The whole machine's CPU time (``/proc/stat``), sampled twice a second in a thread: how idle the cores
+    were, and how much time the hypervisor gave to others ("steal"), over any stretch of the run. Days
+    differ on a shared machine; this says whether a run had CPU to spare. Linux only (empty elsewhere)."""
+
+    def __init__(self) -> None:
+        # (perf_counter, idle + iowait, steal, total, this process's user + system), in clock ticks
+        self.samples: list[tuple[float, int, int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="machine-load", daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[int, int, int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+            with open("/proc/self/stat") as fh:
+                own = fh.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except (OSError, ValueError, IndexError):
+            return None
+        fields += [0] * (8 - len(fields))
+        # user nice system idle iowait irq softirq steal [guest guest_nice: already in user and nice]
+        return fields[3] + fields[4], fields[7], sum(fields[:8]), int(own[11]) + int(own[12])
+
+    def _run(self) -> None:
+        while True:
+            read = self._read()
+            if read is None:
+                return
+            self.samples.append((time.perf_counter(), *read))
+            if self._stop.wait(0.5):
+                return
+
+    def __enter__(self) -> MachineLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> tuple[float, float, float] | None:
+        """(idle, steal) as shares of all CPU time, and this process's CPU in cores, between the samples
+        nearest ``start`` and ``end``."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][3] == inside[0][3]:
+            return None
+        first, last = inside[0], inside[-1]
+        total = last[3] - first[3]
+        cores = (last[4] - first[4]) / (os.sysconf("SC_CLK_TCK") * (last[0] - first[0]))
+        return (last[1] - first[1]) / total, (last[2] - first[2]) / total, cores
+
+
+def python_speed() -> float:
+    """Millions of simple Python loop iterations per second in this process: a yardstick for comparing
+    runs made on different days (the loop is mostly Python; a slower day shows here first)."""
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = max(best, 1.0 / (time.perf_counter() - started))
+    return best
+
+
 def _changes(decisions: list[Any]) -> str:
     return "; ".join(f"{d.seconds:.1f}s {d.before}->{d.after} ({d.reason})" for d in decisions)
 
@@ -221,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_server:
         return measure_server(args.measure_server, args.connections)
 
+    speed = python_speed()
     options = {"max_num_seqs": args.max_num_seqs, "step_base": args.step_base, "step_per_seq": args.step_per_seq}
     servers = StandIns(args.endpoints, options, args.corpus)
+    machine = MachineLoad()
     first_round: list[float] = []
     stop_phantom = threading.Event()
     try:
@@ -262,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                 threading.Thread(target=other_client, daemon=True).start()
             started = time.perf_counter()
             cpu_started = time.process_time()
-            outcome = run_generate(config, backend=backend, on_event=on_event)
+            with machine:
+                outcome = run_generate(config, backend=backend, on_event=on_event)
             total = time.perf_counter() - started
             loop_cpu = time.process_time() - cpu_started
             stop_phantom.set()
@@ -289,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu = reports[0]["cpu_seconds"]
     print(f"CPU: the loop's process {loop_cpu:.1f} s ({loop_cpu / total:.0%} of a core; novelty workers not counted), "
           f"the stand-ins' process {server_cpu:.1f} s over its life ({server_cpu / total:.0%} of a core)")  # fmt: skip
+    load = machine.between(*middle)
+    print(f"machine: {os.cpu_count()} cores, Python speed {speed:.1f}M loop iterations/s (this process, before "
+          "the run); " + (f"in the middle half the cores were {load[0]:.0%} idle, {load[1]:.0%} stolen by the "
+          f"hypervisor, and the loop's process used {load[2]:.2f} of a core" if load else "no /proc/stat"))  # fmt: skip
     rate = tokens / span
     print(f"output tokens/s: {rate:,.0f}; the engines' maximum: {max_rate:,.0f}; ratio {rate / max_rate:.2f}")
     endpoints = ledger[-1].get("endpoints", {})
