@@ -675,7 +675,7 @@ def test_a_batch_still_on_the_workers_when_the_run_ends_is_accounted_for(
     else:
         list(loop.run())
         assert comparable(loop.machine) == comparable(reference.machine)
-    assert not loop._checking and not loop.index.parallel
+    assert loop._checking is None and not loop.index.parallel
     totals = loop.totals
     assert totals.candidates == totals.accepted + sum(totals.rejected.values()) + sum(totals.surplus.values())
     assert Counter(r["reject_reason"] for r in sink.records) == totals.rejected + totals.surplus

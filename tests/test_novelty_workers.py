@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import pytest
@@ -179,73 +178,13 @@ def test_a_batch_is_scored_while_the_caller_goes_on() -> None:
     with ParallelNovelty(texts[:100], workers=2, parallel_from=0) as parallel:
         for start in range(100, 300, 50):
             batch = parallel.begin(texts[start : start + 50])
+            with pytest.raises(RuntimeError, match="still being scored"):
+                parallel.begin(["one more"])
             while not parallel.ready(batch):
                 time.sleep(0.001)
             _same(parallel.finish(batch), reference.filter_batch(texts[start : start + 50]), 0.7)
             assert parallel.finish(batch) is batch.results  # finishing twice gives the same list
         assert len(parallel) == len(reference)
-
-
-@pytest.mark.parametrize(
-    ("depth", "workers", "shard_size", "floor", "top_k"),
-    [(2, 2, 10**6, 0.0, 5), (3, 2, 50, 0.0, 5), (2, 4, 300, 0.0, 3), (4, 3, 50, 0.7, 5), (2, 2, 50, 0.3, 0)],
-)
-def test_several_batches_on_the_workers_give_one_batch_after_another(
-    depth: int, workers: int, shard_size: int, floor: float, top_k: int
-) -> None:
-    """Up to ``depth`` batches begin before the oldest is finished: each is still checked against every
-    instruction accepted before it is finished (by batches that began after its snapshot too)."""
-    seeds, texts = _stream(11, 80), _stream(12, 600)
-    batches = _batches(texts, random.Random(depth * 7 + workers))
-    reference = NoveltyIndex(seeds, report_floor=floor, top_k=top_k)
-    expected = [reference.filter_batch(batch) for batch in batches]
-    with ParallelNovelty(
-        seeds, workers=workers, report_floor=floor, top_k=top_k, parallel_from=0, shard_size=shard_size
-    ) as parallel:
-        started: list[novelty_workers.NoveltyBatch] = []
-        got = []
-        for batch in batches:
-            started.append(parallel.begin(batch))
-            if len(started) == depth:
-                got.append(parallel.finish(started.pop(0)))
-        got += [parallel.finish(batch) for batch in started]
-        for mine, theirs in zip(got, expected, strict=True):
-            _same(mine, theirs, floor)
-        assert len(parallel) == len(reference)
-
-
-def test_big_batches_on_the_workers_at_once_do_not_wait_for_each_other() -> None:
-    """Batches and answers larger than a pipe holds, two on the workers at once: the main process sends the
-    second while a worker's answer to the first waits to be read (no side waits for the other)."""
-    rng = random.Random(14)
-    texts = [f"{_text(rng)} item {i} of the long list" for i in range(9000)]
-    done = threading.Event()
-
-    def run() -> None:
-        with ParallelNovelty(texts[:1000], workers=2, parallel_from=0, report_floor=0.0) as parallel:
-            first = parallel.begin(texts[1000:5000])
-            while not all(w.answered() for w in parallel._procs):  # the first answers wait in the pipes
-                time.sleep(0.01)
-            second = parallel.begin(texts[5000:9000])
-            assert len(parallel.finish(first)) == len(parallel.finish(second)) == 4000
-        done.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout=120)
-    assert done.is_set(), "the main process and a worker waited for each other"
-
-
-def test_batches_are_finished_in_the_order_they_began() -> None:
-    with ParallelNovelty(_stream(13, 50), workers=2, parallel_from=0) as parallel:
-        first = parallel.begin(["write a poem about a river"])
-        second = parallel.begin(["describe a small city"])
-        with pytest.raises(RuntimeError, match="in the order they began"):
-            parallel.finish(second)
-        while not parallel.ready(second):  # takes in the first batch's answers on the way
-            time.sleep(0.001)
-        assert all(first.received) and parallel.ready(first)
-        assert [len(parallel.finish(b)) for b in (first, second)] == [1, 1]
 
 
 def test_the_in_process_index_answers_while_the_workers_build_their_shards(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,13 +44,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import queue
 import select
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -124,71 +122,41 @@ def merge_results(parts: Iterable[NoveltyResult], top_k: int) -> NoveltyResult:
     return NoveltyResult(best, tops[:top_k])
 
 
-#: The most LCS values :class:`_Recent` computes in one ``cdist`` call (4 bytes each): a batch of a few
-#: thousand candidates is one call; a huge one goes in bands of rows.
-RECENT_BAND_CELLS = 4_000_000
-
-
 class _Recent:
-    """What no worker held when the batch began, against each candidate in order: the instructions added
-    since the batch's snapshot (``prior``: the accepted candidates of batches finished meanwhile), then the
-    batch's own earlier accepted candidates.
+    """The batch's accepted candidates, scored pair by pair: every candidate against every earlier one.
 
-    The LCS values are computed in whole ``cdist`` calls, not one call per candidate (the call's fixed
-    cost and the conversion of the choices are paid once): every candidate against ``prior``, and every
-    candidate against the batch's candidates before it (in bands of rows for a huge batch). A candidate's
-    scores are then a row of each, the second restricted to the accepted ones. Scores are rouge-score's
-    floats, computed in its order, as :class:`NoveltyIndex` computes them. ``codes`` are token sequences as
-    code points (one per distinct token, the same mapping for the batch and ``prior``).
+    A batch holds at most a few thousand instructions, where one rapidfuzz ``cdist`` call over all of them
+    beats the pruned search (which, at report floor 0, verifies nearly every instruction of a small index
+    anyway). Scores are rouge-score's floats, computed in its order, as :class:`NoveltyIndex` computes them.
     """
 
-    def __init__(
-        self, base: int, top_k: int, report_floor: float, texts: list[str], codes: list[str],
-        prior: list[str] = (), prior_codes: list[str] = (),  # type: ignore[assignment]
-    ) -> None:  # fmt: skip
+    def __init__(self, base: int, top_k: int, report_floor: float) -> None:
         self.base = base
         self.top_k = top_k
         self.report_floor = report_floor
-        self._texts = texts
-        self._codes = codes
-        self._prior = list(prior)
-        self._lengths = np.array([len(c) for c in codes], dtype=np.float64)
-        self._prior_lengths = np.array([len(c) for c in prior_codes], dtype=np.float64)
-        self._cross = (
-            cdist(codes, list(prior_codes), scorer=LCSseq.similarity, dtype=np.int32)
-            if len(prior_codes) and codes else np.zeros((len(codes), 0), dtype=np.int32)
-        )  # fmt: skip
-        self._accepted = np.empty(len(codes), dtype=np.intp)  # batch positions, in order of acceptance
-        self._count = 0
-        self._band: np.ndarray = np.empty((0, 0), dtype=np.int32)  # LCS rows band_start .. band_start+len-1
-        self._band_start = 0
+        self._ids: dict[str, str] = {}  # token -> its code point (shared by the batch's instructions)
+        self._texts: list[str] = []
+        self._codes: list[str] = []
+        self._lengths: list[int] = []
 
-    def _row(self, i: int) -> np.ndarray:
-        """The LCS of candidate ``i`` with candidates ``0 .. i-1`` (at least)."""
-        offset = i - self._band_start
-        if not 0 <= offset < len(self._band):
-            rows = max(1, min(len(self._codes) - i, RECENT_BAND_CELLS // max(1, len(self._codes))))
-            self._band = cdist(
-                self._codes[i : i + rows], self._codes[: i + rows], scorer=LCSseq.similarity, dtype=np.int32
-            )
-            self._band_start, offset = i, 0
-        return self._band[offset]
+    def __len__(self) -> int:
+        return len(self._texts)
 
-    def query(self, i: int) -> NoveltyResult:
-        """Candidate ``i`` against ``prior`` and the batch's accepted candidates before it."""
-        m = self._lengths[i]
-        if not (self._count or self._prior) or not m:
+    def _code(self, tokens: list[str]) -> str | None:
+        ids = self._ids
+        for token in tokens:
+            if token not in ids:
+                if len(ids) >= _CODE_CAPACITY:  # pragma: no cover - a batch with a million distinct tokens
+                    return None
+                ids[token] = _code(len(ids))
+        return "".join([ids[t] for t in tokens])
+
+    def query(self, tokens: list[str], code: str) -> NoveltyResult:
+        if not self._texts or not tokens:
             return NoveltyResult(0.0, [])
-        accepted = self._accepted[: self._count]
-        if not self._prior:
-            lcs = self._row(i)[accepted].astype(np.float64)
-            n = self._lengths[accepted]
-        elif not self._count:
-            lcs = self._cross[i].astype(np.float64)
-            n = self._prior_lengths
-        else:
-            lcs = np.concatenate((self._cross[i], self._row(i)[accepted])).astype(np.float64)
-            n = np.concatenate((self._prior_lengths, self._lengths[accepted]))
+        lcs = cdist([code], self._codes, scorer=LCSseq.similarity, dtype=np.int32)[0].astype(np.float64)
+        n = np.asarray(self._lengths, dtype=np.float64)
+        m = float(len(tokens))
         precision = lcs / np.maximum(n, 1.0)
         recall = lcs / m
         denom = precision + recall
@@ -199,34 +167,12 @@ class _Recent:
         if not self.top_k or not len(above):
             return NoveltyResult(best, [])
         order = above[np.lexsort((above, -scores[above]))[: self.top_k]]
-        p = len(self._prior)
-        return NoveltyResult(
-            best,
-            [
-                Match(self._prior[k] if k < p else self._texts[accepted[k - p]], float(scores[k]), self.base + k)
-                for k in order.tolist()
-            ],
-        )
+        return NoveltyResult(best, [Match(self._texts[i], float(scores[i]), self.base + i) for i in order.tolist()])
 
-    def add(self, i: int) -> None:
-        """Candidate ``i`` was accepted."""
-        self._accepted[self._count] = i
-        self._count += 1
-
-
-def _batch_codes(tokens: list[list[str]]) -> list[str] | None:
-    """Each candidate's tokens as code points, one per distinct token of the batch; None should the batch
-    hold more distinct tokens than there are code points."""
-    ids: dict[str, str] = {}
-    codes = []
-    for each in tokens:
-        for token in each:
-            if token not in ids:
-                if len(ids) >= _CODE_CAPACITY:  # pragma: no cover - a batch with a million distinct tokens
-                    return None
-                ids[token] = _code(len(ids))
-        codes.append("".join([ids[t] for t in each]))
-    return codes
+    def add(self, text: str, code: str, count: int) -> None:
+        self._texts.append(text)
+        self._codes.append(code)
+        self._lengths.append(count)
 
 
 def _readable(fd: int) -> bool:
@@ -398,7 +344,7 @@ class ParallelNovelty:
         self.replicas = self.shards = 1
         self._sent = 0  # instructions the workers hold (positions 0 .. _sent-1)
         self._starting = False  # workers were sent their shards and have not confirmed yet
-        self._pending: list[NoveltyBatch] = []  # batches sent to the workers, not yet finished, oldest first
+        self._pending: NoveltyBatch | None = None  # a batch sent to the workers, not yet finished
         # In-process while the index is small (always, with one worker); else the workers build it.
         self._index: NoveltyIndex | None = None
         if not self._wants_workers():
@@ -436,9 +382,9 @@ class ParallelNovelty:
             _close_all(self._procs)
             self._sent = 0
             self._starting = False
-        for batch in self._pending:
-            batch.abandoned = True
-        self._pending.clear()
+        if self._pending is not None:
+            self._pending.abandoned = True
+            self._pending = None
 
     def _wants_workers(self) -> bool:
         return self.workers > 1 and len(self._texts) >= self._parallel_from
@@ -495,11 +441,11 @@ class ParallelNovelty:
     def begin(self, candidates: Sequence[str]) -> NoveltyBatch:
         """Start scoring ``candidates`` and return at once: :meth:`ready` says when the answers are in and
         :meth:`finish` resolves the batch, in order, as ``NoveltyIndex.filter_batch(candidates, add=True)``
-        does. Several batches may be on the workers at once; they are finished in the order they began, and
-        a batch's candidates are checked against every instruction indexed before it is finished (those of
-        batches finished after it began included), so the results are those of one batch after another. In
+        does. One batch at a time: the next one's snapshot includes this one's accepted candidates. In
         process (a small index, one worker, or workers still building their shards) the batch is resolved
         here and now."""
+        if self._pending is not None:
+            raise RuntimeError("a novelty batch is still being scored: finish it first")
         candidates = list(candidates)
         if not candidates:
             return NoveltyBatch([], 0, [])
@@ -520,7 +466,7 @@ class ParallelNovelty:
             self.close()
             raise
         self._sent = len(self._texts)
-        self._pending.append(batch)
+        self._pending = batch
         return batch
 
     def ready(self, batch: NoveltyBatch) -> bool:
@@ -530,17 +476,15 @@ class ParallelNovelty:
         return self._collect(batch, block=False)
 
     def _collect(self, batch: NoveltyBatch, block: bool) -> bool:
-        """Take in the workers' answers up to ``batch``'s (each worker answers its batches in order)."""
         try:
             if not self._confirmed(block):
                 return False
-            for each in self._pending[: self._pending.index(batch) + 1]:
-                for worker in self._procs:
-                    if not each.received[worker.number]:
-                        if not block and not worker.answered():
-                            return False
-                        each.answers[worker.number] = worker.receive()
-                        each.received[worker.number] = True
+            for worker in self._procs:
+                if not batch.received[worker.number]:
+                    if not block and not worker.answered():
+                        return False
+                    batch.answers[worker.number] = worker.receive()
+                    batch.received[worker.number] = True
         except BaseException:
             # A worker that failed, or an interrupt mid-exchange: the pipes may hold half a message.
             self.close()
@@ -554,10 +498,8 @@ class ParallelNovelty:
             return batch.results
         if batch.abandoned:
             raise RuntimeError("this novelty batch was abandoned (the workers were closed)")
-        if batch is not self._pending[0]:
-            raise RuntimeError("novelty batches are finished in the order they began")
         self._collect(batch, block=True)
-        self._pending.pop(0)
+        self._pending = None
         candidates, base, texts = batch.candidates, batch.base, self._texts
         shards, replicas = self.shards, self.replicas
         snapshot: list[NoveltyResult] = []
@@ -570,33 +512,28 @@ class ParallelNovelty:
                     glob = [(local * shards + shard, score) for local, score in top]
                     parts.append(NoveltyResult(best, [Match(texts[p], s, p) for p, s in glob]))
                 snapshot.append(merge_results(parts, self.top_k))
-        # What no worker held when the batch began: the instructions added since (by batches finished
-        # meanwhile) and the batch's own accepted candidates, checked here, in order.
-        prior = texts[base:]
-        codes = _batch_codes(rouge_tokens_many([*candidates, *prior]))
-        recent = None
-        if codes is not None:
-            n = len(candidates)
-            recent = _Recent(base, self.top_k, self.report_floor, candidates, codes[:n], prior, codes[n:])
+        # The batch's own accepted candidates, which no worker holds yet: checked here, in order.
+        recent = _Recent(base, self.top_k, self.report_floor)
         fallback: NoveltyIndex | None = None  # should a batch exhaust the code points
-        if recent is None:  # pragma: no cover - a batch with a million distinct tokens
-            fallback = NoveltyIndex(prior, **self._options)  # type: ignore[arg-type]
         results = []
-        for i, (text, against_snapshot) in enumerate(zip(candidates, snapshot, strict=True)):
-            if recent is not None:
-                own = recent.query(i)
-            else:  # pragma: no cover
-                assert fallback is not None
+        for text, against_snapshot, tokens in zip(candidates, snapshot, rouge_tokens_many(candidates), strict=True):
+            code = recent._code(tokens) if fallback is None else None
+            if code is None and fallback is None:  # pragma: no cover - a batch with a million distinct tokens
+                fallback = NoveltyIndex(self._texts[base:], **self._options)  # type: ignore[arg-type]
+            if fallback is not None:  # pragma: no cover
                 own = fallback.query(text)
                 own = NoveltyResult(own.max_score, [Match(m.instruction, m.score, base + m.index) for m in own.top])
+            else:
+                assert code is not None
+                own = recent.query(tokens, code)
             result = merge_results((against_snapshot, own), self.top_k) if len(self._texts) > base else against_snapshot
             results.append(result)
             if result.max_score <= self.threshold:
-                if recent is not None:
-                    recent.add(i)
-                else:  # pragma: no cover
-                    assert fallback is not None
+                if fallback is not None:  # pragma: no cover
                     fallback.add(text)
+                else:
+                    assert code is not None
+                    recent.add(text, code, len(tokens))
                 self._texts.append(text)
         batch.results = results
         return results
@@ -633,53 +570,14 @@ class NoveltyBatch:
 # ----------------------------------------------------------------------------------------------- worker
 
 
-_EOF = object()  # the input closed
-
-
 def _serve(source: IO[bytes], sink: IO[bytes]) -> None:
-    """The worker's loop: build a shard, then answer batches until the input closes.
-
-    Messages are read, and replies written, by threads of their own, so the pipes keep moving while a batch
-    is scored: the main process may send the next batches (each more than a pipe holds) while this worker
-    scores one or its last answer (more than a pipe holds too) waits to be read. With one thread for all
-    three, the main process would wait on a send until the worker had finished scoring, or each side would
-    wait for the other to read.
-    """
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-
-    def read() -> None:
-        while True:
-            try:
-                inbox.put(pickle.load(source))
-            except EOFError:
-                inbox.put(_EOF)
-                return
-            except BaseException as exc:  # a broken message: answered as an error, then the input is done
-                inbox.put(("broken", f"{type(exc).__name__}: {exc}"))
-                inbox.put(_EOF)
-                return
-
-    def write() -> None:
-        while (data := replies.get()) is not None:
-            sink.write(len(data).to_bytes(_FRAME, "little") + data)
-            sink.flush()
-
-    threads = [threading.Thread(target=read, name="messages", daemon=True),
-               threading.Thread(target=write, name="replies", daemon=True)]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    try:
-        _answer(inbox, replies.put)
-    finally:
-        replies.put(None)
-        threads[1].join()
-
-
-def _answer(inbox: queue.SimpleQueue[Any], reply_with: Any) -> None:
-    """Answer each message of ``inbox`` with a pickled reply, in order, until :data:`_EOF`."""
+    """The worker's loop: build a shard, then answer batches until the input closes."""
     index: NoveltyIndex | None = None
-    while (message := inbox.get()) is not _EOF:
+    while True:
+        try:
+            message = pickle.load(source)
+        except EOFError:
+            return
         try:
             kind = message[0]
             if kind == "init":
@@ -694,13 +592,13 @@ def _answer(inbox: queue.SimpleQueue[Any], reply_with: Any) -> None:
                     result = index.query(text)
                     answers.append((result.max_score, [(m.index, m.score) for m in result.top]))
                 reply = ("ok", answers)
-            elif kind == "broken":
-                reply = ("error", message[1])
             else:
                 reply = ("error", f"unexpected message {kind!r}")
         except Exception as exc:  # sent back and raised by the main process, which names this worker
             reply = ("error", f"{type(exc).__name__}: {exc}")
-        reply_with(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        sink.write(len(data).to_bytes(_FRAME, "little") + data)
+        sink.flush()
 
 
 def _worker_main() -> int:

@@ -150,9 +150,6 @@ TURN_SECONDS = 0.05  # novelty checks per turn of the loop, at most (then comple
 # batching gains nothing there and TURN_SECONDS stays a fine bound). Large batches keep the workers busy (32
 # cost the workers about twice the CPU per task of 256 at a 52K pool, one run each on a loaded machine).
 CHECK_BATCH = 256
-# Batches on the workers at once: while the loop resolves one batch (its own candidates against each other,
-# in order, on the main thread), the workers already score the next, so neither waits for the other.
-CHECK_DEPTH = 2
 CHECK_POLL_SECONDS = 0.005  # how soon the loop looks again for the workers' answers to a batch
 GROUP_COMMIT_TASKS = 64
 GROUP_COMMIT_SECONDS = 1.0
@@ -309,9 +306,8 @@ class Bootstrap:
         self._pending_since: float | None = None
         self._started = 0.0
         self._settled = False
-        # Batches being novelty-checked on the workers, oldest first: their slots, the slots' screened
-        # candidates, the batch. Their slots follow each other from ``_checked`` on.
-        self._checking: list[tuple[list[_Slot], list[list[_Candidate]], NoveltyBatch]] = []
+        # A batch being novelty-checked on the workers: its slots, their screened candidates, the batch.
+        self._checking: tuple[list[_Slot], list[list[_Candidate]], NoveltyBatch] | None = None
 
     def _now(self) -> float:
         """The loop's clock, looked up at each reading (a test may swap ``clock`` after construction)."""
@@ -437,7 +433,7 @@ class Bootstrap:
         self._top_up(stream)
         if self._backlog():
             return 0.0  # completions still to check: take in what finished meanwhile, then go on checking
-        if self._checking:
+        if self._checking is not None:
             # The workers are scoring a batch: look again soon (or, with nothing in flight, wait for them).
             return CHECK_POLL_SECONDS if self._requests else 0.0
         if not self._requests:
@@ -580,12 +576,11 @@ class Bootstrap:
         instruction request's completion is waiting to be checked (the turn's time ran out)."""
         if self.stop_reason not in (None, MAX_ROUNDS):
             return False
-        if self._checking and self.index.ready(self._checking[0][2]):
-            return True
-        after = self._checked + sum(len(slots) for slots, _, _ in self._checking)
-        if len(self._checking) >= CHECK_DEPTH or after >= self._submitted:
+        if self._checking is not None:
+            return self.index.ready(self._checking[2])
+        if self._checked >= self._submitted:
             return False
-        return self._slots[after].completion is not None
+        return self._slots[self._checked].completion is not None
 
     def _advance(self, stream: Stream) -> None:
         """Novelty-check and commit, in submission order, as far as the completions allow -- checking for
@@ -593,27 +588,34 @@ class Bootstrap:
         the loop from taking in the follow-ups' answers (and sending the next requests) meanwhile; the rest
         waits for the next turn, in the same order. Up to :data:`CHECK_BATCH` requests are checked as one
         batch, whose novelty scoring runs on the workers while the loop goes on taking in completions and
-        sending requests (up to :data:`CHECK_DEPTH` batches at once, resolved in the order they began); the
-        order, and so every decision, is the same as one by one."""
+        sending requests (one batch at a time); the order, and so every decision, is the same as one by one."""
         ends = time.perf_counter() + TURN_SECONDS
         while self.stop_reason in (None, MAX_ROUNDS):
-            # Give the workers the next batch while they can take one, so that they never wait for the loop.
-            after = self._checked + sum(len(slots) for slots, _, _ in self._checking)
-            if len(self._checking) < CHECK_DEPTH and self._begin_check(after):
+            if self._checking is not None:
+                slots, screened, batch = self._checking
+                # Wait for the workers only when there is nothing else to do meanwhile.
+                if self._requests and not self.index.ready(batch):
+                    break
+                self._checking = None
+                results = iter(self.index.finish(batch))
+                for slot, survivors in zip(slots, screened, strict=True):
+                    self._resolve(slot, survivors, results, stream)
+                self._checked += len(slots)
+                if time.perf_counter() >= ends:
+                    break
                 continue
-            if not self._checking:
+            size = CHECK_BATCH if self.index.on_workers else 1
+            ready: list[_Slot] = []
+            while len(ready) < size and self._checked + len(ready) < self._submitted:
+                slot = self._slots[self._checked + len(ready)]
+                if slot.completion is None:
+                    break
+                ready.append(slot)
+            if not ready:
                 break
-            slots, screened, batch = self._checking[0]
-            # Wait for the workers only when there is nothing else to do meanwhile.
-            if self._requests and not self.index.ready(batch):
-                break
-            self._checking.pop(0)
-            results = iter(self.index.finish(batch))
-            for slot, survivors in zip(slots, screened, strict=True):
-                self._resolve(slot, survivors, results, stream)
-            self._checked += len(slots)
-            if time.perf_counter() >= ends:
-                break
+            screened = [self._screen(slot) for slot in ready]
+            # Against seeds, pool and every earlier survivor of this run (which join the index at once).
+            self._checking = (ready, screened, self.index.begin([c.instruction for group in screened for c in group]))
         while self._committed < self._checked and self.stop_reason in (None, MAX_ROUNDS):
             slot = self._slots[self._committed]
             if slot.open:
@@ -623,42 +625,23 @@ class Bootstrap:
             self.stop_reason = MAX_ROUNDS
             self._close_round()
 
-    def _begin_check(self, first: int) -> bool:
-        """Screen the completed instruction requests from ``first`` on (up to :data:`CHECK_BATCH` when the
-        workers score, else one) and hand their candidates to the novelty index; False if none is ready.
-        Against seeds, pool and every earlier survivor of this run (which join the index as they pass)."""
-        size = CHECK_BATCH if self.index.on_workers else 1
-        ready: list[_Slot] = []
-        while len(ready) < size and first + len(ready) < self._submitted:
-            slot = self._slots[first + len(ready)]
-            if slot.completion is None:
-                break
-            ready.append(slot)
-        if not ready:
-            return False
-        screened = [self._screen(slot) for slot in ready]
-        self._checking.append((ready, screened, self.index.begin([c.instruction for group in screened for c in group])))
-        return True
-
     def _end_check(self) -> None:
-        """The run ends while the workers score batches: take their answers and judge their candidates'
-        novelty, in order, as checks that had finished before the end would have (the survivors' follow-ups
-        are never sent: they are recorded as unfinished). Should the workers be gone, the slots of the
-        batches not yet answered go back to unchecked."""
-        checking, self._checking = self._checking, []
-        gone = False
-        for slots, screened, batch in checking:
-            try:
-                results = None if gone else iter(self.index.finish(batch))
-            except (NoveltyWorkerError, RuntimeError):
-                results, gone = None, True
-            if results is None:
-                for slot in slots:
-                    slot.candidates = []
-                    slot.notes = Counter()
-                continue
-            for slot, survivors in zip(slots, screened, strict=True):
-                self._judge_novelty(slot, survivors, results)
+        """The run ends while the workers score a batch: take their answers and judge its candidates' novelty,
+        as a check that had finished before the end would have (the survivors' follow-ups are never sent:
+        they are recorded as unfinished). Should the workers be gone, its slots go back to unchecked."""
+        if self._checking is None:
+            return
+        slots, screened, batch = self._checking
+        self._checking = None
+        try:
+            results = iter(self.index.finish(batch))
+        except (NoveltyWorkerError, RuntimeError):
+            for slot in slots:
+                slot.candidates = []
+                slot.notes = Counter()
+            return
+        for slot, survivors in zip(slots, screened, strict=True):
+            self._judge_novelty(slot, survivors, results)
 
     def _parse_slot(self, slot: _Slot) -> list[_Candidate]:
         """The candidates of an instruction request's completion (instructions, or complete Alpaca tasks)."""
