@@ -1162,7 +1162,7 @@ def _export_streaming(
     need_arrow = container == "hf" or bool(opts.push_to_hub)
     # The seed format's provenance fields vary from task to task, so a columnar table of it needs every
     # record's columns before its first row group: its records are spooled and read twice.
-    probed = opts.fmt == "seed" and (container in ("parquet", "hf") or need_arrow)
+    probed = opts.fmt == "seed" and (container == "parquet" or need_arrow)
 
     def write_all(writers: dict[str, Any]) -> None:
         """Every record into ``writers`` (one per split), shuffled first with --shuffle."""
