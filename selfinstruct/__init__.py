@@ -48,6 +48,12 @@ if _started_as_command():
     except ValueError:  # not the main thread: nothing to do
         pass
 
+# Before this package's first line, while Python itself starts, the installed 00-selfinstruct-startup.pth
+# (see tools/build_hooks.py) has blocked SIGINT in the command line's process and said so on ``sys``: let a
+# pending one through now, to the handler above (it is delivered as the mask changes).
+if _sys.__dict__.pop("_selfinstruct_sigint_held", False):
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {_signal.SIGINT})
+
 __version__ = "0.1.0"
 
 from importlib import import_module  # noqa: E402
