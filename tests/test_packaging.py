@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,31 +54,39 @@ def _pth_lines() -> list[str]:
     return lines
 
 
+def _build(hook: str, source: Path, out: Path) -> Path:
+    """Run one PEP 517 hook of the build backend in its own process, as pip does; the file it built."""
+    build = f"import sys\nfrom setuptools import build_meta\nprint('built:', build_meta.{hook}(sys.argv[1]))\n"
+    done = subprocess.run([sys.executable, "-c", build, str(out)], cwd=source, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = next(line for line in done.stdout.splitlines()[::-1] if line.startswith("built: "))
+    return out / built.split()[1]
+
+
 @pytest.mark.slow
-def test_the_wheel_and_an_editable_install_carry_the_startup_pth(tmp_path: Path) -> None:
-    """Both builds put the file at the wheel's root (installers place that in site-packages) and list it in
-    RECORD (so `pip uninstall` removes it); an editable install needs it as much: the README installs one."""
+def test_every_build_carries_the_startup_pth(tmp_path: Path) -> None:
+    """A wheel, an editable wheel (the README installs one) and a wheel built from the sdist (what `python -m
+    build` does) all put the file at the wheel's root, which installers place in site-packages, and list it
+    in RECORD, so that `pip uninstall` removes it."""
     setuptools = pytest.importorskip("setuptools")
     if int(setuptools.__version__.split(".")[0]) < 77:
         pytest.skip(f"setuptools {setuptools.__version__}: the build needs 77 or later (the dev extra installs it)")
     hooks = _build_hooks()
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
         shutil.copy(ROOT / name, source / name)
     for name in ("selfinstruct", "seeds", "prompts"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (source / "tools").mkdir()
     shutil.copy(ROOT / "tools" / "build_hooks.py", source / "tools" / "build_hooks.py")
     out = tmp_path / "dist"
-    wheels = []
-    for hook in ("build_wheel", "build_editable"):  # one process each, as pip calls them
-        build = f"import sys\nfrom setuptools import build_meta\nprint('built:', build_meta.{hook}(sys.argv[1]))\n"
-        done = subprocess.run([sys.executable, "-c", build, str(out)], cwd=source, capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        built = next(line for line in done.stdout.splitlines()[::-1] if line.startswith("built: "))
-        wheels.append(out / built.split()[1])
+    wheels = [_build("build_wheel", source, out), _build("build_editable", source, out)]
+    with tarfile.open(_build("build_sdist", source, out)) as sdist:
+        sdist.extractall(tmp_path / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (from_sdist,) = (tmp_path / "unpacked").iterdir()
+    wheels.append(_build("build_wheel", from_sdist, tmp_path / "from-sdist"))
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as zf:
             assert zf.read(hooks.PTH_NAME).decode() == hooks.PTH_TEXT, wheel.name
